@@ -1,0 +1,169 @@
+// Module entry: plain functions over fds (sys.h) and the SocketHandle class.
+// Results cross into JavaScript as numbers: >= 0 is success, < 0 a libuv
+// error code that TypeScript turns into an Error with `code` and `errno`.
+#include <napi.h>
+#include <string.h>
+
+#include "env_state.h"
+#include "socket_handle.h"
+#include "sys.h"
+
+namespace afunix {
+
+namespace {
+
+Napi::Number Num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+
+int Int(const Napi::CallbackInfo& info, size_t i) {
+  return info[i].IsNumber() ? info[i].As<Napi::Number>().Int32Value() : -1;
+}
+
+// Reads an address argument (raw sun_path bytes) without copying it.
+bool AddrArg(const Napi::CallbackInfo& info, size_t i, const uint8_t** p, size_t* len) {
+  if (info[i].IsNull() || info[i].IsUndefined()) {
+    *p = nullptr;
+    *len = 0;
+    return true;
+  }
+  if (!info[i].IsTypedArray()) return false;
+  Napi::Uint8Array a = info[i].As<Napi::Uint8Array>();
+  *p = a.Data();
+  *len = a.ByteLength();
+  return true;
+}
+
+Napi::Value AddrValue(Napi::Env env, const Address& a) {
+  return Napi::Buffer<uint8_t>::Copy(env, a.bytes, a.len);
+}
+
+Kind KindArg(const Napi::CallbackInfo& info, size_t i) { return static_cast<Kind>(Int(info, i)); }
+
+Napi::Value Socket(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysSocket(KindArg(info, 0)));
+}
+
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[2];
+  int r = SysSocketPair(KindArg(info, 0), fds);
+  if (r < 0) return Num(env, r);
+  Napi::Array a = Napi::Array::New(env, 2);
+  a.Set(0u, Num(env, fds[0]));
+  a.Set(1u, Num(env, fds[1]));
+  return a;
+}
+
+Napi::Value Bind(const Napi::CallbackInfo& info) {
+  const uint8_t* p;
+  size_t len;
+  if (!AddrArg(info, 1, &p, &len)) return Num(info.Env(), UV_EINVAL);
+  return Num(info.Env(), SysBind(Int(info, 0), p, len));
+}
+
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  const uint8_t* p;
+  size_t len;
+  if (!AddrArg(info, 1, &p, &len) || len == 0) return Num(info.Env(), UV_EINVAL);
+  return Num(info.Env(), SysConnect(Int(info, 0), p, len));
+}
+
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysListen(Int(info, 0), Int(info, 1)));
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysShutdown(Int(info, 0), Int(info, 1)));
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysClose(Int(info, 0)));
+}
+
+Napi::Value SockName(const Napi::CallbackInfo& info) {
+  Address a;
+  int r = SysSockName(Int(info, 0), info[1].ToBoolean(), &a);
+  if (r < 0) return Num(info.Env(), r);
+  return AddrValue(info.Env(), a);
+}
+
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PeerCred c;
+  int r = SysPeerCred(Int(info, 0), &c);
+  if (r < 0) return Num(env, r);
+  Napi::Array a = Napi::Array::New(env, 3);
+  a.Set(0u, Num(env, static_cast<double>(c.pid)));
+  a.Set(1u, Num(env, static_cast<double>(c.uid)));
+  a.Set(2u, Num(env, static_cast<double>(c.gid)));
+  return a;
+}
+
+Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysPeerPidfd(Int(info, 0)));
+}
+
+Napi::Value SetPassCred(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysSetPassCred(Int(info, 0), info[1].ToBoolean()));
+}
+
+Napi::Value SocketError(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysSocketError(Int(info, 0)));
+}
+
+Napi::Value SocketKind(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysSocketKind(Int(info, 0)));
+}
+
+Napi::Value Adopt(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysAdopt(Int(info, 0)));
+}
+
+Napi::Value SetBufferSize(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysSetBufferSize(Int(info, 0), info[1].ToBoolean(), Int(info, 2)));
+}
+
+Napi::Value GetBufferSize(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysGetBufferSize(Int(info, 0), info[1].ToBoolean()));
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* state = new EnvState();
+  env.SetInstanceData<EnvState>(state);
+  // Sockets still open when a worker (or the process) ends are closed here,
+  // before libuv's loop goes away: never left to a garbage collector.
+  env.AddCleanupHook([state]() { SocketHandle::Teardown(state); });
+
+  Napi::Function ctor = SocketHandle::Define(env);
+  state->handle_ctor = Napi::Persistent(ctor);
+  exports.Set("SocketHandle", ctor);
+  exports.Set("socket", Napi::Function::New<Socket>(env, "socket"));
+  exports.Set("socketPair", Napi::Function::New<SocketPair>(env, "socketPair"));
+  exports.Set("bind", Napi::Function::New<Bind>(env, "bind"));
+  exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));
+  exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
+  exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
+  exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("sockName", Napi::Function::New<SockName>(env, "sockName"));
+  exports.Set("peerCredentials", Napi::Function::New<PeerCredentials>(env, "peerCredentials"));
+  exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));
+  exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));
+  exports.Set("socketError", Napi::Function::New<SocketError>(env, "socketError"));
+  exports.Set("socketKind", Napi::Function::New<SocketKind>(env, "socketKind"));
+  exports.Set("adopt", Napi::Function::New<Adopt>(env, "adopt"));
+  exports.Set("setBufferSize", Napi::Function::New<SetBufferSize>(env, "setBufferSize"));
+  exports.Set("getBufferSize", Napi::Function::New<GetBufferSize>(env, "getBufferSize"));
+#ifdef _WIN32
+  exports.Set("platform", Napi::String::New(env, "win32"));
+#else
+  exports.Set("platform", Napi::String::New(env, "unix"));
+#endif
+  return exports;
+}
+
+}  // namespace afunix
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return afunix::Init(env, exports); }
+
+NODE_API_MODULE(NODE_GYP_MODULE_NAME, InitModule)

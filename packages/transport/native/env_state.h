@@ -1,0 +1,27 @@
+// Per-environment state: one per Node.js main thread or worker. Nothing in
+// the addon is global, so it loads in any number of threads (context-aware).
+#ifndef AFUNIX_ENV_STATE_H_
+#define AFUNIX_ENV_STATE_H_
+
+#include <napi.h>
+
+#include <vector>
+
+namespace afunix {
+
+struct Conn;
+
+struct EnvState {
+  Napi::FunctionReference handle_ctor;
+  // Receive scratch space shared by every socket of this environment: reads
+  // are synchronous, so one buffer serves all, and idle sockets cost nothing.
+  std::vector<uint8_t> scratch;
+  Conn* conns = nullptr;  // intrusive list of sockets not yet closed
+  bool tearing_down = false;
+
+  static EnvState* Get(Napi::Env env) { return env.GetInstanceData<EnvState>(); }
+};
+
+}  // namespace afunix
+
+#endif  // AFUNIX_ENV_STATE_H_

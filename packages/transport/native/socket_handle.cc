@@ -1,0 +1,410 @@
+#include "socket_handle.h"
+
+#include <string.h>
+
+#include <vector>
+
+namespace afunix {
+
+namespace {
+
+// A readiness event drains at most this much before yielding to other
+// sockets, so one busy peer cannot starve the rest of the loop.
+constexpr int kMaxBatchesPerEvent = 4;
+constexpr int kMaxReadsPerBatch = 64;
+constexpr size_t kStreamRoom = 64 * 1024;  // a stream read wants this much space
+constexpr size_t kScratchSize = 1024 * 1024;
+constexpr int kMaxAcceptsPerEvent = 128;
+constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux and macOS
+
+// Status reported when the kernel dropped descriptors (MSG_CTRUNC): outside
+// the errno range so it cannot be mistaken for a real error number.
+constexpr int kErrCtrunc = -100001;
+
+// One received piece of a batch, pointing into the shared scratch buffer.
+struct Chunk {
+  size_t len = 0;
+  RecvMeta meta;
+};
+
+bool HasMeta(const RecvMeta& m) { return !m.fds.empty() || m.has_cred || m.has_addr; }
+
+Napi::Value FdArray(Napi::Env env, const std::vector<int>& fds) {
+  if (fds.empty()) return env.Null();
+  Napi::Array a = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) a.Set(i, Napi::Number::New(env, fds[i]));
+  return a;
+}
+
+Napi::Value CredArray(Napi::Env env, const RecvMeta& m) {
+  if (!m.has_cred) return env.Null();
+  Napi::Array a = Napi::Array::New(env, 3);
+  a.Set(0u, Napi::Number::New(env, static_cast<double>(m.cred.pid)));
+  a.Set(1u, Napi::Number::New(env, static_cast<double>(m.cred.uid)));
+  a.Set(2u, Napi::Number::New(env, static_cast<double>(m.cred.gid)));
+  return a;
+}
+
+Napi::Value AddrBuffer(Napi::Env env, const RecvMeta& m) {
+  if (!m.has_addr) return env.Null();
+  return Napi::Buffer<uint8_t>::Copy(env, m.addr.bytes, m.addr.len);
+}
+
+bool ReadView(napi_env env, napi_value v, uv_buf_t* out) {
+  napi_typedarray_type type;
+  size_t length;
+  void* data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok)
+    return false;
+  if (type != napi_uint8_array) return false;
+  *out = uv_buf_init(static_cast<char*>(data), static_cast<unsigned int>(length));
+  return true;
+}
+
+void LinkConn(Conn* c) {
+  c->next = c->state->conns;
+  if (c->next) c->next->prev = c;
+  c->state->conns = c;
+}
+
+void UnlinkConn(Conn* c) {
+  if (c->prev) c->prev->next = c->next;
+  else if (c->state->conns == c) c->state->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = nullptr;
+}
+
+}  // namespace
+
+Napi::Function SocketHandle::Define(Napi::Env env) {
+  return DefineClass(env, "SocketHandle",
+                     {
+                         InstanceMethod<&SocketHandle::ReadStart>("readStart"),
+                         InstanceMethod<&SocketHandle::ReadStop>("readStop"),
+                         InstanceMethod<&SocketHandle::WatchWritable>("watchWritable"),
+                         InstanceMethod<&SocketHandle::Write>("write"),
+                         InstanceMethod<&SocketHandle::Close>("close"),
+                         InstanceMethod<&SocketHandle::Ref>("ref"),
+                         InstanceMethod<&SocketHandle::Unref>("unref"),
+                         InstanceMethod<&SocketHandle::SetMaxMessage>("setMaxMessage"),
+                         StaticValue("ERR_CTRUNC", Napi::Number::New(env, kErrCtrunc)),
+                     });
+}
+
+// new SocketHandle(fd, kind, listener, onRead, onWritable)
+// The handle takes ownership of fd: from here on only close() releases it.
+SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<SocketHandle>(info), conn_(nullptr), async_(info.Env(), "afunix:socket") {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[3].IsFunction() ||
+      !info[4].IsFunction()) {
+    Napi::TypeError::New(env, "SocketHandle(fd, kind, listener, onRead, onWritable)")
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  EnvState* state = EnvState::Get(env);
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  auto* c = new Conn();
+  c->fd = info[0].As<Napi::Number>().Int32Value();
+  c->kind = static_cast<Kind>(info[1].As<Napi::Number>().Int32Value());
+  c->listener = info[2].ToBoolean();
+  c->state = state;
+  c->owner = this;
+  int r = uv_poll_init_socket(loop, &c->poll, c->fd);
+  if (r != 0) {
+    // The fd stays with the caller: nothing was taken over.
+    delete c;
+    Napi::Error e = Napi::Error::New(env, uv_strerror(r));
+    e.Set("errno", Napi::Number::New(env, r));
+    e.ThrowAsJavaScriptException();
+    return;
+  }
+  c->poll.data = c;
+  conn_ = c;
+  LinkConn(c);
+  on_read_ = Napi::Persistent(info[3].As<Napi::Function>());
+  on_writable_ = Napi::Persistent(info[4].As<Napi::Function>());
+  // An open socket must never be collected: it is released in OnClosed.
+  Napi::ObjectWrap<SocketHandle>::Ref();
+}
+
+SocketHandle::~SocketHandle() {
+  if (conn_ != nullptr) {
+    conn_->owner = nullptr;
+    BeginClose(conn_);
+    conn_ = nullptr;
+  }
+}
+
+int SocketHandle::UpdatePoll() {
+  Conn* c = conn_;
+  int events = (c->reading ? UV_READABLE : 0) | (c->want_write ? UV_WRITABLE : 0);
+  if (events == 0) return uv_poll_stop(&c->poll);
+  return uv_poll_start(&c->poll, events, OnPoll);
+}
+
+Napi::Value SocketHandle::ReadStart(const Napi::CallbackInfo& info) {
+  if (conn_ == nullptr || conn_->closing) return Napi::Number::New(info.Env(), UV_EBADF);
+  conn_->reading = true;
+  return Napi::Number::New(info.Env(), UpdatePoll());
+}
+
+Napi::Value SocketHandle::ReadStop(const Napi::CallbackInfo& info) {
+  if (conn_ == nullptr || conn_->closing) return Napi::Number::New(info.Env(), 0);
+  conn_->reading = false;
+  return Napi::Number::New(info.Env(), UpdatePoll());
+}
+
+Napi::Value SocketHandle::WatchWritable(const Napi::CallbackInfo& info) {
+  if (conn_ == nullptr || conn_->closing) return Napi::Number::New(info.Env(), UV_EBADF);
+  conn_->want_write = info[0].ToBoolean();
+  return Napi::Number::New(info.Env(), UpdatePoll());
+}
+
+Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
+  if (conn_ != nullptr && info[0].IsNumber()) {
+    double v = info[0].As<Napi::Number>().DoubleValue();
+    if (v >= 1 && v <= 1024.0 * 1024 * 1024) conn_->max_message = static_cast<size_t>(v);
+  }
+  return info.Env().Undefined();
+}
+
+// write(data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null)
+// Returns the number of bytes the kernel took, or a negative error code.
+Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (conn_ == nullptr || conn_->closing) return Napi::Number::New(env, UV_EBADF);
+  uv_buf_t one;
+  std::vector<uv_buf_t> many;
+  const uv_buf_t* iov = &one;
+  size_t iovcnt = 1;
+  if (info[0].IsArray()) {
+    Napi::Array arr = info[0].As<Napi::Array>();
+    iovcnt = arr.Length() < kMaxIov ? arr.Length() : kMaxIov;
+    many.resize(iovcnt);
+    for (size_t i = 0; i < iovcnt; i++) {
+      if (!ReadView(env, arr.Get(static_cast<uint32_t>(i)), &many[i])) return Napi::Number::New(env, UV_EINVAL);
+    }
+    iov = many.data();
+  } else if (!ReadView(env, info[0], &one)) {
+    return Napi::Number::New(env, UV_EINVAL);
+  }
+  int fds[kMaxFds];
+  size_t nfds = 0;
+  if (info.Length() > 1 && info[1].IsArray()) {
+    Napi::Array arr = info[1].As<Napi::Array>();
+    nfds = arr.Length();
+    if (nfds > static_cast<size_t>(kMaxFds)) return Napi::Number::New(env, UV_EINVAL);
+    for (size_t i = 0; i < nfds; i++) {
+      fds[i] = arr.Get(static_cast<uint32_t>(i)).As<Napi::Number>().Int32Value();
+    }
+  }
+  Address to;
+  const Address* top = nullptr;
+  if (info.Length() > 2 && info[2].IsTypedArray()) {
+    uv_buf_t b;
+    if (!ReadView(env, info[2], &b) || b.len > sizeof(to.bytes)) return Napi::Number::New(env, UV_ENAMETOOLONG);
+    memcpy(to.bytes, b.base, b.len);
+    to.len = b.len;
+    top = &to;
+  }
+  int64_t n = SysSendMsg(conn_->fd, iov, iovcnt, fds, nfds, top);
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value SocketHandle::Ref(const Napi::CallbackInfo& info) {
+  if (conn_ != nullptr && !conn_->closing) uv_ref(reinterpret_cast<uv_handle_t*>(&conn_->poll));
+  return info.Env().Undefined();
+}
+
+Napi::Value SocketHandle::Unref(const Napi::CallbackInfo& info) {
+  if (conn_ != nullptr && !conn_->closing) uv_unref(reinterpret_cast<uv_handle_t*>(&conn_->poll));
+  return info.Env().Undefined();
+}
+
+// close(onClosed?): the fd is closed once libuv has let go of the poll handle.
+Napi::Value SocketHandle::Close(const Napi::CallbackInfo& info) {
+  if (conn_ == nullptr || conn_->closing) return info.Env().Undefined();
+  if (info.Length() > 0 && info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
+  BeginClose(conn_);
+  return info.Env().Undefined();
+}
+
+void SocketHandle::BeginClose(Conn* c) {
+  if (c->closing) return;
+  c->closing = true;
+  c->reading = false;
+  c->want_write = false;
+  uv_poll_stop(&c->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->poll), OnClosed);
+}
+
+void SocketHandle::OnClosed(uv_handle_t* handle) {
+  Conn* c = static_cast<Conn*>(handle->data);
+  SysClose(c->fd);
+  UnlinkConn(c);
+  SocketHandle* self = c->owner;
+  delete c;
+  if (self == nullptr) return;
+  self->conn_ = nullptr;
+  if (!self->on_close_.IsEmpty() && !EnvState::Get(self->Env())->tearing_down) {
+    Napi::HandleScope scope(self->Env());
+    self->CallJs(self->on_close_, {});
+  }
+  self->on_read_.Reset();
+  self->on_writable_.Reset();
+  self->on_close_.Reset();
+  self->Napi::ObjectWrap<SocketHandle>::Unref();
+}
+
+void SocketHandle::Teardown(EnvState* state) {
+  state->tearing_down = true;
+  for (Conn* c = state->conns; c != nullptr; c = c->next) BeginClose(c);
+}
+
+void SocketHandle::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
+  Napi::Env env = Env();
+  fn.MakeCallback(Value(), args, async_);
+  if (env.IsExceptionPending()) {
+    // Surface it as an uncaught exception, exactly as a JS callback would.
+    Napi::Error e = env.GetAndClearPendingException();
+    napi_fatal_exception(env, e.Value());
+  }
+}
+
+void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
+  Conn* c = static_cast<Conn*>(poll->data);
+  SocketHandle* self = c->owner;
+  if (self == nullptr || c->closing) return;
+  Napi::HandleScope scope(self->Env());
+  if (status < 0) {
+    c->reading = false;
+    self->UpdatePoll();
+    self->Deliver(status, 0, self->Env().Undefined());
+    return;
+  }
+  if ((events & UV_READABLE) && c->reading) {
+    if (c->listener) self->DrainListener();
+    else self->DrainSocket();
+  }
+  // The read callback may have closed the socket: look again before writing.
+  if (c->closing || c->owner == nullptr) return;
+  if ((events & UV_WRITABLE) && c->want_write) self->CallJs(self->on_writable_, {});
+}
+
+void SocketHandle::DrainListener() {
+  Napi::Env env = Env();
+  std::vector<int> accepted;
+  int status = 0;
+  for (int i = 0; i < kMaxAcceptsPerEvent; i++) {
+    int fd = SysAccept(conn_->fd);
+    if (fd == UV_EAGAIN) break;
+    if (fd < 0) {
+      // EMFILE and friends: stop watching, so the loop does not spin on a
+      // connection it cannot take; TypeScript decides when to try again.
+      status = fd;
+      conn_->reading = false;
+      UpdatePoll();
+      break;
+    }
+    accepted.push_back(fd);
+  }
+  if (accepted.empty() && status == 0) return;
+  Napi::Array fds = Napi::Array::New(env, accepted.size());
+  for (size_t i = 0; i < accepted.size(); i++) fds.Set(i, Napi::Number::New(env, accepted[i]));
+  CallJs(on_read_, {Napi::Number::New(env, status), fds});
+}
+
+void SocketHandle::DrainSocket() {
+  Conn* c = conn_;
+  for (int i = 0; i < kMaxBatchesPerEvent; i++) {
+    if (!ReadBatch()) return;
+    // JavaScript ran: it may have paused or closed this socket.
+    if (conn_ == nullptr || c->closing || !c->reading) return;
+  }
+}
+
+// Reads until EAGAIN or until the scratch buffer is full, then hands the
+// whole batch to JavaScript in one call. Returns true if more may be waiting.
+bool SocketHandle::ReadBatch() {
+  Conn* c = conn_;
+  std::vector<uint8_t>& scratch = c->state->scratch;
+  bool stream = c->kind == Kind::kStream;
+  size_t room = stream ? kStreamRoom : c->max_message;
+  if (scratch.size() < kScratchSize || scratch.size() < room) {
+    scratch.resize(room > kScratchSize ? room : kScratchSize);
+  }
+  std::vector<Chunk> chunks;
+  size_t used = 0;
+  int status = 0;
+  bool more = true;
+  for (int i = 0; i < kMaxReadsPerBatch; i++) {
+    if (scratch.size() - used < room) break;
+    RecvMeta meta;
+    size_t cap = stream ? scratch.size() - used : room;
+    int64_t n = SysRecvMsg(c->fd, scratch.data() + used, cap, c->kind == Kind::kDgram, &meta);
+    if (n == UV_EAGAIN) { more = false; break; }
+    if (n < 0) { status = static_cast<int>(n); break; }
+    // A zero-length read is the end of a stream or seqpacket connection; our
+    // seqpacket sockets refuse to send empty messages so it is unambiguous.
+    if (n == 0 && c->kind != Kind::kDgram && meta.fds.empty()) { status = UV_EOF; break; }
+    if (meta.truncated && !stream) {
+      for (int fd : meta.fds) SysClose(fd);
+      status = UV_EMSGSIZE;
+      break;
+    }
+    bool merge = stream && !HasMeta(meta) && !chunks.empty() && !meta.ctrunc;
+    if (merge) {
+      chunks.back().len += static_cast<size_t>(n);
+    } else {
+      chunks.emplace_back();
+      chunks.back().len = static_cast<size_t>(n);
+      chunks.back().meta = std::move(meta);
+    }
+    used += static_cast<size_t>(n);
+    if (chunks.back().meta.ctrunc) { status = kErrCtrunc; break; }
+  }
+  if (status != 0) {
+    // End of stream or an error: reading stops until JavaScript says otherwise.
+    c->reading = false;
+    UpdatePoll();
+    more = false;
+  }
+  if (used == 0 && chunks.empty() && status == 0) return false;
+  Napi::Env env = Env();
+  Napi::Value list = env.Undefined();
+  bool simple = chunks.size() == 1 && !HasMeta(chunks[0].meta);
+  if (!chunks.empty() && !simple) {
+    Napi::Array a = Napi::Array::New(env, chunks.size() * 4);
+    uint32_t k = 0;
+    for (const Chunk& ch : chunks) {
+      a.Set(k++, Napi::Number::New(env, static_cast<double>(ch.len)));
+      a.Set(k++, FdArray(env, ch.meta.fds));
+      a.Set(k++, AddrBuffer(env, ch.meta));
+      a.Set(k++, CredArray(env, ch.meta));
+    }
+    list = a;
+  } else if (chunks.empty()) {
+    list = env.Null();
+  }
+  Deliver(status, used, list);
+  return more;
+}
+
+// onRead(status, bytes?: ArrayBuffer, chunks?: [len, fds, addr, cred, ...])
+// chunks is undefined when bytes is a single chunk with nothing attached.
+void SocketHandle::Deliver(int status, size_t used, Napi::Value chunks) {
+  Napi::Env env = Env();
+  Napi::Value bytes = env.Undefined();
+  if (used > 0 || (chunks.IsArray())) {
+    // A V8-owned copy, never an external buffer: Electron's memory cage
+    // refuses those, and the scratch buffer is reused on the next read.
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, used);
+    if (used > 0) memcpy(ab.Data(), conn_->state->scratch.data(), used);
+    bytes = ab;
+  }
+  CallJs(on_read_, {Napi::Number::New(env, status), bytes, chunks});
+}
+
+}  // namespace afunix

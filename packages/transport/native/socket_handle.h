@@ -1,0 +1,74 @@
+// SocketHandle: one owned socket fd watched by a uv_poll_t. It drains reads
+// in batches (one JS callback per batch), writes with sendmsg, and closes in
+// libuv's order: poll stop, handle close, fd close. Policy (queues,
+// backpressure, errors as exceptions) lives in TypeScript.
+#ifndef AFUNIX_SOCKET_HANDLE_H_
+#define AFUNIX_SOCKET_HANDLE_H_
+
+#include <napi.h>
+#include <uv.h>
+
+#include "env_state.h"
+#include "sys.h"
+
+namespace afunix {
+
+class SocketHandle;
+
+// The libuv side of a socket. It outlives its JavaScript object when needed:
+// uv_close() completes asynchronously, and the memory must stay until then.
+struct Conn {
+  uv_poll_t poll;
+  int fd = -1;
+  Kind kind = Kind::kStream;
+  bool listener = false;
+  bool reading = false;
+  bool want_write = false;
+  bool closing = false;
+  size_t max_message = 256 * 1024;
+  SocketHandle* owner = nullptr;
+  EnvState* state = nullptr;
+  Conn* prev = nullptr;
+  Conn* next = nullptr;
+};
+
+class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit SocketHandle(const Napi::CallbackInfo& info);
+  ~SocketHandle() override;
+
+  // Closes every socket of an environment that is going away.
+  static void Teardown(EnvState* state);
+
+ private:
+  Napi::Value ReadStart(const Napi::CallbackInfo& info);
+  Napi::Value ReadStop(const Napi::CallbackInfo& info);
+  Napi::Value WatchWritable(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Ref(const Napi::CallbackInfo& info);
+  Napi::Value Unref(const Napi::CallbackInfo& info);
+  Napi::Value SetMaxMessage(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* poll, int status, int events);
+  static void OnClosed(uv_handle_t* handle);
+  static void BeginClose(Conn* conn);
+
+  int UpdatePoll();
+  void DrainListener();
+  void DrainSocket();
+  bool ReadBatch();  // false when reading should stop for this event
+  void Deliver(int status, size_t used, Napi::Value chunks);
+  void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
+
+  Conn* conn_;
+  Napi::FunctionReference on_read_;
+  Napi::FunctionReference on_writable_;
+  Napi::FunctionReference on_close_;
+  Napi::AsyncContext async_;
+};
+
+}  // namespace afunix
+
+#endif  // AFUNIX_SOCKET_HANDLE_H_

@@ -1,0 +1,74 @@
+// Thin syscall layer. Every function returns >= 0 on success or a negative
+// libuv error code (UV_E*), which on unix is -errno. Nothing here throws or
+// touches JavaScript: errors become exceptions at one boundary, in TypeScript.
+#ifndef AFUNIX_SYS_H_
+#define AFUNIX_SYS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <vector>
+
+namespace afunix {
+
+// Socket kinds as JavaScript names them; mapped to SOCK_* per platform.
+enum class Kind : int { kStream = 0, kSeqpacket = 1, kDgram = 2 };
+
+// Largest number of descriptors one message may carry (Linux SCM_MAX_FD).
+constexpr int kMaxFds = 253;
+
+// An address as the raw bytes of sun_path: empty for unnamed sockets, a
+// leading NUL for Linux abstract names, otherwise a path without its NUL.
+struct Address {
+  uint8_t bytes[108];
+  size_t len = 0;
+};
+
+struct PeerCred {
+  int64_t pid = -1;
+  int64_t uid = -1;
+  int64_t gid = -1;
+};
+
+// What one recvmsg() brought besides the bytes.
+struct RecvMeta {
+  std::vector<int> fds;    // received descriptors, now owned by the caller
+  bool has_cred = false;   // SCM_CREDENTIALS was attached
+  PeerCred cred;
+  bool has_addr = false;   // the sender's address (datagram sockets)
+  Address addr;
+  bool truncated = false;  // MSG_TRUNC: the message did not fit
+  bool ctrunc = false;     // MSG_CTRUNC: descriptors were lost
+};
+
+int SysSocket(Kind kind);
+int SysSocketPair(Kind kind, int out[2]);
+int SysBind(int fd, const uint8_t* path, size_t len);  // len == 0: autobind
+int SysListen(int fd, int backlog);
+int SysAccept(int fd);
+int SysConnect(int fd, const uint8_t* path, size_t len);
+int SysShutdown(int fd, int how);  // 0 = read, 1 = write, 2 = both
+int SysClose(int fd);
+int SysSockName(int fd, bool peer, Address* out);
+int SysPeerCred(int fd, PeerCred* out);
+int SysPeerPidfd(int fd);
+int SysSetPassCred(int fd, bool on);
+int SysSocketError(int fd);
+int SysSocketKind(int fd);  // Kind of an inherited fd, or an error
+int SysAdopt(int fd);       // make an inherited fd non-blocking and CLOEXEC
+int SysSetBufferSize(int fd, bool send, int bytes);
+int SysGetBufferSize(int fd, bool send);
+
+// Sends bytes (gathered from iov) with optional descriptors and an optional
+// destination. Returns the number of bytes sent.
+int64_t SysSendMsg(int fd, const uv_buf_t* iov, size_t iovcnt, const int* fds,
+                   size_t nfds, const Address* to);
+
+// Receives into buf. Returns the number of bytes read (0 on EOF for streams).
+int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
+                   RecvMeta* meta);
+
+}  // namespace afunix
+
+#endif  // AFUNIX_SYS_H_

@@ -1,0 +1,373 @@
+// The unix implementation of sys.h: Linux first, macOS/BSD where marked.
+#ifndef _WIN32
+
+#include "sys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#if defined(__APPLE__) || defined(__FreeBSD__)
+#include <sys/ucred.h>
+#endif
+
+namespace afunix {
+
+namespace {
+
+#if defined(__linux__)
+constexpr int kSendFlags = MSG_NOSIGNAL;
+constexpr int kRecvFlags = MSG_CMSG_CLOEXEC;
+#else
+constexpr int kSendFlags = 0;  // SO_NOSIGPIPE is set on the socket instead
+constexpr int kRecvFlags = 0;  // CLOEXEC is set after the fact (see TakeRights)
+#endif
+
+inline int Err() { return -errno; }
+
+int SockType(Kind kind) {
+  switch (kind) {
+    case Kind::kStream: return SOCK_STREAM;
+    case Kind::kSeqpacket: return SOCK_SEQPACKET;
+    case Kind::kDgram: return SOCK_DGRAM;
+  }
+  return -1;
+}
+
+int SetFlags(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) return Err();
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl == -1 || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) == -1) return Err();
+#ifdef SO_NOSIGPIPE
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+  return 0;
+}
+
+// Fills a sockaddr_un; a path that does not fit is ENAMETOOLONG, never cut.
+int FillAddr(const uint8_t* path, size_t len, sockaddr_un* sa, socklen_t* salen) {
+  memset(sa, 0, sizeof(*sa));
+  sa->sun_family = AF_UNIX;
+  bool abstract = len > 0 && path[0] == 0;
+  // A filesystem path needs room for its terminating NUL on most systems.
+  size_t room = sizeof(sa->sun_path) - (abstract ? 0 : 1);
+  if (len > room) return UV_ENAMETOOLONG;
+  memcpy(sa->sun_path, path, len);
+  *salen = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len + (abstract ? 0 : 1));
+  return 0;
+}
+
+void ReadAddr(const sockaddr_un& sa, socklen_t salen, Address* out) {
+  size_t off = offsetof(sockaddr_un, sun_path);
+  size_t len = salen > off ? salen - off : 0;
+  if (len > sizeof(out->bytes)) len = sizeof(out->bytes);
+  // Pathnames carry a NUL terminator (and BSDs report the full sun_path).
+  if (len > 0 && sa.sun_path[0] != 0) len = strnlen(sa.sun_path, len);
+  memcpy(out->bytes, sa.sun_path, len);
+  out->len = len;
+}
+
+void CloseAll(const std::vector<int>& fds) {
+  for (int fd : fds) close(fd);
+}
+
+void TakeRights(cmsghdr* c, RecvMeta* meta) {
+  size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+  const int* p = reinterpret_cast<const int*>(CMSG_DATA(c));
+  for (size_t i = 0; i < n; i++) {
+    int fd;
+    memcpy(&fd, p + i, sizeof(fd));
+#if !defined(__linux__)
+    fcntl(fd, F_SETFD, FD_CLOEXEC);  // no MSG_CMSG_CLOEXEC here
+#endif
+    meta->fds.push_back(fd);
+  }
+}
+
+void TakeCred(cmsghdr* c, RecvMeta* meta) {
+#if defined(__linux__)
+  ucred cr;
+  memcpy(&cr, CMSG_DATA(c), sizeof(cr));
+  meta->has_cred = true;
+  meta->cred.pid = cr.pid;
+  meta->cred.uid = cr.uid;
+  meta->cred.gid = cr.gid;
+#else
+  (void)c;
+  (void)meta;
+#endif
+}
+
+}  // namespace
+
+int SysSocket(Kind kind) {
+#if defined(__linux__)
+  int fd = socket(AF_UNIX, SockType(kind) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd == -1 ? Err() : fd;
+#else
+  int fd = socket(AF_UNIX, SockType(kind), 0);
+  if (fd == -1) return Err();
+  int r = SetFlags(fd);
+  if (r < 0) { close(fd); return r; }
+  return fd;
+#endif
+}
+
+int SysSocketPair(Kind kind, int out[2]) {
+#if defined(__linux__)
+  int type = SockType(kind) | SOCK_NONBLOCK | SOCK_CLOEXEC;
+  return socketpair(AF_UNIX, type, 0, out) == -1 ? Err() : 0;
+#else
+  if (socketpair(AF_UNIX, SockType(kind), 0, out) == -1) return Err();
+  int r = SetFlags(out[0]);
+  if (r == 0) r = SetFlags(out[1]);
+  if (r < 0) { close(out[0]); close(out[1]); }
+  return r;
+#endif
+}
+
+int SysBind(int fd, const uint8_t* path, size_t len) {
+  sockaddr_un sa;
+  socklen_t salen;
+  if (len == 0) {
+    // Linux autobind: an address of just the family asks for an abstract name.
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    salen = sizeof(sa_family_t);
+  } else {
+    int r = FillAddr(path, len, &sa, &salen);
+    if (r < 0) return r;
+  }
+  return bind(fd, reinterpret_cast<sockaddr*>(&sa), salen) == -1 ? Err() : 0;
+}
+
+int SysListen(int fd, int backlog) {
+  return listen(fd, backlog) == -1 ? Err() : 0;
+}
+
+int SysAccept(int fd) {
+  int c;
+#if defined(__linux__)
+  do c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  while (c == -1 && errno == EINTR);
+  return c == -1 ? Err() : c;
+#else
+  do c = accept(fd, nullptr, nullptr);
+  while (c == -1 && errno == EINTR);
+  if (c == -1) return Err();
+  int r = SetFlags(c);
+  if (r < 0) { close(c); return r; }
+  return c;
+#endif
+}
+
+int SysConnect(int fd, const uint8_t* path, size_t len) {
+  sockaddr_un sa;
+  socklen_t salen;
+  int r = FillAddr(path, len, &sa, &salen);
+  if (r < 0) return r;
+  do r = connect(fd, reinterpret_cast<sockaddr*>(&sa), salen);
+  while (r == -1 && errno == EINTR);
+  return r == -1 ? Err() : 0;
+}
+
+int SysShutdown(int fd, int how) {
+  int h = how == 0 ? SHUT_RD : how == 1 ? SHUT_WR : SHUT_RDWR;
+  return shutdown(fd, h) == -1 ? Err() : 0;
+}
+
+int SysClose(int fd) {
+  // EINTR after close() still means the fd is gone (Linux, POSIX 2024).
+  return (close(fd) == -1 && errno != EINTR) ? Err() : 0;
+}
+
+int SysSockName(int fd, bool peer, Address* out) {
+  sockaddr_un sa;
+  socklen_t salen = sizeof(sa);
+  memset(&sa, 0, sizeof(sa));
+  int r = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &salen)
+               : getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &salen);
+  if (r == -1) return Err();
+  ReadAddr(sa, salen, out);
+  return 0;
+}
+
+int SysPeerCred(int fd, PeerCred* out) {
+#if defined(__linux__)
+  ucred cr;
+  socklen_t len = sizeof(cr);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == -1) return Err();
+  out->pid = cr.pid;
+  out->uid = cr.uid;
+  out->gid = cr.gid;
+  return 0;
+#elif defined(__APPLE__) || defined(__FreeBSD__)
+  uid_t uid;
+  gid_t gid;
+  if (getpeereid(fd, &uid, &gid) == -1) return Err();
+  out->uid = uid;
+  out->gid = gid;
+#if defined(LOCAL_PEERPID)
+  pid_t pid;
+  socklen_t len = sizeof(pid);
+  if (getsockopt(fd, SOL_LOCAL, LOCAL_PEERPID, &pid, &len) == 0) out->pid = pid;
+#endif
+  return 0;
+#else
+  (void)fd;
+  (void)out;
+  return UV_ENOTSUP;
+#endif
+}
+
+int SysPeerPidfd(int fd) {
+#if defined(__linux__)
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // Linux 6.5; older libc headers lack the name
+#endif
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == -1) return Err();
+  // The kernel hands it out with O_CLOEXEC already set.
+  return pidfd;
+#else
+  (void)fd;
+  return UV_ENOTSUP;
+#endif
+}
+
+int SysSetPassCred(int fd, bool on) {
+#if defined(__linux__)
+  int v = on ? 1 : 0;
+  return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) == -1 ? Err() : 0;
+#else
+  (void)fd;
+  (void)on;
+  return UV_ENOTSUP;
+#endif
+}
+
+int SysSocketError(int fd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1) return Err();
+  return -err;
+}
+
+int SysSocketKind(int fd) {
+  sockaddr_un sa;
+  socklen_t salen = sizeof(sa);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &salen) == -1) return Err();
+  if (sa.sun_family != AF_UNIX) return UV_EAFNOSUPPORT;
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == -1) return Err();
+  if (type == SOCK_STREAM) return static_cast<int>(Kind::kStream);
+  if (type == SOCK_SEQPACKET) return static_cast<int>(Kind::kSeqpacket);
+  if (type == SOCK_DGRAM) return static_cast<int>(Kind::kDgram);
+  return UV_EPROTOTYPE;
+}
+
+int SysAdopt(int fd) { return SetFlags(fd); }
+
+int SysSetBufferSize(int fd, bool send, int bytes) {
+  int opt = send ? SO_SNDBUF : SO_RCVBUF;
+  return setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof(bytes)) == -1 ? Err() : 0;
+}
+
+int SysGetBufferSize(int fd, bool send) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  int opt = send ? SO_SNDBUF : SO_RCVBUF;
+  return getsockopt(fd, SOL_SOCKET, opt, &v, &len) == -1 ? Err() : v;
+}
+
+int64_t SysSendMsg(int fd, const uv_buf_t* iov, size_t iovcnt, const int* fds,
+                   size_t nfds, const Address* to) {
+  msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  // uv_buf_t is laid out like struct iovec on unix (libuv guarantees it).
+  msg.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(iov));
+  msg.msg_iovlen = iovcnt;
+  sockaddr_un sa;
+  if (to != nullptr) {
+    socklen_t salen;
+    int r = FillAddr(to->bytes, to->len, &sa, &salen);
+    if (r < 0) return r;
+    msg.msg_name = &sa;
+    msg.msg_namelen = salen;
+  }
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (nfds > 0) {
+    if (nfds > static_cast<size_t>(kMaxFds)) return UV_EINVAL;
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    memset(control, 0, msg.msg_controllen);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  do n = sendmsg(fd, &msg, kSendFlags);
+  while (n == -1 && errno == EINTR);
+  return n == -1 ? Err() : n;
+}
+
+int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
+                   RecvMeta* meta) {
+  iovec iov = {buf, cap};
+  msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  sockaddr_un sa;
+  if (want_addr) {
+    memset(&sa, 0, sizeof(sa));
+    msg.msg_name = &sa;
+    msg.msg_namelen = sizeof(sa);
+  }
+#if defined(__linux__)
+  constexpr size_t kCredSpace = CMSG_SPACE(sizeof(ucred));
+#else
+  constexpr size_t kCredSpace = 0;
+#endif
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds) + kCredSpace];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do n = recvmsg(fd, &msg, kRecvFlags);
+  while (n == -1 && errno == EINTR);
+  if (n == -1) return Err();
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) TakeRights(c, meta);
+#if defined(__linux__)
+    else if (c->cmsg_type == SCM_CREDENTIALS) TakeCred(c, meta);
+#endif
+  }
+  meta->truncated = (msg.msg_flags & MSG_TRUNC) != 0;
+  meta->ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if (meta->ctrunc) {
+    // Some descriptors did not make it; the rest must not leak.
+    CloseAll(meta->fds);
+    meta->fds.clear();
+  }
+  if (want_addr) {
+    meta->has_addr = true;
+    ReadAddr(sa, msg.msg_namelen, &meta->addr);
+  }
+  return n;
+}
+
+}  // namespace afunix
+
+#endif  // !_WIN32

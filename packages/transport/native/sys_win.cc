@@ -1,0 +1,4 @@
+// Windows implementation of sys.h lives here (Winsock + afunix.h).
+#ifdef _WIN32
+#error "sys_win.cc: not written yet"
+#endif
