@@ -1,0 +1,112 @@
+// Creating connected sockets: connect(), socketPair(), fromFd().
+import { setTimeout as sleep } from 'node:timers/promises';
+import { encodeAddress } from './address.js';
+import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
+import { Kind, type SocketType, native } from './native.js';
+import { UnixSocket, type UnixSocketOptions } from './socket.js';
+
+export type ConnectionType = Exclude<SocketType, 'dgram'>;
+
+export interface ConnectOptions extends UnixSocketOptions {
+  /** 'stream' (default) or 'seqpacket'. */
+  type?: ConnectionType;
+  /** Give up after this many milliseconds (a full listen backlog is retried until then; default 10 s). */
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+function requireNative(feature: string) {
+  if (!native) throw unsupported(feature, 'the native addon is not loaded');
+  return native;
+}
+
+export function connectionType(type: string | undefined): ConnectionType {
+  const t = type ?? 'stream';
+  if (t !== 'stream' && t !== 'seqpacket') throw invalidArg('type', `must be 'stream' or 'seqpacket', got ${String(type)}`);
+  return t;
+}
+
+/**
+ * Connects to a listening socket. A full listen backlog (EAGAIN on Linux)
+ * is retried with backoff until `timeout`, as a blocking connect would wait.
+ */
+export async function connect(address: string, options: ConnectOptions = {}): Promise<UnixSocket> {
+  const n = requireNative('connect');
+  const type = connectionType(options.type);
+  const bytes = encodeAddress(address, 'connect');
+  const deadline = Date.now() + (options.timeout ?? 10_000);
+  let delay = 1;
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const fd = check(n.socket(Kind[type]), 'socket');
+    const r = n.connect(fd, bytes);
+    if (r === 0) return new UnixSocket(fd, type, options);
+    if (r === uv.EINPROGRESS) return waitConnected(fd, type, address, options, deadline);
+    n.close(fd);
+    if (r !== uv.EAGAIN) throw systemError(r, 'connect', address);
+    if (Date.now() >= deadline) {
+      throw afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address} (the listen backlog stayed full)`, {
+        syscall: 'connect',
+        address,
+      });
+    }
+    await sleep(delay, undefined, { signal: options.signal });
+    delay = Math.min(delay * 2, 50);
+  }
+}
+
+// Where connect() completes asynchronously (macOS, Windows): wait until the
+// socket is writable, then read the outcome from SO_ERROR.
+async function waitConnected(
+  fd: number,
+  type: ConnectionType,
+  address: string,
+  options: ConnectOptions,
+  deadline: number,
+): Promise<UnixSocket> {
+  const socket = new UnixSocket(fd, type, options);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    await Promise.race([socket.whenWritable(), timeout]);
+    check(native!.socketError(fd), 'connect', address);
+    return socket;
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Two connected sockets, e.g. for a parent and the child it spawns. */
+export function socketPair(type: ConnectionType = 'stream', options: UnixSocketOptions = {}): [UnixSocket, UnixSocket] {
+  const n = requireNative('socketPair');
+  const t = connectionType(type);
+  const r = n.socketPair(Kind[t]);
+  if (typeof r === 'number') throw systemError(r, 'socketpair');
+  return [new UnixSocket(r[0], t, options), new UnixSocket(r[1], t, options)];
+}
+
+/** The raw fd pair, for handing one end to a child process's stdio. */
+export function socketPairFds(type: ConnectionType = 'stream'): [number, number] {
+  const n = requireNative('socketPair');
+  const r = n.socketPair(Kind[connectionType(type)]);
+  if (typeof r === 'number') throw systemError(r, 'socketpair');
+  return r;
+}
+
+/**
+ * Adopts an inherited connected socket (e.g. fd 3 set up by a parent). The
+ * socket takes ownership of the fd: it is non-blocking and CLOEXEC from now.
+ */
+export function fromFd(fd: number, options: UnixSocketOptions = {}): UnixSocket {
+  const n = requireNative('fromFd');
+  if (!Number.isInteger(fd) || fd < 0) throw invalidArg('fd', 'must be a non-negative integer');
+  const kind = check(n.socketKind(fd), 'getsockopt');
+  if (kind === Kind.dgram) throw afunixError('EPROTOTYPE', `fd ${fd} is a datagram socket: use the datagram API`);
+  check(n.adopt(fd), 'fcntl');
+  return new UnixSocket(fd, kind === Kind.seqpacket ? 'seqpacket' : 'stream', options);
+}

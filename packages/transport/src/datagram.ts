@@ -1,0 +1,190 @@
+// UnixDatagram: SOCK_DGRAM, the socket type of syslog, journald and statsd,
+// which Node core no longer offers. Each send is one datagram, to a bound
+// address or the connected peer, optionally with fds.
+import { EventEmitter } from 'node:events';
+import { decodeAddress, encodeAddress } from './address.js';
+import { type BoundName, bindSafely, unlinkBound } from './bind.js';
+import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { type FdLike, ReceivedFds, toFds } from './fds.js';
+import { Kind, type NativeHandle, native } from './native.js';
+import type { Credentials } from './socket.js';
+
+export interface DatagramOptions {
+  /** The largest datagram accepted; a larger one is dropped with an 'error' (default 256 KiB). */
+  maxMessageSize?: number;
+  /** Ask the kernel for each sender's credentials (Linux SO_PASSCRED). */
+  passCredentials?: boolean;
+}
+
+export interface DatagramInfo {
+  /** The sender's address ('' if it is unnamed). */
+  address: string;
+  /** Descriptors that came with the datagram: take them during the event or they are closed. */
+  fds: ReceivedFds | null;
+  credentials: Credentials | null;
+}
+
+export interface SendOptions {
+  /** Destination; omit it on a connected socket. */
+  address?: string;
+  fds?: readonly FdLike[] | null;
+}
+
+interface QueuedSend {
+  data: Uint8Array[];
+  fds: number[] | null;
+  to: Buffer | null;
+  address: string | undefined;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+// A full receiver on an unconnected socket does not make ours unwritable,
+// so EAGAIN is retried on a timer as well as on writability.
+const RETRY_MS = 5;
+
+export class UnixDatagram extends EventEmitter {
+  #fd: number;
+  #handle: NativeHandle | null;
+  #bound: BoundName | null = null;
+  #queue: QueuedSend[] = [];
+  #retry: NodeJS.Timeout | null = null;
+  #closed: Promise<void> | null = null;
+
+  constructor(options: DatagramOptions = {}) {
+    super();
+    const n = native;
+    if (!n) throw unsupported('UnixDatagram', 'the native addon is not loaded');
+    this.#fd = check(n.socket(Kind.dgram), 'socket');
+    if (options.passCredentials) {
+      const r = n.setPassCred(this.#fd, true);
+      if (r < 0) {
+        n.close(this.#fd);
+        throw systemError(r, 'setsockopt');
+      }
+    }
+    this.#handle = new n.SocketHandle(this.#fd, Kind.dgram, false, this.#onRead, this.#onWritable);
+    this.#handle.setMaxMessage(options.maxMessageSize ?? 256 * 1024);
+    this.#handle.readStart();
+  }
+
+  /** Binds a name (a path, '@name', or none for an autobound abstract name). */
+  bind(address?: string, options: { mode?: number } = {}): this {
+    this.#bound = bindSafely(this.#fd, Kind.dgram, address, options.mode);
+    return this;
+  }
+
+  /** Sets the default destination, and accepts datagrams from it only. */
+  connect(address: string): this {
+    check(native!.connect(this.#fd, encodeAddress(address, 'connect')), 'connect', address);
+    return this;
+  }
+
+  address(): string {
+    const r = native!.sockName(this.#fd, false);
+    if (typeof r === 'number') throw systemError(r, 'getsockname');
+    return decodeAddress(r);
+  }
+
+  /** Sends one datagram. Resolves once the kernel took it. */
+  send(data: Uint8Array | readonly Uint8Array[], options: SendOptions = {}): Promise<void> {
+    if (!this.#handle) return Promise.reject(afunixError('ERR_SOCKET_CLOSED', 'the datagram socket is closed'));
+    const item: QueuedSend = {
+      data: Array.isArray(data) ? [...(data as readonly Uint8Array[])] : [data as Uint8Array],
+      fds: toFds(options.fds),
+      to: options.address === undefined ? null : encodeAddress(options.address, 'sendmsg'),
+      address: options.address,
+      resolve: () => {},
+      reject: () => {},
+    };
+    const done = new Promise<void>((resolve, reject) => {
+      item.resolve = resolve;
+      item.reject = reject;
+    });
+    this.#queue.push(item);
+    if (this.#queue.length === 1) this.#flush();
+    return done;
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    const handle = this.#handle;
+    this.#handle = null;
+    if (this.#retry) clearTimeout(this.#retry);
+    const closed = afunixError('ERR_SOCKET_CLOSED', 'the datagram socket was closed before this datagram was sent');
+    for (const item of this.#queue.splice(0)) item.reject(closed);
+    if (this.#bound) unlinkBound(this.#bound);
+    this.#closed = new Promise((resolve) => {
+      handle!.close(() => {
+        this.emit('close');
+        resolve();
+      });
+    });
+    return this.#closed;
+  }
+
+  ref(): this {
+    this.#handle?.ref();
+    return this;
+  }
+
+  unref(): this {
+    this.#handle?.unref();
+    return this;
+  }
+
+  #flush(): void {
+    const handle = this.#handle;
+    while (handle && this.#queue.length > 0) {
+      const item = this.#queue[0]!;
+      const r = handle.write(item.data.length === 1 ? item.data[0]! : item.data, item.fds, item.to);
+      if (r === uv.EAGAIN) {
+        handle.watchWritable(true);
+        this.#retry ??= setTimeout(() => {
+          this.#retry = null;
+          this.#flush();
+        }, RETRY_MS);
+        return;
+      }
+      this.#queue.shift();
+      if (r < 0) item.reject(systemError(r, 'sendmsg', item.address));
+      else item.resolve();
+    }
+    handle?.watchWritable(false);
+  }
+
+  #onWritable = (): void => {
+    this.#flush();
+  };
+
+  #onRead = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined): void => {
+    if (bytes !== undefined && chunks) {
+      let offset = 0;
+      for (let i = 0; i < chunks.length; i += 4) {
+        const len = chunks[i] as number;
+        const rawFds = chunks[i + 1] as number[] | null;
+        const fds = rawFds ? new ReceivedFds(rawFds) : null;
+        const addr = chunks[i + 2] as Buffer | null;
+        const cred = chunks[i + 3] as number[] | null;
+        try {
+          this.emit('message', Buffer.from(bytes, offset, len), {
+            address: addr ? decodeAddress(addr) : '',
+            fds,
+            credentials: cred ? { pid: cred[0]!, uid: cred[1]!, gid: cred[2]! } : null,
+          } satisfies DatagramInfo);
+        } finally {
+          fds?.close();
+        }
+        offset += len;
+      }
+    }
+    if (status === 0 || !this.#handle) return;
+    // A datagram socket outlives a bad datagram: report it and read on.
+    this.emit('error', systemError(status, 'recvmsg'));
+    if (this.#handle) this.#handle.readStart();
+  };
+}
+
+export function createDatagram(options?: DatagramOptions): UnixDatagram {
+  return new UnixDatagram(options);
+}

@@ -1,0 +1,72 @@
+// Descriptors that arrive over a socket are owned: take them, or they are
+// closed as soon as the callback that delivered them returns. A peer can
+// therefore never leak or exhaust this process's fd table.
+import { closeSync } from 'node:fs';
+import { invalidArg } from './errors.js';
+
+/** Something that names an open descriptor we may send: a number or `{ fd }` (e.g. a FileHandle). */
+export type FdLike = number | { readonly fd: number };
+
+export function toFd(value: FdLike): number {
+  const fd = typeof value === 'number' ? value : value?.fd;
+  if (!Number.isInteger(fd) || (fd as number) < 0) {
+    throw invalidArg('fds', 'must hold non-negative integer fds or objects with an integer `fd`');
+  }
+  return fd as number;
+}
+
+export function toFds(values: readonly FdLike[] | undefined | null): number[] | null {
+  if (!values || values.length === 0) return null;
+  if (values.length > MAX_FDS) throw invalidArg('fds', `holds ${values.length} fds; at most ${MAX_FDS} travel in one message`);
+  return values.map(toFd);
+}
+
+/** The kernel's limit on descriptors in one message (SCM_MAX_FD). */
+export const MAX_FDS = 253;
+
+export class ReceivedFds implements Iterable<number> {
+  #fds: number[];
+
+  constructor(fds: number[]) {
+    this.#fds = fds;
+  }
+
+  /** How many descriptors are still held (not taken, not closed). */
+  get length(): number {
+    return this.#fds.reduce((n, fd) => (fd >= 0 ? n + 1 : n), 0);
+  }
+
+  /** Takes ownership of all held descriptors: closing them is now yours. */
+  take(): number[] {
+    const fds = this.#fds.filter((fd) => fd >= 0);
+    this.#fds = [];
+    return fds;
+  }
+
+  /** Takes one descriptor by its index among those received. */
+  takeAt(index: number): number | undefined {
+    const fd = this.#fds[index];
+    if (fd === undefined || fd < 0) return undefined;
+    this.#fds[index] = -1;
+    return fd;
+  }
+
+  /** Closes every descriptor that was not taken. Safe to call twice. */
+  close(): void {
+    for (const fd of this.take()) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Already closed by its taker: nothing of ours to release.
+      }
+    }
+  }
+
+  [Symbol.iterator](): Iterator<number> {
+    return this.#fds.filter((fd) => fd >= 0)[Symbol.iterator]();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,67 @@
+// Loads the addon. A missing or broken build is not fatal: `native` is null
+// and the package runs plain stream sockets through Node's net instead.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type ReadCallback = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined) => void;
+export type AcceptCallback = (status: number, fds: number[]) => void;
+
+export interface NativeHandle {
+  readStart(): number;
+  readStop(): number;
+  watchWritable(on: boolean): number;
+  write(data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null): number;
+  close(onClosed?: () => void): void;
+  ref(): void;
+  unref(): void;
+  setMaxMessage(bytes: number): void;
+}
+
+export interface NativeBinding {
+  SocketHandle: {
+    new (fd: number, kind: number, listener: boolean, onRead: ReadCallback | AcceptCallback, onWritable: () => void): NativeHandle;
+    readonly ERR_CTRUNC: number;
+  };
+  socket(kind: number): number;
+  socketPair(kind: number): number | [number, number];
+  bind(fd: number, address: Uint8Array | null): number;
+  connect(fd: number, address: Uint8Array): number;
+  listen(fd: number, backlog: number): number;
+  shutdown(fd: number, how: 0 | 1 | 2): number;
+  close(fd: number): number;
+  sockName(fd: number, peer: boolean): number | Buffer;
+  peerCredentials(fd: number): number | [number, number, number];
+  peerPidfd(fd: number): number;
+  setPassCred(fd: number, on: boolean): number;
+  socketError(fd: number): number;
+  socketKind(fd: number): number;
+  adopt(fd: number): number;
+  setBufferSize(fd: number, send: boolean, bytes: number): number;
+  getBufferSize(fd: number, send: boolean): number;
+  platform: 'unix' | 'win32';
+}
+
+function load(): { binding: NativeBinding | null; error: Error | null } {
+  if (process.env.AFUNIX_FORCE_FALLBACK) {
+    return { binding: null, error: new Error('AFUNIX_FORCE_FALLBACK is set') };
+  }
+  const require = createRequire(import.meta.url);
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  try {
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeBinding;
+    return { binding: nodeGypBuild(root), error: null };
+  } catch (err) {
+    return { binding: null, error: err as Error };
+  }
+}
+
+const loaded = load();
+
+/** The addon, or null when it could not be loaded (see `loadError`). */
+export const native: NativeBinding | null = loaded.binding;
+/** Why the addon could not be loaded, if it could not. */
+export const loadError: Error | null = loaded.error;
+
+export const Kind = { stream: 0, seqpacket: 1, dgram: 2 } as const;
+export type SocketType = keyof typeof Kind;

@@ -1,0 +1,189 @@
+// UnixServer: listens on a path, an @abstract name or an autobound name, or
+// adopts a listening fd (socket activation), and accepts in batches.
+import { EventEmitter } from 'node:events';
+import { debuglog } from 'node:util';
+import { decodeAddress } from './address.js';
+import { type BoundName, bindSafely, unlinkBound } from './bind.js';
+import { connectionType, type ConnectionType } from './connect.js';
+import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { Kind, type NativeHandle, native } from './native.js';
+import { UnixSocket, type UnixSocketOptions } from './socket.js';
+
+const debug = debuglog('afunix');
+
+export interface ServerOptions extends UnixSocketOptions {
+  /** 'stream' (default) or 'seqpacket'. */
+  type?: ConnectionType;
+  /** File mode for the socket (e.g. 0o600), in force before anyone can connect. */
+  mode?: number;
+  /** listen() backlog (default 511; the kernel caps it at somaxconn). */
+  backlog?: number;
+}
+
+// Out of fds or memory: accepting again at once would spin, so wait.
+const TRANSIENT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
+export class UnixServer extends EventEmitter {
+  readonly type: ConnectionType;
+  #options: ServerOptions;
+  #fd = -1;
+  #handle: NativeHandle | null = null;
+  #bound: BoundName | null = null;
+  #backoff = 0;
+  #retry: NodeJS.Timeout | null = null;
+  #closed: Promise<void> | null = null;
+  #connections = new Set<UnixSocket>();
+
+  constructor(options: ServerOptions = {}) {
+    super();
+    this.type = connectionType(options.type);
+    this.#options = options;
+  }
+
+  /** Number of accepted sockets still open. */
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  get listening(): boolean {
+    return this.#handle !== null;
+  }
+
+  /**
+   * Binds and listens. Without an address the kernel picks an abstract one
+   * (Linux autobind); address() tells which.
+   */
+  async listen(address?: string): Promise<this> {
+    const n = native;
+    if (!n) throw unsupported('UnixServer', 'the native addon is not loaded');
+    if (this.#handle || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server');
+    const fd = check(n.socket(Kind[this.type]), 'socket');
+    try {
+      this.#bound = bindSafely(fd, Kind[this.type], address, this.#options.mode);
+      check(n.listen(fd, this.#options.backlog ?? 511), 'listen', address);
+    } catch (err) {
+      n.close(fd);
+      if (this.#bound) unlinkBound(this.#bound);
+      this.#bound = null;
+      throw err;
+    }
+    this.#start(fd);
+    return this;
+  }
+
+  /** Serves on a socket that is already listening (e.g. from systemd). The server owns it now. */
+  listenFd(fd: number): this {
+    const n = native;
+    if (!n) throw unsupported('UnixServer', 'the native addon is not loaded');
+    const kind = check(n.socketKind(fd), 'getsockopt');
+    if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
+    check(n.adopt(fd), 'fcntl');
+    this.#start(fd);
+    return this;
+  }
+
+  #start(fd: number): void {
+    this.#fd = fd;
+    this.#handle = new native!.SocketHandle(fd, Kind[this.type], true, this.#onAccept, () => {});
+    check(this.#handle.readStart(), 'poll');
+    debug('server fd=%d listening on %s', fd, this.address());
+    this.emit('listening');
+  }
+
+  /** The bound address: a path, '@name' for abstract (autobound too). */
+  address(): string {
+    if (this.#fd < 0) return '';
+    const r = native!.sockName(this.#fd, false);
+    if (typeof r === 'number') throw systemError(r, 'getsockname');
+    return decodeAddress(r);
+  }
+
+  /**
+   * Stops accepting and removes the socket file (if it is still ours).
+   * Connections already accepted stay open; end them as you see fit.
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    if (this.#retry) clearTimeout(this.#retry);
+    const handle = this.#handle;
+    this.#handle = null;
+    if (this.#bound) unlinkBound(this.#bound);
+    this.#closed = new Promise((resolve) => {
+      const done = () => {
+        this.emit('close');
+        resolve();
+      };
+      if (handle) handle.close(done);
+      else process.nextTick(done);
+    });
+    return this.#closed;
+  }
+
+  ref(): this {
+    this.#handle?.ref();
+    this.#retry?.ref();
+    return this;
+  }
+
+  unref(): this {
+    this.#handle?.unref();
+    this.#retry?.unref();
+    return this;
+  }
+
+  #onAccept = (status: number, fds: number[]): void => {
+    for (let i = 0; i < fds.length; i++) {
+      if (!this.#handle) {
+        for (const fd of fds.slice(i)) native!.close(fd);
+        return;
+      }
+      this.#adopt(fds[i]!);
+    }
+    if (status < 0) this.#acceptFailed(status);
+    else this.#backoff = 0;
+  };
+
+  #adopt(fd: number): void {
+    let socket: UnixSocket;
+    try {
+      socket = new UnixSocket(fd, this.type, this.#options);
+    } catch (err) {
+      native!.close(fd);
+      this.emit('error', err);
+      return;
+    }
+    this.#connections.add(socket);
+    socket.once('close', () => this.#connections.delete(socket));
+    this.emit('connection', socket);
+  }
+
+  #acceptFailed(status: number): void {
+    const err = systemError(status, 'accept');
+    if (!TRANSIENT.has(err.code)) {
+      this.emit('error', err);
+      return;
+    }
+    // The native side stopped watching; try again after a growing pause.
+    this.#backoff = Math.min(this.#backoff ? this.#backoff * 2 : 10, 1000);
+    debug('server fd=%d %s, retrying accept in %d ms', this.#fd, err.code, this.#backoff);
+    this.emit('acceptError', err);
+    this.#retry = setTimeout(() => {
+      this.#retry = null;
+      this.#handle?.readStart();
+    }, this.#backoff);
+  }
+}
+
+export function createServer(options?: ServerOptions, onConnection?: (socket: UnixSocket) => void): UnixServer;
+export function createServer(onConnection?: (socket: UnixSocket) => void): UnixServer;
+export function createServer(
+  a?: ServerOptions | ((socket: UnixSocket) => void),
+  b?: (socket: UnixSocket) => void,
+): UnixServer {
+  const options = typeof a === 'function' ? {} : a;
+  const listener = typeof a === 'function' ? a : b;
+  const server = new UnixServer(options);
+  if (listener) server.on('connection', listener);
+  return server;
+}
+

@@ -1,0 +1,406 @@
+// UnixSocket: a connected AF_UNIX socket as a Node Duplex. Stream sockets
+// carry bytes, seqpacket sockets whole messages (one write, one message).
+// Writes made in one tick leave in one sendmsg; EAGAIN becomes backpressure.
+import { Duplex } from 'node:stream';
+import { debuglog } from 'node:util';
+import { decodeAddress } from './address.js';
+import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { type FdLike, ReceivedFds, toFds } from './fds.js';
+import { Kind, type NativeHandle, type SocketType, native } from './native.js';
+
+const debug = debuglog('afunix');
+
+export interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** Receives every chunk (stream) or message (seqpacket) with what came with it. */
+export type Receiver = (data: Buffer, fds: ReceivedFds | null, credentials: Credentials | null) => void;
+
+export interface UnixSocketOptions {
+  /** Keep writing after the peer ended its side (default true: half-close is the point). */
+  allowHalfOpen?: boolean;
+  /** Bytes queued for the kernel before write() returns false (default 64 KiB). */
+  highWaterMark?: number;
+  /** seqpacket only: the largest message accepted; a larger one is EMSGSIZE (default 256 KiB). */
+  maxMessageSize?: number;
+  /** Ask the kernel for the sender's credentials with every message (Linux SO_PASSCRED). */
+  passCredentials?: boolean;
+}
+
+interface Pending {
+  bufs: Uint8Array[];
+  size: number;
+  fds: number[] | null;
+}
+
+// fds (and extra gathered pieces) that travel with a chunk given to send().
+// Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
+interface Attachment {
+  fds: number[] | null;
+  rest: Uint8Array[] | null;
+}
+const attachments = new WeakMap<object, Attachment>();
+
+const MAX_IOV = 1024;
+const DEFAULT_MAX_MESSAGE = 256 * 1024;
+
+function credentialsOf(raw: unknown): Credentials | null {
+  if (!Array.isArray(raw)) return null;
+  return { pid: raw[0] as number, uid: raw[1] as number, gid: raw[2] as number };
+}
+
+function closeChunkFds(chunks: unknown[], from: number): void {
+  for (let i = from; i < chunks.length; i += 4) {
+    const fds = chunks[i + 1];
+    if (Array.isArray(fds)) new ReceivedFds(fds as number[]).close();
+  }
+}
+
+export class UnixSocket extends Duplex {
+  /** 'stream' or 'seqpacket'. */
+  readonly type: Exclude<SocketType, 'dgram'>;
+  /** Bytes received and sent so far. */
+  bytesRead = 0;
+  bytesWritten = 0;
+
+  #fd: number;
+  #handle: NativeHandle | null;
+  #queue: Pending[] = [];
+  #queuedBytes = 0;
+  #flushScheduled = false;
+  #blocked = false;
+  #heldCallback: ((err?: Error | null) => void) | null = null;
+  #finalCallback: ((err?: Error | null) => void) | null = null;
+  #reading = false;
+  #receiver: Receiver | null = null;
+  #peer: Credentials | undefined;
+  #connectWaiter: (() => void) | null = null;
+
+  /** @internal Sockets come from connect(), a server, socketPair() or fromFd(). */
+  constructor(fd: number, type: Exclude<SocketType, 'dgram'>, options: UnixSocketOptions = {}) {
+    const message = type === 'seqpacket';
+    super({
+      allowHalfOpen: options.allowHalfOpen ?? true,
+      readableObjectMode: message,
+      writableHighWaterMark: options.highWaterMark ?? 64 * 1024,
+    });
+    if (!native) throw unsupported('UnixSocket', 'the native addon is not loaded');
+    this.type = type;
+    this.#fd = fd;
+    this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#onWritable);
+    if (message) this.#handle.setMaxMessage(options.maxMessageSize ?? DEFAULT_MAX_MESSAGE);
+    if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
+  }
+
+  /** The descriptor, for inspection; the socket owns it and closes it. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** This end's address: a path, '@name' for abstract, '' when unnamed. */
+  address(): string {
+    return this.#sockName(false);
+  }
+
+  /** The peer's address, in the same form as address(). */
+  get remoteAddress(): string {
+    return this.#sockName(true);
+  }
+
+  /** The peer's pid, uid and gid as the kernel recorded them at connect time. */
+  peerCredentials(): Credentials {
+    if (!this.#peer) {
+      const r = native!.peerCredentials(this.#fd);
+      if (typeof r === 'number') throw systemError(r, 'getsockopt');
+      this.#peer = { pid: r[0], uid: r[1], gid: r[2] };
+    }
+    return this.#peer;
+  }
+
+  /**
+   * A pidfd for the peer process (Linux 6.5+, SO_PEERPIDFD): unlike a pid it
+   * cannot be confused with a recycled one. The returned fd is yours to close.
+   */
+  peerPidfd(): number {
+    return check(native!.peerPidfd(this.#fd), 'getsockopt');
+  }
+
+  /**
+   * Writes data with descriptors attached. On a stream socket the fds arrive
+   * with the first byte of data; on a seqpacket socket, with the message.
+   * Returns false when the caller should wait for 'drain', like write().
+   */
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null): boolean {
+    const pieces = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+    const first = pieces[0] ?? Buffer.alloc(0);
+    const head = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+    const fdList = toFds(fds);
+    const size = pieces.reduce((n, p) => n + p.byteLength, 0);
+    if (size === 0 && (this.type === 'stream' || !fdList)) {
+      // A stream cannot carry fds without a byte; an empty seqpacket message
+      // would read as end-of-stream on the other side.
+      throw afunixError('ERR_AFUNIX_EMPTY', `${this.type} sockets cannot send an empty message${fdList ? ' (fds need at least one byte)' : ''}`);
+    }
+    attachments.set(head, { fds: fdList, rest: pieces.length > 1 ? pieces.slice(1) : null });
+    return this.write(head);
+  }
+
+  /**
+   * Takes over reading: every chunk goes to `receiver` with its fds and
+   * credentials, and nothing goes through the Readable side. This is how a
+   * framing layer sees exactly which bytes the fds came with.
+   */
+  setReceiver(receiver: Receiver): void {
+    this.#receiver = receiver;
+    this.resume();
+    this.#readStart();
+  }
+
+  /** Stops reading from the kernel (backpressure for a receiver). */
+  pauseReading(): void {
+    this.#readStop();
+  }
+
+  resumeReading(): void {
+    this.#readStart();
+  }
+
+  /** Keep (ref) or stop keeping (unref) the process alive for this socket. */
+  ref(): this {
+    this.#handle?.ref();
+    return this;
+  }
+
+  unref(): this {
+    this.#handle?.unref();
+    return this;
+  }
+
+  override _read(): void {
+    this.#readStart();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.#enqueue(chunk);
+    this.#afterEnqueue(callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    for (const { chunk } of chunks) this.#enqueue(chunk);
+    this.#afterEnqueue(callback);
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    if (this.#queue.length > 0) this.#finalCallback = callback;
+    else this.#shutdown(callback);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const handle = this.#handle;
+    this.#handle = null;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#heldCallback = null;
+    this.#finalCallback = null;
+    debug('socket fd=%d destroy %s', this.#fd, err?.message ?? '');
+    if (handle) handle.close(() => callback(err));
+    else callback(err);
+  }
+
+  #sockName(peer: boolean): string {
+    const r = native!.sockName(this.#fd, peer);
+    if (typeof r === 'number') throw systemError(r, peer ? 'getpeername' : 'getsockname');
+    return decodeAddress(r);
+  }
+
+  #readStart(): void {
+    if (this.#reading || !this.#handle) return;
+    this.#reading = true;
+    const r = this.#handle.readStart();
+    if (r < 0) this.destroy(systemError(r, 'read'));
+  }
+
+  #readStop(): void {
+    if (!this.#reading || !this.#handle) return;
+    this.#reading = false;
+    this.#handle.readStop();
+  }
+
+  #onRead = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined): void => {
+    if (bytes !== undefined) {
+      if (!chunks) this.#deliver(Buffer.from(bytes), null, null);
+      else this.#deliverAll(bytes, chunks);
+    }
+    if (status === 0) return;
+    this.#reading = false;
+    if (status === uv.EOF) {
+      debug('socket fd=%d end of stream', this.#fd);
+      this.push(null);
+    } else {
+      this.destroy(systemError(status, 'recvmsg'));
+    }
+  };
+
+  #deliverAll(bytes: ArrayBuffer, chunks: unknown[]): void {
+    let offset = 0;
+    for (let i = 0; i < chunks.length; i += 4) {
+      if (this.destroyed) {
+        closeChunkFds(chunks, i);
+        return;
+      }
+      const len = chunks[i] as number;
+      const fds = chunks[i + 1] ? new ReceivedFds(chunks[i + 1] as number[]) : null;
+      try {
+        this.#deliver(Buffer.from(bytes, offset, len), fds, credentialsOf(chunks[i + 3]));
+      } catch (err) {
+        closeChunkFds(chunks, i + 4);
+        throw err;
+      }
+      offset += len;
+    }
+  }
+
+  #deliver(data: Buffer, fds: ReceivedFds | null, credentials: Credentials | null): void {
+    this.bytesRead += data.length;
+    try {
+      if (this.#receiver) {
+        this.#receiver(data, fds, credentials);
+        return;
+      }
+      if (fds) this.emit('fds', fds, data);
+      if (credentials) this.emit('credentials', credentials, data);
+      if (!this.push(data)) this.#readStop();
+    } finally {
+      // Whatever the listeners did not take is closed now, not at GC time.
+      fds?.close();
+    }
+  }
+
+  #enqueue(chunk: Buffer): void {
+    const attachment = attachments.get(chunk);
+    const fds = attachment?.fds ?? null;
+    const size = chunk.length + (attachment?.rest?.reduce((n, p) => n + p.byteLength, 0) ?? 0);
+    this.#queuedBytes += size;
+    const last = this.#queue[this.#queue.length - 1];
+    // Stream bytes without fds join the previous sendmsg; fds start a new one
+    // so that they travel with their own first byte.
+    if (this.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
+      last.bufs.push(chunk);
+      if (attachment?.rest) last.bufs.push(...attachment.rest);
+      last.size += size;
+      return;
+    }
+    const bufs = attachment?.rest ? [chunk, ...attachment.rest] : [chunk];
+    this.#queue.push({ bufs, size, fds });
+  }
+
+  #afterEnqueue(callback: (err?: Error | null) => void): void {
+    if (!this.#flushScheduled && !this.#blocked) {
+      this.#flushScheduled = true;
+      process.nextTick(flushSoon, this);
+    }
+    if (this.#queuedBytes < this.writableHighWaterMark) callback();
+    else this.#heldCallback = callback;
+  }
+
+  /** @internal */
+  flush(): void {
+    this.#flushScheduled = false;
+    const handle = this.#handle;
+    if (!handle) return;
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0]!;
+      const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
+      if (r === uv.EAGAIN) {
+        this.#waitWritable();
+        break;
+      }
+      if (r < 0) {
+        this.destroy(systemError(r, 'sendmsg'));
+        return;
+      }
+      this.bytesWritten += r;
+      this.#queuedBytes -= r;
+      if (r < head.size) {
+        this.#consumePartial(head, r);
+        this.#waitWritable();
+        break;
+      }
+      this.#queue.shift();
+    }
+    if (this.#queue.length === 0 && this.#blocked) {
+      this.#blocked = false;
+      handle.watchWritable(false);
+    }
+    this.#releaseCallbacks();
+  }
+
+  #consumePartial(head: Pending, sent: number): void {
+    head.fds = null; // they left with the first byte
+    head.size -= sent;
+    let left = sent;
+    while (left > 0) {
+      const b = head.bufs[0]!;
+      if (b.byteLength <= left) {
+        left -= b.byteLength;
+        head.bufs.shift();
+      } else {
+        head.bufs[0] = b.subarray(left);
+        left = 0;
+      }
+    }
+  }
+
+  #waitWritable(): void {
+    if (this.#blocked) return;
+    this.#blocked = true;
+    const r = this.#handle!.watchWritable(true);
+    if (r < 0) this.destroy(systemError(r, 'poll'));
+  }
+
+  #onWritable = (): void => {
+    const waiter = this.#connectWaiter;
+    if (waiter) {
+      this.#connectWaiter = null;
+      if (!this.#blocked) this.#handle?.watchWritable(false);
+      waiter();
+    }
+    if (this.#queue.length > 0) this.flush();
+  };
+
+  /** @internal Resolves once the socket is writable (an async connect finished). */
+  whenWritable(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#connectWaiter = resolve;
+      const r = this.#handle?.watchWritable(true) ?? uv.EBADF!;
+      if (r < 0) this.destroy(systemError(r, 'poll'));
+    });
+  }
+
+  #releaseCallbacks(): void {
+    const held = this.#heldCallback;
+    if (held && this.#queuedBytes < this.writableHighWaterMark) {
+      this.#heldCallback = null;
+      held();
+    }
+    const final = this.#finalCallback;
+    if (final && this.#queue.length === 0) {
+      this.#finalCallback = null;
+      this.#shutdown(final);
+    }
+  }
+
+  #shutdown(callback: (err?: Error | null) => void): void {
+    const r = native!.shutdown(this.#fd, 1);
+    // The peer may already be gone; there is nothing left to half-close then.
+    if (r < 0 && r !== uv.ENOTCONN) callback(systemError(r, 'shutdown'));
+    else callback();
+  }
+}
+
+function flushSoon(socket: UnixSocket): void {
+  socket.flush();
+}
