@@ -1,0 +1,93 @@
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable, Writable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { connect, createServer, socketPair, type UnixServer, type UnixSocket } from '../src/index.js';
+
+let dir: string;
+let server: UnixServer | undefined;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'afunix-'));
+});
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function collect(sock: UnixSocket): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  sock.on('data', (d: Buffer) => parts.push(d));
+  return once(sock, 'end').then(() => Buffer.concat(parts));
+}
+
+describe('stream sockets', () => {
+  it('echoes bytes through a server', async () => {
+    server = createServer((s) => s.pipe(s));
+    await server.listen(join(dir, 's.sock'));
+    const c = await connect(join(dir, 's.sock'));
+    const got = collect(c);
+    c.end('hello world');
+    expect((await got).toString()).toBe('hello world');
+  });
+
+  it('half-closes: end() shuts our side, the other direction stays open', async () => {
+    const [a, b] = socketPair();
+    const closed = Promise.all([once(a, 'close'), once(b, 'close')]);
+    const fromA = collect(b);
+    a.end('ping');
+    expect((await fromA).toString()).toBe('ping');
+    // b can still talk to a after a has ended its side.
+    const fromB = collect(a);
+    b.end('pong');
+    expect((await fromB).toString()).toBe('pong');
+    await closed;
+  });
+
+  it('applies backpressure: write() returns false, drain comes only once the peer reads', async () => {
+    const [a, b] = socketPair('stream', { highWaterMark: 16 * 1024 });
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    let sent = 0;
+    // Nobody reads b, so the kernel buffers fill and the writer must be told.
+    for (let i = 0; i < 200; i++) {
+      sent += chunk.length;
+      if (!a.write(chunk)) {
+        const drained = await Promise.race([once(a, 'drain').then(() => true), delay(50).then(() => false)]);
+        if (!drained) break;
+      }
+    }
+    expect(sent).toBeLessThan(200 * chunk.length);
+    expect(a.writableLength).toBeGreaterThan(0);
+    let received = 0;
+    b.on('data', (d: Buffer) => (received += d.length));
+    await once(a, 'drain');
+    const finished = once(b, 'end');
+    a.end();
+    await finished;
+    expect(received).toBe(sent);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('works with pipeline() end to end, 8 MiB intact', async () => {
+    const [a, b] = socketPair();
+    const data = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+    const parts: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk, _e, cb) {
+        parts.push(chunk);
+        cb();
+      },
+    });
+    await Promise.all([
+      pipeline(Readable.from([data.subarray(0, 3_000_001), data.subarray(3_000_001)]), a),
+      pipeline(b, sink),
+    ]);
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+  });
+});
