@@ -28,6 +28,11 @@ export interface UnixSocketOptions {
   maxMessageSize?: number;
   /** Ask the kernel for the sender's credentials with every message (Linux SO_PASSCRED). */
   passCredentials?: boolean;
+  /**
+   * SO_SNDBUF in bytes. On seqpacket it also bounds the largest message that
+   * can be sent at all (Linux: about 208 KiB by default, capped by wmem_max).
+   */
+  sendBufferSize?: number;
 }
 
 interface Pending {
@@ -93,6 +98,7 @@ export class UnixSocket extends Duplex {
     this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#onWritable);
     if (message) this.#handle.setMaxMessage(options.maxMessageSize ?? DEFAULT_MAX_MESSAGE);
     if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
+    if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
   }
 
   /** The descriptor, for inspection; the socket owns it and closes it. */
