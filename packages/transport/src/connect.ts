@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeAddress } from './address.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
+import { fallbackConnect } from './fallback.js';
 import { Kind, type SocketType, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
@@ -31,6 +32,7 @@ export function connectionType(type: string | undefined): ConnectionType {
  * is retried with backoff until `timeout`, as a blocking connect would wait.
  */
 export async function connect(address: string, options: ConnectOptions = {}): Promise<UnixSocket> {
+  if (!native) return fallbackConnect(address, options); // plain streams through node:net
   const n = requireNative('connect');
   const type = connectionType(options.type);
   const bytes = encodeAddress(address, 'connect');

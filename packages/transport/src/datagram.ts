@@ -54,7 +54,7 @@ export class UnixDatagram extends EventEmitter {
   constructor(options: DatagramOptions = {}) {
     super();
     const n = native;
-    if (!n) throw unsupported('UnixDatagram', 'the native addon is not loaded');
+    if (!n) throw unsupported('dgram', 'the native addon is not loaded');
     this.#fd = check(n.socket(Kind.dgram), 'socket');
     if (options.passCredentials) {
       const r = n.setPassCred(this.#fd, true);

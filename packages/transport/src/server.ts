@@ -6,6 +6,7 @@ import { decodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { connectionType, type ConnectionType } from './connect.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { createFallbackServer } from './fallback.js';
 import { Kind, type NativeHandle, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
@@ -74,7 +75,7 @@ export class UnixServer extends EventEmitter {
   /** Serves on a socket that is already listening (e.g. from systemd). The server owns it now. */
   listenFd(fd: number): this {
     const n = native;
-    if (!n) throw unsupported('UnixServer', 'the native addon is not loaded');
+    if (!n) throw unsupported('listenFd', 'the native addon is not loaded');
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
     check(n.adopt(fd), 'fcntl');
@@ -182,7 +183,8 @@ export function createServer(
 ): UnixServer {
   const options = typeof a === 'function' ? {} : a;
   const listener = typeof a === 'function' ? a : b;
-  const server = new UnixServer(options);
+  // Without the addon, a net-backed server with the same stream surface.
+  const server = native ? new UnixServer(options) : createFallbackServer(options);
   if (listener) server.on('connection', listener);
   return server;
 }
