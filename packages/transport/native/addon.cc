@@ -1,6 +1,7 @@
 // Module entry: plain functions over fds (sys.h) and the SocketHandle class.
 // Results cross into JavaScript as numbers: >= 0 is success, < 0 a libuv
 // error code that TypeScript turns into an Error with `code` and `errno`.
+#include <errno.h>
 #include <napi.h>
 #include <string.h>
 
@@ -154,6 +155,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adopt", Napi::Function::New<Adopt>(env, "adopt"));
   exports.Set("setBufferSize", Napi::Function::New<SetBufferSize>(env, "setBufferSize"));
   exports.Set("getBufferSize", Napi::Function::New<GetBufferSize>(env, "getBufferSize"));
+  // libuv has no code for a connect still in progress; sys_*.cc report it
+  // as -EINPROGRESS from the C library, which TypeScript compares against.
+  exports.Set("EINPROGRESS", Napi::Number::New(env, -EINPROGRESS));
 #ifdef _WIN32
   exports.Set("platform", Napi::String::New(env, "win32"));
 #else

@@ -43,7 +43,7 @@ export async function connect(address: string, options: ConnectOptions = {}): Pr
     const fd = check(n.socket(Kind[type]), 'socket');
     const r = n.connect(fd, bytes);
     if (r === 0) return new UnixSocket(fd, type, options);
-    if (r === uv.EINPROGRESS) return waitConnected(fd, type, address, options, deadline);
+    if (r === n.EINPROGRESS) return waitConnected(fd, type, address, options, deadline);
     n.close(fd);
     if (r !== uv.EAGAIN) throw systemError(r, 'connect', address);
     if (Date.now() >= deadline) {

@@ -37,7 +37,8 @@ function probe(): Features {
     fdPassing: false, peerCredentials: false, peerPidfd: false, passCredentials: false,
   };
   const n = native;
-  if (!n) return none;
+  // Without the addon, net still reaches Linux abstract names ('\0name').
+  if (!n) return { ...none, abstract: process.platform === 'linux' };
   const f: Features = { ...none, native: true };
   const seq = tryPair(Kind.seqpacket);
   f.seqpacket = seq !== null;

@@ -40,6 +40,8 @@ export interface NativeBinding {
   setBufferSize(fd: number, send: boolean, bytes: number): number;
   getBufferSize(fd: number, send: boolean): number;
   platform: 'unix' | 'win32';
+  /** A connect that completes later (macOS, Windows); libuv has no name for it. */
+  EINPROGRESS: number;
 }
 
 function load(): { binding: NativeBinding | null; error: Error | null } {
