@@ -1,0 +1,337 @@
+// FramedChannel: whole frames, with their fds, over a UnixSocket (stream or
+// seqpacket) or any other Duplex. One owner for every fd at every moment:
+// the transport until its receiver takes them, then the decoder, then the
+// frame's ReceivedFds, then whoever takes them from it; every path that
+// drops a frame closes its fds.
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { type FdLike, ReceivedFds, UnixSocket, features } from '@afunix/transport';
+// typed-emitter is CommonJS: under NodeNext its default export is the
+// module object, and the interface sits on it as `default`.
+import type TypedEmitterModule from 'typed-emitter';
+import { FrameDecoder } from './decoder.js';
+import { FramingError, invalidArg, unsupported } from './errors.js';
+import { type FrameLimits, type ResolvedLimits, resolveLimits } from './header.js';
+import { type FrameWriter, type GatheringSocket, duplexWriter, gatheringWriter } from './writer.js';
+
+export interface FramedEvents {
+  frame: (payload: Buffer, fds: ReceivedFds | null) => void;
+  drain: () => void;
+  error: (err: Error) => void;
+  close: (hadError: boolean) => void;
+  end: () => void;
+}
+
+export interface FramedStats {
+  framesIn: number;
+  framesOut: number;
+  /** Payload bytes (headers not counted). */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export type FrameListener = (payload: Buffer, fds: ReceivedFds | null) => void;
+
+/** A socket that hands us raw chunks with their fds: a UnixSocket, or the transport's net fallback. */
+interface ReceivingSocket extends GatheringSocket {
+  readonly type?: string;
+  setReceiver(receiver: (data: Buffer, fds: ReceivedFds | null) => void): void;
+  pauseReading(): void;
+  resumeReading(): void;
+}
+
+function isReceivingSocket(t: Duplex): t is ReceivingSocket {
+  const s = t as Partial<ReceivingSocket>;
+  return typeof s.setReceiver === 'function' && typeof s.send === 'function' && typeof s.pauseReading === 'function';
+}
+
+function closeFds(fds: number[] | null): void {
+  if (fds && fds.length > 0) new ReceivedFds(fds).close();
+}
+
+function byteLengthOf(pieces: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const p of pieces) {
+    if (!(p instanceof Uint8Array)) throw invalidArg('payload', 'must be a Uint8Array or an array of them');
+    n += p.byteLength;
+  }
+  return n;
+}
+
+interface Queued {
+  payload: Buffer;
+  fds: number[] | null;
+}
+
+// An interface has no implicit index signature; its mapped copy has one.
+type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
+
+export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule.default<FramedEventMap>) {
+  readonly transport: UnixSocket | Duplex;
+  /** fds can travel: a native UnixSocket on a platform with SCM_RIGHTS. */
+  readonly fdPassing: boolean;
+  readonly limits: ResolvedLimits;
+  readonly stats: FramedStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+  /** When set, every frame goes here instead of the 'frame' event. */
+  onFrame: FrameListener | null = null;
+
+  #receiver: ReceivingSocket | null;
+  #seqpacket: boolean;
+  #decoder: FrameDecoder;
+  #write: FrameWriter;
+  #paused = false;
+  #backlog: Queued[] = [];
+  #draining = false;
+  #pushing = false;
+  #peerEnded = false;
+  #endEmitted = false;
+  #ended = false;
+  #destroyed = false;
+  #closeEmitted = false;
+  #pendingError: Error | null = null;
+  #hadError = false;
+
+  constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
+    super();
+    this.transport = transport;
+    this.limits = resolveLimits(options);
+    this.#decoder = new FrameDecoder(this.#onDecoded, this.limits);
+    this.#receiver = isReceivingSocket(transport) ? transport : null;
+    this.#seqpacket = this.#receiver?.type === 'seqpacket';
+    this.fdPassing = transport instanceof UnixSocket && features.fdPassing;
+    this.#write = this.#receiver ? gatheringWriter(this.#receiver) : duplexWriter(transport);
+    transport.on('drain', () => this.emit('drain'));
+    transport.on('end', this.#onTransportEnd);
+    transport.on('error', this.#onTransportError);
+    transport.on('close', this.#onTransportClose);
+    if (this.#receiver) this.#receiver.setReceiver(this.#onChunk);
+    else transport.on('data', this.#onData);
+  }
+
+  /** True once the channel was destroyed or its transport closed. */
+  get closed(): boolean {
+    return this.#destroyed;
+  }
+
+  /**
+   * Sends one frame. Returns false when the transport's buffer is full: wait
+   * for 'drain' (or `await drained()`) before sending more, as with
+   * write(). Throws, with nothing sent: FRAME_TOO_LARGE, TOO_MANY_FDS,
+   * CONNECTION_CLOSED after end() or close, ERR_AFUNIX_UNSUPPORTED for fds
+   * where they cannot travel.
+   */
+  send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null): boolean {
+    if (this.#destroyed || this.#ended) {
+      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#destroyed ? 'closed' : 'ended'}`);
+    }
+    const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
+    const length = byteLengthOf(pieces);
+    if (length > this.limits.maxFrameSize) {
+      throw new FramingError('FRAME_TOO_LARGE', `cannot send a frame of ${length} bytes: maxFrameSize is ${this.limits.maxFrameSize}`);
+    }
+    const fdList = fds && fds.length > 0 ? fds : null;
+    if (fdList) this.#checkSendableFds(fdList.length);
+    const ok = this.#write(pieces, length, fdList);
+    this.stats.framesOut++;
+    this.stats.bytesOut += length;
+    return ok;
+  }
+
+  #checkSendableFds(count: number): void {
+    if (!this.fdPassing) {
+      throw unsupported(`fds cannot travel over this transport (${this.#receiver ? 'no SCM_RIGHTS here' : 'not a native unix socket'})`);
+    }
+    if (count > this.limits.maxFds) {
+      throw new FramingError('TOO_MANY_FDS', `cannot send ${count} fds in one frame: maxFds is ${this.limits.maxFds}`);
+    }
+  }
+
+  /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
+  drained(): Promise<void> {
+    if (this.#destroyed) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
+    if (!this.transport.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onDrain = (): void => {
+        this.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        this.off('drain', onDrain);
+        reject(new FramingError('CONNECTION_CLOSED', 'the channel closed while waiting for drain'));
+      };
+      this.once('drain', onDrain);
+      this.once('close', onClose);
+    });
+  }
+
+  /** Stops delivering frames and reading from the transport, so the kernel pushes back on the peer. */
+  pause(): void {
+    if (this.#paused || this.#destroyed) return;
+    this.#paused = true;
+    if (this.#receiver) this.#receiver.pauseReading();
+    else this.transport.pause();
+  }
+
+  /** Delivers the frames held while paused, then reads again. */
+  resume(): void {
+    if (!this.#paused || this.#destroyed) return;
+    this.#paused = false;
+    this.#drainBacklog();
+    if (this.#paused || this.#destroyed) return;
+    if (this.#receiver) this.#receiver.resumeReading();
+    else this.transport.resume();
+    this.#maybeEmitEnd();
+  }
+
+  /** Sends what is queued, then half-closes: the peer sees 'end', and we can still receive. */
+  end(): void {
+    if (this.#ended || this.#destroyed) return;
+    this.#ended = true;
+    this.transport.end();
+  }
+
+  /** Closes now: the transport, and every fd of a frame not yet delivered. 'error' (if err), then 'close'. */
+  destroy(err?: Error): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    if (err) {
+      this.#pendingError = err;
+      this.#hadError = true;
+      process.nextTick(() => this.#emitPendingError());
+    }
+    this.#releaseFds();
+    const transport = this.transport;
+    if (transport.closed) process.nextTick(() => this.#emitClose());
+    else transport.destroy();
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  #onChunk = (data: Buffer, fds: ReceivedFds | null): void => {
+    const fdList = fds ? fds.take() : null;
+    if (this.#destroyed) return closeFds(fdList);
+    this.#pushing = true;
+    try {
+      if (this.#seqpacket) this.#decoder.pushMessage(data, fdList);
+      else this.#decoder.push(data, fdList);
+    } catch (err) {
+      // A FramingError leaves every fd of this chunk with us (the decoder's
+      // contract); our own handler never throws, so nothing else gets here.
+      if (err instanceof FramingError) closeFds(fdList);
+      this.destroy(err as Error);
+    } finally {
+      this.#pushing = false;
+      if (this.#destroyed) this.#releaseFds();
+    }
+  };
+
+  #onData = (chunk: Buffer | string): void => {
+    this.#onChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, null);
+  };
+
+  #onDecoded = (payload: Buffer, fds: number[] | null): void => {
+    this.stats.framesIn++;
+    this.stats.bytesIn += payload.length;
+    if (this.#destroyed) return closeFds(fds);
+    if (this.#paused || this.#backlog.length > 0) {
+      this.#backlog.push({ payload, fds });
+      return;
+    }
+    this.#dispatch(payload, fds);
+  };
+
+  // Hands one frame to the user; fds not taken in the callback are closed
+  // when it returns. A throwing handler closes the channel with its error
+  // rather than unwinding through the decoder.
+  #dispatch(payload: Buffer, fds: number[] | null): void {
+    const received = fds ? new ReceivedFds(fds) : null;
+    try {
+      const handler = this.onFrame;
+      if (handler) handler(payload, received);
+      else this.emit('frame', payload, received);
+    } catch (err) {
+      this.destroy(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      received?.close();
+    }
+  }
+
+  #drainBacklog(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      while (this.#backlog.length > 0 && !this.#paused && !this.#destroyed) {
+        const { payload, fds } = this.#backlog.shift()!;
+        this.#dispatch(payload, fds);
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  // ------------------------------------------------------------ endings
+
+  #onTransportEnd = (): void => {
+    if (this.#destroyed) return;
+    if (this.#decoder.buffered > 0) {
+      const err = new FramingError('TRUNCATED_FRAME', `the peer ended the stream ${this.#decoder.buffered} bytes into a frame`);
+      this.destroy(err);
+      return;
+    }
+    this.#peerEnded = true;
+    // A Duplex without half-open support ends its own side along with the peer's.
+    if (!this.transport.allowHalfOpen) this.#ended = true;
+    this.#maybeEmitEnd();
+  };
+
+  #maybeEmitEnd(): void {
+    if (!this.#peerEnded || this.#endEmitted || this.#paused || this.#backlog.length > 0 || this.#destroyed) return;
+    this.#endEmitted = true;
+    this.emit('end');
+  }
+
+  #onTransportError = (err: Error): void => {
+    this.destroy(translateTransportError(err, this.#seqpacket));
+  };
+
+  #onTransportClose = (): void => {
+    if (!this.#destroyed) {
+      // Closed under us (both sides ended, or destroyed by its owner).
+      this.#destroyed = true;
+      this.#releaseFds();
+    }
+    this.#emitClose();
+  };
+
+  #releaseFds(): void {
+    for (const { fds } of this.#backlog) closeFds(fds);
+    this.#backlog = [];
+    // Mid-push the decoder is still running; the push's end releases it.
+    if (!this.#pushing) closeFds(this.#decoder.reset());
+  }
+
+  #emitPendingError(): void {
+    const err = this.#pendingError;
+    if (!err) return;
+    this.#pendingError = null;
+    this.emit('error', err);
+  }
+
+  #emitClose(): void {
+    if (this.#closeEmitted) return;
+    this.#closeEmitted = true;
+    this.#emitPendingError();
+    this.emit('close', this.#hadError);
+  }
+}
+
+// A seqpacket packet over the socket's maxMessageSize is the same violation
+// as a frame over maxFrameSize, so it gets the same code.
+function translateTransportError(err: Error, seqpacket: boolean): Error {
+  const e = err as Error & { code?: string; syscall?: string };
+  if (seqpacket && e.code === 'EMSGSIZE') {
+    const where = e.syscall === 'recvmsg' ? 'the peer sent a packet larger than the socket accepts (maxMessageSize)' : 'a packet did not fit the socket send buffer (sendBufferSize)';
+    return new FramingError('FRAME_TOO_LARGE', `frame too large for this seqpacket socket: ${where}`, { cause: err });
+  }
+  return err;
+}

@@ -1,0 +1,14 @@
+export { FramingError, type FramingErrorCode } from './errors.js';
+export {
+  DEFAULT_MAX_FRAME_SIZE,
+  FRAME_MAGIC,
+  FRAME_VERSION,
+  type FrameLimits,
+  HEADER_SIZE,
+  MAX_FDS_PER_FRAME,
+  MAX_PAYLOAD_LENGTH,
+  encodeHeader,
+  writeHeader,
+} from './header.js';
+export { FrameDecoder, type FrameHandler } from './decoder.js';
+export { FramedChannel, type FrameListener, type FramedEvents, type FramedStats } from './channel.js';
