@@ -1,0 +1,235 @@
+// connect(): a typed client. `client.add(1, 2)` calls the server; `$`-names
+// are the client's own controls (birpc's convention), so they never collide
+// with a contract's methods.
+import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Duplex } from 'node:stream';
+import { debuglog } from 'node:util';
+import { FramedChannel } from '@afunix/framing';
+import { type ConnectionType, type Credentials, UnixSocket, connect as connectSocket } from '@afunix/transport';
+import type { TypedEmitter } from './emitter.js';
+import { type CallOptions, RpcConnection } from './connection.js';
+import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
+import { RpcCode, rpcError } from './errors.js';
+import { clientHandshake } from './handshake.js';
+import type { Interceptor } from './incoming.js';
+import type { Hello } from './protocol.js';
+import { notifyProxy, remoteProxy } from './proxy.js';
+import { handlerMap, streamMethods } from './server.js';
+
+const debug = debuglog('afunix');
+
+export interface ReconnectOptions {
+  /** First delay in ms (default 100), doubled each attempt up to maxDelay (default 5000). */
+  initialDelay?: number;
+  maxDelay?: number;
+  /** Give up after this many attempts in a row (default: never). */
+  maxAttempts?: number;
+}
+
+export interface ClientOptions<C extends Contract> {
+  /** The service expected at the address; another one is SERVICE_MISMATCH. */
+  service?: string;
+  /** Methods the server may call on this client. */
+  expose?: ClientHandlers<C>;
+  /** Socket type when connecting by address (default 'stream'). */
+  type?: ConnectionType;
+  /** Milliseconds for connect + handshake (default 10 s). */
+  timeout?: number;
+  /** Reconnect after the connection drops (addresses only); subscriptions are restored. */
+  reconnect?: boolean | ReconnectOptions;
+  maxMessageSize?: number;
+  maxInFlight?: number;
+  exposeStack?: boolean;
+  /** Wraps calls the server makes to this client's exposed methods. */
+  intercept?: Interceptor;
+}
+
+type Lifecycle = {
+  /** The connection dropped; pending calls failed with CONNECTION_CLOSED. */
+  disconnect: (reason: Error | null) => void;
+  /** A new connection is up (after reconnecting). */
+  reconnect: () => void;
+  /** The client is closed for good. */
+  close: () => void;
+};
+
+export interface ClientControls<C extends Contract> {
+  /** Server events: adding a listener subscribes, removing the last one unsubscribes. */
+  readonly $events: TypedEmitter<Listeners<EventsOf<C>>>;
+  /** Connection lifecycle: disconnect, reconnect, close. */
+  readonly $lifecycle: TypedEmitter<Lifecycle>;
+  /** The same methods with a signal and/or timeout: `client.$with({ timeout: 500 }).add(1, 2)`. */
+  $with(options: CallOptions): Remote<MethodsOf<C>>;
+  /** Fire-and-forget calls. */
+  readonly $notify: Notifier<MethodsOf<C>>;
+  /** Sends a client event to the server. */
+  $emit<K extends keyof ClientEventsOf<C> & string>(name: K, ...args: EventArgs<ClientEventsOf<C>, K>): void;
+  /** The current connection (stats, peer credentials), or null while reconnecting. */
+  readonly $connection: RpcConnection | null;
+  /** The server's hello: service, version. */
+  readonly $server: Hello;
+  readonly $peer: Credentials | null;
+  $close(): Promise<void>;
+}
+
+export type RpcClient<C extends Contract> = Remote<MethodsOf<C>> & ClientControls<C>;
+
+type Target = string | UnixSocket | Duplex;
+
+class ClientCore<C extends Contract> {
+  readonly events = new EventEmitter();
+  readonly lifecycle = new EventEmitter();
+  conn: RpcConnection | null = null;
+  server: Hello = { protocol: 0 };
+  #target: Target;
+  #options: ClientOptions<C>;
+  #closed = false;
+  #subscribed = new Set<string>();
+
+  constructor(target: Target, options: ClientOptions<C>) {
+    this.#target = target;
+    this.#options = options;
+    // Subscriptions follow listeners, and survive reconnects.
+    this.events.on('newListener', (name: string) => {
+      if (typeof name !== 'string' || this.events.listenerCount(name) > 0) return;
+      this.#subscribed.add(name);
+      this.conn?.subscribe([name]);
+    });
+    this.events.on('removeListener', (name: string) => {
+      if (typeof name !== 'string' || this.events.listenerCount(name) > 0) return;
+      this.#subscribed.delete(name);
+      this.conn?.unsubscribe([name]);
+    });
+  }
+
+  current(): RpcConnection {
+    if (this.conn) return this.conn;
+    throw rpcError(RpcCode.CONNECTION_CLOSED, this.#closed ? 'the client is closed' : 'not connected (reconnecting)');
+  }
+
+  async open(transport?: UnixSocket | Duplex): Promise<void> {
+    const t = transport ?? (await this.#dial());
+    const channel = new FramedChannel(t, { maxFrameSize: this.#options.maxMessageSize });
+    const peer = t instanceof UnixSocket ? safePeer(t) : null;
+    const expose = this.#options.expose ?? {};
+    this.conn = await new Promise<RpcConnection>((resolve, reject) => {
+      clientHandshake(
+        channel,
+        { service: this.#options.service, streams: streamMethods(expose), timeout: this.#options.timeout },
+        (hello) => {
+          this.server = hello;
+          resolve(this.#adopt(channel, peer, hello));
+        },
+        reject,
+      );
+    });
+  }
+
+  #adopt(channel: FramedChannel, peer: Credentials | null, hello: Hello): RpcConnection {
+    const conn = new RpcConnection(channel, {
+      handlers: handlerMap(this.#options.expose ?? {}),
+      peerStreams: hello.streams ?? [],
+      exposeStack: this.#options.exposeStack,
+      maxInFlight: this.#options.maxInFlight,
+      intercept: this.#options.intercept,
+      onEvent: (name, args) => this.events.emit(name, ...args),
+      peer,
+    });
+    conn.subscribe([...this.#subscribed]);
+    conn.once('close', (reason) => this.#lost(conn, reason));
+    return conn;
+  }
+
+  async #dial(): Promise<UnixSocket | Duplex> {
+    if (typeof this.#target !== 'string') return this.#target;
+    return connectSocket(this.#target, { type: this.#options.type, timeout: this.#options.timeout });
+  }
+
+  #lost(conn: RpcConnection, reason: Error | null): void {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.lifecycle.emit('disconnect', reason);
+    if (this.#closed) return;
+    if (this.#options.reconnect && typeof this.#target === 'string') void this.#reconnect();
+    else this.#finish();
+  }
+
+  async #reconnect(): Promise<void> {
+    const r = typeof this.#options.reconnect === 'object' ? this.#options.reconnect : {};
+    let delay = r.initialDelay ?? 100;
+    for (let attempt = 1; !this.#closed; attempt++) {
+      await sleep(delay, undefined, { ref: false });
+      if (this.#closed) return;
+      try {
+        await this.open();
+        debug('reconnected to %s after %d attempt(s)', String(this.#target), attempt);
+        this.lifecycle.emit('reconnect');
+        return;
+      } catch (err) {
+        debug('reconnect attempt %d failed: %s', attempt, (err as Error).message);
+        if (r.maxAttempts !== undefined && attempt >= r.maxAttempts) return this.#finish();
+        delay = Math.min(delay * 2, r.maxDelay ?? 5_000);
+      }
+    }
+  }
+
+  #finish(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.lifecycle.emit('close');
+  }
+
+  async close(): Promise<void> {
+    const conn = this.conn;
+    this.#closed = true;
+    if (conn && !conn.channel.closed) {
+      const closed = new Promise((resolve) => conn.channel.once('close', resolve));
+      conn.close();
+      await closed;
+    }
+    this.conn = null;
+    this.lifecycle.emit('close');
+  }
+}
+
+function safePeer(socket: UnixSocket): Credentials | null {
+  try {
+    return socket.peerCredentials();
+  } catch {
+    return null;
+  }
+}
+
+function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
+  const current = () => core.current();
+  const remote = remoteProxy(current) as Record<string, unknown>;
+  const controls: Record<string, unknown> = {
+    $events: core.events,
+    $lifecycle: core.lifecycle,
+    $with: (options: CallOptions) => remoteProxy(current, options),
+    $notify: notifyProxy(current),
+    $emit: (name: string, ...args: unknown[]) => current().emitEvent(name, args),
+    $close: () => core.close(),
+  };
+  return new Proxy(Object.create(null), {
+    get(_target, prop) {
+      if (typeof prop !== 'string' || prop === 'then') return undefined;
+      if (prop === '$connection') return core.conn;
+      if (prop === '$server') return core.server;
+      if (prop === '$peer') return core.conn?.peer ?? null;
+      if (prop.startsWith('$')) return controls[prop];
+      return remote[prop];
+    },
+  }) as RpcClient<C>;
+}
+
+/**
+ * Connects to an afunix server at an address (path or '@abstract'), or over
+ * an already-connected UnixSocket or any Duplex, and returns a typed client.
+ */
+export async function connect<C extends Contract>(target: Target, options: ClientOptions<C> = {}): Promise<RpcClient<C>> {
+  const core = new ClientCore<C>(target, options);
+  await core.open();
+  return clientProxy(core);
+}

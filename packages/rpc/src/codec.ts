@@ -1,0 +1,176 @@
+// Messages are msgpack arrays. Beyond plain msgpack (and msgpackr's standard
+// types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
+// extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
+// gives the byte-level definitions.
+import { Packr, addExtension } from 'msgpackr';
+import { RpcCode, errorToRecord, recordToError, rpcError } from './errors.js';
+import { Fd } from './fd.js';
+
+export const EXT_MAP = 1;
+export const EXT_ERROR = 2;
+export const EXT_FD = 3;
+
+/** How deep a value may nest; deeper (or a cycle) fails on the sender. */
+export const MAX_DEPTH = 128;
+
+// msgpackr writes a Map as a plain msgpack map, indistinguishable from an
+// object; prepare() boxes Maps so that they take the extension instead.
+class MapBox {
+  constructor(readonly flat: unknown[]) {}
+}
+
+// Extension callbacks get no per-call context: encoding and decoding are
+// synchronous, so the message being worked on lives here meanwhile.
+let outgoingFds: number[] | null = null;
+let incomingFds: number[] | null = null;
+let incomingWrapped: Fd[] | null = null;
+let sendStacks = false;
+
+addExtension({
+  Class: MapBox,
+  type: EXT_MAP,
+  write: (box: MapBox) => box.flat,
+  read: (flat: unknown) => {
+    if (!Array.isArray(flat) || flat.length % 2 !== 0) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Map extension');
+    const map = new Map();
+    for (let i = 0; i < flat.length; i += 2) map.set(flat[i], flat[i + 1]);
+    return map;
+  },
+});
+
+addExtension({
+  Class: Error,
+  type: EXT_ERROR,
+  write: (err: Error) => errorToRecord(err, sendStacks),
+  read: (record: unknown) => recordToError(record),
+});
+
+addExtension({
+  Class: Fd,
+  type: EXT_FD,
+  write: (fd: Fd) => {
+    outgoingFds ??= [];
+    outgoingFds.push(fd.fd);
+    return outgoingFds.length - 1;
+  },
+  read: (index: unknown) => {
+    const fds = incomingFds;
+    if (!fds || typeof index !== 'number' || !(index in fds) || fds[index]! < 0) {
+      throw rpcError(RpcCode.PROTOCOL_ERROR, `Fd extension refers to fd #${String(index)}, which did not come with the message`);
+    }
+    const fd = Fd.received(fds[index]!);
+    fds[index] = -1; // each fd may be referred to once
+    (incomingWrapped ??= []).push(fd);
+    return fd;
+  },
+});
+
+const packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
+
+function encodeError(path: string, what: string) {
+  return rpcError(RpcCode.ENCODE_ERROR, `cannot send ${what} at ${path}`, { path });
+}
+
+function prepareArray(arr: readonly unknown[], path: string, depth: number): unknown[] {
+  let out: unknown[] | null = null;
+  for (let i = 0; i < arr.length; i++) {
+    const v = arr[i];
+    const p = prepare(v, path, i, depth);
+    if (p !== v && !out) out = arr.slice(0, i);
+    if (out) out.push(p);
+  }
+  return out ?? (arr as unknown[]);
+}
+
+function prepareObject(obj: Record<string, unknown>, path: string, depth: number): Record<string, unknown> {
+  let out: Record<string, unknown> | null = null;
+  for (const key of Object.keys(obj)) {
+    const v = obj[key];
+    const p = prepare(v, path, key, depth);
+    if (p !== v && !out) out = { ...obj };
+    if (out) out[key] = p;
+  }
+  return out ?? obj;
+}
+
+/**
+ * Checks that a value can travel and boxes what msgpackr would misencode.
+ * Returns the value itself unless something inside had to change; never
+ * mutates the caller's data. Fails with the path of the offending field.
+ */
+function prepare(value: unknown, parent: string, key: string | number, depth: number): unknown {
+  const t = typeof value;
+  if (t !== 'object' && t !== 'function' && t !== 'symbol') return value;
+  const path = typeof key === 'number' ? `${parent}[${key}]` : `${parent}.${key}`;
+  if (t === 'function') throw encodeError(path, 'a function');
+  if (t === 'symbol') throw encodeError(path, 'a symbol');
+  if (value === null || ArrayBuffer.isView(value) || value instanceof Date || value instanceof Fd) return value;
+  if (depth >= MAX_DEPTH) throw encodeError(path, `a value nested deeper than ${MAX_DEPTH} levels (a cycle?)`);
+  if (Array.isArray(value)) return prepareArray(value, path, depth + 1);
+  if (value instanceof Map) {
+    const flat: unknown[] = [];
+    for (const [k, v] of value) flat.push(prepare(k, path, 'key', depth + 1), prepare(v, path, String(k), depth + 1));
+    return new MapBox(flat);
+  }
+  if (value instanceof Set) {
+    const items = [...value];
+    const prepared = prepareArray(items, path, depth + 1);
+    return prepared === items ? value : new Set(prepared);
+  }
+  if (value instanceof Error || value instanceof ArrayBuffer) return value;
+  return prepareObject(value as Record<string, unknown>, path, depth + 1);
+}
+
+/** Prepares one field of a message (e.g. the arguments) for encoding. */
+export function prepareValue(value: unknown, name: string): unknown {
+  return prepare(value, '', name, 0);
+}
+
+export interface Encoded {
+  bytes: Buffer;
+  fds: number[] | null;
+}
+
+/** Encodes a message whose fields were already prepared. */
+export function encode(message: unknown[], withStacks = false): Encoded {
+  outgoingFds = null;
+  sendStacks = withStacks;
+  try {
+    const bytes = packr.pack(message);
+    return { bytes, fds: outgoingFds };
+  } finally {
+    outgoingFds = null;
+    sendStacks = false;
+  }
+}
+
+export interface Decoded {
+  message: unknown;
+  /** Fd wrappers created for this message, to be closed if nobody takes them. */
+  fds: Fd[] | null;
+}
+
+/**
+ * Decodes a message. fds the message did not refer to are closed here; a
+ * message that fails to decode has all of its fds closed.
+ */
+export function decode(payload: Uint8Array, fds: number[] | null, closeFd: (fd: number) => void): Decoded {
+  incomingFds = fds;
+  incomingWrapped = null;
+  let message: unknown;
+  try {
+    message = packr.unpack(payload);
+  } catch (err) {
+    // (The extension callbacks above fill incomingWrapped during unpack.)
+    for (const fd of (incomingWrapped as Fd[] | null) ?? []) fd.close();
+    throw err instanceof Error && (err as { code?: string }).code
+      ? err
+      : rpcError(RpcCode.PROTOCOL_ERROR, `undecodable message: ${(err as Error).message}`);
+  } finally {
+    for (const fd of fds ?? []) if (fd >= 0) closeFd(fd);
+    incomingFds = null;
+  }
+  const wrapped = incomingWrapped as Fd[] | null;
+  incomingWrapped = null;
+  return { message, fds: wrapped };
+}

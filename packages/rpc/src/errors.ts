@@ -1,0 +1,100 @@
+// Errors that survive the trip: name, message, code, data and cause go over
+// the wire; the stack only when the server opts in.
+
+/** Stable codes for conditions the RPC layer itself reports. */
+export const RpcCode = {
+  /** The connection closed while the call was pending. */
+  CONNECTION_CLOSED: 'CONNECTION_CLOSED',
+  /** The caller aborted the call (AbortSignal). Node's own code for AbortError. */
+  ABORTED: 'ABORT_ERR',
+  /** The call's deadline passed. */
+  TIMEOUT: 'ETIMEDOUT',
+  METHOD_NOT_FOUND: 'METHOD_NOT_FOUND',
+  /** Arguments failed the server's validation. */
+  INVALID_ARGUMENTS: 'INVALID_ARGUMENTS',
+  /** Too many calls in flight on this connection. */
+  OVERLOADED: 'OVERLOADED',
+  MESSAGE_TOO_LARGE: 'MESSAGE_TOO_LARGE',
+  /** A value could not be encoded (a function, a symbol, a cycle). */
+  ENCODE_ERROR: 'ENCODE_ERROR',
+  /** The peer broke the protocol; the connection is closed. */
+  PROTOCOL_ERROR: 'PROTOCOL_ERROR',
+  PROTOCOL_MISMATCH: 'PROTOCOL_MISMATCH',
+  SERVICE_MISMATCH: 'SERVICE_MISMATCH',
+  HANDSHAKE_TIMEOUT: 'HANDSHAKE_TIMEOUT',
+  /** The server's peer policy refused this client. */
+  ACCESS_DENIED: 'ACCESS_DENIED',
+  /** The server is closing and takes no new calls. */
+  SHUTTING_DOWN: 'SHUTTING_DOWN',
+  /** The handler threw something that is not an Error. */
+  INTERNAL: 'INTERNAL',
+  /** A streaming call was awaited as a value, or the other way round. */
+  NOT_A_STREAM: 'NOT_A_STREAM',
+} as const;
+
+export interface RpcErrorOptions {
+  code?: string;
+  data?: unknown;
+  cause?: unknown;
+}
+
+/** An error with a stable `code` and optional `data`, for handlers to throw. */
+export class RpcError extends Error {
+  code: string;
+  data?: unknown;
+
+  constructor(message: string, options: RpcErrorOptions = {}) {
+    super(message, options.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = 'RpcError';
+    this.code = options.code ?? RpcCode.INTERNAL;
+    if (options.data !== undefined) this.data = options.data;
+  }
+}
+
+export function rpcError(code: string, message: string, data?: unknown): RpcError {
+  return new RpcError(message, { code, data });
+}
+
+/** The wire form of an error (a msgpack map). */
+export interface ErrorRecord {
+  name: string;
+  message: string;
+  code?: string;
+  data?: unknown;
+  cause?: unknown;
+  stack?: string;
+}
+
+const MAX_CAUSE_DEPTH = 8;
+
+export function errorToRecord(err: unknown, withStack: boolean, depth = 0): ErrorRecord {
+  if (!(err instanceof Error)) {
+    return { name: 'Error', message: String(err), code: RpcCode.INTERNAL };
+  }
+  const e = err as Error & { code?: unknown; data?: unknown };
+  const record: ErrorRecord = { name: e.name, message: e.message };
+  if (typeof e.code === 'string') record.code = e.code;
+  else if (typeof e.code === 'number') record.code = String(e.code);
+  if (e.data !== undefined) record.data = e.data;
+  if (e.cause !== undefined && depth < MAX_CAUSE_DEPTH) {
+    record.cause = e.cause instanceof Error ? errorToRecord(e.cause, withStack, depth + 1) : e.cause;
+  }
+  if (withStack && e.stack) record.stack = e.stack;
+  return record;
+}
+
+function isRecord(v: unknown): v is ErrorRecord {
+  return typeof v === 'object' && v !== null && typeof (v as ErrorRecord).message === 'string';
+}
+
+/** Rebuilds an Error from its wire form; a remote stack is kept apart from ours. */
+export function recordToError(record: unknown, depth = 0): Error {
+  if (!isRecord(record)) return rpcError(RpcCode.PROTOCOL_ERROR, 'malformed error from peer');
+  const cause = record.cause !== undefined && depth < MAX_CAUSE_DEPTH
+    ? (isRecord(record.cause) ? recordToError(record.cause, depth + 1) : record.cause)
+    : undefined;
+  const err = new RpcError(record.message, { code: record.code ?? RpcCode.INTERNAL, data: record.data, cause });
+  err.name = typeof record.name === 'string' ? record.name : 'Error';
+  if (typeof record.stack === 'string') (err as RpcError & { remoteStack?: string }).remoteStack = record.stack;
+  return err;
+}

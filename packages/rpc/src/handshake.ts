@@ -1,0 +1,126 @@
+// The first frame each way is a HELLO: protocol version and service name are
+// checked before any call, so a mismatch is a clear error on both sides.
+import type { FramedChannel } from '@afunix/framing';
+import type { ReceivedFds } from '@afunix/transport';
+import { decode, encode } from './codec.js';
+import { RpcCode, type RpcError, rpcError } from './errors.js';
+import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
+
+const DEFAULT_TIMEOUT = 10_000;
+
+function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
+  fds?.close(); // a hello carries no fds
+  const { message } = decode(payload, null, () => {});
+  if (!Array.isArray(message) || message[0] !== Msg.HELLO || typeof message[1] !== 'object' || message[1] === null) {
+    throw rpcError(RpcCode.PROTOCOL_ERROR, 'the peer did not start with an afunix hello');
+  }
+  const hello = message[1] as Hello;
+  if (typeof hello.protocol !== 'number') throw rpcError(RpcCode.PROTOCOL_ERROR, 'the hello has no protocol version');
+  return hello;
+}
+
+export function sendHello(channel: FramedChannel, hello: Hello): void {
+  channel.send(encode([Msg.HELLO, hello]).bytes);
+}
+
+function streamsOf(hello: Hello): string[] {
+  return Array.isArray(hello.streams) ? hello.streams.filter((s): s is string => typeof s === 'string') : [];
+}
+
+/**
+ * Waits for the first frame and hands it to `accept` synchronously, inside
+ * the frame callback, so that the connection built there sees every frame
+ * that follows in the same read.
+ */
+function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: (err: Error) => void): void {
+  let done = false;
+  const finish = (err: Error | null, hello?: Hello) => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    channel.off('close', onClose);
+    if (err) {
+      channel.destroy(err);
+      fail(err);
+    } else {
+      accept(hello!);
+    }
+  };
+  const onClose = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
+  const timer = setTimeout(() => finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${timeout} ms`)), timeout);
+  timer.unref();
+  channel.on('close', onClose);
+  channel.onFrame = (payload, fds) => {
+    channel.onFrame = null;
+    try {
+      finish(null, readHello(payload, fds));
+    } catch (err) {
+      finish(err as Error);
+    }
+  };
+}
+
+export interface ServerHello {
+  service: string;
+  version?: string | undefined;
+  streams: string[];
+  timeout?: number | undefined;
+  /** A reason to refuse this client (e.g. ACCESS_DENIED), decided before its hello is read. */
+  refusal?: RpcError | null | undefined;
+}
+
+/** Server side: read the client's hello, answer with ours (or a refusal). */
+export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready: (peerStreams: string[]) => void, fail: (err: Error) => void): void {
+  awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
+    const refusal = ours.refusal ?? mismatch(hello, ours.service);
+    const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams };
+    if (ours.version !== undefined) reply.version = ours.version;
+    if (refusal) {
+      reply.error = refusal;
+      try {
+        sendHello(channel, reply);
+      } finally {
+        channel.end();
+        fail(refusal);
+      }
+      return;
+    }
+    sendHello(channel, reply);
+    ready(streamsOf(hello));
+  }, fail);
+}
+
+function mismatch(hello: Hello, service: string): RpcError | null {
+  if (hello.protocol !== PROTOCOL_VERSION) {
+    return rpcError(RpcCode.PROTOCOL_MISMATCH, `protocol version ${hello.protocol} is not supported (this server speaks ${PROTOCOL_VERSION})`);
+  }
+  if (hello.service !== undefined && hello.service !== service) {
+    return rpcError(RpcCode.SERVICE_MISMATCH, `this is ${JSON.stringify(service)}, not ${JSON.stringify(hello.service)}`);
+  }
+  return null;
+}
+
+export interface ClientHello {
+  service?: string | undefined;
+  streams: string[];
+  timeout?: number | undefined;
+}
+
+/** Client side: send our hello, wait for the server's. */
+export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: (hello: Hello) => void, fail: (err: Error) => void): void {
+  const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams };
+  if (ours.service !== undefined) hello.service = ours.service;
+  awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
+    if (theirs.error !== undefined) {
+      channel.destroy();
+      return fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'));
+    }
+    const refusal = mismatch({ ...theirs, service: ours.service ?? theirs.service }, theirs.service ?? '');
+    if (refusal) {
+      channel.destroy(refusal);
+      return fail(refusal);
+    }
+    ready(theirs);
+  }, fail);
+  sendHello(channel, hello);
+}

@@ -1,0 +1,15 @@
+export { type ClientControls, type ClientOptions, type ReconnectOptions, type RpcClient, connect } from './client.js';
+export { type CallOptions, type ConnectionStats, RpcConnection } from './connection.js';
+export type {
+  ClientContext, ClientEventsOf, ClientHandlers, ClientMethodsOf, Contract, EventsOf, Handlers, MethodsOf, Notifier, Remote,
+  RemoteMethod, ServerContext, ServerHandlers,
+} from './contract.js';
+export { type ErrorRecord, RpcCode, RpcError, type RpcErrorOptions } from './errors.js';
+export { Fd } from './fd.js';
+export type { CallContext, CallInfo, Interceptor } from './incoming.js';
+export type { PeerPolicy } from './policy.js';
+export { Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
+export { type RpcServerOptions, RpcServer, createServer } from './server.js';
+export { CHANNEL_FD, type Helper, type SpawnHelperOptions, serveParent, spawnHelper } from './spawn.js';
+export { RpcStream } from './stream.js';
+export type { Validator } from './validation.js';

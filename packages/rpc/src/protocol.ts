@@ -1,0 +1,48 @@
+// Message kinds and protocol constants. Every frame payload is one msgpack
+// array whose first element is the kind; docs/PROTOCOL.md defines each.
+
+export const PROTOCOL_VERSION = 1;
+
+export const Msg = {
+  /** [0, hello]: first message each way; see Hello. */
+  HELLO: 0,
+  /** [1, id, method, args] */
+  REQUEST: 1,
+  /** [2, method, args]: a call that wants no answer. */
+  NOTIFY: 2,
+  /** [3, id, value] */
+  RESULT: 3,
+  /** [4, id, error] */
+  ERROR: 4,
+  /** [5, id]: the caller gave up on call id. */
+  CANCEL: 5,
+  /** [6, name, args] */
+  EVENT: 6,
+  /** [7, names]: send me these events. */
+  SUBSCRIBE: 7,
+  /** [8, names] */
+  UNSUBSCRIBE: 8,
+  /** [9, id, value]: one item of a streamed result. */
+  STREAM_ITEM: 9,
+  /** [10, id]: the stream ended normally. */
+  STREAM_END: 10,
+  /** [11, id, n]: the consumer took n more items; the producer may send n more. */
+  CREDIT: 11,
+  /** [12]: the sender is shutting down and takes no new calls. */
+  GOODBYE: 12,
+} as const;
+
+/** Items a producer may send before the first CREDIT. */
+export const STREAM_WINDOW = 32;
+
+/** The handshake record: msgpack map, first frame in each direction. */
+export interface Hello {
+  protocol: number;
+  /** The service this side offers (server) or expects (client). */
+  service?: string;
+  version?: string;
+  /** Methods of this side that return streams. */
+  streams?: string[];
+  /** Set by a server that refuses the client; the connection then closes. */
+  error?: unknown;
+}

@@ -1,0 +1,192 @@
+// RpcServer: serves a contract on a unix socket (or any Duplex), checks who
+// connects, broadcasts events to subscribers, and shuts down gracefully.
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { debuglog } from 'node:util';
+import { FramedChannel } from '@afunix/framing';
+import { type Credentials, type ServerOptions as ListenOptions, UnixServer, UnixSocket } from '@afunix/transport';
+import type { TypedEmitter } from './emitter.js';
+import { RpcConnection } from './connection.js';
+import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
+import { RpcCode, rpcError } from './errors.js';
+import { serverHandshake } from './handshake.js';
+import type { Handler, Interceptor } from './incoming.js';
+import { type PeerPolicy, checkPeer } from './policy.js';
+import type { Validator } from './validation.js';
+
+const debug = debuglog('afunix');
+
+export interface RpcServerOptions<C extends Contract> {
+  /** The service name clients may ask for; checked in the handshake. */
+  service: string;
+  version?: string;
+  handlers: ServerHandlers<C>;
+  /** Standard Schema validators for argument lists, per method. */
+  schemas?: { [K in keyof MethodsOf<C>]?: Validator };
+  /** Who may connect (default 'any'). */
+  allow?: PeerPolicy;
+  /** Send stack traces with errors (default false: they reveal internals). */
+  exposeStack?: boolean;
+  /** Calls in flight per connection before OVERLOADED (default 1024). */
+  maxInFlight?: number;
+  /** Largest message in bytes (default 16 MiB). */
+  maxMessageSize?: number;
+  intercept?: Interceptor;
+  /** Milliseconds a new connection has to say hello (default 10 s). */
+  handshakeTimeout?: number;
+}
+
+type ServerEvents = {
+  connection: (conn: RpcConnection) => void;
+  disconnect: (conn: RpcConnection, reason: Error | null) => void;
+  /** A connection that failed before it was established (refused, bad hello, timeout). */
+  handshakeError: (err: Error, peer: Credentials | null) => void;
+  error: (err: Error) => void;
+  close: () => void;
+};
+
+function isGenerator(fn: unknown): boolean {
+  const name = (fn as { constructor?: { name?: string } })?.constructor?.name;
+  return name === 'AsyncGeneratorFunction';
+}
+
+/** Methods whose handlers are async generators are announced as streams. */
+export function streamMethods(handlers: object): string[] {
+  return Object.entries(handlers).filter(([, fn]) => isGenerator(fn)).map(([name]) => name);
+}
+
+export function handlerMap(handlers: object, extra?: Record<string, Handler>): Map<string, Handler> {
+  const map = new Map<string, Handler>();
+  // Own properties only: a method name like "constructor" or "__proto__"
+  // must never reach Object.prototype.
+  for (const [name, fn] of Object.entries(handlers)) if (typeof fn === 'function') map.set(name, fn.bind(handlers) as Handler);
+  for (const [name, fn] of Object.entries(extra ?? {})) map.set(name, fn);
+  return map;
+}
+
+export class RpcServer<C extends Contract = Contract> extends (EventEmitter as new () => TypedEmitter<ServerEvents>) {
+  readonly service: string;
+  /** Client events, with the sending connection as the last argument. */
+  readonly clientEvents = new EventEmitter() as TypedEmitter<ListenersWith<ClientEventsOf<C>, RpcConnection>>;
+  #options: RpcServerOptions<C>;
+  #handlers: Map<string, Handler>;
+  #streams: string[];
+  #validators: Map<string, Validator>;
+  #listeners: UnixServer[] = [];
+  #connections = new Set<RpcConnection>();
+  #closing: Promise<void> | null = null;
+
+  constructor(options: RpcServerOptions<C>) {
+    super();
+    if (typeof options.service !== 'string' || !options.service) throw new TypeError('RpcServer needs a service name');
+    this.service = options.service;
+    this.#options = options;
+    this.#handlers = handlerMap(options.handlers);
+    this.#streams = streamMethods(options.handlers);
+    this.#validators = new Map(Object.entries(options.schemas ?? {}).filter(([, v]) => v) as Array<[string, Validator]>);
+  }
+
+  /** Open connections. */
+  get connections(): ReadonlySet<RpcConnection> {
+    return this.#connections;
+  }
+
+  /** Listens on a path or '@abstract' name; `mode` locks the file down before anyone can connect. */
+  async listen(address?: string, options: ListenOptions = {}): Promise<UnixServer> {
+    const listener = new UnixServer(options);
+    listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
+    listener.on('error', (err: Error) => this.emit('error', err));
+    await listener.listen(address);
+    this.#listeners.push(listener);
+    return listener;
+  }
+
+  /** Serves on a listening fd handed over by systemd or a parent. */
+  listenFd(fd: number, options: ListenOptions = {}): UnixServer {
+    const listener = new UnixServer(options);
+    listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
+    listener.listenFd(fd);
+    this.#listeners.push(listener);
+    return listener;
+  }
+
+  /** Serves one already-connected transport: a UnixSocket, or any Duplex (TCP, stdio). */
+  serve(transport: UnixSocket | Duplex): Promise<RpcConnection> {
+    const peer = peerOf(transport);
+    const channel = new FramedChannel(transport, { maxFrameSize: this.#options.maxMessageSize });
+    const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peer);
+    return new Promise((resolve, reject) => {
+      serverHandshake(
+        channel,
+        { service: this.service, version: this.#options.version, streams: this.#streams, timeout: this.#options.handshakeTimeout, refusal },
+        (peerStreams) => resolve(this.#adopt(channel, peer, peerStreams)),
+        (err) => {
+          debug('handshake failed: %s', err.message);
+          this.emit('handshakeError', err, peer);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  /** Broadcasts an event to every connection that subscribed to it. */
+  publish<K extends keyof EventsOf<C> & string>(name: K, ...args: EventArgs<EventsOf<C>, K>): number {
+    let sent = 0;
+    for (const conn of this.#connections) if (conn.emitEvent(name, args)) sent++;
+    return sent;
+  }
+
+  /**
+   * Stops accepting, lets calls in flight finish for up to `timeout` ms
+   * (new calls fail with SHUTTING_DOWN), then closes every connection.
+   */
+  close(options: { timeout?: number } = {}): Promise<void> {
+    this.#closing ??= this.#shutdown(options.timeout ?? 5_000);
+    return this.#closing;
+  }
+
+  async #shutdown(timeout: number): Promise<void> {
+    await Promise.all(this.#listeners.map((l) => l.close()));
+    for (const conn of this.#connections) conn.drain();
+    const deadline = Date.now() + timeout;
+    while ([...this.#connections].some((c) => c.handling > 0) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (const conn of this.#connections) conn.close();
+    this.emit('close');
+  }
+
+  #adopt(channel: FramedChannel, peer: Credentials | null, peerStreams: string[]): RpcConnection {
+    const conn = new RpcConnection(channel, {
+      handlers: this.#handlers,
+      peerStreams,
+      validators: this.#validators,
+      exposeStack: this.#options.exposeStack,
+      maxInFlight: this.#options.maxInFlight,
+      intercept: this.#options.intercept,
+      filterEvents: true,
+      onEvent: (name, args, c) => (this.clientEvents as EventEmitter).emit(name, ...args, c),
+      peer,
+    });
+    this.#connections.add(conn);
+    conn.once('close', (reason) => {
+      this.#connections.delete(conn);
+      this.emit('disconnect', conn, reason);
+    });
+    this.emit('connection', conn);
+    return conn;
+  }
+}
+
+function peerOf(transport: UnixSocket | Duplex): Credentials | null {
+  if (!(transport instanceof UnixSocket)) return null;
+  try {
+    return transport.peerCredentials();
+  } catch {
+    return null;
+  }
+}
+
+export function createServer<C extends Contract>(options: RpcServerOptions<C>): RpcServer<C> {
+  return new RpcServer<C>(options);
+}

@@ -1,0 +1,65 @@
+// The Electron main/helper pattern without Electron: one call spawns a child
+// with a socketpair channel on fd 3 and returns a typed client for it.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import { fromFd, socketPairFds } from '@afunix/transport';
+import { type ClientOptions, type RpcClient, connect } from './client.js';
+import type { RpcConnection } from './connection.js';
+import type { Contract } from './contract.js';
+import { type RpcServerOptions, RpcServer } from './server.js';
+
+/** The fd a helper finds its channel on (named in its environment too). */
+export const CHANNEL_FD = 3;
+
+export interface SpawnHelperOptions<C extends Contract> extends ClientOptions<C> {
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** Arguments for node itself, e.g. ['--import', 'tsx']. */
+  execArgv?: string[];
+  cwd?: string;
+}
+
+export interface Helper<C extends Contract> {
+  client: RpcClient<C>;
+  child: ChildProcess;
+}
+
+/** Spawns `node modulePath` with a typed RPC channel to it. */
+export async function spawnHelper<C extends Contract>(modulePath: string, options: SpawnHelperOptions<C> = {}): Promise<Helper<C>> {
+  const [ours, theirs] = socketPairFds('stream');
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [...(options.execArgv ?? []), modulePath, ...(options.args ?? [])], {
+      stdio: ['inherit', 'inherit', 'inherit', theirs],
+      env: { ...(options.env ?? process.env), AFUNIX_CHANNEL_FD: String(CHANNEL_FD) },
+      cwd: options.cwd,
+    });
+  } catch (err) {
+    closeSync(ours);
+    throw err;
+  } finally {
+    closeSync(theirs); // the child has its copy on fd 3
+  }
+  const socket = fromFd(ours);
+  const died = new Promise<never>((_, reject) => {
+    child.once('exit', (code, signal) => reject(new Error(`the helper exited before the handshake (code ${code}, signal ${signal})`)));
+    child.once('error', reject);
+  });
+  try {
+    const client = await Promise.race([connect<C>(socket, options), died]);
+    return { client, child };
+  } catch (err) {
+    socket.destroy();
+    child.kill();
+    throw err;
+  } finally {
+    died.catch(() => {});
+  }
+}
+
+/** In the helper: serve the parent over the inherited channel. */
+export function serveParent<C extends Contract>(options: RpcServerOptions<C>): Promise<RpcConnection> {
+  const fd = Number(process.env.AFUNIX_CHANNEL_FD ?? CHANNEL_FD);
+  const server = new RpcServer<C>(options);
+  return server.serve(fromFd(fd));
+}

@@ -1,0 +1,147 @@
+// Streams with credit-based flow control: a producer sends at most
+// STREAM_WINDOW items beyond what the consumer has taken, so a slow consumer
+// never makes the producer buffer without bound.
+import { STREAM_WINDOW } from './protocol.js';
+
+/** What the consumer side needs from its connection. */
+export interface StreamLink {
+  grant(id: number, n: number): void;
+  cancel(id: number): void;
+}
+
+/** The consumer side of a streamed result: `for await` it; `break` cancels it. */
+export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
+  readonly id: number;
+  #link: StreamLink;
+  #items: T[] = [];
+  #taken = 0;
+  #finished = false;
+  #error: Error | null = null;
+  #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: Error) => void } | null = null;
+
+  /** @internal */
+  constructor(id: number, link: StreamLink) {
+    this.id = id;
+    this.#link = link;
+  }
+
+  /** @internal An item arrived. */
+  push(item: T): void {
+    if (this.#finished) return;
+    const waiter = this.#waiter;
+    if (waiter) {
+      this.#waiter = null;
+      this.#took();
+      waiter.resolve({ value: item, done: false });
+    } else {
+      this.#items.push(item);
+    }
+  }
+
+  /** @internal The producer ended (err: it failed, or the call was lost). */
+  end(err?: Error): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (err && this.#items.length === 0) this.#settleWaiter(err);
+    else if (err) this.#error = err;
+    else this.#settleWaiter(null);
+  }
+
+  /** Items received but not yet consumed (never more than the window). */
+  get buffered(): number {
+    return this.#items.length;
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    if (this.#items.length > 0) {
+      const value = this.#items.shift()!;
+      this.#took();
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#error) {
+      const err = this.#error;
+      this.#error = null;
+      return Promise.reject(err);
+    }
+    if (this.#finished) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  /** Stops the stream; the producer's handler sees its signal aborted. */
+  return(): Promise<IteratorResult<T>> {
+    this.cancel();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  cancel(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#items = [];
+    this.#link.cancel(this.id);
+    this.#settleWaiter(null);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  // Credit goes back in half-window steps: one message per 16 items.
+  #took(): void {
+    if (++this.#taken >= STREAM_WINDOW / 2 && !this.#finished) {
+      this.#link.grant(this.id, this.#taken);
+      this.#taken = 0;
+    }
+  }
+
+  #settleWaiter(err: Error | null): void {
+    const waiter = this.#waiter;
+    if (!waiter) return;
+    this.#waiter = null;
+    if (err) {
+      this.#error = null;
+      waiter.reject(err);
+    } else {
+      waiter.resolve({ value: undefined, done: true });
+    }
+  }
+}
+
+export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+}
+
+/** The producer side's credit: how many items may go out now. */
+export class Credit {
+  #available = STREAM_WINDOW;
+  #wake: (() => void) | null = null;
+
+  add(n: number): void {
+    this.#available += n;
+    this.#release();
+  }
+
+  /** Resolves when at least one item may be sent (or the stream was stopped). */
+  wait(): Promise<void> | null {
+    if (this.#available > 0) return null;
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+    });
+  }
+
+  spend(): void {
+    this.#available--;
+  }
+
+  /** Wakes a waiting producer so it can notice cancellation. */
+  interrupt(): void {
+    this.#release();
+  }
+
+  #release(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}

@@ -1,0 +1,93 @@
+// Compile-time guarantees: checked by `vitest --typecheck` (enabled in the
+// root config). A wrong method name or argument type must not compile.
+import { describe, expectTypeOf, it } from 'vitest';
+import type { CallContext, Fd, RpcClient, RpcStream, ServerHandlers } from '../src/index.js';
+
+interface Calc {
+  methods: {
+    add(a: number, b: number): number;
+    greet(name: string): Promise<string>;
+    count(to: number): AsyncIterable<number>;
+    open(path: string): Fd;
+    explode(): never;
+  };
+  events: { tick(n: number): void };
+  clientMethods: { confirm(question: string): boolean };
+  clientEvents: { progress(done: number, total: number): void };
+}
+
+declare const client: RpcClient<Calc>;
+
+describe('client types', () => {
+  it('infers arguments and results', () => {
+    expectTypeOf(client.add).parameters.toEqualTypeOf<[a: number, b: number]>();
+    expectTypeOf(client.add(1, 2)).toEqualTypeOf<Promise<number>>();
+    expectTypeOf(client.greet('x')).toEqualTypeOf<Promise<string>>();
+    expectTypeOf(client.count(3)).toEqualTypeOf<RpcStream<number>>();
+    expectTypeOf(client.open('/x')).toEqualTypeOf<Promise<Fd>>();
+    expectTypeOf(client.explode()).toEqualTypeOf<Promise<never>>();
+  });
+
+  it('rejects wrong names and wrong arguments', () => {
+    // @ts-expect-error: no such method
+    void client.subtract(1, 2);
+    // @ts-expect-error: wrong argument type
+    void client.add('1', 2);
+    // @ts-expect-error: missing argument
+    void client.add(1);
+    // @ts-expect-error: clientMethods are not callable on the server proxy
+    void client.confirm('sure?');
+  });
+
+  it('types events both ways', () => {
+    client.$events.on('tick', (n) => expectTypeOf(n).toEqualTypeOf<number>());
+    // @ts-expect-error: unknown event
+    client.$events.on('tock', () => {});
+    client.$emit('progress', 1, 2);
+    // @ts-expect-error: wrong event arguments
+    client.$emit('progress', '1');
+  });
+
+  it('keeps the $with proxy typed', () => {
+    expectTypeOf(client.$with({ timeout: 10 }).add(1, 2)).toEqualTypeOf<Promise<number>>();
+    expectTypeOf(client.$notify.add).returns.toEqualTypeOf<void>();
+  });
+});
+
+describe('server handler types', () => {
+  it('gives handlers the same arguments plus a context', () => {
+    const handlers: ServerHandlers<Calc> = {
+      add: (a, b, ctx) => {
+        expectTypeOf(a).toEqualTypeOf<number>();
+        expectTypeOf(ctx.signal).toEqualTypeOf<AbortSignal>();
+        expectTypeOf(ctx.remote.confirm).returns.toEqualTypeOf<Promise<boolean>>();
+        return a + b;
+      },
+      greet: async (name) => `hi ${name}`,
+      async *count(to) {
+        for (let i = 0; i < to; i++) yield i;
+      },
+      open: () => ({}) as Fd,
+      explode: () => {
+        throw new Error('always');
+      },
+    };
+    expectTypeOf(handlers.add).parameter(2).toEqualTypeOf<CallContext<{ readonly confirm: (question: string) => Promise<boolean> }>>();
+  });
+
+  it('rejects handlers of the wrong shape', () => {
+    const bad: ServerHandlers<Calc> = {
+      // @ts-expect-error: returns a string where the contract says number
+      add: () => 'three',
+      greet: async () => 'x',
+      async *count() {
+        yield 1;
+      },
+      open: () => ({}) as Fd,
+      explode: () => {
+        throw new Error('always');
+      },
+    };
+    void bad;
+  });
+});
