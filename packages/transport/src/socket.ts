@@ -76,7 +76,8 @@ export class UnixSocket extends Duplex {
   #queue: Pending[] = [];
   #queuedBytes = 0;
   #flushScheduled = false;
-  #blocked = false;
+  #blocked = false; // the kernel took less than asked: wait for writable
+  #watching = false; // the writable watch is on (it outlives #blocked, see flush)
   #heldCallback: ((err?: Error | null) => void) | null = null;
   #finalCallback: ((err?: Error | null) => void) | null = null;
   #reading = false;
@@ -337,10 +338,11 @@ export class UnixSocket extends Duplex {
       }
       this.#queue.shift();
     }
-    if (this.#queue.length === 0 && this.#blocked) {
-      this.#blocked = false;
-      handle.watchWritable(false);
-    }
+    // Drained, but the writable watch stays on: a writer that just filled the
+    // kernel buffer usually fills it again, and every watch change costs an
+    // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
+    // event that finds nothing queued turns it off.
+    if (this.#queue.length === 0) this.#blocked = false;
     this.#releaseCallbacks();
   }
 
@@ -361,28 +363,32 @@ export class UnixSocket extends Duplex {
   }
 
   #waitWritable(): void {
-    if (this.#blocked) return;
     this.#blocked = true;
-    const r = this.#handle!.watchWritable(true);
+    this.#watchWritable(true);
+  }
+
+  #watchWritable(on: boolean): void {
+    if (this.#watching === on || !this.#handle) return;
+    this.#watching = on;
+    const r = this.#handle.watchWritable(on);
     if (r < 0) this.destroy(systemError(r, 'poll'));
   }
 
   #onWritable = (): void => {
     const waiter = this.#connectWaiter;
-    if (waiter) {
-      this.#connectWaiter = null;
-      if (!this.#blocked) this.#handle?.watchWritable(false);
-      waiter();
-    }
+    this.#connectWaiter = null;
+    this.#blocked = false;
     if (this.#queue.length > 0) this.flush();
+    else this.#watchWritable(false);
+    waiter?.();
   };
 
   /** @internal Resolves once the socket is writable (an async connect finished). */
   whenWritable(): Promise<void> {
     return new Promise((resolve) => {
       this.#connectWaiter = resolve;
-      const r = this.#handle?.watchWritable(true) ?? uv.EBADF!;
-      if (r < 0) this.destroy(systemError(r, 'poll'));
+      if (!this.#handle) this.destroy(systemError(uv.EBADF!, 'poll'));
+      else this.#watchWritable(true);
     });
   }
 
