@@ -11,7 +11,7 @@
 // Both systems are driven through the same Duplex API ('data', write(),
 // 'drain', end()), so the comparison is what an application would see.
 import net from 'node:net';
-import { connect, createServer } from '@afunix/transport';
+import { connect, createServer, features, loadError } from '@afunix/transport';
 
 const [role, system, workload, path, optionsJson] = process.argv.slice(2);
 const options = optionsJson ? JSON.parse(optionsJson) : {};
@@ -21,7 +21,18 @@ function fail(message) {
   process.exit(2);
 }
 
+// Without the addon the package quietly serves streams through net: that
+// would be net against net, so refuse rather than print a meaningless ratio.
+if (system !== 'net' && (loadError || !features.native)) {
+  fail(`the native addon is not loaded (${loadError?.message ?? 'features.native is false'}); build it first`);
+}
+
 const ECHO_SIZE = 64;
+
+function cpuMs(since) {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1000;
+}
 
 // ---------------------------------------------------------------- server
 
@@ -41,7 +52,21 @@ function serveBulk(socket) {
 }
 
 async function server() {
-  const onConnection = workload === 'echo' ? serveEcho : serveBulk;
+  const serve = workload === 'echo' ? serveEcho : serveBulk;
+  // The server's CPU time for the whole connection goes to the parent, so
+  // that a figure can be split into sender and receiver cost.
+  const onConnection = (socket) => {
+    const start = process.cpuUsage();
+    let reported = false;
+    const report = () => {
+      if (reported) return;
+      reported = true;
+      process.send({ cpu_ms: cpuMs(start) });
+    };
+    socket.once('end', () => setImmediate(report));
+    socket.once('close', report);
+    serve(socket);
+  };
   let srv;
   if (system === 'net') {
     srv = net.createServer({ allowHalfOpen: true }, onConnection);
@@ -175,12 +200,14 @@ async function bulkClient(socket) {
 
 async function client() {
   const socket = await open();
+  const start = process.cpuUsage();
   let result;
   try {
     result = workload === 'echo' ? await echoClient(socket) : await bulkClient(socket);
   } catch (err) {
     fail(err.message);
   }
+  result.cpu_ms = cpuMs(start);
   socket.destroy();
   process.send({ result }, () => process.exit(0));
 }

@@ -9,7 +9,9 @@
 //   bulk  one direction, 1 GiB (--quick: 128 MiB) in 64 KiB writes honouring
 //         backpressure; the receiver counts bytes and reports the count back.
 //
-// Every echo is checked byte for byte and every bulk count must be exact; a
+// Both processes also report their CPU time (user+sys), so a figure can be
+// split into sender and receiver cost; on a noisy VM it is steadier than wall
+// time. Every echo is checked byte for byte and every bulk count must be exact; a
 // mismatch fails the suite. Results: bench/results/transport.json.
 //
 //   node bench/suites/transport.mjs [--quick] [--rounds N]
@@ -88,9 +90,22 @@ async function measure(system, workload, pinned) {
   let client;
   try {
     await nextMessage(server, `${system} ${workload} server`);
+    // The server reports its CPU time when the connection ends, which may be
+    // before or after the client's result arrives.
+    const serverDone = nextMessage(server, `${system} ${workload} server (cpu)`);
+    serverDone.catch(() => {});
     client = startPeer(['client', system, workload, path, JSON.stringify(opts)], pinned);
     const { result } = await nextMessage(client, `${system} ${workload} client`);
-    return result;
+    const { cpu_ms } = await serverDone;
+    const count = workload === 'echo' ? opts.warmup + opts.iterations : opts.bytes / 2 ** 30;
+    // CPU per round trip (µs) or per GiB (ms), client and server side.
+    const unit = workload === 'echo' ? 1000 : 1;
+    return {
+      ...result,
+      client_cpu: (result.cpu_ms * unit) / count,
+      server_cpu: (cpu_ms * unit) / count,
+      cpu_unit: workload === 'echo' ? 'µs per round trip' : 'ms per GiB',
+    };
   } finally {
     for (const p of [client, server]) {
       if (!p) continue;
@@ -151,16 +166,10 @@ async function main() {
     const net = res.get('net');
     for (const ours of ['ours-stream', 'ours-seqpacket']) {
       const m = res.get(ours);
-      for (const metric of ['median_us', 'p99_us']) {
-        rows.push({
-          workload: `echo 64B ${label}`,
-          metric: metric.replace('_us', ' µs'),
-          ours: `${fmt(m[metric], 1)} (${ours.replace('ours-', '')})`,
-          net: fmt(net[metric], 1),
-          ratio: m[metric] / net[metric],
-          better: 'lower',
-        });
-      }
+      const row = (metric, o, n, digits) => rows.push({ workload: `echo 64B ${label}`, system: ours.replace('ours-', ''), metric, o, n, digits, better: 'lower' });
+      row('median µs', m.median_us, net.median_us, 1);
+      row('p99 µs', m.p99_us, net.p99_us, 1);
+      row('cpu µs/round trip', m.client_cpu + m.server_cpu, net.client_cpu + net.server_cpu, 1);
     }
   }
 
@@ -168,26 +177,25 @@ async function main() {
   for (const [system, m] of bulk) records.push({ system, workload: `bulk-${config.bulk.bytes / MiB}MiB-64KiB-writes`, pinning: 'unpinned', metrics: m });
   const ob = bulk.get('ours-stream');
   const nb = bulk.get('net');
-  rows.push({
-    workload: `bulk ${config.bulk.bytes / MiB} MiB, 64 KiB writes`,
-    metric: 'MB/s',
-    ours: `${fmt(ob.mb_per_s, 0)} (stream)`,
-    net: fmt(nb.mb_per_s, 0),
-    ratio: ob.mb_per_s / nb.mb_per_s,
-    better: 'higher',
-  });
+  const bulkRow = (metric, o, n, better) => rows.push({ workload: `bulk ${config.bulk.bytes / MiB} MiB, 64 KiB writes`, system: 'stream', metric, o, n, digits: 0, better });
+  bulkRow('MB/s', ob.mb_per_s, nb.mb_per_s, 'higher');
+  bulkRow('sender cpu ms/GiB', ob.client_cpu, nb.client_cpu, 'lower');
+  bulkRow('receiver cpu ms/GiB', ob.server_cpu, nb.server_cpu, 'lower');
 
   // The table.
   console.log('');
-  console.log('ratio = ours/net: for latency (µs) below 1 means ours is faster; for throughput (MB/s) above 1 means ours is faster.');
-  console.log('ours-seqpacket is compared with net stream (net has no seqpacket).');
-  const head = ['workload', 'metric', 'ours', 'net', 'ours/net', ''];
+  console.log('ours/net: for µs and cpu rows below 1 means ours is better; for MB/s above 1 means ours is better.');
+  console.log('cpu = user+sys CPU time of the processes (echo: client+server per round trip, warm-up included).');
+  console.log('ours seqpacket is compared with net stream (net has no seqpacket). Within 3% reads as "about equal".');
+  const head = ['workload', 'socket', 'metric', 'ours', 'net', 'ours/net', ''];
   const body = rows.map((r) => {
-    const wins = r.better === 'lower' ? r.ratio < 1 : r.ratio > 1;
-    return [r.workload, r.metric, r.ours, r.net, r.ratio.toFixed(2), wins ? 'ours better' : 'net better'];
+    const ratio = r.o / r.n;
+    const wins = r.better === 'lower' ? ratio < 1 : ratio > 1;
+    const verdict = Math.abs(ratio - 1) < 0.03 ? 'about equal' : wins ? 'ours better' : 'net better';
+    return [r.workload, r.system, r.metric, fmt(r.o, r.digits), fmt(r.n, r.digits), ratio.toFixed(2), verdict];
   });
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells) => cells.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const line = (cells) => cells.map((c, i) => (i >= 3 && i <= 5 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
   console.log(line(head));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const b of body) console.log(line(b));
