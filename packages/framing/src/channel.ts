@@ -118,9 +118,10 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
    * for 'drain' (or `await drained()`) before sending more, as with
    * write(). Throws, with nothing sent: FRAME_TOO_LARGE, TOO_MANY_FDS,
    * CONNECTION_CLOSED after end() or close, ERR_AFUNIX_UNSUPPORTED for fds
-   * where they cannot travel.
+   * where they cannot travel. `onSent` runs once the fds have left (or the
+   * channel closed before they could): the sender may then close its copies.
    */
-  send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null): boolean {
+  send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
     if (this.#destroyed || this.#ended) {
       throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#destroyed ? 'closed' : 'ended'}`);
     }
@@ -131,7 +132,8 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     }
     const fdList = fds && fds.length > 0 ? fds : null;
     if (fdList) this.#checkSendableFds(fdList.length);
-    const ok = this.#write(pieces, length, fdList);
+    const ok = this.#write(pieces, length, fdList, fdList ? onSent : undefined);
+    if (!fdList) onSent?.();
     this.stats.framesOut++;
     this.stats.bytesOut += length;
     return ok;

@@ -160,7 +160,11 @@ export class FrameDecoder {
       }
       this.#headFill = 0;
       const length = checkHeader(this.#head, 0, this.limits);
-      const fds = this.#claimHeld(this.#head[3]!);
+      this.#checkHeldFds(this.#head[3]!);
+      if (offset + length > bytes.length) this.#checkBufferLimit(length);
+      // Nothing can fail from here on: the held fds pass to the frame.
+      const fds = this.#held;
+      this.#held = null;
       return this.#startPayload(bytes, offset, length, fds);
     }
     const body = this.#body!;
@@ -173,24 +177,20 @@ export class FrameDecoder {
 
   // The fds left over from the chunk where a split header began are exactly
   // what that header must declare: no later frame started in that chunk.
-  #claimHeld(declared: number): number[] | null {
-    const held = this.#held;
-    if (countOf(held) !== declared) {
-      throw misplacedFds(`a frame declares ${declared} fds but ${countOf(held)} arrived with its first byte`);
-    }
-    this.#held = null;
-    return held;
+  #checkHeldFds(declared: number): void {
+    const held = countOf(this.#held);
+    if (held !== declared) throw misplacedFds(`a frame declares ${declared} fds but ${held} arrived with its first byte`);
   }
 
   // A frame whose header ends at `start`: hand it out as a view if it lies
-  // whole in `bytes`, otherwise start assembling it. Returns the new offset.
+  // whole in `bytes`, otherwise start assembling it (the caller checked the
+  // buffer limit). Returns the new offset.
   #startPayload(bytes: Buffer, start: number, length: number, fds: number[] | null): number {
     const end = start + length;
     if (end <= bytes.length) {
       this.#deliver(bytes.subarray(start, end), fds);
       return end;
     }
-    this.#checkBufferLimit(length);
     const body = Buffer.allocUnsafe(length);
     this.#bodyFill = bytes.copy(body, 0, start);
     this.#body = body;
@@ -227,6 +227,7 @@ export class FrameDecoder {
     const len = bytes.length;
     while (len - offset >= HEADER_SIZE) {
       const length = checkHeader(bytes, offset, this.limits);
+      if (offset + HEADER_SIZE + length > len) this.#checkBufferLimit(length);
       const fds = this.#takePushFds(bytes[offset + 3]!);
       offset = this.#startPayload(bytes, offset + HEADER_SIZE, length, fds);
     }
@@ -270,13 +271,13 @@ export class FrameDecoder {
     let claimed = 0;
     while (len - offset >= HEADER_SIZE) {
       const length = checkHeader(bytes, offset, this.limits);
+      if (offset + HEADER_SIZE + length > len) this.#checkBufferLimit(length);
       const declared = bytes[offset + 3]!;
       if (claimed + declared > fdCount) {
         throw misplacedFds(`a frame declares ${declared} fds but ${fdCount - claimed} arrived with its first byte`);
       }
       claimed += declared;
       offset += HEADER_SIZE + length;
-      if (offset > len) this.#checkBufferLimit(length);
     }
     if (offset < len) {
       checkHeaderPrefix(bytes, offset, len - offset);

@@ -6,10 +6,15 @@ import { HEADER_SIZE, encodeHeader, writeHeader } from './header.js';
 
 /** What a native socket (or the transport's net fallback) offers for sending. */
 export interface GatheringSocket extends Duplex {
-  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null): boolean;
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean;
 }
 
-export type FrameWriter = (pieces: readonly Uint8Array[], length: number, fds: readonly FdLike[] | null) => boolean;
+export type FrameWriter = (
+  pieces: readonly Uint8Array[],
+  length: number,
+  fds: readonly FdLike[] | null,
+  onSent?: () => void,
+) => boolean;
 
 // Below this size, copying header and payload into one buffer costs less
 // than a second write() (one more queue entry, one more iovec); measured
@@ -35,10 +40,10 @@ export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount
  * written in one tick into one sendmsg.
  */
 export function gatheringWriter(socket: GatheringSocket): FrameWriter {
-  return (pieces, length, fds) => {
+  return (pieces, length, fds, onSent) => {
     const fdCount = fds ? fds.length : 0;
     if (length <= SMALL_FRAME && fdCount === 0) return socket.write(joinFrame(pieces, length, 0));
-    return socket.send([encodeHeader(length, fdCount), ...pieces], fds);
+    return socket.send([encodeHeader(length, fdCount), ...pieces], fds, onSent);
   };
 }
 

@@ -1,0 +1,320 @@
+// FramedChannel over real sockets in one process: socketpairs for the
+// native stream and seqpacket paths, a raw UnixSocket as a misbehaving
+// peer, and plain Duplexes for the portable path.
+import { once } from 'node:events';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { type ReceivedFds, type UnixSocket, socketPair } from '@afunix/transport';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FramedChannel, encodeHeader } from '../src/index.js';
+import { codeOf, frameBytes, openFdCount, rawHeader } from './helpers.js';
+
+let dir: string;
+let file: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'afunix-framing-'));
+  file = join(dir, 'content.txt');
+  writeFileSync(file, 'the file behind the fd');
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// Everything a test opened, destroyed and waited for, so that the next
+// test's fd census starts from a settled table.
+const open: Array<Closable | FramedChannel> = [];
+afterEach(async () => {
+  await settle(...open.splice(0));
+});
+
+const MiB = 1024 * 1024;
+
+function pair(type: 'stream' | 'seqpacket' = 'stream', limits = {}): [FramedChannel, FramedChannel] {
+  const [a, b] = socketPair(type, { maxMessageSize: 2 * MiB, sendBufferSize: 4 * MiB });
+  const channels: [FramedChannel, FramedChannel] = [new FramedChannel(a, limits), new FramedChannel(b, limits)];
+  open.push(...channels);
+  return channels;
+}
+
+/** A FramedChannel facing a raw socket the test drives byte by byte. */
+function rawPeer(type: 'stream' | 'seqpacket' = 'stream', limits = {}): { raw: UnixSocket; channel: FramedChannel } {
+  const [raw, b] = socketPair(type);
+  const channel = new FramedChannel(b, limits);
+  open.push(raw, channel);
+  return { raw, channel };
+}
+
+function readFd(fd: number): string {
+  const buf = Buffer.alloc(100);
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  return buf.subarray(0, n).toString();
+}
+
+type Closable = { destroy(): void; closed: boolean; once(e: 'close', f: () => void): unknown };
+
+// events.once() rejects on 'error'; waiting for 'close' must not. A
+// channel is closed from the moment it is destroyed; its fd goes with its
+// transport, so that is what to wait for.
+function closed(thing: Closable | FramedChannel): Promise<void> {
+  const emitter: Closable = thing instanceof FramedChannel ? (thing.transport as Closable) : thing;
+  return emitter.closed ? Promise.resolve() : new Promise((resolve) => emitter.once('close', () => resolve()));
+}
+
+/** Destroys everything given and waits until each has closed. */
+async function settle(...things: Array<Closable | FramedChannel>): Promise<void> {
+  const all = things.map((t) => closed(t));
+  for (const t of things) t.destroy();
+  await Promise.all(all);
+}
+
+function nextError(channel: FramedChannel): Promise<Error & { code?: string }> {
+  return once(channel, 'error').then(([err]) => err as Error & { code?: string });
+}
+
+for (const type of ['stream', 'seqpacket'] as const) {
+  describe(`over ${type}`, () => {
+    it('delivers frames whole, in order, with their fds', async () => {
+      const [a, b] = pair(type);
+      const got: Array<[string, string[]]> = [];
+      b.onFrame = (payload, fds) => {
+        const contents = fds ? fds.take().map((fd) => {
+          const text = readFd(fd);
+          closeSync(fd);
+          return text;
+        }) : [];
+        got.push([payload.length > 20 ? `${payload.length} bytes` : payload.toString(), contents]);
+      };
+      const fd = openSync(file, 'r');
+      a.send(Buffer.from('plain'));
+      a.send([Buffer.from('with '), Buffer.from('two fds')], [fd, fd]);
+      a.send(Buffer.alloc(MiB, 7));
+      a.send(Buffer.alloc(0), [fd]);
+      a.end();
+      await once(b, 'end');
+      closeSync(fd);
+      expect(got).toEqual([
+        ['plain', []],
+        ['with two fds', ['the file behind the fd', 'the file behind the fd']],
+        [`${MiB} bytes`, []],
+        ['', ['the file behind the fd']],
+      ]);
+      expect(b.stats).toEqual({ framesIn: 4, framesOut: 0, bytesIn: 5 + 12 + MiB, bytesOut: 0 });
+      expect(a.stats.framesOut).toBe(4);
+    });
+
+    it('closes the fds a handler did not take', async () => {
+      const [a, b] = pair(type);
+      const before = openFdCount();
+      const fd = openSync(file, 'r');
+      let seen: ReceivedFds | null = null;
+      b.on('frame', (_p, fds) => {
+        seen = fds;
+        expect(fds!.length).toBe(1);
+      });
+      a.send(Buffer.from('x'), [fd]);
+      await once(b, 'frame');
+      closeSync(fd);
+      expect(seen!.length).toBe(0);
+      await delay(10);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it('refuses oversized frames before sending anything', async () => {
+      const [a, b] = pair(type, { maxFrameSize: 1000 });
+      expect(codeOf(() => a.send(Buffer.alloc(1001)))).toBe('FRAME_TOO_LARGE');
+      expect(codeOf(() => a.send([Buffer.alloc(600), Buffer.alloc(401)]))).toBe('FRAME_TOO_LARGE');
+      expect(a.stats.framesOut).toBe(0);
+      a.send(Buffer.alloc(1000));
+      const [payload] = await once(b, 'frame');
+      expect(payload.length).toBe(1000);
+    });
+
+    it('a peer announcing a frame over maxFrameSize gets FRAME_TOO_LARGE', async () => {
+      const { raw, channel } = rawPeer(type, { maxFrameSize: 100 });
+      const error = nextError(channel);
+      raw.write(type === 'stream' ? rawHeader({ length: 101 }) : frameBytes(Buffer.alloc(101)));
+      expect((await error).code).toBe('FRAME_TOO_LARGE');
+      await closed(channel);
+      expect(channel.closed).toBe(true);
+    });
+
+    it('garbage is a PROTOCOL_ERROR', async () => {
+      const { raw, channel } = rawPeer(type);
+      const error = nextError(channel);
+      raw.write(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+      expect((await error).code).toBe('PROTOCOL_ERROR');
+    });
+
+    it('another protocol version is UNSUPPORTED_VERSION', async () => {
+      const { raw, channel } = rawPeer(type);
+      const error = nextError(channel);
+      raw.write(rawHeader({ version: 2, length: 0 }));
+      expect((await error).code).toBe('UNSUPPORTED_VERSION');
+    });
+
+    it('TOO_MANY_FDS, sending and receiving, and the fds are closed', async () => {
+      const before = openFdCount();
+      const { raw, channel } = rawPeer(type, { maxFds: 1 });
+      const fd = openSync(file, 'r');
+      expect(codeOf(() => channel.send(Buffer.from('x'), [fd, fd]))).toBe('TOO_MANY_FDS');
+      const error = nextError(channel);
+      raw.send(frameBytes(Buffer.from('x'), 2), [fd, fd]);
+      expect((await error).code).toBe('TOO_MANY_FDS');
+      closeSync(fd);
+      await settle(raw, channel);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it('send after end() or destroy() is CONNECTION_CLOSED', async () => {
+      const [a] = pair(type);
+      a.end();
+      expect(codeOf(() => a.send(Buffer.from('late')))).toBe('CONNECTION_CLOSED');
+      a.destroy();
+      expect(codeOf(() => a.send(Buffer.from('later')))).toBe('CONNECTION_CLOSED');
+      await expect(a.drained()).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+    });
+
+    it('pause() holds frames back until resume(), in order', async () => {
+      const [a, b] = pair(type);
+      const got: string[] = [];
+      b.onFrame = (p) => {
+        got.push(p.toString());
+        if (got.length === 2) b.pause();
+      };
+      for (let i = 0; i < 6; i++) a.send(Buffer.from(`f${i}`));
+      await delay(30);
+      expect(got).toEqual(['f0', 'f1']);
+      b.resume();
+      await delay(30);
+      expect(got).toEqual(['f0', 'f1', 'f2', 'f3', 'f4', 'f5']);
+    });
+
+    it('passes backpressure through: send() says false while the peer does not read, drain once it does', async () => {
+      const [a, b] = pair(type);
+      b.pause();
+      const frame = Buffer.alloc(64 * 1024, 1);
+      let sent = 0;
+      while (a.send(frame)) {
+        sent++;
+        if (sent > 10_000) throw new Error('no backpressure');
+      }
+      sent++;
+      // Memory stays bounded: what is queued is at most about one frame past the high-water mark.
+      expect(a.transport.writableLength).toBeLessThan(256 * 1024);
+      let received = 0;
+      b.onFrame = () => received++;
+      const drained = a.drained();
+      b.resume();
+      await drained;
+      a.end();
+      await once(b, 'end');
+      expect(received).toBe(sent);
+    });
+
+    it('fds of a frame cut off by close are closed', async () => {
+      const before = openFdCount();
+      const { raw, channel } = rawPeer(type);
+      const fd = openSync(file, 'r');
+      const frame = frameBytes(Buffer.alloc(1000), 1);
+      if (type === 'stream') {
+        raw.send(frame.subarray(0, 500), [fd]);
+        await delay(20);
+        const error = nextError(channel);
+        raw.end();
+        expect((await error).code).toBe('TRUNCATED_FRAME');
+      } else {
+        // On seqpacket a frame cannot be cut: a short packet is a protocol error.
+        const error = nextError(channel);
+        raw.send(frame.subarray(0, 500), [fd]);
+        expect((await error).code).toBe('PROTOCOL_ERROR');
+      }
+      closeSync(fd);
+      await settle(raw, channel);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it('a handler that throws closes the channel with its error, fds closed', async () => {
+      const before = openFdCount();
+      const [a, b] = pair(type);
+      const fd = openSync(file, 'r');
+      b.onFrame = () => {
+        throw new Error('handler bug');
+      };
+      const error = nextError(b);
+      a.send(Buffer.from('1'), [fd]);
+      a.send(Buffer.from('2'), [fd]);
+      expect((await error).message).toBe('handler bug');
+      closeSync(fd);
+      await settle(a, b);
+      expect(openFdCount()).toBe(before);
+    });
+
+    it("emits 'error' once, then 'close' once", async () => {
+      const { raw, channel } = rawPeer(type);
+      const events: string[] = [];
+      channel.on('error', (e) => events.push(`error ${(e as { code?: string }).code}`));
+      channel.on('close', (hadError) => events.push(`close ${hadError}`));
+      raw.write(Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+      raw.write(Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+      await closed(channel);
+      await delay(10);
+      expect(events).toEqual(['error PROTOCOL_ERROR', 'close true']);
+    });
+  });
+}
+
+describe('fd placement on a stream', () => {
+  it('fds sent with bytes in the middle of a frame are a PROTOCOL_ERROR, and closed', async () => {
+    const before = openFdCount();
+    const { raw, channel } = rawPeer('stream');
+    const fd = openSync(file, 'r');
+    const frame = frameBytes(Buffer.alloc(100, 3));
+    const error = nextError(channel);
+    raw.write(frame.subarray(0, 50));
+    await delay(10);
+    raw.send(frame.subarray(50), [fd]);
+    expect((await error).code).toBe('PROTOCOL_ERROR');
+    closeSync(fd);
+    await settle(raw, channel);
+    expect(openFdCount()).toBe(before);
+  });
+
+  it('a header declaring fds that did not come is a PROTOCOL_ERROR', async () => {
+    const { raw, channel } = rawPeer('stream');
+    const error = nextError(channel);
+    raw.write(frameBytes(Buffer.from('x'), 1));
+    expect((await error).code).toBe('PROTOCOL_ERROR');
+  });
+
+  it('the server side keeps its other channels when one fails', async () => {
+    const { raw, channel } = rawPeer('stream');
+    const [a, b] = pair('stream');
+    raw.write(Buffer.from('garbage!'));
+    await nextError(channel);
+    a.send(Buffer.from('still here'));
+    const [payload] = await once(b, 'frame');
+    expect(payload.toString()).toBe('still here');
+  });
+});
+
+describe('over seqpacket', () => {
+  it('a packet over the socket maxMessageSize is FRAME_TOO_LARGE', async () => {
+    const [raw, b] = socketPair('seqpacket', { maxMessageSize: 1024 });
+    const channel = new FramedChannel(b);
+    open.push(raw, channel);
+    const error = nextError(channel);
+    raw.write(frameBytes(Buffer.alloc(2000)));
+    expect((await error).code).toBe('FRAME_TOO_LARGE');
+  });
+
+  it('each frame is one packet, boundaries from the socket', async () => {
+    const [a, b] = pair('seqpacket');
+    const sizes: number[] = [];
+    b.transport.on('data', () => {}); // the receiver takes over; nothing reaches 'data'
+    b.onFrame = (p) => sizes.push(p.length);
+    for (const n of [0, 1, 100, 65536]) a.send(Buffer.alloc(n));
+    await delay(30);
+    expect(sizes).toEqual([0, 1, 100, 65536]);
+    expect(encodeHeader(0).length).toBe(8);
+  });
+});
