@@ -32,7 +32,7 @@ const roundsArg = argv.find((a) => a.startsWith('--rounds='));
 const MiB = 1024 * 1024;
 const config = quick
   ? { echo: { warmup: 2_000, iterations: 10_000 }, bulk: { bytes: 128 * MiB, chunk: 64 * 1024 }, rounds: 1 }
-  : { echo: { warmup: 5_000, iterations: 50_000 }, bulk: { bytes: 1024 * MiB, chunk: 64 * 1024 }, rounds: 3 };
+  : { echo: { warmup: 5_000, iterations: 30_000 }, bulk: { bytes: 1024 * MiB, chunk: 64 * 1024 }, rounds: 3 };
 if (roundsArg) config.rounds = Math.max(1, Number(roundsArg.split('=')[1]) || 1);
 
 const TIMEOUT_MS = 120_000;
