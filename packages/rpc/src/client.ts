@@ -116,7 +116,7 @@ class ClientCore<C extends Contract> {
     this.conn = await new Promise<RpcConnection>((resolve, reject) => {
       clientHandshake(
         channel,
-        { service: this.#options.service, streams: streamMethods(expose), timeout: this.#options.timeout },
+        { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: channel.limits.maxFrameSize, timeout: this.#options.timeout },
         (hello) => {
           this.server = hello;
           resolve(this.#adopt(channel, peer, hello));
@@ -130,6 +130,7 @@ class ClientCore<C extends Contract> {
     const conn = new RpcConnection(channel, {
       handlers: handlerMap(this.#options.expose ?? {}),
       peerStreams: hello.streams ?? [],
+      peerMaxMessage: hello.maxMessageSize,
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,
       intercept: this.#options.intercept,

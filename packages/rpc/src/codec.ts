@@ -22,6 +22,7 @@ class MapBox {
 // Extension callbacks get no per-call context: encoding and decoding are
 // synchronous, so the message being worked on lives here meanwhile.
 let outgoingFds: number[] | null = null;
+let outgoingTransfers: Fd[] | null = null;
 let incomingFds: number[] | null = null;
 let incomingWrapped: Fd[] | null = null;
 let sendStacks = false;
@@ -51,6 +52,7 @@ addExtension({
   write: (fd: Fd) => {
     outgoingFds ??= [];
     outgoingFds.push(fd.fd);
+    if (fd.transfers) (outgoingTransfers ??= []).push(fd);
     return outgoingFds.length - 1;
   },
   read: (index: unknown) => {
@@ -129,17 +131,24 @@ export function prepareValue(value: unknown, name: string): unknown {
 export interface Encoded {
   bytes: Buffer;
   fds: number[] | null;
+  /** Fds handed over with Fd.transfer(): close them once the message has left. */
+  transfers: Fd[] | null;
 }
 
 /** Encodes a message whose fields were already prepared. */
 export function encode(message: unknown[], withStacks = false): Encoded {
   outgoingFds = null;
+  outgoingTransfers = null;
   sendStacks = withStacks;
   try {
     const bytes = packr.pack(message);
-    return { bytes, fds: outgoingFds };
+    return { bytes, fds: outgoingFds, transfers: outgoingTransfers };
+  } catch (err) {
+    for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
+    throw err;
   } finally {
     outgoingFds = null;
+    outgoingTransfers = null;
     sendStacks = false;
   }
 }

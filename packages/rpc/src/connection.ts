@@ -28,6 +28,8 @@ export interface ConnectionOptions {
   handlers: ReadonlyMap<string, Handler>;
   /** Methods of the peer that stream (from its hello). */
   peerStreams: readonly string[];
+  /** The largest message the peer accepts (from its hello). */
+  peerMaxMessage?: number | undefined;
   validators?: ReadonlyMap<string, Validator> | undefined;
   exposeStack?: boolean | undefined;
   maxInFlight?: number | undefined;
@@ -261,10 +263,17 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. */
   #send(message: unknown[]): boolean {
-    const { bytes, fds } = encode(message, this.#options.exposeStack);
+    const { bytes, fds, transfers } = encode(message, this.#options.exposeStack);
+    const release = transfers ? () => closeAll(transfers) : undefined;
+    const limit = this.#options.peerMaxMessage;
+    if (limit !== undefined && bytes.length > limit) {
+      release?.();
+      throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${bytes.length} bytes is more than the peer accepts (${limit})`);
+    }
     try {
-      return this.channel.send(bytes, fds);
+      return this.channel.send(bytes, fds, release);
     } catch (err) {
+      release?.();
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', 'this transport cannot carry file descriptors');

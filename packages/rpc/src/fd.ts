@@ -14,21 +14,37 @@ const orphans = new FinalizationRegistry<number>((fd) => {
   }
 });
 
+function checkedFd(value: FdLike): number {
+  const fd = typeof value === 'number' ? value : value?.fd;
+  if (!Number.isInteger(fd) || fd < 0) throw new TypeError('Fd needs a non-negative integer fd or an object with one');
+  return fd;
+}
+
 export class Fd {
   #fd: number;
   #owned: boolean;
+  /** Close once sent: the descriptor moves to the peer. */
+  readonly transfers: boolean;
 
-  private constructor(fd: number, owned: boolean) {
+  private constructor(fd: number, owned: boolean, transfers = false) {
     this.#fd = fd;
     this.#owned = owned;
+    this.transfers = transfers;
     if (owned) orphans.register(this, fd, this);
   }
 
   /** Wraps a descriptor to send. It is borrowed: sending does not close it. */
   static from(value: FdLike): Fd {
-    const fd = typeof value === 'number' ? value : value.fd;
-    if (!Number.isInteger(fd) || fd < 0) throw new TypeError('Fd.from() needs a non-negative integer fd or an object with one');
-    return new Fd(fd, false);
+    return new Fd(checkedFd(value), false);
+  }
+
+  /**
+   * Wraps a descriptor to hand over: it is closed here as soon as the kernel
+   * has it in flight to the peer (or the message could not be sent). This is
+   * how a broker gives away a file it opened without keeping it open.
+   */
+  static transfer(value: FdLike): Fd {
+    return new Fd(checkedFd(value), true, true);
   }
 
   /** @internal A descriptor that arrived from the peer: this wrapper owns it. */

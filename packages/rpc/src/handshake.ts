@@ -64,16 +64,17 @@ export interface ServerHello {
   service: string;
   version?: string | undefined;
   streams: string[];
+  maxMessageSize: number;
   timeout?: number | undefined;
   /** A reason to refuse this client (e.g. ACCESS_DENIED), decided before its hello is read. */
   refusal?: RpcError | null | undefined;
 }
 
 /** Server side: read the client's hello, answer with ours (or a refusal). */
-export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready: (peerStreams: string[]) => void, fail: (err: Error) => void): void {
+export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready: (peer: Hello) => void, fail: (err: Error) => void): void {
   awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
     const refusal = ours.refusal ?? mismatch(hello, ours.service);
-    const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams };
+    const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
     if (ours.version !== undefined) reply.version = ours.version;
     if (refusal) {
       reply.error = refusal;
@@ -86,7 +87,7 @@ export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready
       return;
     }
     sendHello(channel, reply);
-    ready(streamsOf(hello));
+    ready({ ...hello, streams: streamsOf(hello) });
   }, fail);
 }
 
@@ -103,12 +104,13 @@ function mismatch(hello: Hello, service: string): RpcError | null {
 export interface ClientHello {
   service?: string | undefined;
   streams: string[];
+  maxMessageSize: number;
   timeout?: number | undefined;
 }
 
 /** Client side: send our hello, wait for the server's. */
 export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: (hello: Hello) => void, fail: (err: Error) => void): void {
-  const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams };
+  const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
   awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
     if (theirs.error !== undefined) {
@@ -120,7 +122,7 @@ export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready
       channel.destroy(refusal);
       return fail(refusal);
     }
-    ready(theirs);
+    ready({ ...theirs, streams: streamsOf(theirs) });
   }, fail);
   sendHello(channel, hello);
 }

@@ -43,6 +43,8 @@ export interface Hello {
   version?: string;
   /** Methods of this side that return streams. */
   streams?: string[];
+  /** The largest message this side accepts; the peer refuses to send more. */
+  maxMessageSize?: number;
   /** Set by a server that refuses the client; the connection then closes. */
   error?: unknown;
 }

@@ -11,6 +11,7 @@ import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, Meth
 import { RpcCode, rpcError } from './errors.js';
 import { serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
+import type { Hello } from './protocol.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
 
@@ -118,8 +119,15 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     return new Promise((resolve, reject) => {
       serverHandshake(
         channel,
-        { service: this.service, version: this.#options.version, streams: this.#streams, timeout: this.#options.handshakeTimeout, refusal },
-        (peerStreams) => resolve(this.#adopt(channel, peer, peerStreams)),
+        {
+          service: this.service,
+          version: this.#options.version,
+          streams: this.#streams,
+          maxMessageSize: channel.limits.maxFrameSize,
+          timeout: this.#options.handshakeTimeout,
+          refusal,
+        },
+        (hello) => resolve(this.#adopt(channel, peer, hello)),
         (err) => {
           debug('handshake failed: %s', err.message);
           this.emit('handshakeError', err, peer);
@@ -156,10 +164,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('close');
   }
 
-  #adopt(channel: FramedChannel, peer: Credentials | null, peerStreams: string[]): RpcConnection {
+  #adopt(channel: FramedChannel, peer: Credentials | null, hello: Hello): RpcConnection {
     const conn = new RpcConnection(channel, {
       handlers: this.#handlers,
-      peerStreams,
+      peerStreams: hello.streams ?? [],
+      peerMaxMessage: hello.maxMessageSize,
       validators: this.#validators,
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,

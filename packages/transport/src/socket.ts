@@ -39,6 +39,8 @@ interface Pending {
   bufs: Uint8Array[];
   size: number;
   fds: number[] | null;
+  /** Called once the fds have left (or never will): the sender's copies are free. */
+  onSent: (() => void) | null;
 }
 
 // fds (and extra gathered pieces) that travel with a chunk given to send().
@@ -46,6 +48,7 @@ interface Pending {
 interface Attachment {
   fds: number[] | null;
   rest: Uint8Array[] | null;
+  onSent: (() => void) | null;
 }
 const attachments = new WeakMap<object, Attachment>();
 
@@ -139,8 +142,10 @@ export class UnixSocket extends Duplex {
    * Writes data with descriptors attached. On a stream socket the fds arrive
    * with the first byte of data; on a seqpacket socket, with the message.
    * Returns false when the caller should wait for 'drain', like write().
+   * `onSent` runs once the kernel has the fds (or the socket was destroyed
+   * before it got them): from then on the caller may close its copies.
    */
-  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null): boolean {
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
     const pieces = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
     const first = pieces[0] ?? Buffer.alloc(0);
     const head = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
@@ -151,8 +156,11 @@ export class UnixSocket extends Duplex {
       // would read as end-of-stream on the other side.
       throw afunixError('ERR_AFUNIX_EMPTY', `${this.type} sockets cannot send an empty message${fdList ? ' (fds need at least one byte)' : ''}`);
     }
-    attachments.set(head, { fds: fdList, rest: pieces.length > 1 ? pieces.slice(1) : null });
-    return this.write(head);
+    const sent = onSent ? once(onSent) : null;
+    attachments.set(head, { fds: fdList, rest: pieces.length > 1 ? pieces.slice(1) : null, onSent: sent });
+    // A write still buffered in the Writable when the socket is destroyed
+    // fails through its callback; that also frees the sender's fds.
+    return sent ? this.write(head, (err) => err && sent()) : this.write(head);
   }
 
   /**
@@ -208,6 +216,7 @@ export class UnixSocket extends Duplex {
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const handle = this.#handle;
     this.#handle = null;
+    for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#heldCallback = null;
@@ -301,7 +310,7 @@ export class UnixSocket extends Duplex {
       return;
     }
     const bufs = attachment?.rest ? [chunk, ...attachment.rest] : [chunk];
-    this.#queue.push({ bufs, size, fds });
+    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
   }
 
   #afterEnqueue(callback: (err?: Error | null) => void): void {
@@ -331,6 +340,7 @@ export class UnixSocket extends Duplex {
       }
       this.bytesWritten += r;
       this.#queuedBytes -= r;
+      if (head.onSent) notifySent(head);
       if (r < head.size) {
         this.#consumePartial(head, r);
         this.#waitWritable();
@@ -411,6 +421,21 @@ export class UnixSocket extends Duplex {
     if (r < 0 && r !== uv.ENOTCONN) callback(systemError(r, 'shutdown'));
     else callback();
   }
+}
+
+function once(fn: () => void): () => void {
+  let called = false;
+  return () => {
+    if (called) return;
+    called = true;
+    fn();
+  };
+}
+
+function notifySent(entry: Pending): void {
+  const onSent = entry.onSent!;
+  entry.onSent = null;
+  onSent();
 }
 
 function flushSoon(socket: UnixSocket): void {
