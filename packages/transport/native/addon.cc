@@ -133,8 +133,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new EnvState();
   env.SetInstanceData<EnvState>(state);
   // Sockets still open when a worker (or the process) ends are closed here,
-  // before libuv's loop goes away: never left to a garbage collector.
-  env.AddCleanupHook([state]() { SocketHandle::Teardown(state); });
+  // before libuv's loop goes away: never left to a garbage collector. The
+  // hook is asynchronous because uv_close() is: Node keeps running the loop
+  // (and keeps this addon loaded) until the last close callback has run.
+  napi_add_async_cleanup_hook(
+      env,
+      [](napi_async_cleanup_hook_handle hook, void* arg) {
+        SocketHandle::Teardown(static_cast<EnvState*>(arg), hook);
+      },
+      state, nullptr);
 
   Napi::Function ctor = SocketHandle::Define(env);
   state->handle_ctor = Napi::Persistent(ctor);

@@ -18,6 +18,8 @@ struct EnvState {
   std::vector<uint8_t> scratch;
   Conn* conns = nullptr;  // intrusive list of sockets not yet closed
   bool tearing_down = false;
+  // Held while sockets close at teardown: Node runs the loop until released.
+  napi_async_cleanup_hook_handle cleanup_hook = nullptr;
 
   static EnvState* Get(Napi::Env env) { return env.GetInstanceData<EnvState>(); }
 };

@@ -61,6 +61,13 @@ bool ReadView(napi_env env, napi_value v, uv_buf_t* out) {
   return true;
 }
 
+// Reads element i of an array through the C API. node-addon-api would hand
+// back an empty value on failure (as while a worker is being terminated),
+// and any call chained on that aborts the process.
+bool Element(napi_env env, napi_value arr, uint32_t i, napi_value* out) {
+  return napi_get_element(env, arr, i, out) == napi_ok;
+}
+
 void LinkConn(Conn* c) {
   c->next = c->state->conns;
   if (c->next) c->next->prev = c;
@@ -184,7 +191,9 @@ Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
     iovcnt = arr.Length() < kMaxIov ? arr.Length() : kMaxIov;
     many.resize(iovcnt);
     for (size_t i = 0; i < iovcnt; i++) {
-      if (!ReadView(env, arr.Get(static_cast<uint32_t>(i)), &many[i])) return Napi::Number::New(env, UV_EINVAL);
+      napi_value item;
+      if (!Element(env, arr, static_cast<uint32_t>(i), &item) || !ReadView(env, item, &many[i]))
+        return Napi::Number::New(env, UV_EINVAL);
     }
     iov = many.data();
   } else if (!ReadView(env, info[0], &one)) {
@@ -197,7 +206,9 @@ Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
     nfds = arr.Length();
     if (nfds > static_cast<size_t>(kMaxFds)) return Napi::Number::New(env, UV_EINVAL);
     for (size_t i = 0; i < nfds; i++) {
-      fds[i] = arr.Get(static_cast<uint32_t>(i)).As<Napi::Number>().Int32Value();
+      napi_value item;
+      if (!Element(env, arr, static_cast<uint32_t>(i), &item) || napi_get_value_int32(env, item, &fds[i]) != napi_ok)
+        return Napi::Number::New(env, UV_EINVAL);
     }
   }
   Address to;
@@ -244,33 +255,73 @@ void SocketHandle::OnClosed(uv_handle_t* handle) {
   Conn* c = static_cast<Conn*>(handle->data);
   SysClose(c->fd);
   UnlinkConn(c);
+  EnvState* state = c->state;
   SocketHandle* self = c->owner;
   delete c;
-  if (self == nullptr) return;
-  self->conn_ = nullptr;
-  if (!self->on_close_.IsEmpty() && !EnvState::Get(self->Env())->tearing_down) {
-    Napi::HandleScope scope(self->Env());
-    self->CallJs(self->on_close_, {});
+  if (self != nullptr) {
+    self->conn_ = nullptr;
+    if (!self->on_close_.IsEmpty() && !state->tearing_down) {
+      Napi::HandleScope scope(self->Env());
+      if (self->JsAlive()) self->CallJs(self->on_close_, {});
+    }
+    self->on_read_.Reset();
+    self->on_writable_.Reset();
+    self->on_close_.Reset();
+    self->Napi::ObjectWrap<SocketHandle>::Unref();
   }
-  self->on_read_.Reset();
-  self->on_writable_.Reset();
-  self->on_close_.Reset();
-  self->Napi::ObjectWrap<SocketHandle>::Unref();
+  FinishTeardown(state);
 }
 
-void SocketHandle::Teardown(EnvState* state) {
+void SocketHandle::Teardown(EnvState* state, napi_async_cleanup_hook_handle hook) {
   state->tearing_down = true;
+  state->cleanup_hook = hook;
   for (Conn* c = state->conns; c != nullptr; c = c->next) BeginClose(c);
+  FinishTeardown(state);
 }
 
-void SocketHandle::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
-  Napi::Env env = Env();
-  fn.MakeCallback(Value(), args, async_);
-  if (env.IsExceptionPending()) {
-    // Surface it as an uncaught exception, exactly as a JS callback would.
-    Napi::Error e = env.GetAndClearPendingException();
-    napi_fatal_exception(env, e.Value());
+// Once the last socket of a stopping environment has closed, Node may go on
+// freeing it (and unloading this addon, where the close callbacks live).
+void SocketHandle::FinishTeardown(EnvState* state) {
+  if (state->cleanup_hook == nullptr || state->conns != nullptr) return;
+  napi_async_cleanup_hook_handle hook = state->cleanup_hook;
+  state->cleanup_hook = nullptr;
+  napi_remove_async_cleanup_hook(hook);
+}
+
+// Whether JavaScript can still run here. A stopping worker (process.exit(),
+// terminate()) or an environment being freed still polls its sockets, and
+// then N-API calls fail; node-addon-api turns such failures into a process
+// abort, so nothing may be read, built or called once this is false. The
+// probe is a property lookup that runs no JavaScript but, like every call
+// into JavaScript, fails when Node has stopped JS or V8 is terminating.
+bool SocketHandle::JsAlive() {
+  napi_env env = Env();
+  napi_value global;
+  bool has = false;
+  if (napi_get_global(env, &global) == napi_ok && napi_has_element(env, global, 0, &has) == napi_ok) return true;
+  bool pending = false;
+  napi_value e;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &e);
+  return false;
+}
+
+SocketHandle::Call SocketHandle::CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
+  napi_env env = Env();
+  napi_value result;
+  if (napi_make_callback(env, async_, Value(), fn.Value(), args.size(), args.begin(), &result) == napi_ok)
+    return Call::kRan;
+  bool pending = false;
+  napi_value e = nullptr;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &e);
+  // Failing without an exception: the call was refused before it started.
+  if (e == nullptr) return Call::kNotRun;
+  // The callback threw and JavaScript still runs: surface it as an uncaught
+  // exception, exactly as a JS callback would.
+  if (JsAlive()) {
+    napi_fatal_exception(env, e);
+    return Call::kRan;
   }
+  return Call::kCutShort;
 }
 
 void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
@@ -278,10 +329,15 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   SocketHandle* self = c->owner;
   if (self == nullptr || c->closing) return;
   Napi::HandleScope scope(self->Env());
+  if (!self->JsAlive()) {
+    // Nobody can take what we would read: leave it to close().
+    BeginClose(c);
+    return;
+  }
   if (status < 0) {
     c->reading = false;
     self->UpdatePoll();
-    self->Deliver(status, 0, self->Env().Undefined());
+    if (self->Deliver(status, 0, self->Env().Undefined()) != Call::kRan) BeginClose(c);
     return;
   }
   if ((events & UV_READABLE) && c->reading) {
@@ -290,7 +346,7 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   }
   // The read callback may have closed the socket: look again before writing.
   if (c->closing || c->owner == nullptr) return;
-  if ((events & UV_WRITABLE) && c->want_write) self->CallJs(self->on_writable_, {});
+  if ((events & UV_WRITABLE) && c->want_write && self->CallJs(self->on_writable_, {}) != Call::kRan) BeginClose(c);
 }
 
 void SocketHandle::DrainListener() {
@@ -313,12 +369,22 @@ void SocketHandle::DrainListener() {
   if (accepted.empty() && status == 0) return;
   Napi::Array fds = Napi::Array::New(env, accepted.size());
   for (size_t i = 0; i < accepted.size(); i++) fds.Set(i, Napi::Number::New(env, accepted[i]));
-  CallJs(on_read_, {Napi::Number::New(env, status), fds});
+  Call r = CallJs(on_read_, {Napi::Number::New(env, status), fds});
+  if (r == Call::kRan) return;
+  // Nobody is left to own these connections (unless JavaScript got some of
+  // them before it was cut short: those are its to close).
+  if (r == Call::kNotRun)
+    for (int fd : accepted) SysClose(fd);
+  BeginClose(conn_);
 }
 
 void SocketHandle::DrainSocket() {
   Conn* c = conn_;
   for (int i = 0; i < kMaxBatchesPerEvent; i++) {
+    if (i > 0 && !JsAlive()) {
+      BeginClose(c);
+      return;
+    }
     if (!ReadBatch()) return;
     // JavaScript ran: it may have paused or closed this socket.
     if (conn_ == nullptr || c->closing || !c->reading) return;
@@ -388,23 +454,31 @@ bool SocketHandle::ReadBatch() {
   } else if (chunks.empty()) {
     list = env.Null();
   }
-  Deliver(status, used, list);
-  return more;
+  Call r = Deliver(status, used, list);
+  if (r == Call::kRan) return more;
+  // JavaScript is gone: received fds it never saw have no owner.
+  if (r == Call::kNotRun)
+    for (const Chunk& ch : chunks)
+      for (int fd : ch.meta.fds) SysClose(fd);
+  BeginClose(c);
+  return false;
 }
 
 // onRead(status, bytes?: ArrayBuffer, chunks?: [len, fds, addr, cred, ...])
 // chunks is undefined when bytes is a single chunk with nothing attached.
-void SocketHandle::Deliver(int status, size_t used, Napi::Value chunks) {
+SocketHandle::Call SocketHandle::Deliver(int status, size_t used, Napi::Value chunks) {
   Napi::Env env = Env();
   Napi::Value bytes = env.Undefined();
   if (used > 0 || (chunks.IsArray())) {
     // A V8-owned copy, never an external buffer: Electron's memory cage
     // refuses those, and the scratch buffer is reused on the next read.
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, used);
-    if (used > 0) memcpy(ab.Data(), conn_->state->scratch.data(), used);
-    bytes = ab;
+    void* data = nullptr;
+    napi_value ab;
+    if (napi_create_arraybuffer(env, used, &data, &ab) != napi_ok) return Call::kNotRun;
+    if (used > 0) memcpy(data, conn_->state->scratch.data(), used);
+    bytes = Napi::Value(env, ab);
   }
-  CallJs(on_read_, {Napi::Number::New(env, status), bytes, chunks});
+  return CallJs(on_read_, {Napi::Number::New(env, status), bytes, chunks});
 }
 
 }  // namespace afunix

@@ -38,8 +38,9 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   explicit SocketHandle(const Napi::CallbackInfo& info);
   ~SocketHandle() override;
 
-  // Closes every socket of an environment that is going away.
-  static void Teardown(EnvState* state);
+  // Closes every socket of an environment that is going away; `hook` is
+  // released once the last one has closed.
+  static void Teardown(EnvState* state, napi_async_cleanup_hook_handle hook);
 
  private:
   Napi::Value ReadStart(const Napi::CallbackInfo& info);
@@ -54,13 +55,20 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   static void OnPoll(uv_poll_t* poll, int status, int events);
   static void OnClosed(uv_handle_t* handle);
   static void BeginClose(Conn* conn);
+  static void FinishTeardown(EnvState* state);
 
   int UpdatePoll();
   void DrainListener();
   void DrainSocket();
   bool ReadBatch();  // false when reading should stop for this event
-  void Deliver(int status, size_t used, Napi::Value chunks);
-  void CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
+  // How a call into JavaScript went. kNotRun: JavaScript cannot run any more
+  // (the environment is stopping), so what was to be handed over is still
+  // ours to dispose of. kCutShort: it ran but was terminated, so part of it
+  // may already belong to JavaScript and must not be closed twice.
+  enum class Call { kRan, kNotRun, kCutShort };
+  Call Deliver(int status, size_t used, Napi::Value chunks);
+  bool JsAlive();
+  Call CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
 
   Conn* conn_;
   Napi::FunctionReference on_read_;
