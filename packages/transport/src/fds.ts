@@ -3,6 +3,15 @@
 // therefore never leak or exhaust this process's fd table.
 import { closeSync } from 'node:fs';
 import { invalidArg } from './errors.js';
+import { native } from './native.js';
+
+// Through the addon when it is loaded: fs.closeSync() in a worker_thread
+// warns "closed but not opened in unmanaged mode" for every fd that the
+// thread did not open with fs.open, which received fds never are.
+function closeFd(fd: number): void {
+  if (native) native.close(fd);
+  else closeSync(fd);
+}
 
 /** Something that names an open descriptor we may send: a number or `{ fd }` (e.g. a FileHandle). */
 export type FdLike = number | { readonly fd: number };
@@ -55,7 +64,7 @@ export class ReceivedFds implements Iterable<number> {
   close(): void {
     for (const fd of this.take()) {
       try {
-        closeSync(fd);
+        closeFd(fd);
       } catch {
         // Already closed by its taker: nothing of ours to release.
       }
