@@ -12,6 +12,7 @@ import { type CallOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
 import { RpcCode, rpcError } from './errors.js';
 import { clientHandshake } from './handshake.js';
+import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
 import { notifyProxy, remoteProxy } from './proxy.js';
@@ -70,6 +71,8 @@ export interface ClientControls<C extends Contract> {
   /** The server's hello: service, version. */
   readonly $server: Hello;
   readonly $peer: Credentials | null;
+  /** What the server offers: methods (with JSON Schemas where known), events. */
+  $describe(): Promise<ServiceDescription>;
   $close(): Promise<void>;
 }
 
@@ -212,6 +215,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
     $notify: notifyProxy(current),
     $emit: (name: string, ...args: unknown[]) => current().emitEvent(name, args),
     $close: () => core.close(),
+    $describe: () => current().call(DESCRIBE, []),
   };
   return new Proxy(Object.create(null), {
     get(_target, prop) {

@@ -4,6 +4,7 @@ export type {
   ClientContext, ClientEventsOf, ClientHandlers, ClientMethodsOf, Contract, EventsOf, Handlers, MethodsOf, Notifier, Remote,
   RemoteMethod, ServerContext, ServerHandlers,
 } from './contract.js';
+export { DESCRIBE, type MethodDescription, type ServiceDescription } from './describe.js';
 export { type ErrorRecord, RpcCode, RpcError, type RpcErrorOptions } from './errors.js';
 export { Fd } from './fd.js';
 export type { CallContext, CallInfo, Interceptor } from './incoming.js';

@@ -12,6 +12,7 @@ import { RpcCode, rpcError } from './errors.js';
 import { serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
+import { DESCRIBE, describeService } from './describe.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
 
@@ -35,6 +36,8 @@ export interface RpcServerOptions<C extends Contract> {
   intercept?: Interceptor;
   /** Milliseconds a new connection has to say hello (default 10 s). */
   handshakeTimeout?: number;
+  /** Event names to list in `$describe` (events are types only otherwise). */
+  events?: ReadonlyArray<keyof EventsOf<C> & string>;
 }
 
 type ServerEvents = {
@@ -60,7 +63,10 @@ export function handlerMap(handlers: object, extra?: Record<string, Handler>): M
   const map = new Map<string, Handler>();
   // Own properties only: a method name like "constructor" or "__proto__"
   // must never reach Object.prototype.
-  for (const [name, fn] of Object.entries(handlers)) if (typeof fn === 'function') map.set(name, fn.bind(handlers) as Handler);
+  for (const [name, fn] of Object.entries(handlers)) {
+    if (name.startsWith('$')) throw new TypeError(`method names starting with '$' are reserved (${name})`);
+    if (typeof fn === 'function') map.set(name, fn.bind(handlers) as Handler);
+  }
   for (const [name, fn] of Object.entries(extra ?? {})) map.set(name, fn);
   return map;
 }
@@ -82,9 +88,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     if (typeof options.service !== 'string' || !options.service) throw new TypeError('RpcServer needs a service name');
     this.service = options.service;
     this.#options = options;
-    this.#handlers = handlerMap(options.handlers);
     this.#streams = streamMethods(options.handlers);
     this.#validators = new Map(Object.entries(options.schemas ?? {}).filter(([, v]) => v) as Array<[string, Validator]>);
+    const methods = handlerMap(options.handlers);
+    const description = describeService(options, [...methods.keys()], this.#streams, this.#validators);
+    this.#handlers = handlerMap(options.handlers, { [DESCRIBE]: () => description });
   }
 
   /** Open connections. */

@@ -1,4 +1,5 @@
 export { SUN_PATH_SIZE, decodeAddress, encodeAddress, isAbstract } from './address.js';
+export { LISTEN_FDS_START, type ListenFd, listenFds } from './activation.js';
 export { type ConnectOptions, type ConnectionType, connect, fromFd, socketPair, socketPairFds } from './connect.js';
 export { type DatagramInfo, type DatagramOptions, type SendOptions, UnixDatagram, createDatagram } from './datagram.js';
 export { type AfunixError, afunixError, systemError } from './errors.js';
