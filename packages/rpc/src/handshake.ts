@@ -1,9 +1,9 @@
 // The first frame each way is a HELLO: protocol version and service name are
 // checked before any call, so a mismatch is a clear error on both sides.
-import type { FramedChannel } from '@afunix/framing';
+import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
-import { RpcCode, type RpcError, rpcError } from './errors.js';
+import { RpcCode, RpcError, rpcError } from './errors.js';
 import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
 
 const DEFAULT_TIMEOUT = 10_000;
@@ -47,6 +47,12 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
     }
   };
   const onClose = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
+  // A channel error (bytes that are not afunix framing, a reset) fails the
+  // handshake with its reason. The listener stays afterwards: a channel
+  // destroyed with an error emits it, and an 'error' event nobody listens
+  // to is thrown, which would take the whole process down.
+  const onError = (err: Error) => finish(handshakeError(err));
+  channel.on('error', onError);
   const timer = setTimeout(() => finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${timeout} ms`)), timeout);
   timer.unref();
   channel.on('close', onClose);
@@ -58,6 +64,14 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
       finish(err as Error);
     }
   };
+}
+
+function handshakeError(err: Error): RpcError {
+  if (err instanceof RpcError) return err;
+  if (err instanceof FramingError) {
+    return new RpcError(`protocol error during the handshake: ${err.message}`, { code: RpcCode.PROTOCOL_ERROR, cause: err });
+  }
+  return new RpcError(`the connection failed during the handshake: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err });
 }
 
 export interface ServerHello {
