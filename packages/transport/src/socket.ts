@@ -199,13 +199,28 @@ export class UnixSocket extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    const empty = this.#refuseEmpty(chunk);
+    if (empty) return callback(empty);
     this.#enqueue(chunk);
     this.#afterEnqueue(callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
+    for (const { chunk } of chunks) {
+      const empty = this.#refuseEmpty(chunk);
+      if (empty) return callback(empty);
+    }
     for (const { chunk } of chunks) this.#enqueue(chunk);
     this.#afterEnqueue(callback);
+  }
+
+  // write(Buffer.alloc(0)) would put an empty message on a seqpacket socket,
+  // which the peer reads as end-of-stream; send() refuses it, so must write().
+  #refuseEmpty(chunk: Buffer): Error | null {
+    if (this.type !== 'seqpacket' || chunk.length > 0) return null;
+    const attachment = attachments.get(chunk);
+    if (attachment?.fds || attachment?.rest?.some((p) => p.byteLength > 0)) return null;
+    return afunixError('ERR_AFUNIX_EMPTY', 'seqpacket sockets cannot send an empty message (the peer would read it as end-of-stream)');
   }
 
   override _final(callback: (err?: Error | null) => void): void {
