@@ -9,6 +9,7 @@ import { Fd } from './fd.js';
 export const EXT_MAP = 1;
 export const EXT_ERROR = 2;
 export const EXT_FD = 3;
+export const EXT_SET = 4;
 
 /** How deep a value may nest; deeper (or a cycle) fails on the sender. */
 export const MAX_DEPTH = 128;
@@ -27,11 +28,19 @@ let incomingFds: number[] | null = null;
 let incomingWrapped: Fd[] | null = null;
 let sendStacks = false;
 
+// Every extension's payload is itself one msgpack value (packed with the
+// same options, re-entrantly), so a peer in another language decodes a
+// message with any msgpack library plus these three small rules.
+// (msgpackr's write()/read() form would put the value after the ext
+// object instead of inside it, which other decoders cannot follow.)
+let packr: Packr;
+
 addExtension({
   Class: MapBox,
   type: EXT_MAP,
-  write: (box: MapBox) => box.flat,
-  read: (flat: unknown) => {
+  pack: (box: MapBox) => packr.pack(box.flat),
+  unpack: (payload: Buffer) => {
+    const flat = packr.unpack(payload) as unknown;
     if (!Array.isArray(flat) || flat.length % 2 !== 0) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Map extension');
     const map = new Map();
     for (let i = 0; i < flat.length; i += 2) map.set(flat[i], flat[i + 1]);
@@ -40,22 +49,34 @@ addExtension({
 });
 
 addExtension({
+  Class: Set,
+  type: EXT_SET,
+  pack: (set: Set<unknown>) => packr.pack([...set]),
+  unpack: (payload: Buffer) => {
+    const items = packr.unpack(payload) as unknown;
+    if (!Array.isArray(items)) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Set extension');
+    return new Set(items);
+  },
+});
+
+addExtension({
   Class: Error,
   type: EXT_ERROR,
-  write: (err: Error) => errorToRecord(err, sendStacks),
-  read: (record: unknown) => recordToError(record),
+  pack: (err: Error) => packr.pack(errorToRecord(err, sendStacks)),
+  unpack: (payload: Buffer) => recordToError(packr.unpack(payload)),
 });
 
 addExtension({
   Class: Fd,
   type: EXT_FD,
-  write: (fd: Fd) => {
+  pack: (fd: Fd) => {
     outgoingFds ??= [];
     outgoingFds.push(fd.fd);
     if (fd.transfers) (outgoingTransfers ??= []).push(fd);
-    return outgoingFds.length - 1;
+    return packr.pack(outgoingFds.length - 1);
   },
-  read: (index: unknown) => {
+  unpack: (payload: Buffer) => {
+    const index = packr.unpack(payload) as unknown;
     const fds = incomingFds;
     if (!fds || typeof index !== 'number' || !(index in fds) || fds[index]! < 0) {
       throw rpcError(RpcCode.PROTOCOL_ERROR, `Fd extension refers to fd #${String(index)}, which did not come with the message`);
@@ -67,7 +88,7 @@ addExtension({
   },
 });
 
-const packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
+packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
 
 function encodeError(path: string, what: string) {
   return rpcError(RpcCode.ENCODE_ERROR, `cannot send ${what} at ${path}`, { path });
