@@ -2,6 +2,11 @@
 import type { Credentials } from '@afunix/transport';
 import type { Fd } from '../src/index.js';
 
+export interface Trouble {
+  code: string | null;
+  message: string;
+}
+
 export interface Lab {
   methods: {
     add(a: number, b: number): number;
@@ -18,6 +23,10 @@ export interface Lab {
     publish(n: number): number;
     seen(): { aborted: number; produced: number; streamsCancelled: number; recorded: unknown[]; progress: number | null };
     big(size: number): Buffer;
+    /** `({}).polluted` and Object.prototype's own keys now and before any client spoke. */
+    pollution(): { polluted: unknown; protoKeys: string[]; baseline: string[] };
+    /** Why connections failed the handshake, and why established ones closed, in order. */
+    troubles(): { handshakeErrors: Trouble[]; disconnects: Array<Trouble | null> };
   };
   events: { tick(n: number): void };
   clientMethods: { confirm(question: string): boolean };

@@ -1,0 +1,205 @@
+// Lifecycle with real processes: a server or client killed mid-call, a
+// client reconnecting to a restarted service, and a graceful server close.
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type CallContext, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
+import { type Service, eventually, startService, tempDir } from './helpers.js';
+import type { Lab } from './lab.js';
+import { runFixture } from './procs.js';
+
+const tmp = tempDir();
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  tmp.cleanup();
+});
+
+async function service(name: string): Promise<Service> {
+  const s = await startService(join(tmp.dir, `${name}.sock`));
+  cleanups.push(() => s.stop());
+  return s;
+}
+
+async function client(address: string, options: Parameters<typeof connect<Lab>>[1] = {}): Promise<RpcClient<Lab>> {
+  const c = await connect<Lab>(address, options);
+  cleanups.push(() => c.$close());
+  return c;
+}
+
+describe('a server killed mid-call', () => {
+  it('fails every pending call with CONNECTION_CLOSED', async () => {
+    const s = await service('killed');
+    const c = await client(s.address);
+    const lifecycle: string[] = [];
+    c.$lifecycle.on('disconnect', () => lifecycle.push('disconnect'));
+    c.$lifecycle.on('close', () => lifecycle.push('close'));
+    const outcomes = Promise.allSettled(Array.from({ length: 20 }, (_, i) => c.delay(10_000, i)));
+    // Calls are handled in order: once seen() answers, all 20 are running there.
+    await c.seen();
+    expect(c.$connection!.stats.inFlightOut).toBe(20);
+
+    await s.stop(); // SIGKILL
+    const results = await outcomes;
+    expect(results).toHaveLength(20);
+    for (const r of results) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    }
+    // Without reconnect the client is done for good.
+    await eventually(() => lifecycle.includes('close'));
+    expect(lifecycle).toEqual(['disconnect', 'close']);
+    expect(c.$connection).toBeNull();
+  });
+});
+
+describe('a client killed mid-call', () => {
+  it('aborts the handler signal on the server, which keeps serving others', async () => {
+    const s = await service('client-killed');
+    const observer = await client(s.address);
+    const before = (await observer.seen()).aborted;
+
+    const doomed = runFixture('lab-client.mjs', [s.address, 'hang']);
+    cleanups.push(() => doomed.kill());
+    expect(await doomed.next()).toMatchObject({ started: true });
+    await doomed.kill('SIGKILL');
+
+    await eventually(async () => (await observer.seen()).aborted === before + 1);
+    expect(await observer.add(20, 22)).toBe(42);
+    const fresh = await client(s.address);
+    expect(await fresh.delay(1, 5)).toBe(5);
+    expect((await fresh.seen()).aborted).toBe(before + 1);
+  });
+});
+
+describe('reconnect', () => {
+  it('survives the service being killed and restarted, and restores subscriptions', async () => {
+    const path = join(tmp.dir, 'restart.sock');
+    const first = await startService(path);
+    cleanups.push(() => first.stop());
+    const c = await client(path, { service: 'lab', reconnect: { initialDelay: 20 } });
+    const ticks: number[] = [];
+    const lifecycle: string[] = [];
+    c.$events.on('tick', (n) => ticks.push(n));
+    c.$lifecycle.on('disconnect', () => lifecycle.push('disconnect'));
+    c.$lifecycle.on('reconnect', () => lifecycle.push('reconnect'));
+    c.$lifecycle.on('close', () => lifecycle.push('close'));
+    // The event frame comes before the result frame on the same connection.
+    expect(await c.publish(1)).toBe(1);
+    expect(ticks).toEqual([1]);
+    const pending = c.delay(10_000, 0).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    await c.seen();
+
+    const disconnected = once(c.$lifecycle as never, 'disconnect');
+    await first.stop(); // SIGKILL: the socket file stays behind, stale
+    await disconnected;
+    expect(await pending).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    expect(c.$connection).toBeNull();
+    // While disconnected, calls fail (how they fail is the next test's business).
+    await expect(Promise.resolve().then(() => c.add(1, 1))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    expect(existsSync(path)).toBe(true);
+
+    const reconnected = once(c.$lifecycle as never, 'reconnect');
+    const second = await startService(path); // replaces the stale socket file
+    cleanups.push(() => second.stop());
+    await reconnected;
+    expect(lifecycle).toEqual(['disconnect', 'reconnect']);
+    expect(c.$peer?.pid).toBe(second.pid);
+    expect(await c.add(2, 3)).toBe(5);
+    // The subscription was restored on the new connection.
+    expect(await c.publish(2)).toBe(1);
+    expect(ticks).toEqual([1, 2]);
+  });
+});
+
+describe('a client that is not connected', () => {
+  it('fails calls with a rejected promise, not a synchronous throw, while reconnecting and after close', async () => {
+    const s = await service('not-connected');
+    const c = await client(s.address, { reconnect: { initialDelay: 60_000 } });
+    const disconnected = once(c.$lifecycle as never, 'disconnect');
+    await s.stop();
+    await disconnected;
+    // A typed method returns a promise: `c.add(1, 1).catch(...)` must catch this.
+    let call: Promise<number> | undefined;
+    expect(() => (call = c.add(1, 1))).not.toThrow();
+    await expect(call).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    await c.$close();
+    expect(() => (call = c.add(1, 1))).not.toThrow();
+    await expect(call).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+  });
+});
+
+interface Closing {
+  methods: {
+    gated(value: number): number;
+    hang(): never;
+    add(a: number, b: number): number;
+  };
+}
+
+describe('server.close({ timeout })', () => {
+  it('finishes calls in flight, refuses new ones, cuts off the rest at the deadline, removes the socket', async () => {
+    const path = join(tmp.dir, 'closing.sock');
+    const running = new Set<string>();
+    let openGate!: () => void;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    let hangAborted = false;
+    const server = createServer<Closing>({
+      service: 'closing',
+      handlers: {
+        async gated(value) {
+          running.add('gated');
+          await gate;
+          return value;
+        },
+        hang(ctx: CallContext) {
+          running.add('hang');
+          return new Promise<never>((_, reject) => {
+            ctx.signal.addEventListener('abort', () => {
+              hangAborted = true;
+              reject(ctx.signal.reason);
+            });
+          });
+        },
+        add: (a, b) => a + b,
+      },
+    });
+    await server.listen(path);
+    cleanups.push(() => server.close({ timeout: 0 }));
+    const c = await connect<Closing>(path);
+    cleanups.push(() => c.$close());
+    expect(existsSync(path)).toBe(true);
+
+    const settle = (p: Promise<unknown>) => p.then((value) => ({ value }), (error: unknown) => ({ error }));
+    const gated = settle(c.gated(7));
+    const hang = settle(c.hang());
+    await eventually(() => running.size === 2);
+    const serverClosed = once(server as never, 'close');
+
+    const closing = server.close({ timeout: 1_500 });
+    // New calls are refused once the server drains its connections.
+    await eventually(async () => {
+      const r = await settle(c.add(1, 1));
+      if ('value' in r) return false;
+      expect(r.error).toMatchObject({ code: RpcCode.SHUTTING_DOWN });
+      return true;
+    });
+    // Nobody new gets in: the socket file went with the listener.
+    expect(existsSync(path)).toBe(false);
+    await expect(connect(path)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    openGate();
+    expect(await gated).toEqual({ value: 7 }); // finished within the deadline
+    expect((await hang as { error: unknown }).error).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    await closing;
+    await serverClosed;
+    expect(hangAborted).toBe(true);
+    expect(server.connections.size).toBe(0);
+    expect(existsSync(path)).toBe(false);
+  });
+});
