@@ -157,7 +157,7 @@ export class UnixDatagram extends EventEmitter {
     this.#flush();
   };
 
-  #onRead = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined): void => {
+  #onRead = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void => {
     if (bytes !== undefined && chunks) {
       let offset = 0;
       for (let i = 0; i < chunks.length; i += 4) {
@@ -167,7 +167,7 @@ export class UnixDatagram extends EventEmitter {
         const addr = chunks[i + 2] as Buffer | null;
         const cred = chunks[i + 3] as number[] | null;
         try {
-          this.emit('message', Buffer.from(bytes, offset, len), {
+          this.emit('message', bytes.subarray(offset, offset + len), {
             address: addr ? decodeAddress(addr) : '',
             fds,
             credentials: cred ? { pid: cred[0]!, uid: cred[1]!, gid: cred[2]! } : null,

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export type ReadCallback = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined) => void;
+export type ReadCallback = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined) => void;
 export type AcceptCallback = (status: number, fds: number[]) => void;
 
 export interface NativeHandle {

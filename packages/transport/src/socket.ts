@@ -260,9 +260,9 @@ export class UnixSocket extends Duplex {
     this.#handle.readStop();
   }
 
-  #onRead = (status: number, bytes: ArrayBuffer | undefined, chunks: unknown[] | null | undefined): void => {
+  #onRead = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void => {
     if (bytes !== undefined) {
-      if (!chunks) this.#deliver(Buffer.from(bytes), null, null);
+      if (!chunks) this.#deliver(bytes, null, null);
       else this.#deliverAll(bytes, chunks);
     }
     if (status === 0) return;
@@ -275,7 +275,7 @@ export class UnixSocket extends Duplex {
     }
   };
 
-  #deliverAll(bytes: ArrayBuffer, chunks: unknown[]): void {
+  #deliverAll(bytes: Buffer, chunks: unknown[]): void {
     let offset = 0;
     for (let i = 0; i < chunks.length; i += 4) {
       if (this.destroyed) {
@@ -285,7 +285,7 @@ export class UnixSocket extends Duplex {
       const len = chunks[i] as number;
       const fds = chunks[i + 1] ? new ReceivedFds(chunks[i + 1] as number[]) : null;
       try {
-        this.#deliver(Buffer.from(bytes, offset, len), fds, credentialsOf(chunks[i + 3]));
+        this.#deliver(bytes.subarray(offset, offset + len), fds, credentialsOf(chunks[i + 3]));
       } catch (err) {
         closeChunkFds(chunks, i + 4);
         throw err;
