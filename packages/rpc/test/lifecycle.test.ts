@@ -181,7 +181,7 @@ describe('server.close({ timeout })', () => {
     await eventually(() => running.size === 2);
     const serverClosed = once(server as never, 'close');
 
-    const closing = server.close({ timeout: 1_500 });
+    const closing = server.close({ timeout: 2_000 });
     // New calls are refused once the server drains its connections.
     await eventually(async () => {
       const r = await settle(c.add(1, 1));
