@@ -12,7 +12,7 @@ import type TypedEmitterModule from 'typed-emitter';
 import { FrameDecoder } from './decoder.js';
 import { FramingError, invalidArg, unsupported } from './errors.js';
 import { type FrameLimits, type ResolvedLimits, resolveLimits } from './header.js';
-import { type FrameWriter, type GatheringSocket, duplexWriter, gatheringWriter } from './writer.js';
+import { FrameWriter, type GatheringSocket } from './writer.js';
 
 export interface FramedEvents {
   frame: (payload: Buffer, fds: ReceivedFds | null) => void;
@@ -78,7 +78,8 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
   #receiver: ReceivingSocket | null;
   #seqpacket: boolean;
   #decoder: FrameDecoder;
-  #write: FrameWriter;
+  #writer: FrameWriter;
+  #needDrain = false;
   #paused = false;
   #backlog: Queued[] = [];
   #draining = false;
@@ -99,8 +100,9 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     this.#receiver = isReceivingSocket(transport) ? transport : null;
     this.#seqpacket = this.#receiver?.type === 'seqpacket';
     this.fdPassing = transport instanceof UnixSocket && features.fdPassing;
-    this.#write = this.#receiver ? gatheringWriter(this.#receiver) : duplexWriter(transport);
-    transport.on('drain', () => this.emit('drain'));
+    const target = { stream: transport, socket: this.#receiver, messages: this.#seqpacket };
+    this.#writer = new FrameWriter(target, (ok) => ok && this.#onDrain());
+    transport.on('drain', this.#onDrain);
     transport.on('end', this.#onTransportEnd);
     transport.on('error', this.#onTransportError);
     transport.on('close', this.#onTransportClose);
@@ -132,8 +134,9 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     }
     const fdList = fds && fds.length > 0 ? fds : null;
     if (fdList) this.#checkSendableFds(fdList.length);
-    const ok = this.#write(pieces, length, fdList, fdList ? onSent : undefined);
+    const ok = this.#writer.write(pieces, length, fdList, fdList ? (onSent ?? null) : null);
     if (!fdList) onSent?.();
+    if (!ok) this.#needDrain = true;
     this.stats.framesOut++;
     this.stats.bytesOut += length;
     return ok;
@@ -148,10 +151,18 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     }
   }
 
+  // 'drain' follows a send() that returned false, once: either the
+  // transport drained, or the tick's packed frames went out without filling it.
+  #onDrain = (): void => {
+    if (!this.#needDrain || this.#destroyed) return;
+    this.#needDrain = false;
+    this.emit('drain');
+  };
+
   /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
   drained(): Promise<void> {
     if (this.#destroyed) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
-    if (!this.transport.writableNeedDrain) return Promise.resolve();
+    if (!this.#needDrain) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const onDrain = (): void => {
         this.off('close', onClose);
@@ -189,6 +200,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
   end(): void {
     if (this.#ended || this.#destroyed) return;
     this.#ended = true;
+    this.#writer.flush();
     this.transport.end();
   }
 
@@ -202,6 +214,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
       process.nextTick(() => this.#emitPendingError());
     }
     this.#releaseFds();
+    this.#writer.discard();
     const transport = this.transport;
     if (transport.closed) process.nextTick(() => this.#emitClose());
     else transport.destroy();

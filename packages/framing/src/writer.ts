@@ -1,72 +1,164 @@
 // Putting frames on the wire: gathered writes, never a copy of a large
-// payload just to put a header in front of it.
+// payload just to put a header in front of it, and small frames of one
+// tick packed back to back so that they cost one write, not one each.
 import type { Duplex } from 'node:stream';
 import type { FdLike } from '@afunix/transport';
 import { HEADER_SIZE, encodeHeader, writeHeader } from './header.js';
 
 /** What a native socket (or the transport's net fallback) offers for sending. */
 export interface GatheringSocket extends Duplex {
+  /** `onSent` runs once the kernel has the fds, or the socket closed before it got them. */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean;
 }
 
-export type FrameWriter = (
-  pieces: readonly Uint8Array[],
-  length: number,
-  fds: readonly FdLike[] | null,
-  onSent?: () => void,
-) => boolean;
-
-// Below this size, copying header and payload into one buffer costs less
-// than a second write() (one more queue entry, one more iovec); measured
-// with bench/suites/framing.mjs.
+// Payloads up to this size are copied (header in front) rather than written
+// as pieces of their own: below it a copy costs less than one more write()
+// and iovec. Larger payloads are never copied.
 export const SMALL_FRAME = 1024;
+// Small frames are packed into slabs of this size: under half of Node's
+// Buffer pool, so a slab is a cheap slice of the pool and never a fresh
+// allocation of its own.
+const SLAB_SIZE = 4095;
+
+function copyPieces(target: Buffer, at: number, pieces: readonly Uint8Array[]): number {
+  for (const piece of pieces) {
+    target.set(piece, at);
+    at += piece.byteLength;
+  }
+  return at;
+}
 
 /** Header and payload in one new buffer: for small frames only. */
 export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount: number): Buffer {
   const frame = Buffer.allocUnsafe(HEADER_SIZE + length);
   writeHeader(frame, 0, length, fdCount);
-  let at = HEADER_SIZE;
-  for (const piece of pieces) {
-    frame.set(piece, at);
-    at += piece.byteLength;
-  }
+  copyPieces(frame, HEADER_SIZE, pieces);
   return frame;
 }
 
-/**
- * Frames through the socket's gathering send(): the header and the
- * payload's pieces leave in one sendmsg (on seqpacket, as one packet), fds
- * attached to the header's first byte. The socket coalesces the frames
- * written in one tick into one sendmsg.
- */
-export function gatheringWriter(socket: GatheringSocket): FrameWriter {
-  return (pieces, length, fds, onSent) => {
-    const fdCount = fds ? fds.length : 0;
-    if (length <= SMALL_FRAME && fdCount === 0) return socket.write(joinFrame(pieces, length, 0));
-    return socket.send([encodeHeader(length, fdCount), ...pieces], fds, onSent);
-  };
+export interface FrameWriterTarget {
+  stream: Duplex;
+  /** Set for sockets with a gathering send() (and fds). */
+  socket: GatheringSocket | null;
+  /** seqpacket: every write is a message, so every frame must be one write. */
+  messages: boolean;
 }
 
 /**
- * Frames over any Duplex: corked for the rest of the tick, so the frames
- * written in one tick reach the stream's _writev together (one writev for
- * a net.Socket).
+ * Writes frames to a socket or Duplex. On a byte stream, the first small
+ * fd-less frame of a tick is written at once (a lone message pays no extra
+ * hop); the ones after it are packed into a slab, written when it is full
+ * or when the tick ends. Anything else first writes what is packed, so
+ * frames leave in the order they were sent.
  */
-export function duplexWriter(stream: Duplex): FrameWriter {
-  let corked = false;
-  const uncork = (): void => {
-    corked = false;
-    stream.uncork();
-  };
-  return (pieces, length) => {
-    if (!corked) {
-      corked = true;
-      stream.cork();
-      process.nextTick(uncork);
+export class FrameWriter {
+  #stream: Duplex;
+  #socket: GatheringSocket | null;
+  #messages: boolean;
+  #slab: Buffer | null = null;
+  #start = 0; // slab bytes before this were written already
+  #end = 0;
+  #inTick = false;
+  #corked = false;
+  #afterFlush: (ok: boolean) => void;
+
+  /** `afterFlush` hears what the stream said to the tick's packed write. */
+  constructor(target: FrameWriterTarget, afterFlush: (ok: boolean) => void) {
+    this.#stream = target.stream;
+    this.#socket = target.socket;
+    this.#messages = target.messages;
+    this.#afterFlush = afterFlush;
+  }
+
+  /** Bytes packed and not yet handed to the stream. */
+  get pending(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Returns false when the stream (with what is packed) is over its high-water mark. */
+  write(pieces: readonly Uint8Array[], length: number, fds: readonly FdLike[] | null, onSent: (() => void) | null): boolean {
+    if (!fds && length <= SMALL_FRAME) {
+      if (this.#messages) return this.#stream.write(joinFrame(pieces, length, 0));
+      if (!this.#inTick) {
+        this.#beginTick();
+        return this.#stream.write(joinFrame(pieces, length, 0));
+      }
+      this.#pack(pieces, length);
+      return this.#hasRoom();
     }
-    if (length <= SMALL_FRAME) return stream.write(joinFrame(pieces, length, 0));
-    let ok = stream.write(encodeHeader(length, 0));
-    for (const piece of pieces) if (piece.byteLength > 0) ok = stream.write(piece);
+    this.flush();
+    const header = encodeHeader(length, fds ? fds.length : 0);
+    if (this.#socket) {
+      const data = [header, ...pieces];
+      if (!fds) return this.#socket.send(data);
+      return onSent ? this.#socket.send(data, fds, onSent) : this.#socket.send(data, fds);
+    }
+    // A plain Duplex has no gathering send: header and payload go as
+    // separate writes, which the tick's cork delivers to _writev together.
+    if (!this.#inTick) this.#beginTick();
+    let ok = this.#stream.write(header);
+    for (const piece of pieces) if (piece.byteLength > 0) ok = this.#stream.write(piece);
     return ok;
-  };
+  }
+
+  /** Hands what is packed to the stream now; returns what write() said. */
+  flush(): boolean {
+    if (this.#end === this.#start) return true;
+    const chunk = this.#slab!.subarray(this.#start, this.#end);
+    this.#start = this.#end;
+    return this.#stream.write(chunk);
+  }
+
+  /** Forgets what is packed (the stream is gone). */
+  discard(): void {
+    this.#slab = null;
+    this.#start = this.#end = 0;
+  }
+
+  #hasRoom(): boolean {
+    const s = this.#stream;
+    return !s.writableNeedDrain && s.writableLength + this.pending < s.writableHighWaterMark;
+  }
+
+  #pack(pieces: readonly Uint8Array[], length: number): void {
+    const size = HEADER_SIZE + length;
+    if (!this.#slab || this.#end + size > this.#slab.length) {
+      this.flush();
+      this.#slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, size));
+      this.#start = this.#end = 0;
+    }
+    writeHeader(this.#slab, this.#end, length, 0);
+    this.#end = copyPieces(this.#slab, this.#end + HEADER_SIZE, pieces);
+  }
+
+  // A native socket coalesces one tick's writes into one sendmsg by
+  // itself; any other Duplex is corked for the tick, so that they reach its
+  // _writev together (one writev for a net.Socket).
+  #beginTick(): void {
+    this.#inTick = true;
+    if (!this.#socket && !this.#corked) {
+      this.#corked = true;
+      this.#stream.cork();
+    }
+    process.nextTick(endTick, this);
+  }
+
+  /** @internal */
+  tickEnded(): void {
+    this.#inTick = false;
+    if (this.#stream.destroyed) return this.discard();
+    const ok = this.flush();
+    // The slab's tail is not kept: an idle connection holds no memory.
+    this.#slab = null;
+    this.#start = this.#end = 0;
+    if (this.#corked) {
+      this.#corked = false;
+      this.#stream.uncork();
+    }
+    this.#afterFlush(ok && !this.#stream.writableNeedDrain);
+  }
+}
+
+function endTick(writer: FrameWriter): void {
+  writer.tickEnded();
 }

@@ -119,7 +119,9 @@ describe('write path over any Duplex', () => {
     for (let i = 0; i < 100; i++) ca.send(Buffer.alloc(64));
     ca.send(Buffer.alloc(100_000)); // large: header and payload as separate pieces
     await delay(5);
-    expect(writes).toEqual([102]);
+    // One _writev call: small frames packed into a few slabs, then the large frame's header and payload.
+    expect(writes).toHaveLength(1);
+    expect(writes[0]).toBeLessThan(10);
     expect(got).toEqual([...Array(100).fill(64), 100_000]);
   });
 
