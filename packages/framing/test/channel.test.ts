@@ -211,6 +211,45 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect(received).toBe(sent);
     });
 
+    it('small frames too: send() says false once the peer stops reading, and drain comes exactly once', async () => {
+      const [a, b] = pair(type);
+      b.pause();
+      const small = Buffer.alloc(64, 2);
+      let sent = 0;
+      while (a.send(small)) {
+        sent++;
+        if (sent > 1_000_000) throw new Error('no backpressure');
+      }
+      sent++;
+      let drains = 0;
+      a.on('drain', () => drains++);
+      let received = 0;
+      b.onFrame = () => received++;
+      b.resume();
+      await a.drained();
+      await delay(20);
+      expect(drains).toBe(1);
+      a.end();
+      await once(b, 'end');
+      expect(received).toBe(sent);
+    });
+
+    it('onSent runs once the fds have left, so the sender may close them then', async () => {
+      const [a, b] = pair(type);
+      const fd = openSync(file, 'r');
+      let contents = '';
+      b.onFrame = (_p, fds) => {
+        const [got] = fds!.take();
+        contents = readFd(got!);
+        closeSync(got!);
+      };
+      const sent = new Promise<void>((resolve) => a.send(Buffer.from('x'), [fd], resolve));
+      await sent;
+      closeSync(fd); // safe: the kernel holds its own reference now
+      await delay(20);
+      expect(contents).toBe('the file behind the fd');
+    });
+
     it('fds of a frame cut off by close are closed', async () => {
       const before = openFdCount();
       const { raw, channel } = rawPeer(type);
