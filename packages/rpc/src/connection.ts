@@ -54,6 +54,8 @@ export interface ConnectionStats {
 type ConnectionEvents = {
   close: (reason: Error | null) => void;
   subscribe: (names: string[]) => void;
+  /** No call from the peer is being handled any more (after drain()). */
+  idle: () => void;
 };
 
 interface Pending {
@@ -450,7 +452,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       return;
     }
     closeAll(fds);
-    this.#incoming.delete(call.id);
+    this.#forget(call.id);
     if (!answer) {
       if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
       return;
@@ -486,10 +488,29 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     } catch (err) {
       if (!call.cancelled && !this.#closed) this.#trySend([Msg.ERROR, call.id, toError(err)]);
     } finally {
-      this.#incoming.delete(call.id);
+      this.#forget(call.id);
       closeAll(fds);
       if (call.cancelled || this.#closed) await iterator.return?.().catch(() => {});
     }
+  }
+
+  #forget(callId: number): void {
+    this.#incoming.delete(callId);
+    if (this.#draining && this.#incoming.size === 0) this.emit('idle');
+  }
+
+  /** Resolves once no call from the peer is being handled (or the connection closed). */
+  idle(): Promise<void> {
+    if (this.#incoming.size === 0 || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.off('idle', done);
+        this.off('close', done);
+        resolve();
+      };
+      this.on('idle', done);
+      this.on('close', done);
+    });
   }
 
   #drained(): Promise<void> {

@@ -9,7 +9,15 @@ export function remoteProxy(conn: () => RpcConnection, options?: CallOptions): u
       if (typeof prop !== 'string' || prop === 'then') return undefined;
       let fn = methods.get(prop);
       if (!fn) {
-        fn = (...args: unknown[]) => conn().call(prop, args, options);
+        // Calls always answer with a promise (or a stream): even "not
+        // connected" arrives as a rejection, never as a synchronous throw.
+        fn = (...args: unknown[]) => {
+          try {
+            return conn().call(prop, args, options);
+          } catch (err) {
+            return Promise.reject(err);
+          }
+        };
         methods.set(prop, fn);
       }
       return fn;

@@ -164,10 +164,12 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   async #shutdown(timeout: number): Promise<void> {
     await Promise.all(this.#listeners.map((l) => l.close()));
     for (const conn of this.#connections) conn.drain();
-    const deadline = Date.now() + timeout;
-    while ([...this.#connections].some((c) => c.handling > 0) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeout);
+    });
+    await Promise.race([Promise.all([...this.#connections].map((c) => c.idle())), deadline]);
+    clearTimeout(timer);
     for (const conn of this.#connections) conn.close();
     this.emit('close');
   }
