@@ -1,0 +1,64 @@
+// Command-line parsing on node:util parseArgs: every command gets --help,
+// and any parse failure becomes a usage error (exit 2) that names the command.
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { Exit, usageError } from './errors.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = Record<string, string | boolean | string[] | boolean[] | undefined>;
+
+export interface Command {
+  name: string;
+  /** One line for the command list in `afunix --help`. */
+  summary: string;
+  help: string;
+  run(argv: string[]): Promise<number>;
+}
+
+export interface Parsed {
+  values: Values;
+  positionals: string[];
+  /** --help was given: print the help and do nothing else. */
+  help: boolean;
+}
+
+export const TIMEOUT_OPTION = { timeout: { type: 'string' } } as const satisfies Options;
+export const JSON_OPTION = { json: { type: 'boolean' } } as const satisfies Options;
+
+export function parseCommand(command: string, argv: string[], options: Options): Parsed {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw usageError(`${(err as Error).message.split('\n')[0]} (see afunix ${command} --help)`);
+  }
+  const values = parsed.values as Values;
+  return { values, positionals: parsed.positionals, help: values.help === true };
+}
+
+/** Exactly the positionals a command needs, or a usage error that says which are missing. */
+export function requirePositionals(command: string, positionals: string[], names: string[], allowMore = false): string[] {
+  if (positionals.length < names.length) {
+    throw usageError(`afunix ${command} needs ${names.slice(positionals.length).map((n) => `<${n}>`).join(' ')} (see afunix ${command} --help)`);
+  }
+  if (!allowMore && positionals.length > names.length) {
+    throw usageError(`afunix ${command} takes ${names.length} argument(s), got ${positionals.length} (see afunix ${command} --help)`);
+  }
+  return positionals;
+}
+
+/** --timeout <ms>: a positive whole number of milliseconds. */
+export function timeoutFrom(values: Values): number | undefined {
+  const raw = values.timeout;
+  if (raw === undefined) return undefined;
+  const ms = Number(raw);
+  if (typeof raw !== 'string' || !/^\d+$/.test(raw) || !Number.isSafeInteger(ms) || ms <= 0) {
+    throw usageError(`--timeout needs a positive number of milliseconds, got ${JSON.stringify(raw)}`);
+  }
+  return ms;
+}
+
+/** Prints a command's help to stdout; --help always succeeds. */
+export function printHelp(text: string): number {
+  process.stdout.write(text);
+  return Exit.OK;
+}

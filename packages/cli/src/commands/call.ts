@@ -1,0 +1,126 @@
+// afunix call <socket> <method> [args...]: one call, its result as JSON.
+import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
+import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { dial, hangUp } from '../dial.js';
+import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
+import { OpenedFiles, buildArguments } from '../input.js';
+import { printLine, printResult, toJson } from '../render.js';
+
+const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
+
+Calls a method and prints its result as JSON. A streaming method prints one
+JSON line per item as the items arrive.
+
+Arguments are JSON:
+  one token that is a JSON array is the whole argument list:  add '[1, 2]'
+  otherwise each token is one argument:                       add 1 2
+  (a single array argument is therefore '[[1, 2]]'; put -- before a
+  negative number: call s neg -- -5)
+  {"$base64": "..."} is sent as a Buffer.
+
+  --fd <path>       open <path> read-only and pass it as an Fd (repeatable).
+                    The string "$fd0" in the arguments marks where the first
+                    one goes, "$fd1" the second...; an --fd without a
+                    placeholder is appended after the last argument.
+  --timeout <ms>    connecting, and then the call (a whole stream
+                    included), may each take at most this long. Without it,
+                    connecting gives up after 5000 ms and the call waits as
+                    long as the method takes.
+
+Results that JSON cannot hold: Buffer {"$base64": "..."}, BigInt "123"
+(a string), Map an object (string keys) or {"$map": [[k, v], ...]}, Set an
+array, Date an ISO string, undefined null, NaN/Infinity strings, a received
+Fd {"$fd": "<what it refers to>"} (then closed), an Error {"$error": {...}}.
+
+Exit status: 0 success; 1 the method threw (name, code and message on
+stderr); 2 usage; 3 connection problems (no socket, refused, not afunix,
+access denied, timed out, connection lost); 130 interrupted.
+`;
+
+/** Ends a call early on --timeout or on SIGINT/SIGTERM, and remembers which. */
+class Interruption {
+  readonly controller = new AbortController();
+  reason: 'timeout' | 'signal' | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #onSignal = () => this.#stop('signal');
+
+  constructor(readonly timeout: number | undefined) {
+    if (timeout !== undefined) this.#timer = setTimeout(() => this.#stop('timeout'), timeout);
+    process.once('SIGINT', this.#onSignal);
+    process.once('SIGTERM', this.#onSignal);
+  }
+
+  #stop(reason: 'timeout' | 'signal'): void {
+    this.reason ??= reason;
+    this.controller.abort(new Error(reason));
+  }
+
+  dispose(): void {
+    clearTimeout(this.#timer);
+    process.off('SIGINT', this.#onSignal);
+    process.off('SIGTERM', this.#onSignal);
+  }
+}
+
+async function printOutcome(result: unknown): Promise<void> {
+  if (!(result instanceof RpcStream)) return printResult(result);
+  for await (const item of result) printLine(item);
+}
+
+function remoteFailure(err: unknown, method: string): CliError {
+  const e = err as Error & { data?: unknown };
+  const detail = e.data === undefined ? undefined : `  data: ${JSON.stringify(toJson(e.data))}`;
+  return new CliError(`${method} threw ${e.name || 'Error'}: ${e.message}`, codeOf(err) || RpcCode.INTERNAL, Exit.REMOTE, detail);
+}
+
+function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>): CliError {
+  if (stop.reason === 'timeout') return connectionError(`${method} did not finish within ${stop.timeout} ms`, RpcCode.TIMEOUT);
+  if (stop.reason === 'signal') return new CliError(`${method} was interrupted`, 'INTERRUPTED', Exit.INTERRUPTED);
+  const code = codeOf(err);
+  // A connection that is gone means the error is ours, not the method's.
+  if (code === RpcCode.CONNECTION_CLOSED && client.$connection === null) {
+    return connectionError(`the connection to ${address} was lost during ${method}: ${messageOf(err)}`, code);
+  }
+  if (code === 'ERR_AFUNIX_UNSUPPORTED') return connectionError(messageOf(err), code);
+  return remoteFailure(err, method);
+}
+
+async function callOnce(client: RpcClient<Contract>, address: string, method: string, args: unknown[], timeout?: number): Promise<void> {
+  const conn = client.$connection;
+  if (!conn) throw connectionError(`the connection to ${address} closed before the call`, RpcCode.CONNECTION_CLOSED);
+  const stop = new Interruption(timeout);
+  try {
+    const pending = conn.call(method, args, { signal: stop.controller.signal });
+    await printOutcome(pending instanceof RpcStream ? pending : await pending);
+  } catch (err) {
+    throw explainCallFailure(err, method, address, stop, client);
+  } finally {
+    stop.dispose();
+  }
+}
+
+export const call: Command = {
+  name: 'call',
+  summary: 'call a method: JSON arguments in, its result (or stream) as JSON out',
+  help,
+  async run(argv) {
+    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, { ...TIMEOUT_OPTION, fd: { type: 'string', multiple: true } });
+    if (wantsHelp) return printHelp(help);
+    const [address, method, ...tokens] = requirePositionals('call', positionals, ['socket', 'method'], true);
+    if (!method) throw usageError('the method name is empty');
+    const timeout = timeoutFrom(values);
+    const files = OpenedFiles.open((values.fd as string[] | undefined) ?? []);
+    try {
+      const args = buildArguments(tokens, files.fds);
+      const { client } = await dial(address!, timeout);
+      try {
+        await callOnce(client, address!, method, args, timeout);
+      } finally {
+        await hangUp(client);
+      }
+      return Exit.OK;
+    } finally {
+      files.close();
+    }
+  },
+};

@@ -1,0 +1,135 @@
+// afunix ls [dir]: the sockets in a directory, and which of them answer.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { RpcCode } from '@afunix/rpc';
+import { JSON_OPTION, TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { dial, hangUp } from '../dial.js';
+import { CliError, Exit, codeOf, usageError } from '../errors.js';
+import { printResult, table } from '../render.js';
+
+const help = `Usage: afunix ls [dir] [--json] [--timeout <ms>]
+
+Lists the unix sockets in <dir> (default $XDG_RUNTIME_DIR, else /tmp) and
+probes each one with an afunix hello:
+
+  alive        it answered: service, version and server pid are shown
+  stale        nobody listens (ECONNREFUSED): a leftover socket file
+  not-afunix   something listens, but it does not speak afunix
+  denied       we may not connect (EACCES), or the server refused us (ACCESS_DENIED)
+  error        anything else (the detail says what)
+
+  ls @              lists listening Linux abstract sockets instead (from /proc/net/unix)
+  --json            print [{socket, state, service?, version?, pid?, detail?}]
+  --timeout <ms>    how long each probe may take (default 1000)
+
+Exit status: 0 (whatever the sockets' states); 2 when <dir> cannot be read.
+`;
+
+type State = 'alive' | 'stale' | 'not-afunix' | 'denied' | 'error';
+
+interface Entry {
+  socket: string;
+  state: State;
+  service?: string;
+  version?: string;
+  pid?: number;
+  detail?: string;
+}
+
+const DEFAULT_PROBE_TIMEOUT = 1_000;
+const PROBES_AT_ONCE = 8;
+// /proc/net/unix: Flags has __SO_ACCEPTCON for listening sockets.
+const SO_ACCEPTCON = 0x10000;
+
+function socketsIn(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isSocket()).map((e) => join(dir, e.name)).sort();
+  } catch (err) {
+    throw usageError(`cannot list ${dir}: ${codeOf(err) || (err as Error).message}`);
+  }
+}
+
+/** Listening abstract names from /proc/net/unix (this network namespace only). */
+function abstractSockets(): string[] {
+  let text: string;
+  try {
+    text = readFileSync('/proc/net/unix', 'utf8');
+  } catch (err) {
+    throw usageError(`cannot list abstract sockets (Linux only): ${codeOf(err) || (err as Error).message}`);
+  }
+  const names = new Set<string>();
+  for (const line of text.split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    const [flags, path] = [fields[3], fields[7]];
+    if (path?.startsWith('@') && flags && (parseInt(flags, 16) & SO_ACCEPTCON) !== 0) names.add(path);
+  }
+  return [...names].sort();
+}
+
+function classify(err: unknown): { state: State; detail: string } {
+  const cause = err instanceof CliError ? err : null;
+  const detail = cause ? `${cause.message} [${cause.code}]` : String(err);
+  switch (cause?.code) {
+    case 'ECONNREFUSED':
+      return { state: 'stale', detail };
+    case 'EACCES':
+    case 'EPERM':
+    case RpcCode.ACCESS_DENIED:
+      return { state: 'denied', detail };
+    case 'NOT_AFUNIX':
+    case RpcCode.HANDSHAKE_TIMEOUT:
+    case RpcCode.PROTOCOL_MISMATCH:
+      return { state: 'not-afunix', detail };
+    default:
+      return { state: 'error', detail };
+  }
+}
+
+async function probe(socket: string, timeout: number): Promise<Entry> {
+  try {
+    const { client } = await dial(socket, timeout);
+    const entry: Entry = { socket, state: 'alive' };
+    if (client.$server.service !== undefined) entry.service = client.$server.service;
+    if (client.$server.version !== undefined) entry.version = client.$server.version;
+    if (client.$peer) entry.pid = client.$peer.pid;
+    await hangUp(client);
+    return entry;
+  } catch (err) {
+    return { socket, ...classify(err) };
+  }
+}
+
+/** Probes with a bounded number in flight: a directory may hold hundreds. */
+async function probeAll(sockets: string[], timeout: number): Promise<Entry[]> {
+  const entries: Entry[] = new Array(sockets.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < sockets.length; i = next++) entries[i] = await probe(sockets[i]!, timeout);
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBES_AT_ONCE, sockets.length) }, worker));
+  return entries;
+}
+
+function render(entries: Entry[], where: string): string {
+  if (entries.length === 0) return `(no sockets in ${where})\n`;
+  const rows = entries.map((e) => [e.state, e.socket, e.service ?? '', e.version ?? '', e.pid === undefined ? '' : String(e.pid)]);
+  return table(rows, ['STATE', 'SOCKET', 'SERVICE', 'VERSION', 'PID']);
+}
+
+export const ls: Command = {
+  name: 'ls',
+  summary: 'list the sockets in a directory: alive, stale or not afunix',
+  help,
+  async run(argv) {
+    const { values, positionals, help: wantsHelp } = parseCommand('ls', argv, { ...JSON_OPTION, ...TIMEOUT_OPTION });
+    if (wantsHelp) return printHelp(help);
+    requirePositionals('ls', positionals, [], true);
+    if (positionals.length > 1) throw usageError(`afunix ls takes at most one directory, got ${positionals.length} (see afunix ls --help)`);
+    const dir = positionals[0] ?? (process.env.XDG_RUNTIME_DIR || '/tmp');
+    const sockets = dir === '@' ? abstractSockets() : socketsIn(dir);
+    const entries = await probeAll(sockets, timeoutFrom(values) ?? DEFAULT_PROBE_TIMEOUT);
+    if (values.json) printResult(entries);
+    else process.stdout.write(render(entries, dir === '@' ? 'the abstract namespace' : dir));
+    return Exit.OK;
+  },
+};

@@ -1,0 +1,80 @@
+// afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
+import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { describeService, dial, hangUp } from '../dial.js';
+import { Exit, connectionError } from '../errors.js';
+import { printLine } from '../render.js';
+
+const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>]
+
+Subscribes to the named events and prints each one as a JSON line,
+{"event": "<name>", "args": [...]}, until SIGINT (Ctrl-C) or SIGTERM; then
+it unsubscribes, closes the connection and exits 0. Once subscribed it says
+so on stderr ("watching ..."): events published after that line are seen.
+
+  <socket>          a path, or @name for a Linux abstract socket
+  --timeout <ms>    give up connecting after this long (default 5000)
+
+Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
+be made or is lost while watching.
+`;
+
+type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
+
+/** Resolves on the first of SIGINT, SIGTERM or the connection going away. */
+function untilEnd(lifecycle: NodeJS.EventEmitter): { ended: Promise<Ending>; dispose(): void } {
+  let finish!: (e: Ending) => void;
+  const ended = new Promise<Ending>((resolve) => (finish = resolve));
+  const onSignal = () => finish({ kind: 'signal' });
+  const onLost = (reason: Error | null) => finish({ kind: 'lost', reason });
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  lifecycle.on('disconnect', onLost);
+  return {
+    ended,
+    dispose() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      lifecycle.off('disconnect', onLost);
+    },
+  };
+}
+
+function warnAboutUnknown(events: string[], offered: string[], address: string): void {
+  if (offered.length === 0) return; // the service names none: anything may come
+  for (const name of events.filter((e) => !offered.includes(e))) {
+    process.stderr.write(`afunix: warning: ${address} does not name an event ${JSON.stringify(name)} (it names: ${offered.join(', ')})\n`);
+  }
+}
+
+export const watch: Command = {
+  name: 'watch',
+  summary: 'print events as JSON lines until SIGINT/SIGTERM',
+  help,
+  async run(argv) {
+    const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, TIMEOUT_OPTION);
+    if (wantsHelp) return printHelp(help);
+    const [address, ...events] = requirePositionals('watch', positionals, ['socket', 'event'], true);
+    const timeout = timeoutFrom(values);
+    const { client } = await dial(address!, timeout);
+    // Listening before anything else, so SIGINT during setup also ends cleanly.
+    const end = untilEnd(client.$lifecycle as unknown as NodeJS.EventEmitter);
+    try {
+      // Untyped here: the CLI knows event names only from the command line.
+      const emitter = client.$events as unknown as NodeJS.EventEmitter;
+      for (const name of new Set(events)) emitter.on(name, (...args: unknown[]) => printLine({ event: name, args }));
+      // Calls are answered in order, so once $describe answers, the server
+      // has taken our subscriptions: the readiness line below is truthful.
+      const description = await describeService(client, address!, timeout);
+      warnAboutUnknown(events, description.events, address!);
+      process.stderr.write(`afunix: watching ${events.join(', ')} on ${address} (Ctrl-C to stop)\n`);
+      const ending = await end.ended;
+      if (ending.kind === 'lost') {
+        throw connectionError(`the connection to ${address} was lost${ending.reason ? `: ${ending.reason.message}` : ''}`, 'CONNECTION_CLOSED');
+      }
+      return Exit.OK;
+    } finally {
+      end.dispose();
+      await hangUp(client);
+    }
+  },
+};

@@ -1,0 +1,116 @@
+// Connecting to a service, and turning every way that can fail into one
+// readable line: a missing socket, a stale one, permissions, a peer that is
+// not afunix, a server that refuses us, a deadline.
+import { lstatSync } from 'node:fs';
+import { type Contract, DESCRIBE, RpcCode, type RpcClient, type ServiceDescription, connect } from '@afunix/rpc';
+import { type ConnectionType, features, isAbstract } from '@afunix/transport';
+import { CliError, codeOf, connectionError, messageOf, usageError } from './errors.js';
+
+export interface Dialed {
+  client: RpcClient<Contract>;
+  address: string;
+  type: ConnectionType;
+}
+
+/** Milliseconds for connect + hello when --timeout is not given. */
+export const DEFAULT_CONNECT_TIMEOUT = 5_000;
+
+async function connectAs(address: string, type: ConnectionType, timeout: number): Promise<RpcClient<Contract>> {
+  return connect<Contract>(address, { type, timeout });
+}
+
+/**
+ * Whether a failed stream connect may mean a seqpacket listener: a path
+ * answers EPROTOTYPE, but the kernel looks abstract names up per socket
+ * type, so there a seqpacket listener looks like nobody (ECONNREFUSED).
+ */
+function maybeSeqpacket(err: unknown, address: string): boolean {
+  const code = codeOf(err);
+  return features.seqpacket && (code === 'EPROTOTYPE' || (code === 'ECONNREFUSED' && isAbstract(address)));
+}
+
+/**
+ * Connects and says hello, as stream and then, where the answer suggests
+ * it, as seqpacket: users should not have to know which kind a service
+ * listens on.
+ */
+export async function dial(address: string, timeout = DEFAULT_CONNECT_TIMEOUT): Promise<Dialed> {
+  if (!address) throw usageError('a socket address is needed (a path, or @name for an abstract socket)');
+  try {
+    return { client: await connectAs(address, 'stream', timeout), address, type: 'stream' };
+  } catch (err) {
+    if (!maybeSeqpacket(err, address)) throw explainConnectFailure(err, address, timeout);
+  }
+  try {
+    return { client: await connectAs(address, 'seqpacket', timeout), address, type: 'seqpacket' };
+  } catch (err) {
+    throw explainConnectFailure(err, address, timeout);
+  }
+}
+
+function isNonSocketFile(address: string): boolean {
+  if (isAbstract(address)) return false;
+  try {
+    return !lstatSync(address).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** The CliError (exit 3, or 2 for a malformed address) for a failed connect or hello. */
+export function explainConnectFailure(err: unknown, address: string, timeout: number): CliError {
+  const code = codeOf(err);
+  const message = messageOf(err);
+  switch (code) {
+    case 'ENOENT':
+      return connectionError(`no socket at ${address}`, code);
+    case 'EACCES':
+    case 'EPERM':
+      return connectionError(`permission denied connecting to ${address} (the socket file's mode or a directory on its path)`, code);
+    case 'ECONNREFUSED':
+      if (isNonSocketFile(address)) return connectionError(`${address} is not a socket`, 'ENOTSOCK');
+      return connectionError(
+        isAbstract(address) ? `nothing is listening on ${address}` : `nothing is listening at ${address} (a stale socket file)`,
+        code,
+      );
+    case 'EPROTOTYPE':
+      return connectionError(`${address} is a datagram socket, not an afunix server`, 'NOT_AFUNIX');
+    case 'ENAMETOOLONG':
+    case 'ERR_INVALID_ARG_VALUE':
+      return usageError(`cannot use ${JSON.stringify(address)} as a socket address: ${message}`);
+    case RpcCode.ACCESS_DENIED:
+      return connectionError(`the server at ${address} refused this client: ${message}`, code);
+    case RpcCode.HANDSHAKE_TIMEOUT:
+    case 'ETIMEDOUT':
+      return connectionError(`${address} did not answer an afunix hello within ${timeout} ms (not afunix, or stuck)`, RpcCode.HANDSHAKE_TIMEOUT);
+    case RpcCode.PROTOCOL_ERROR:
+    case RpcCode.CONNECTION_CLOSED:
+      return connectionError(`${address} is not an afunix server (${message})`, 'NOT_AFUNIX');
+    case RpcCode.PROTOCOL_MISMATCH:
+      return connectionError(`${address} speaks another afunix protocol: ${message}`, code);
+    default:
+      return connectionError(`cannot connect to ${address}: ${message}`, code || 'ECONNECT');
+  }
+}
+
+/** Closes the client without letting a failing close hide the real outcome. */
+export async function hangUp(client: RpcClient<Contract>): Promise<void> {
+  try {
+    await client.$close();
+  } catch {
+    // The connection is gone either way.
+  }
+}
+
+/** What the service offers ($describe), within the timeout; failures are connection errors (exit 3). */
+export async function describeService(client: RpcClient<Contract>, address: string, timeout = DEFAULT_CONNECT_TIMEOUT): Promise<ServiceDescription> {
+  const conn = client.$connection;
+  if (!conn) throw connectionError(`the connection to ${address} closed`, RpcCode.CONNECTION_CLOSED);
+  try {
+    return (await conn.call(DESCRIBE, [], { timeout })) as ServiceDescription;
+  } catch (err) {
+    const code = codeOf(err);
+    if (code === RpcCode.TIMEOUT) throw connectionError(`${address} did not describe itself within ${timeout} ms`, code);
+    throw connectionError(`${address} could not describe itself: ${messageOf(err)}`, code || 'DESCRIBE_FAILED');
+  }
+}

@@ -1,0 +1,102 @@
+// Arguments for `afunix call`, from the command line to values. The rule
+// (also in the README):
+//
+//   - One token that is a JSON array is the whole argument list:
+//       afunix call s add '[1, 2]'   → add(1, 2)
+//   - Otherwise every token is one JSON argument:
+//       afunix call s add 1 2        → add(1, 2)
+//       afunix call s echo '[1, 2]' '"x"'  → echo([1, 2], 'x')
+//     (so a single array argument is written '[[1, 2]]').
+//   - The string "$fdN" anywhere in the arguments becomes the N-th --fd file
+//     (counting from 0); --fd files no placeholder names are appended, in
+//     order, after the last argument.
+//   - {"$base64": "..."} becomes a Buffer, the same marker results use.
+import { closeSync, openSync } from 'node:fs';
+import { Fd } from '@afunix/rpc';
+import { codeOf, usageError } from './errors.js';
+
+const FD_PLACEHOLDER = /^\$fd(\d+)$/;
+
+function parseToken(token: string, position: number): unknown {
+  try {
+    return JSON.parse(token);
+  } catch {
+    const hint = /^[\w.-]+$/.test(token) ? ` (a string needs JSON quotes: '"${token}"')` : '';
+    throw usageError(`argument ${position} is not JSON: ${token}${hint}`);
+  }
+}
+
+function isBase64Marker(value: object): value is { $base64: string } {
+  const keys = Object.keys(value);
+  return keys.length === 1 && keys[0] === '$base64' && typeof (value as { $base64: unknown }).$base64 === 'string';
+}
+
+class Reviver {
+  readonly used = new Set<number>();
+  constructor(private readonly fds: readonly Fd[]) {}
+
+  revive(value: unknown): unknown {
+    if (typeof value === 'string') return this.#placeholder(value);
+    if (value === null || typeof value !== 'object') return value;
+    if (Array.isArray(value)) return value.map((v) => this.revive(v));
+    if (isBase64Marker(value)) return Buffer.from(value.$base64, 'base64');
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = this.revive(v);
+    return out;
+  }
+
+  #placeholder(text: string): unknown {
+    const match = FD_PLACEHOLDER.exec(text);
+    if (!match) return text;
+    const index = Number(match[1]);
+    const fd = this.fds[index];
+    if (!fd) throw usageError(`${text} names --fd number ${index}, but ${this.fds.length} --fd option(s) were given`);
+    this.used.add(index);
+    return fd;
+  }
+}
+
+/** The argument list for a call, with --fd files put in place. */
+export function buildArguments(tokens: readonly string[], fds: readonly Fd[]): unknown[] {
+  const parsed = tokens.map((t, i) => parseToken(t, i + 1));
+  const list = parsed.length === 1 && Array.isArray(parsed[0]) ? parsed[0] : parsed;
+  const reviver = new Reviver(fds);
+  const args = list.map((v) => reviver.revive(v));
+  fds.forEach((fd, i) => {
+    if (!reviver.used.has(i)) args.push(fd);
+  });
+  return args;
+}
+
+/** Files opened for --fd; close() releases them all. */
+export class OpenedFiles {
+  readonly fds: Fd[] = [];
+  #raw: number[] = [];
+
+  /** Opens each path read-only; a path that cannot be opened is a usage error. */
+  static open(paths: readonly string[]): OpenedFiles {
+    const files = new OpenedFiles();
+    try {
+      for (const path of paths) files.#add(path);
+    } catch (err) {
+      files.close();
+      throw err;
+    }
+    return files;
+  }
+
+  #add(path: string): void {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      throw usageError(`cannot open ${path} for --fd: ${codeOf(err) || (err as Error).message}`);
+    }
+    this.#raw.push(fd);
+    this.fds.push(Fd.from(fd));
+  }
+
+  close(): void {
+    for (const fd of this.#raw.splice(0)) closeSync(fd);
+  }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// afunix: inspect, call and watch afunix services from the shell.
+import { readFileSync } from 'node:fs';
+import { type Command, printHelp } from './args.js';
+import { call } from './commands/call.js';
+import { info } from './commands/info.js';
+import { ls } from './commands/ls.js';
+import { methods } from './commands/methods.js';
+import { watch } from './commands/watch.js';
+import { CliError, Exit, formatFailure, usageError } from './errors.js';
+
+const commands: readonly Command[] = [info, methods, call, watch, ls];
+
+// A finished command whose process somehow stays alive (a handle we did not
+// foresee) must still end: the CLI never hangs after it has answered.
+const EXIT_GRACE_MS = 2_000;
+
+function overview(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  const list = commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n');
+  return `Usage: afunix <command> [options]
+
+${list}
+
+Sockets are paths, or @name for Linux abstract sockets.
+Run afunix <command> --help for a command's options.
+
+Exit status: 0 success; 1 the remote method threw; 2 usage (or an
+unusable local file or directory); 3 connection problems (no socket,
+stale, permission denied, not afunix, access denied, timed out, connection
+lost); 130 interrupted; 70 an unexpected failure in afunix itself.
+`;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `afunix ${pkg.version}\n`;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') return printHelp(overview());
+  if (name === '--version' || name === '-V') return printHelp(version());
+  const command = commands.find((c) => c.name === name);
+  if (!command) throw usageError(`unknown command ${JSON.stringify(name)} (commands: ${commands.map((c) => c.name).join(', ')})`);
+  return command.run(rest);
+}
+
+async function main(): Promise<void> {
+  let status: number;
+  try {
+    status = await run(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${formatFailure(err)}\n`);
+    status = err instanceof CliError ? err.exitCode : Exit.INTERNAL;
+  }
+  process.exitCode = status;
+  setTimeout(() => process.exit(status), EXIT_GRACE_MS).unref();
+}
+
+await main();
