@@ -7,13 +7,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type CallContext, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
 import { type Service, eventually, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
-import { runFixture } from './procs.js';
+import { cleanUp, runFixture } from './procs.js';
 
 const tmp = tempDir();
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
 afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
+  await cleanUp(cleanups);
   tmp.cleanup();
 });
 

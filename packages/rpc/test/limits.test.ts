@@ -6,6 +6,7 @@ import { Fd, Msg, RpcCode, type RpcClient, connect } from '../src/index.js';
 import { encode } from '../src/codec.js';
 import { type Service, eventually, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
+import { cleanUp } from './procs.js';
 import { type RawPeer, frame, helloFrame, messageFrame, rawPeer } from './wire.js';
 
 const MiB = 1024 * 1024;
@@ -22,10 +23,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of clients) await c.$close();
-  await good?.$close();
-  await busy?.stop();
-  await small?.stop();
+  await cleanUp([...clients.map((c) => () => c.$close()), () => good?.$close(), () => busy?.stop(), () => small?.stop()]);
   tmp.cleanup();
 });
 

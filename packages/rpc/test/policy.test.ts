@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CallContext, type PeerPolicy, RpcCode, type RpcServer, connect, createServer } from '../src/index.js';
 import { startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
-import { runFixture } from './procs.js';
+import { cleanUp, runFixture } from './procs.js';
 
 const NOBODY = 65534;
 const tmp = tempDir();
@@ -21,7 +21,7 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
+  await cleanUp(cleanups);
   tmp.cleanup();
 });
 

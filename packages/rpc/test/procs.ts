@@ -61,3 +61,11 @@ export function runFixture(name: string, args: string[], options: SpawnOptions =
     },
   };
 }
+
+/**
+ * Runs every cleanup at once, so that one that fails (or hangs) cannot keep
+ * the others from killing their processes: a leaked service outlives the run.
+ */
+export async function cleanUp(cleanups: Array<() => unknown>): Promise<void> {
+  await Promise.allSettled(cleanups.splice(0).map((cleanup) => Promise.resolve().then(cleanup)));
+}

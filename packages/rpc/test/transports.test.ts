@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcClient, connect, spawnHelper } from '../src/index.js';
 import { fixtures, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
-import { runFixture } from './procs.js';
+import { cleanUp, runFixture } from './procs.js';
 
 const tmp = tempDir();
 const cleanups: Array<() => unknown> = [];
@@ -18,7 +18,7 @@ const textFile = join(tmp.dir, 'note.txt');
 writeFileSync(textFile, 'passed by descriptor');
 
 afterAll(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
+  await cleanUp(cleanups);
   tmp.cleanup();
 });
 
