@@ -30,6 +30,8 @@ export interface ConnectionOptions {
   peerStreams: readonly string[];
   /** The largest message the peer accepts (from its hello). */
   peerMaxMessage?: number | undefined;
+  /** Bytes queued for a peer that does not read before it is cut off (default 32 MiB). */
+  maxOutboundBytes?: number | undefined;
   validators?: ReadonlyMap<string, Validator> | undefined;
   exposeStack?: boolean | undefined;
   maxInFlight?: number | undefined;
@@ -69,6 +71,7 @@ interface Pending {
 
 const DEFAULT_MAX_IN_FLIGHT = 1024;
 const CLOSE_GRACE_MS = 2_000;
+const DEFAULT_MAX_OUTBOUND = 32 * 1024 * 1024;
 
 function closeFdQuietly(fd: number): void {
   try {
@@ -273,7 +276,9 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${bytes.length} bytes is more than the peer accepts (${limit})`);
     }
     try {
-      return this.channel.send(bytes, fds, release);
+      const ok = this.channel.send(bytes, fds, release);
+      if (!ok) this.#checkOutbound();
+      return ok;
     } catch (err) {
       release?.();
       const code = (err as { code?: string }).code;
@@ -492,6 +497,19 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       closeAll(fds);
       if (call.cancelled || this.#closed) await iterator.return?.().catch(() => {});
     }
+  }
+
+  // Results and events do not wait for 'drain' (streams do): a peer that
+  // never reads would make them pile up here. Past the cap it is cut off,
+  // and only it.
+  #checkOutbound(): void {
+    const queued = this.channel.transport.writableLength;
+    const cap = this.#options.maxOutboundBytes ?? DEFAULT_MAX_OUTBOUND;
+    if (queued <= cap) return;
+    debug('peer is not reading: %d bytes queued, over the cap of %d', queued, cap);
+    const err = rpcError(RpcCode.SLOW_CONSUMER, `the peer stopped reading: more than ${cap} bytes were waiting for it`);
+    this.channel.destroy(err);
+    this.#teardown(err);
   }
 
   #forget(callId: number): void {

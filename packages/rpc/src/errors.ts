@@ -30,6 +30,8 @@ export const RpcCode = {
   INTERNAL: 'INTERNAL',
   /** A streaming call was awaited as a value, or the other way round. */
   NOT_A_STREAM: 'NOT_A_STREAM',
+  /** The peer stopped reading and our outbound buffer for it passed its cap. */
+  SLOW_CONSUMER: 'SLOW_CONSUMER',
 } as const;
 
 export interface RpcErrorOptions {

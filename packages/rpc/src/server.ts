@@ -33,6 +33,8 @@ export interface RpcServerOptions<C extends Contract> {
   maxInFlight?: number;
   /** Largest message in bytes (default 16 MiB). */
   maxMessageSize?: number;
+  /** Bytes queued for a client that does not read before it is cut off with SLOW_CONSUMER (default 32 MiB). */
+  maxOutboundBytes?: number;
   intercept?: Interceptor;
   /** Milliseconds a new connection has to say hello (default 10 s). */
   handshakeTimeout?: number;
@@ -182,6 +184,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       validators: this.#validators,
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,
+      maxOutboundBytes: this.#options.maxOutboundBytes,
       intercept: this.#options.intercept,
       filterEvents: true,
       onEvent: (name, args, c) => (this.clientEvents as EventEmitter).emit(name, ...args, c),

@@ -47,7 +47,6 @@ interface Pending {
 // Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
 interface Attachment {
   fds: number[] | null;
-  rest: Uint8Array[] | null;
   onSent: (() => void) | null;
 }
 const attachments = new WeakMap<object, Attachment>();
@@ -146,21 +145,29 @@ export class UnixSocket extends Duplex {
    * before it got them): from then on the caller may close its copies.
    */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
-    const pieces = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
-    const first = pieces[0] ?? Buffer.alloc(0);
-    const head = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+    const all = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
     const fdList = toFds(fds);
-    const size = pieces.reduce((n, p) => n + p.byteLength, 0);
+    const size = all.reduce((n, p) => n + p.byteLength, 0);
     if (size === 0 && (this.type === 'stream' || !fdList)) {
       // A stream cannot carry fds without a byte; an empty seqpacket message
       // would read as end-of-stream on the other side.
       throw afunixError('ERR_AFUNIX_EMPTY', `${this.type} sockets cannot send an empty message${fdList ? ' (fds need at least one byte)' : ''}`);
     }
+    // Every byte goes through the Writable, so that write()'s return value,
+    // 'drain' and writableLength count it. On a stream the pieces are written
+    // one by one (no copy: the queue gathers them into one sendmsg); a
+    // seqpacket message must be one chunk, and is at most a packet long.
+    const pieces = this.type === 'seqpacket' && all.length > 1 ? [Buffer.concat(all as Uint8Array[])] : all.filter((p) => p.byteLength > 0);
+    const first = pieces[0] ?? Buffer.alloc(0);
+    // A fresh view to hang the fds on, so a caller's Buffer is never tagged.
+    const head = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
     const sent = onSent ? once(onSent) : null;
-    attachments.set(head, { fds: fdList, rest: pieces.length > 1 ? pieces.slice(1) : null, onSent: sent });
+    attachments.set(head, { fds: fdList, onSent: sent });
     // A write still buffered in the Writable when the socket is destroyed
     // fails through its callback; that also frees the sender's fds.
-    return sent ? this.write(head, (err) => err && sent()) : this.write(head);
+    let ok = sent ? this.write(head, (err) => err && sent()) : this.write(head);
+    for (let i = 1; i < pieces.length; i++) ok = this.write(pieces[i]!);
+    return ok;
   }
 
   /**
@@ -219,7 +226,7 @@ export class UnixSocket extends Duplex {
   #refuseEmpty(chunk: Buffer): Error | null {
     if (this.type !== 'seqpacket' || chunk.length > 0) return null;
     const attachment = attachments.get(chunk);
-    if (attachment?.fds || attachment?.rest?.some((p) => p.byteLength > 0)) return null;
+    if (attachment?.fds) return null;
     return afunixError('ERR_AFUNIX_EMPTY', 'seqpacket sockets cannot send an empty message (the peer would read it as end-of-stream)');
   }
 
@@ -313,19 +320,17 @@ export class UnixSocket extends Duplex {
   #enqueue(chunk: Buffer): void {
     const attachment = attachments.get(chunk);
     const fds = attachment?.fds ?? null;
-    const size = chunk.length + (attachment?.rest?.reduce((n, p) => n + p.byteLength, 0) ?? 0);
+    const size = chunk.length;
     this.#queuedBytes += size;
     const last = this.#queue[this.#queue.length - 1];
     // Stream bytes without fds join the previous sendmsg; fds start a new one
     // so that they travel with their own first byte.
     if (this.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
       last.bufs.push(chunk);
-      if (attachment?.rest) last.bufs.push(...attachment.rest);
       last.size += size;
       return;
     }
-    const bufs = attachment?.rest ? [chunk, ...attachment.rest] : [chunk];
-    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
+    this.#queue.push({ bufs: [chunk], size, fds, onSent: attachment?.onSent ?? null });
   }
 
   #afterEnqueue(callback: (err?: Error | null) => void): void {

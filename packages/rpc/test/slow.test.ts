@@ -1,0 +1,56 @@
+// A client that stops reading while the server emits: the server's queue
+// for it is capped, it is cut off with SLOW_CONSUMER, and others go on.
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RpcCode, type RpcConnection, RpcServer, connect } from '../src/index.js';
+import { eventually, tempDir } from './helpers.js';
+
+interface Feed {
+  methods: { ping(): string };
+  events: { chunk(data: Buffer): void };
+}
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+
+describe('slow consumers', () => {
+  it('cuts off a client that stops reading once its queue passes the cap; others are unaffected', async () => {
+    const cap = 4 * 1024 * 1024;
+    const server = new RpcServer<Feed>({ service: 'feed', maxOutboundBytes: cap, handlers: { ping: () => 'pong' } });
+    const path = join(tmp.dir, 'feed.sock');
+    await server.listen(path);
+    const stuck = await connect<Feed>(path);
+    const healthy = await connect<Feed>(path);
+    let healthyGot = 0;
+    stuck.$events.on('chunk', () => {});
+    healthy.$events.on('chunk', () => healthyGot++);
+    await stuck.ping(); // the subscriptions have arrived
+    await healthy.ping();
+    stuck.$connection!.channel.pause(); // stops reading from the socket: the kernel buffers fill
+
+    const [stuckConn] = [...server.connections].filter((c) => c.stats.callsIn === 1 && c.isSubscribed('chunk')).slice(0, 1);
+    const reasons: Error[] = [];
+    server.on('disconnect', (_conn: RpcConnection, reason) => reason && reasons.push(reason));
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    let sent = 0;
+    while (server.connections.size === 2 && sent < 4096) {
+      server.publish('chunk', chunk);
+      sent++;
+      // The healthy client keeps up: wait until it has everything so far.
+      await eventually(() => healthyGot === sent);
+    }
+    expect(server.connections.size).toBe(1);
+    expect(reasons.map((r) => (r as { code?: string }).code)).toContain(RpcCode.SLOW_CONSUMER);
+    expect(stuckConn).toBeDefined();
+    // Nowhere near all of it was queued: 4 MiB cap, 64 KiB each.
+    expect(sent).toBeLessThan(4096);
+    expect(await healthy.ping()).toBe('pong');
+    expect(healthyGot).toBeGreaterThan(0);
+    await healthy.$close();
+    const closed = once(stuck.$lifecycle as never, 'close');
+    await stuck.$close();
+    await closed;
+    await server.close();
+  });
+});
