@@ -12,8 +12,10 @@ export interface GatheringSocket extends Duplex {
 }
 
 // Payloads up to this size are copied (header in front) rather than written
-// as pieces of their own: below it a copy costs less than one more write()
-// and iovec. Larger payloads are never copied.
+// as pieces of their own: a copy of a few hundred bytes costs less than one
+// more write() and iovec. Measured over a socketpair, copying and gathering
+// cost about the same between 1 and 4 KiB (within this machine's noise), so
+// the cut is at the low end. Larger payloads are never copied.
 export const SMALL_FRAME = 1024;
 // Small frames are packed into slabs of this size: under half of Node's
 // Buffer pool, so a slab is a cheap slice of the pool and never a fresh
