@@ -73,10 +73,11 @@ export class FrameDecoder {
    * Every frame completed by it goes to onFrame before push() returns.
    *
    * Throws a FramingError when the peer broke the protocol; the decoder is
-   * then failed (every later push rethrows it) until reset(). The decoder
-   * closes no fds, ever. None of the fds passed to a push that throws a
-   * FramingError have been handed to onFrame: they remain the caller's to
-   * close. fds held from earlier pushes come back from reset().
+   * then failed (every later push rethrows it, taking none of its fds)
+   * until reset(). The decoder closes no fds, ever. None of the fds passed
+   * to a push that throws a FramingError have been handed to onFrame: they
+   * remain the caller's to close. fds held from earlier pushes come back
+   * from reset().
    *
    * onFrame should not throw. If it does, the exception propagates, the
    * decoder is failed, and the fds of this push it had not handed out yet
