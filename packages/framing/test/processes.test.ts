@@ -175,6 +175,42 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect(got).toEqual(Array.from({ length: 2000 }, (_, i) => `frame ${i} `.repeat((i % 7) + 1)));
     });
 
+    it('under load, every fd comes back with its own frame', async () => {
+      // Frames of mixed sizes (some spanning many reads), every third with
+      // an fd to one of three files, so a misplaced fd shows as wrong content.
+      const files = [0, 1, 2].map((i) => {
+        const path = join(dir, `file-${i}.txt`);
+        writeFileSync(path, `file number ${i}`);
+        return openSync(path, 'r');
+      });
+      try {
+        const before = replies.length;
+        const count = 600;
+        const sizeOf = (i: number): number => [10, 3000, 70_000, 0, 200_000][i % 5]!;
+        for (let i = 0; i < count; i++) {
+          const payload = Buffer.alloc(sizeOf(i), i & 0xff);
+          if (!good.send(payload, i % 3 === 0 ? [files[i % 9 === 0 ? 0 : i % 2 === 0 ? 1 : 2]!] : null)) await good.drained();
+        }
+        await within(
+          (async () => {
+            while (replies.length < before + count) await delay(5);
+          })(),
+          20_000,
+          `${count} echoes`,
+        );
+        const got = replies.slice(before);
+        for (let i = 0; i < count; i++) {
+          expect(got[i]!.payload.length).toBe(sizeOf(i));
+          if (sizeOf(i) > 0) expect(got[i]!.payload[0]).toBe(i & 0xff);
+          const expected = i % 3 === 0 ? [`file number ${i % 9 === 0 ? 0 : i % 2 === 0 ? 1 : 2}`] : [];
+          expect(got[i]!.contents).toEqual(expected);
+        }
+      } finally {
+        // Every echo is back, so every fd we sent has long left.
+        for (const fd of files) closeSync(fd);
+      }
+    });
+
     const badPeers: Array<[string, string, (raw: UnixSocket, fd: number) => Promise<void>]> = [
       ['an oversized header', 'FRAME_TOO_LARGE', async (raw) => {
         raw.write(type === 'stream' ? rawHeader({ length: 0xffffffff }) : Buffer.concat([rawHeader({ length: 5 * MiB }), Buffer.alloc(8)]));
