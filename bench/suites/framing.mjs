@@ -24,6 +24,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FrameDecoder, encodeHeader } from '../../packages/framing/dist/index.js';
+import { loadError } from '../../packages/transport/dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const peer = join(here, '..', 'lib', 'framing-peer.mjs');
@@ -238,6 +239,7 @@ function printTable(rows) {
 }
 
 async function main() {
+  if (loadError) throw new Error(`the transport's native addon is not loaded (${loadError.message.split('\n')[0]}): seqpacket and fd passing need it`);
   const started = Date.now();
   const meta = { suite: 'framing', node: process.version, cpu: cpuModel(), nproc: cpus().length, platform: `${process.platform} ${process.arch}`, date: new Date().toISOString(), quick, config, chunk: CHUNK };
   console.log(`framing: ${meta.cpu}, ${meta.nproc} CPUs, node ${meta.node}${quick ? ', --quick' : ''}; payload bytes, 1 MB = 10^6 B`);
