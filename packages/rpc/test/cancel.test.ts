@@ -3,55 +3,42 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RpcCode, connect, type RpcClient } from '../src/index.js';
-import { type Service, eventually, fixtures, startService, tempDir } from './helpers.js';
-import type { Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { RpcCode } from '../src/index.js';
+import { eventually, fixtures } from './helpers.js';
+import { useLab } from './lab.js';
 
-const tmp = tempDir();
-let service: Service;
-let client: RpcClient<Lab>;
-
-beforeAll(async () => {
-  service = await startService(join(tmp.dir, 'lab.sock'));
-  client = await connect<Lab>(service.address);
-});
-
-afterAll(async () => {
-  await client?.$close();
-  await service?.stop();
-  tmp.cleanup();
-});
+const lab = useLab();
 
 describe('cancellation', () => {
   it('aborts a call through its AbortSignal; the handler sees its signal aborted', async () => {
-    const before = (await client.seen()).aborted;
+    const before = (await lab.client.seen()).aborted;
     const controller = new AbortController();
-    const call = client.$with({ signal: controller.signal }).delay(60_000, 1);
-    await client.add(0, 0); // the call has reached the server
+    const call = lab.client.$with({ signal: controller.signal }).delay(60_000, 1);
+    await lab.client.add(0, 0); // the call has reached the server
     controller.abort(new Error('user gave up'));
     await expect(call).rejects.toMatchObject({ name: 'AbortError', code: RpcCode.ABORTED });
-    await eventually(async () => (await client.seen()).aborted === before + 1);
+    await eventually(async () => (await lab.client.seen()).aborted === before + 1);
   });
 
   it('rejects at once with an already-aborted signal, sending nothing', async () => {
-    const call = client.$with({ signal: AbortSignal.abort() }).add(1, 2);
+    const call = lab.client.$with({ signal: AbortSignal.abort() }).add(1, 2);
     await expect(call).rejects.toMatchObject({ code: RpcCode.ABORTED });
   });
 
   it('fails a call past its deadline with ETIMEDOUT and cancels it on the server', async () => {
-    const before = (await client.seen()).aborted;
-    await expect(client.$with({ timeout: 50 }).delay(60_000, 1)).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
-    await eventually(async () => (await client.seen()).aborted === before + 1);
+    const before = (await lab.client.seen()).aborted;
+    await expect(lab.client.$with({ timeout: 50 }).delay(60_000, 1)).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+    await eventually(async () => (await lab.client.seen()).aborted === before + 1);
   });
 
   it('leaves a call that finishes in time alone', async () => {
-    expect(await client.$with({ timeout: 60_000, signal: new AbortController().signal }).add(2, 3)).toBe(5);
+    expect(await lab.client.$with({ timeout: 60_000, signal: new AbortController().signal }).add(2, 3)).toBe(5);
   });
 
   it('never keeps a process alive with its timers', async () => {
     // A client that made calls with long deadlines and closed must exit on its own.
-    const child = spawn(process.execPath, [join(fixtures, 'timeout-client.mjs'), service.address], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(fixtures, 'timeout-client.mjs'), lab.service.address], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     const [code] = await once(child, 'exit');

@@ -1,43 +1,30 @@
 // File descriptors as values: they travel inside the message, by SCM_RIGHTS.
 import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Fd, RpcServer, connect, type RpcClient } from '../src/index.js';
-import { type Service, eventually, startService, tempDir } from './helpers.js';
-import type { Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { Fd, RpcServer, connect } from '../src/index.js';
+import { eventually } from './helpers.js';
+import { useLab } from './lab.js';
 
-const tmp = tempDir();
-let service: Service;
-let client: RpcClient<Lab>;
+const lab = useLab();
 const fdCount = () => readdirSync('/proc/self/fd').length;
-
-beforeAll(async () => {
-  service = await startService(join(tmp.dir, 'lab.sock'));
-  client = await connect<Lab>(service.address);
-});
-
-afterAll(async () => {
-  await client?.$close();
-  await service?.stop();
-  tmp.cleanup();
-});
 
 describe('fds as values', () => {
   it('passes an fd as an argument: the other process reads the file through it', async () => {
-    const file = join(tmp.dir, 'secret.txt');
+    const file = join(lab.dir, 'secret.txt');
     writeFileSync(file, 'only through the fd');
     const fd = openSync(file, 'r');
     try {
-      expect(await client.readFd(Fd.from(fd))).toBe('only through the fd');
+      expect(await lab.client.readFd(Fd.from(fd))).toBe('only through the fd');
     } finally {
       closeSync(fd);
     }
   });
 
   it('returns an fd: the caller reads a file the other process opened', async () => {
-    const file = join(tmp.dir, 'opened-by-server.txt');
+    const file = join(lab.dir, 'opened-by-server.txt');
     writeFileSync(file, 'opened over there');
-    const fd = await client.open(file);
+    const fd = await lab.client.open(file);
     expect(fd).toBeInstanceOf(Fd);
     expect(fd.owned).toBe(true);
     expect(readFileSync(fd.fd, 'utf8')).toBe('opened over there');
@@ -53,7 +40,7 @@ describe('fds as values', () => {
         keep: (fd) => fd.take(),
       },
     });
-    const path = join(tmp.dir, 'fds.sock');
+    const path = join(lab.dir, 'fds.sock');
     await server.listen(path);
     const c = await connect<{ methods: { ignore(fd: Fd): number; keep(fd: Fd): number } }>(path);
     const file = openSync(__filename, 'r');

@@ -1,6 +1,9 @@
-// The contract of fixtures/lab-service.mjs.
+// The contract of fixtures/lab-service.mjs, and a fixture that runs it.
+import { join } from 'node:path';
 import type { Credentials } from '@afunix/transport';
-import type { Fd } from '../src/index.js';
+import { afterAll, beforeAll } from 'vitest';
+import { type Fd, type RpcClient, connect } from '../src/index.js';
+import { type Service, startService, tempDir } from './helpers.js';
 
 export interface Trouble {
   code: string | null;
@@ -31,4 +34,32 @@ export interface Lab {
   events: { tick(n: number): void };
   clientMethods: { confirm(question: string): boolean };
   clientEvents: { progress(p: number): void };
+}
+
+/**
+ * Runs lab-service.mjs in its own process for the test file and connects a
+ * client to it: `const lab = useLab();` then `lab.client`, `lab.service`.
+ */
+export function useLab(): { readonly client: RpcClient<Lab>; readonly service: Service; readonly dir: string } {
+  const tmp = tempDir();
+  let service: Service | undefined;
+  let client: RpcClient<Lab> | undefined;
+  beforeAll(async () => {
+    service = await startService(join(tmp.dir, 'lab.sock'));
+    client = await connect<Lab>(service.address);
+  });
+  afterAll(async () => {
+    await client?.$close();
+    await service?.stop();
+    tmp.cleanup();
+  });
+  return {
+    get client() {
+      return client!;
+    },
+    get service() {
+      return service!;
+    },
+    dir: tmp.dir,
+  };
 }

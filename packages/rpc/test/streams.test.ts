@@ -1,28 +1,14 @@
 // Streams with credit-based backpressure, and cancellation by the consumer.
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RpcStream, STREAM_WINDOW, connect, type RpcClient } from '../src/index.js';
-import { type Service, eventually, startService, tempDir } from './helpers.js';
-import type { Lab } from './lab.js';
+import { describe, expect, it } from 'vitest';
+import { RpcStream, STREAM_WINDOW } from '../src/index.js';
+import { eventually } from './helpers.js';
+import { useLab } from './lab.js';
 
-const tmp = tempDir();
-let service: Service;
-let client: RpcClient<Lab>;
-
-beforeAll(async () => {
-  service = await startService(join(tmp.dir, 'lab.sock'));
-  client = await connect<Lab>(service.address);
-});
-
-afterAll(async () => {
-  await client?.$close();
-  await service?.stop();
-  tmp.cleanup();
-});
+const lab = useLab();
 
 describe('streams', () => {
   it('delivers every item in order with for await', async () => {
-    const stream = client.count(1000);
+    const stream = lab.client.count(1000);
     expect(stream).toBeInstanceOf(RpcStream);
     const items: number[] = [];
     for await (const n of stream) items.push(n);
@@ -30,13 +16,13 @@ describe('streams', () => {
   });
 
   it('bounds the producer by the consumer: a slow consumer never makes it run ahead', async () => {
-    const before = (await client.seen()).produced;
-    const stream = client.count(1_000_000);
+    const before = (await lab.client.seen()).produced;
+    const stream = lab.client.count(1_000_000);
     const it = stream[Symbol.asyncIterator]();
     for (let i = 0; i < 3; i++) expect((await it.next()).value).toBe(i);
     // Give the producer every chance to run ahead, then look.
     await new Promise((r) => setTimeout(r, 200));
-    const produced = (await client.seen()).produced - before;
+    const produced = (await lab.client.seen()).produced - before;
     expect(produced).toBeGreaterThanOrEqual(3);
     expect(produced).toBeLessThanOrEqual(3 + STREAM_WINDOW + 1);
     expect(stream.buffered).toBeLessThanOrEqual(STREAM_WINDOW);
@@ -44,18 +30,18 @@ describe('streams', () => {
   });
 
   it('cancels the stream on the server when the consumer breaks out', async () => {
-    const before = await client.seen();
-    for await (const n of client.count(1_000_000)) if (n === 5) break;
-    await eventually(async () => (await client.seen()).streamsCancelled > before.streamsCancelled);
-    const after = await client.seen();
+    const before = await lab.client.seen();
+    for await (const n of lab.client.count(1_000_000)) if (n === 5) break;
+    await eventually(async () => (await lab.client.seen()).streamsCancelled > before.streamsCancelled);
+    const after = await lab.client.seen();
     expect(after.produced - before.produced).toBeLessThan(1_000_000);
     // The connection carries on.
-    expect(await client.add(1, 1)).toBe(2);
+    expect(await lab.client.add(1, 1)).toBe(2);
   });
 
   it('ends with an empty stream for zero items', async () => {
     const items: number[] = [];
-    for await (const n of client.count(0)) items.push(n);
+    for await (const n of lab.client.count(0)) items.push(n);
     expect(items).toEqual([]);
   });
 });
