@@ -34,7 +34,7 @@ const quick = process.argv.includes('--quick');
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CHUNK = 64 * KiB;
-const config = quick ? { rounds: 1, decoderSeconds: 0.1, socketSeconds: 0.25 } : { rounds: 3, decoderSeconds: 0.4, socketSeconds: 0.8 };
+const config = quick ? { rounds: 1, decoderSeconds: 0.08, socketSeconds: 0.2 } : { rounds: 3, decoderSeconds: 0.4, socketSeconds: 0.8 };
 // Large frames get twice the decoder time: fewer of them fit in a second,
 // and their cost (allocating and faulting in fresh memory) varies more.
 const SIZES = [
