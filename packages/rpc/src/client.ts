@@ -14,6 +14,7 @@ import { RpcCode, rpcError } from './errors.js';
 import { clientHandshake } from './handshake.js';
 import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
+import { receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
 import { notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
@@ -119,7 +120,7 @@ class ClientCore<C extends Contract> {
     this.conn = await new Promise<RpcConnection>((resolve, reject) => {
       clientHandshake(
         channel,
-        { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: channel.limits.maxFrameSize, timeout: this.#options.timeout },
+        { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: receiveLimit(channel), timeout: this.#options.timeout },
         (hello) => {
           this.server = hello;
           resolve(this.#adopt(channel, peer, hello));
@@ -133,7 +134,7 @@ class ClientCore<C extends Contract> {
     const conn = new RpcConnection(channel, {
       handlers: handlerMap(this.#options.expose ?? {}),
       peerStreams: hello.streams ?? [],
-      peerMaxMessage: hello.maxMessageSize,
+      peerMaxMessage: sendLimit(channel, hello.maxMessageSize),
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,
       intercept: this.#options.intercept,

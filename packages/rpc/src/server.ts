@@ -12,6 +12,7 @@ import { RpcCode, rpcError } from './errors.js';
 import { serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
+import { receiveLimit, sendLimit } from './limits.js';
 import { DESCRIBE, describeService } from './describe.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
@@ -133,7 +134,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
           service: this.service,
           version: this.#options.version,
           streams: this.#streams,
-          maxMessageSize: channel.limits.maxFrameSize,
+          maxMessageSize: receiveLimit(channel),
           timeout: this.#options.handshakeTimeout,
           refusal,
         },
@@ -180,7 +181,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     const conn = new RpcConnection(channel, {
       handlers: this.#handlers,
       peerStreams: hello.streams ?? [],
-      peerMaxMessage: hello.maxMessageSize,
+      peerMaxMessage: sendLimit(channel, hello.maxMessageSize),
       validators: this.#validators,
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,

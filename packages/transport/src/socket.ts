@@ -86,6 +86,7 @@ export class UnixSocket extends Duplex {
   #receiver: Receiver | null = null;
   #peer: Credentials | undefined;
   #connectWaiter: (() => void) | null = null;
+  #maxMessage: number;
 
   /** @internal Sockets come from connect(), a server, socketPair() or fromFd(). */
   constructor(fd: number, type: Exclude<SocketType, 'dgram'>, options: UnixSocketOptions = {}) {
@@ -99,7 +100,8 @@ export class UnixSocket extends Duplex {
     this.type = type;
     this.#fd = fd;
     this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#onWritable);
-    if (message) this.#handle.setMaxMessage(options.maxMessageSize ?? DEFAULT_MAX_MESSAGE);
+    this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
+    if (message) this.#handle.setMaxMessage(this.#maxMessage);
     if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
     if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
   }
@@ -107,6 +109,18 @@ export class UnixSocket extends Duplex {
   /** The descriptor, for inspection; the socket owns it and closes it. */
   get fd(): number {
     return this.#fd;
+  }
+
+  /**
+   * seqpacket only: the largest message this socket can send (the kernel
+   * refuses one over its send buffer) and will accept (maxMessageSize).
+   * null for a stream, which has no such limit.
+   */
+  messageLimits(): { send: number; receive: number } | null {
+    if (this.type !== 'seqpacket') return null;
+    const sndbuf = check(native!.getBufferSize(this.#fd, true), 'getsockopt');
+    // Linux refuses a datagram longer than the send buffer less 32 bytes.
+    return { send: Math.max(0, sndbuf - 32), receive: this.#maxMessage };
   }
 
   /** This end's address: a path, '@name' for abstract, '' when unnamed. */

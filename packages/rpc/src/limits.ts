@@ -1,0 +1,25 @@
+// How large a message may be, each way. On a stream only the frame limit
+// counts; on seqpacket a message is one packet, and a packet cannot be
+// larger than the sender's send buffer or the receiver's maxMessageSize.
+import { type FramedChannel, HEADER_SIZE } from '@afunix/framing';
+import { UnixSocket } from '@afunix/transport';
+
+function packetLimits(channel: FramedChannel): { send: number; receive: number } | null {
+  const t = channel.transport;
+  return t instanceof UnixSocket ? t.messageLimits() : null;
+}
+
+/** What this side announces in its hello: the largest payload it accepts. */
+export function receiveLimit(channel: FramedChannel): number {
+  const packet = packetLimits(channel);
+  const frame = channel.limits.maxFrameSize;
+  return packet ? Math.min(frame, packet.receive - HEADER_SIZE) : frame;
+}
+
+/** The largest payload this side may send: the peer's word, and our packet size. */
+export function sendLimit(channel: FramedChannel, peerAnnounced: number | undefined): number | undefined {
+  const packet = packetLimits(channel);
+  const ours = packet ? packet.send - HEADER_SIZE : undefined;
+  if (peerAnnounced === undefined) return ours;
+  return ours === undefined ? peerAnnounced : Math.min(ours, peerAnnounced);
+}
