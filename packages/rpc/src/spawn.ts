@@ -21,6 +21,11 @@ export interface SpawnHelperOptions<C extends Contract> extends ClientOptions<C>
 
 export interface Helper<C extends Contract> {
   client: RpcClient<C>;
+  /**
+   * The helper process. Use `child.pid` to know who is on the other end:
+   * the kernel credits both ends of a socketpair to the process that
+   * created it, so `client.$peer` names the parent itself here.
+   */
   child: ChildProcess;
 }
 

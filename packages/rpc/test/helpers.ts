@@ -18,7 +18,7 @@ export interface Service {
 /** Starts lab-service.mjs in its own process and waits until it listens. */
 export async function startService(address: string, options: object = {}, spawnOptions: { uid?: number; gid?: number } = {}): Promise<Service> {
   const child = spawn(process.execPath, [join(fixtures, 'lab-service.mjs'), address, JSON.stringify(options)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'], // the service exits when our end of its stdin closes
     ...spawnOptions,
   });
   const lines = createInterface({ input: child.stdout! });
