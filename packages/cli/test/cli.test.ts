@@ -1,7 +1,9 @@
 // The afunix CLI as a user meets it: the built binary, run as a child
 // process, against real servers running in other processes.
+import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Fixture, NOBODY, afunix, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, startFixture, stderrMatching, tempDir,
@@ -39,6 +41,13 @@ describe('help and usage', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^Usage: afunix ${name} `));
     }
+  });
+
+  it('is linked into the workspace as the afunix bin (npx afunix, pnpm exec afunix)', async () => {
+    const bin = fileURLToPath(new URL('../../../node_modules/.bin/afunix', import.meta.url));
+    const r = await outcomeOf(spawn(bin, ['--version'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('afunix 0.1.0\n');
   });
 
   it.each([
@@ -176,6 +185,18 @@ describe('call', () => {
     const r = await call('slow', '10000', '--timeout', '300');
     expect(r.code).toBe(3);
     expect(oneLineError(r.stderr)).toBe('afunix: slow did not finish within 300 ms [ETIMEDOUT]');
+  });
+
+  it('SIGINT during a call cancels it on the server and exits 130', async () => {
+    const busy = async () => Number((await call('busy')).stdout);
+    const caller = spawnCli(['call', sock, 'slow', '60000']);
+    const done = outcomeOf(caller);
+    await expect.poll(busy, { timeout: 10_000 }).toBe(1);
+    caller.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    expect(oneLineError(r.stderr)).toBe('afunix: slow was interrupted [INTERRUPTED]');
+    await expect.poll(busy, { timeout: 10_000 }).toBe(0); // the server stopped waiting too
   });
 });
 
