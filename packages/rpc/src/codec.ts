@@ -3,7 +3,7 @@
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
 import { Packr, addExtension } from 'msgpackr';
-import { RpcCode, errorToRecord, recordToError, rpcError } from './errors.js';
+import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
 
 export const EXT_MAP = 1;
@@ -35,35 +35,77 @@ let sendStacks = false;
 // object instead of inside it, which other decoders cannot follow.)
 let packr: Packr;
 
+// Decoding an extension's payload inside its unpack callback (a nested
+// msgpackr unpack()) makes msgpackr save the outer decoder's state, which
+// copies the outer source whole: a message holding n Maps cost n copies of
+// itself (16 000 small Maps in 212 KB took 10 s to decode, and a peer's
+// hello is decoded before it is authenticated). So the callbacks return the
+// Map, Set or Error at once, empty, and queue its payload; decode() fills
+// them after the outer unpack, each payload in an unpack of its own (which
+// may queue more). Every byte is decoded once, and nesting costs no stack.
+type Filled = Map<unknown, unknown> | Set<unknown> | RpcError;
+let fills: Array<{ target: Filled; payload: Buffer }> | null = null;
+
+function later<T extends Filled>(target: T, payload: Buffer): T {
+  if (fills) fills.push({ target, payload });
+  else fill(target, payload); // outside decode() (someone else's unpack): at once
+  return target;
+}
+
+function fill(target: Filled, payload: Buffer): void {
+  const value = packr.unpack(payload) as unknown;
+  if (target instanceof Map) {
+    if (!Array.isArray(value) || value.length % 2 !== 0) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Map extension');
+    for (let i = 0; i < value.length; i += 2) target.set(value[i], value[i + 1]);
+  } else if (target instanceof Set) {
+    if (!Array.isArray(value)) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Set extension');
+    for (const item of value) target.add(item);
+  } else {
+    const err = recordToError(value) as RpcError & { remoteStack?: string };
+    const into = target as RpcError & { remoteStack?: string };
+    into.name = err.name;
+    into.message = err.message;
+    into.code = err.code;
+    if (err.data !== undefined) into.data = err.data;
+    if (err.cause !== undefined) Object.defineProperty(into, 'cause', { value: err.cause, writable: true, configurable: true });
+    if (err.remoteStack !== undefined) into.remoteStack = err.remoteStack;
+  }
+}
+
+// An Fd's payload is a small non-negative integer, read here directly (a
+// nested unpack would copy the message once per fd).
+function fdIndex(p: Buffer): number | null {
+  const t = p[0];
+  let n: number | null = null;
+  if (t !== undefined && t < 0x80 && p.length === 1) n = t;
+  else if (t === 0xcc && p.length === 2) n = p.readUInt8(1);
+  else if (t === 0xcd && p.length === 3) n = p.readUInt16BE(1);
+  else if (t === 0xce && p.length === 5) n = p.readUInt32BE(1);
+  else if (t === 0xd0 && p.length === 2) n = p.readInt8(1);
+  else if (t === 0xd1 && p.length === 3) n = p.readInt16BE(1);
+  else if (t === 0xd2 && p.length === 5) n = p.readInt32BE(1);
+  return n !== null && n >= 0 ? n : null;
+}
+
 addExtension({
   Class: MapBox,
   type: EXT_MAP,
   pack: (box: MapBox) => packr.pack(box.flat),
-  unpack: (payload: Buffer) => {
-    const flat = packr.unpack(payload) as unknown;
-    if (!Array.isArray(flat) || flat.length % 2 !== 0) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Map extension');
-    const map = new Map();
-    for (let i = 0; i < flat.length; i += 2) map.set(flat[i], flat[i + 1]);
-    return map;
-  },
+  unpack: (payload: Buffer) => later(new Map(), payload),
 });
 
 addExtension({
   Class: Set,
   type: EXT_SET,
   pack: (set: Set<unknown>) => packr.pack([...set]),
-  unpack: (payload: Buffer) => {
-    const items = packr.unpack(payload) as unknown;
-    if (!Array.isArray(items)) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Set extension');
-    return new Set(items);
-  },
+  unpack: (payload: Buffer) => later(new Set(), payload),
 });
 
 addExtension({
   Class: Error,
   type: EXT_ERROR,
   pack: (err: Error) => packr.pack(errorToRecord(err, sendStacks)),
-  unpack: (payload: Buffer) => recordToError(packr.unpack(payload)),
+  unpack: (payload: Buffer) => later(new RpcError(''), payload),
 });
 
 addExtension({
@@ -76,9 +118,9 @@ addExtension({
     return packr.pack(outgoingFds.length - 1);
   },
   unpack: (payload: Buffer) => {
-    const index = packr.unpack(payload) as unknown;
+    const index = fdIndex(payload);
     const fds = incomingFds;
-    if (!fds || typeof index !== 'number' || !(index in fds) || fds[index]! < 0) {
+    if (!fds || index === null || !(index in fds) || fds[index]! < 0) {
       throw rpcError(RpcCode.PROTOCOL_ERROR, `Fd extension refers to fd #${String(index)}, which did not come with the message`);
     }
     const fd = Fd.received(fds[index]!);
@@ -187,9 +229,12 @@ export interface Decoded {
 export function decode(payload: Uint8Array, fds: number[] | null, closeFd: (fd: number) => void): Decoded {
   incomingFds = fds;
   incomingWrapped = null;
+  fills = [];
   let message: unknown;
   try {
     message = packr.unpack(payload);
+    // The extensions queued meanwhile (filling them may queue more).
+    for (let i = 0; i < fills.length; i++) fill(fills[i]!.target, fills[i]!.payload);
   } catch (err) {
     // (The extension callbacks above fill incomingWrapped during unpack.)
     for (const fd of (incomingWrapped as Fd[] | null) ?? []) fd.close();
@@ -197,6 +242,7 @@ export function decode(payload: Uint8Array, fds: number[] | null, closeFd: (fd: 
       ? err
       : rpcError(RpcCode.PROTOCOL_ERROR, `undecodable message: ${(err as Error).message}`);
   } finally {
+    fills = null;
     for (const fd of fds ?? []) if (fd >= 0) closeFd(fd);
     incomingFds = null;
   }
