@@ -48,6 +48,8 @@ interface Pending {
 interface Attachment {
   fds: number[] | null;
   onSent: (() => void) | null;
+  /** seqpacket: every piece of the message, in order (the carrier among them). */
+  message: Uint8Array[] | null;
 }
 const attachments = new WeakMap<object, Attachment>();
 
@@ -167,20 +169,24 @@ export class UnixSocket extends Duplex {
       // would read as end-of-stream on the other side.
       throw afunixError('ERR_AFUNIX_EMPTY', `${this.type} sockets cannot send an empty message${fdList ? ' (fds need at least one byte)' : ''}`);
     }
-    // Every byte goes through the Writable, so that write()'s return value,
-    // 'drain' and writableLength count it. On a stream the pieces are written
-    // one by one (no copy: the queue gathers them into one sendmsg); a
-    // seqpacket message must be one chunk, and is at most a packet long.
-    const pieces = this.type === 'seqpacket' && all.length > 1 ? [Buffer.concat(all as Uint8Array[])] : all.filter((p) => p.byteLength > 0);
-    const first = pieces[0] ?? Buffer.alloc(0);
-    // A fresh view to hang the fds on, so a caller's Buffer is never tagged.
-    const head = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+    // The bytes go through the Writable, so that write()'s return value,
+    // 'drain' and writableLength count them. On a stream each piece is its
+    // own write (the queue gathers them into one sendmsg, no copy). A
+    // seqpacket message must stay one chunk: its largest piece carries it,
+    // with the others attached, so the count is off by a header at most.
+    const pieces = all.filter((p) => p.byteLength > 0);
+    const seqpacket = this.type === 'seqpacket' && pieces.length > 1;
+    const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
+    const carried = pieces[carrierAt] ?? Buffer.alloc(0);
+    // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
+    const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
     const sent = onSent ? once(onSent) : null;
-    attachments.set(head, { fds: fdList, onSent: sent });
+    const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
+    attachments.set(carrier, { fds: fdList, onSent: sent, message });
     // A write still buffered in the Writable when the socket is destroyed
     // fails through its callback; that also frees the sender's fds.
-    let ok = sent ? this.write(head, (err) => err && sent()) : this.write(head);
-    for (let i = 1; i < pieces.length; i++) ok = this.write(pieces[i]!);
+    let ok = sent ? this.write(carrier, (err) => err && sent()) : this.write(carrier);
+    if (!seqpacket) for (let i = 1; i < pieces.length; i++) ok = this.write(pieces[i]!);
     return ok;
   }
 
@@ -334,7 +340,8 @@ export class UnixSocket extends Duplex {
   #enqueue(chunk: Buffer): void {
     const attachment = attachments.get(chunk);
     const fds = attachment?.fds ?? null;
-    const size = chunk.length;
+    const bufs = attachment?.message ?? [chunk];
+    const size = attachment?.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
     this.#queuedBytes += size;
     const last = this.#queue[this.#queue.length - 1];
     // Stream bytes without fds join the previous sendmsg; fds start a new one
@@ -344,7 +351,7 @@ export class UnixSocket extends Duplex {
       last.size += size;
       return;
     }
-    this.#queue.push({ bufs: [chunk], size, fds, onSent: attachment?.onSent ?? null });
+    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
   }
 
   #afterEnqueue(callback: (err?: Error | null) => void): void {
@@ -455,6 +462,12 @@ export class UnixSocket extends Duplex {
     if (r < 0 && r !== uv.ENOTCONN) callback(systemError(r, 'shutdown'));
     else callback();
   }
+}
+
+function indexOfLargest(pieces: readonly Uint8Array[]): number {
+  let at = 0;
+  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
+  return at;
 }
 
 function once(fn: () => void): () => void {
