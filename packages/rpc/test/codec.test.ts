@@ -31,7 +31,7 @@ describe('extension values cost what their bytes cost', () => {
   });
 
   it('decodes Maps nested 20 000 deep without running out of stack', () => {
-    let inner = Buffer.from([0xc0]); // nil
+    let inner: Buffer = Buffer.from([0xc0]); // nil
     for (let i = 0; i < 20_000; i++) inner = ext(1, Buffer.concat([Buffer.from([0x92, 0x01]), inner])); // Map {1 => inner}
     const bytes = Buffer.concat([Buffer.from([0x93, Msg.RESULT, 0x01]), inner]);
     const { message } = decode(bytes, null, noClose);
