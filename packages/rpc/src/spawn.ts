@@ -17,6 +17,9 @@ export interface SpawnHelperOptions<C extends Contract> extends ClientOptions<C>
   /** Arguments for node itself, e.g. ['--import', 'tsx']. */
   execArgv?: string[];
   cwd?: string;
+  /** Run the helper as another user (needs the privilege to switch): privilege separation. */
+  uid?: number;
+  gid?: number;
 }
 
 export interface Helper<C extends Contract> {
@@ -38,6 +41,8 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
       stdio: ['inherit', 'inherit', 'inherit', theirs],
       env: { ...(options.env ?? process.env), AFUNIX_CHANNEL_FD: String(CHANNEL_FD) },
       cwd: options.cwd,
+      ...(options.uid !== undefined ? { uid: options.uid } : {}),
+      ...(options.gid !== undefined ? { gid: options.gid } : {}),
     });
   } catch (err) {
     closeSync(ours);

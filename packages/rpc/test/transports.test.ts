@@ -121,6 +121,7 @@ describe('TCP (any Duplex)', () => {
 
 interface HelperApi {
   methods: {
+    uid(): number;
     add(a: number, b: number): number;
     pid(): number;
     greet(name: string): string;
@@ -134,6 +135,22 @@ interface HelperApi {
 }
 
 describe('spawnHelper / serveParent', () => {
+  it('runs the helper as another uid (privilege separation), over the same channel', async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to start a helper as uid 65534');
+    const { client: h, child } = await spawnHelper<HelperApi>(join(fixtures, 'helper.mjs'), {
+      service: 'helper',
+      uid: 65534,
+      gid: 65534,
+      expose: { title: () => 'Dr.' },
+    });
+    cleanups.push(() => child.kill('SIGKILL'));
+    expect(await h.uid()).toBe(65534);
+    expect(await h.pid()).toBe(child.pid);
+    const exited = once(child, 'exit');
+    await h.$close();
+    expect((await exited)[0]).toBe(0);
+  });
+
   it('carries calls both ways, events, a stream and fds, and the helper exits when closed', async () => {
     const { client: h, child } = await spawnHelper<HelperApi>(join(fixtures, 'helper.mjs'), {
       service: 'helper',
