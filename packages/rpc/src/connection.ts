@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { debuglog } from 'node:util';
-import type { FramedChannel } from '@afunix/framing';
+import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { Credentials, ReceivedFds } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, encode, prepareValue } from './codec.js';
@@ -114,10 +114,20 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     this.#options = options;
     this.#peerStreams = new Set(options.peerStreams);
     channel.onFrame = (payload, fds) => this.#onFrame(payload, fds);
-    channel.on('error', (err) => debug('connection error %s', err.message));
+    channel.on('error', (err) => {
+      debug('connection error %s', err.message);
+      // A peer that broke the framing rules is cut off with that rule's code
+      // (FRAME_TOO_LARGE, TRUNCATED_FRAME, PROTOCOL_ERROR, ...); a transport
+      // failure (ECONNRESET, ...) is the connection closing, with it as cause.
+      // 'close' follows, and finds this teardown done.
+      this.#teardown(err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err }));
+    });
     channel.on('close', () => this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed')));
     // The peer is done: nothing more can be answered, so end our side too.
-    channel.on('end', () => this.close());
+    channel.on('end', () => {
+      this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
+      this.close();
+    });
   }
 
   get closed(): boolean {
