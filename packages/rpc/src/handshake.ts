@@ -39,6 +39,7 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
     done = true;
     clearTimeout(timer);
     channel.off('close', onClose);
+    channel.off('end', onEnd);
     if (err) {
       channel.destroy(err);
       fail(err);
@@ -47,6 +48,9 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
     }
   };
   const onClose = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
+  // A peer that half-closes without a hello will never send one: no need to
+  // hold its connection until the timeout.
+  const onEnd = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection without a hello'));
   // A channel error (bytes that are not afunix framing, a reset) fails the
   // handshake with its reason. The listener stays afterwards: a channel
   // destroyed with an error emits it, and an 'error' event nobody listens
@@ -56,6 +60,7 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
   const timer = setTimeout(() => finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${timeout} ms`)), timeout);
   timer.unref();
   channel.on('close', onClose);
+  channel.on('end', onEnd);
   channel.onFrame = (payload, fds) => {
     channel.onFrame = null;
     try {
