@@ -42,9 +42,10 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   end(err?: Error): void {
     if (this.#finished) return;
     this.#finished = true;
-    if (err && this.#items.length === 0) this.#settleWaiter(err);
-    else if (err) this.#error = err;
-    else this.#settleWaiter(null);
+    // Kept until the consumer has taken the items before it (or is waiting
+    // now): an error must never pass for a normal end.
+    if (err) this.#error = err;
+    if (this.#items.length === 0) this.#settleWaiter(err ?? null);
   }
 
   /** Items received but not yet consumed (never more than the window). */
