@@ -104,7 +104,9 @@ addExtension({
 addExtension({
   Class: Error,
   type: EXT_ERROR,
-  pack: (err: Error) => packr.pack(errorToRecord(err, sendStacks)),
+  // The record goes through prepare() like any value: Maps in `data` keep
+  // their type, and what cannot travel is an ENCODE_ERROR with its path.
+  pack: (err: Error) => packr.pack(prepare(errorToRecord(err, sendStacks), '', 'error', 0)),
   unpack: (payload: Buffer) => later(new RpcError(''), payload),
 });
 
@@ -174,7 +176,7 @@ function prepare(value: unknown, parent: string, key: string | number, depth: nu
   if (Array.isArray(value)) return prepareArray(value, path, depth + 1);
   if (value instanceof Map) {
     const flat: unknown[] = [];
-    for (const [k, v] of value) flat.push(prepare(k, path, 'key', depth + 1), prepare(v, path, String(k), depth + 1));
+    for (const [k, v] of value) flat.push(prepare(k, path, 'key', depth + 1), prepare(v, path, keyLabel(k), depth + 1));
     return new MapBox(flat);
   }
   if (value instanceof Set) {
@@ -184,6 +186,16 @@ function prepare(value: unknown, parent: string, key: string | number, depth: nu
   }
   if (value instanceof Error || value instanceof ArrayBuffer) return value;
   return prepareObject(value as Record<string, unknown>, path, depth + 1);
+}
+
+// A Map key as it appears in a path; String() throws for some objects
+// (null prototype, a throwing toString), which must not crash the sender.
+function keyLabel(k: unknown): string {
+  try {
+    return String(k);
+  } catch {
+    return `<${typeof k} key>`;
+  }
 }
 
 /** Prepares one field of a message (e.g. the arguments) for encoding. */
