@@ -480,9 +480,23 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     try {
       this.#send([kind, callId, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result')]);
     } catch (err) {
-      // The result could not travel (unencodable, too large): say so instead.
-      if (!(err instanceof RpcError) || err.code === RpcCode.CONNECTION_CLOSED) return;
-      this.#trySend([Msg.ERROR, callId, err]);
+      if (err instanceof RpcError && err.code === RpcCode.CONNECTION_CLOSED) return;
+      // The answer could not travel (unencodable, too large, too many fds):
+      // the caller still gets one that says why, or it would wait forever.
+      this.#replyFailed(callId, err);
+    }
+  }
+
+  #replyFailed(callId: number, err: unknown): void {
+    const code = (err as { code?: unknown } | null)?.code;
+    const why = err instanceof RpcError
+      ? err
+      : rpcError(typeof code === 'string' ? code : RpcCode.ENCODE_ERROR, `the answer could not be sent: ${err instanceof Error ? err.message : String(err)}`);
+    try {
+      this.#send([Msg.ERROR, callId, why]);
+    } catch {
+      // Not even that (its data cannot travel either): the bare code and message.
+      this.#trySend([Msg.ERROR, callId, rpcError(why.code, why.message)]);
     }
   }
 
@@ -501,7 +515,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       }
       if (!call.cancelled && !this.#closed) this.#send([Msg.STREAM_END, call.id]);
     } catch (err) {
-      if (!call.cancelled && !this.#closed) this.#trySend([Msg.ERROR, call.id, toError(err)]);
+      if (!call.cancelled && !this.#closed) this.#reply(call.id, Msg.ERROR, err);
     } finally {
       this.#forget(call.id);
       closeAll(fds);
