@@ -1,0 +1,350 @@
+// Hostile peers on raw sockets against a server in another process: random
+// bytes, truncated frames, oversized headers, fds where no frame starts,
+// 253 fds per message in a loop, deeply nested payloads, __proto__ keys.
+// Throughout, a well-behaved client keeps calling. Afterwards the server
+// holds exactly the fds it held before, Object.prototype is untouched, and
+// every bad connection ended with a code.
+import { openSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HEADER_SIZE } from '../packages/framing/dist/index.js';
+import { encode } from '../packages/rpc/src/codec.js';
+import { Fd, Msg, type RpcClient, connect } from '../packages/rpc/src/index.js';
+import {
+  type RawPeer, type Target, type TargetContract, type TargetStats, delta, eventually, frame, helloFrame, messageFrame, openFds,
+  rawPeer, report, startTarget, tempDir, total, within,
+} from './helpers.js';
+
+const SEED = Number(process.env.FUZZ_SEED ?? 20_251_125);
+const tmp = tempDir();
+let stream: Target;
+let seqpacket: Target;
+let good: RpcClient<TargetContract>;
+// The well-behaved client's calls during the attacks.
+const service = { calls: 0, failures: [] as string[], slowest: 0, running: true, loop: Promise.resolve() };
+
+beforeAll(async () => {
+  stream = await startTarget(join(tmp.dir, 'stream.sock'), { handshakeTimeout: 1000 });
+  seqpacket = await startTarget(join(tmp.dir, 'seq.sock'), { handshakeTimeout: 1000, type: 'seqpacket' });
+  good = await connect<TargetContract>(stream.address);
+  service.loop = (async () => {
+    while (service.running) {
+      const started = performance.now();
+      try {
+        expect(await within(good.add(service.calls, 1), 5_000, 'a call of the good client')).toBe(service.calls + 1);
+      } catch (err) {
+        service.failures.push((err as Error).message);
+      }
+      service.slowest = Math.max(service.slowest, performance.now() - started);
+      service.calls++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+});
+
+afterAll(async () => {
+  service.running = false;
+  await service.loop;
+  await good?.$close();
+  await Promise.allSettled([stream?.kill(), seqpacket?.kill()]);
+  tmp.cleanup();
+});
+
+interface Attack {
+  /** Connections made. */
+  connections: number;
+  /** How the server ended them, by code. */
+  codes: Record<string, number>;
+}
+
+/**
+ * Runs `n` hostile connections against `target`, `parallel` at a time; each
+ * does what `act` says and must be ended by the server within `bound` ms.
+ * Then checks that the server is back to the fds it had, and reports.
+ */
+async function attack(
+  what: string,
+  target: Target,
+  n: number,
+  act: (peer: RawPeer, i: number) => Promise<void> | void,
+  options: { parallel?: number; bound?: number; type?: 'stream' | 'seqpacket' } = {},
+): Promise<Attack> {
+  const before = await target.stats();
+  const started = performance.now();
+  let next = 0;
+  const endings: string[] = [];
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      const peer = await rawPeer(target.address, options.type);
+      try {
+        await act(peer, i);
+        endings.push(await within(peer.closed, options.bound ?? 5_000, `${what} #${i}: the server ending the connection`));
+      } finally {
+        peer.destroy();
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: options.parallel ?? 8 }, worker));
+  // Every connection was ended by the server and accounted for, with a code.
+  let after: TargetStats = before;
+  await eventually(async () => {
+    after = await target.stats();
+    const ended = total(after.counts.handshakeErrors) + total(after.counts.disconnects);
+    return ended - (total(before.counts.handshakeErrors) + total(before.counts.disconnects)) >= n && after.fds === before.fds;
+  }, 10_000, `${what}: the server accounting for ${n} connections and returning to ${before.fds} fds`);
+  const codes = { ...delta(after.counts.handshakeErrors, before.counts.handshakeErrors), ...prefixed(delta(after.counts.disconnects, before.counts.disconnects)) };
+  expect(codes).not.toHaveProperty('NO_CODE');
+  expect(codes).not.toHaveProperty('after hello: NO_CODE');
+  expect(after.polluted).toBe(false);
+  report(what, { connections: n, ms: Math.round(performance.now() - started), serverFds: [before.fds, after.fds], codes, peerSaw: tally(endings) });
+  return { connections: n, codes };
+}
+
+function prefixed(table: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(table).map(([k, v]) => [`after hello: ${k}`, v]));
+}
+
+function tally(list: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of list) out[x] = (out[x] ?? 0) + 1;
+  return out;
+}
+
+async function established(peer: RawPeer): Promise<void> {
+  peer.send(helloFrame());
+  await eventually(() => peer.received().length >= HEADER_SIZE, 5_000, 'the server hello');
+}
+
+const codesOf = (a: Attack) => Object.keys(a.codes);
+
+describe(`garbage (seed ${SEED})`, () => {
+  // Half of the inputs start like a frame, so that they get past the magic byte.
+  const framey = fc.tuple(fc.nat({ max: 253 }), fc.nat({ max: 600 }), fc.uint8Array({ maxLength: 300 })).map(([fds, len, rest]) =>
+    Buffer.concat([Buffer.from([0xaf, 1, 0, fds, len & 0xff, len >> 8, 0, 0]), rest]),
+  );
+  const garbage = fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 300 }).map((b) => Buffer.from(b)), framey);
+
+  it('random bytes instead of a hello: every connection is ended with a code', async () => {
+    const inputs = fc.sample(garbage, { seed: SEED, numRuns: 60 });
+    const a = await attack('random bytes instead of a hello', stream, inputs.length, (peer, i) => peer.send(inputs[i]!));
+    for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'HANDSHAKE_TIMEOUT']).toContain(code);
+  });
+
+  it('random bytes after a valid hello, then a half-close: every connection is ended with a code', async () => {
+    const inputs = fc.sample(garbage, { seed: SEED + 1, numRuns: 60 });
+    const a = await attack('random bytes after a hello', stream, inputs.length, async (peer, i) => {
+      await established(peer);
+      peer.send(inputs[i]!);
+      peer.socket.end();
+    });
+    for (const code of codesOf(a)) {
+      expect(['after hello: PROTOCOL_ERROR', 'after hello: UNSUPPORTED_VERSION', 'after hello: TRUNCATED_FRAME', 'after hello: FRAME_TOO_LARGE']).toContain(code);
+    }
+  });
+
+  it('random packets on seqpacket, before and after the hello', async () => {
+    const inputs = fc.sample(garbage, { seed: SEED + 2, numRuns: 40 });
+    const a = await attack('random packets (seqpacket)', seqpacket, inputs.length, async (peer, i) => {
+      if (i % 2) await established(peer);
+      peer.send(inputs[i]!);
+    }, { type: 'seqpacket' });
+    for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'after hello: PROTOCOL_ERROR', 'after hello: UNSUPPORTED_VERSION', 'after hello: FRAME_TOO_LARGE']).toContain(code);
+  });
+});
+
+describe('truncated and oversized frames', () => {
+  it('a hello or a request cut short, then a half-close: TRUNCATED_FRAME', async () => {
+    const hello = helloFrame();
+    const request = messageFrame([Msg.REQUEST, 1, 'add', [1, 2]]);
+    const a = await attack('truncated frames', stream, 40, async (peer, i) => {
+      if (i % 2) {
+        await established(peer);
+        peer.send(request.subarray(0, 1 + (i % (request.length - 1))));
+      } else {
+        peer.send(hello.subarray(0, 1 + (i % (hello.length - 1))));
+      }
+      peer.socket.end();
+    });
+    // Before the hello it is the handshake that fails (PROTOCOL_ERROR, with TRUNCATED_FRAME as its cause).
+    expect(a.codes).toEqual({ PROTOCOL_ERROR: 20, 'after hello: TRUNCATED_FRAME': 20 });
+  });
+
+  it('headers announcing more than maxFrameSize: refused on the header, before any allocation', async () => {
+    const lengths = [16 * 1024 * 1024 + 1, 0x7fffffff, 0xffffffff];
+    const a = await attack('oversized headers', stream, 12, async (peer, i) => {
+      const len = lengths[i % lengths.length]!;
+      if (i % 2) await established(peer);
+      peer.send(Buffer.from([0xaf, 1, 0, 0, len & 0xff, (len >>> 8) & 0xff, (len >>> 16) & 0xff, len >>> 24]));
+    });
+    expect(a.codes).toEqual({ PROTOCOL_ERROR: 6, 'after hello: FRAME_TOO_LARGE': 6 });
+  });
+
+  it('a frame of exactly maxFrameSize trickled in and abandoned costs only what arrived', async () => {
+    const before = await stream.stats();
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < 20; i++) {
+      const peer = await rawPeer(stream.address);
+      await established(peer);
+      peer.send(Buffer.from([0xaf, 1, 0, 0, 0, 0, 0, 1])); // 16 MiB announced
+      peer.send(Buffer.alloc(64 * 1024, 1));
+      peers.push(peer);
+    }
+    await eventually(async () => (await stream.stats()).connections >= before.connections + 20);
+    const held = await stream.stats();
+    for (const p of peers) p.socket.end();
+    await Promise.all(peers.map((p) => within(p.closed, 5_000, 'the server ending a truncated frame')));
+    peers.forEach((p) => p.destroy());
+    const growth = (held.rss - before.rss) / 1024 / 1024;
+    report('20 connections each announcing 16 MiB and sending 64 KiB', { rssGrowthMiB: Math.round(growth), externalGrowthMiB: Math.round((held.external - before.external) / 1024 / 1024) });
+    // The payload buffers are allocated at their announced size but never
+    // touched beyond what arrived: resident memory grows by what was sent
+    // (20 x 64 KiB), not by 20 x 16 MiB.
+    expect(growth).toBeLessThan(100);
+    await eventually(async () => (await stream.stats()).fds === before.fds);
+  });
+});
+
+describe('file descriptors where they do not belong', () => {
+  const nulls: number[] = [];
+  beforeAll(() => {
+    for (let i = 0; i < 253; i++) nulls.push(openSync('/dev/null', 'r'));
+  });
+  afterAll(() => nulls.splice(0).forEach((fd) => closeSync(fd)));
+
+  it('fds with bytes in which no frame starts, and headers declaring fds that did not come (stream)', async () => {
+    const request = messageFrame([Msg.REQUEST, 1, 'add', [1, 2]]);
+    const a = await attack('misplaced fds (stream)', stream, 40, async (peer, i) => {
+      await established(peer);
+      const fds = nulls.slice(0, 1 + (i % 5));
+      switch (i % 4) {
+        case 0: // a whole frame that declares no fds, with fds
+          return peer.send(request, fds);
+        case 1: // fds sent with the middle of a payload
+          peer.send(request.subarray(0, 10));
+          return peer.send(request.subarray(10), fds);
+        case 2: // a header declaring 3 fds, none sent
+          return peer.send(messageFrame([Msg.REQUEST, 1, 'add', [1, 2]], 3));
+        default: // more fds than the header declares
+          return peer.send(messageFrame([Msg.NOTIFY, 'sink', []], 1), fds.concat(nulls.slice(10, 12)));
+      }
+    });
+    expect(codesOf(a)).toEqual(['after hello: PROTOCOL_ERROR']);
+  });
+
+  it('empty packets carrying fds, and packets whose header disagrees with their fds (seqpacket)', async () => {
+    const a = await attack('misplaced fds (seqpacket)', seqpacket, 30, async (peer, i) => {
+      if (i % 3 === 2) await established(peer);
+      const fds = nulls.slice(0, 1 + (i % 7));
+      if (i % 3 === 0) peer.send(Buffer.alloc(0), fds); // fds without bytes
+      else peer.send(messageFrame([Msg.NOTIFY, 'sink', []], 2), fds.concat(nulls.slice(20, 25)));
+    }, { type: 'seqpacket' });
+    for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'after hello: PROTOCOL_ERROR']).toContain(code);
+  });
+
+  it.each(['stream', 'seqpacket'] as const)('253 fds per message in a loop (%s): all closed by the server, nothing leaks', async (type) => {
+    const target = type === 'stream' ? stream : seqpacket;
+    const LOOPS = 150;
+    const before = await target.stats();
+    const oursBefore = openFds();
+    const peer = await rawPeer(target.address, type);
+    await established(peer);
+    // Alternately: 253 fds the message refers to (the handler gets them and
+    // returns; they are closed then), and 253 it does not refer to (closed on arrival).
+    for (let i = 0; i < LOOPS; i++) {
+      const id = i + 1;
+      const message = encode([Msg.REQUEST, id, 'sink', i % 2 ? [] : nulls.map((fd) => Fd.from(fd))]).bytes;
+      const got = peer.received().length;
+      peer.send(frame(message, 253), nulls);
+      await eventually(() => peer.received().length > got, 10_000, `the answer to message ${i}`);
+    }
+    const answers = peer.received();
+    peer.socket.end();
+    await within(peer.closed, 5_000, 'the close');
+    peer.destroy();
+    let after = before;
+    await eventually(async () => (after = await target.stats()).fds === before.fds, 10_000, `the server back to ${before.fds} fds`);
+    expect(openFds()).toBe(oursBefore);
+    report(`253 fds per message x ${LOOPS} (${type})`, { fdsSent: 253 * LOOPS, serverFds: [before.fds, after.fds], answerBytes: answers.length });
+  });
+});
+
+describe('payloads built to hurt the decoder', () => {
+  async function oneRequest(bytes: Buffer): Promise<{ answer: Buffer; closed: string | null }> {
+    const peer = await rawPeer(stream.address);
+    await established(peer);
+    const hello = peer.received().length;
+    peer.send(frame(bytes));
+    const answered = eventually(() => peer.received().length > hello, 20_000, 'an answer').then(() => null);
+    const how = await Promise.race([answered, peer.closed]);
+    const answer = peer.received().subarray(hello);
+    peer.destroy();
+    return { answer, closed: how };
+  }
+
+  it('arrays nested 100 000 deep: PROTOCOL_ERROR for that connection (stack overflow caught), others served', async () => {
+    const before = await stream.stats();
+    const deep = Buffer.concat([Buffer.from([0x94, Msg.REQUEST, 1, 0xa4]), Buffer.from('sink'), Buffer.from([0x91]), Buffer.alloc(100_000, 0x91), Buffer.from([0xc0])]);
+    const { closed } = await oneRequest(deep);
+    expect(closed).not.toBeNull();
+    await eventually(async () => ((await stream.stats()).counts.disconnects.PROTOCOL_ERROR ?? 0) > (before.counts.disconnects.PROTOCOL_ERROR ?? 0));
+    expect(await good.add(1, 1)).toBe(2);
+  });
+
+  it('Maps nested 20 000 deep, and 64 000 Maps in one message: decoded in linear time, answered', async () => {
+    let inner: Buffer = Buffer.from([0xc0]);
+    for (let i = 0; i < 20_000; i++) {
+      const payload = Buffer.concat([Buffer.from([0x92, 0x01]), inner]);
+      const n = payload.length;
+      inner = Buffer.concat([n < 0x10000 ? Buffer.from([0xc8, n >> 8, n & 0xff, 1]) : Buffer.from([0xc9, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff, 1]), payload]);
+    }
+    const nested = Buffer.concat([Buffer.from([0x94, Msg.REQUEST, 1, 0xa4]), Buffer.from('sink'), Buffer.from([0x91]), inner]);
+    await stream.monitor.resetDelay();
+    const deep = await oneRequest(nested);
+    expect(deep.closed).toBeNull(); // answered: [RESULT, 1, 1]
+    const many = encode([Msg.REQUEST, 2, 'sink', [Array.from({ length: 64_000 }, (_, i) => new Map([[i, i]]))]]).bytes;
+    const wide = await oneRequest(many);
+    expect(wide.closed).toBeNull();
+    const { eventLoopDelay } = await stream.stats();
+    report('nested and many Maps', { nestedBytes: nested.length, manyBytes: many.length, serverEventLoopDelayMaxMs: Math.round(eventLoopDelay.max) });
+    expect(await good.add(2, 2)).toBe(4);
+  });
+});
+
+describe('prototype keys', () => {
+  it('__proto__ and constructor keys in a hello, in arguments, in Maps and in error records pollute nothing', async () => {
+    const evil = JSON.parse('{"__proto__": {"polluted": "yes"}, "constructor": {"prototype": {"polluted": "yes"}}}') as object;
+    const helloEvil = JSON.parse('{"__proto__": {"protocol": 1, "polluted": "yes"}, "streams": ["__proto__"]}') as object;
+    const errorRecord = encode([Msg.RESULT, 1, new Error('x')]).bytes; // has an Error extension; patched below
+    const sends: Buffer[][] = [
+      [messageFrame([Msg.HELLO, helloEvil])],
+      [messageFrame([Msg.HELLO, { ...evil, protocol: 1 }])],
+      [helloFrame(), messageFrame([Msg.REQUEST, 1, 'echo', [evil]])],
+      [helloFrame(), messageFrame([Msg.REQUEST, 1, 'sink', [new Map<unknown, unknown>([['__proto__', evil], ['constructor', evil]])]])],
+      [helloFrame(), messageFrame([Msg.EVENT, '__proto__', [evil]]), messageFrame([Msg.SUBSCRIBE, ['__proto__', 'constructor']])],
+      [helloFrame(), messageFrame([Msg.REQUEST, 1, '__proto__', [evil]]), messageFrame([Msg.REQUEST, 2, 'constructor', []])],
+      [helloFrame(), frame(errorRecord), messageFrame([Msg.ERROR, 7, evil])],
+    ];
+    const a = await attack('__proto__ / constructor keys', stream, sends.length, async (peer, i) => {
+      for (const bytes of sends[i]!) peer.send(bytes);
+      peer.socket.end();
+    });
+    expect(Object.keys(a.codes).every((c) => ['PROTOCOL_ERROR', 'after hello: CLEAN', 'after hello: CONNECTION_CLOSED'].includes(c))).toBe(true);
+    const s = await stream.stats();
+    expect(s.polluted).toBe(false);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('meanwhile', () => {
+  it('the well-behaved client was served throughout', async () => {
+    service.running = false;
+    await service.loop;
+    report('well-behaved client during the attacks', { calls: service.calls, failures: service.failures.length, slowestMs: Math.round(service.slowest) });
+    expect(service.failures).toEqual([]);
+    expect(service.calls).toBeGreaterThan(10);
+    const s = await stream.stats();
+    expect(s.polluted).toBe(false);
+  });
+});
