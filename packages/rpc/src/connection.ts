@@ -99,6 +99,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #incoming = new Map<number, IncomingCall>();
+  // Notifications being handled: they count against maxInFlight too.
+  #notifications = new Set<IncomingCall>();
   #peerStreams: Set<string>;
   #peerSubscriptions = new Set<string>();
   #closed = false;
@@ -402,7 +404,17 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #onNotify(method: string, args: unknown[], fds: Fd[] | null): void {
     const handler = this.#options.handlers.get(method);
     if (!handler) return closeAll(fds);
+    // A notification has no answer to carry OVERLOADED or SHUTTING_DOWN:
+    // past the limit (or while draining) it is dropped, or a peer could
+    // start handlers without bound (200 000 notifications of a 60 s
+    // handler took a server to 867 MiB).
+    const max = this.#options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (this.#draining || this.#incoming.size + this.#notifications.size >= max) {
+      debug('dropping notification %s: %s', method, this.#draining ? 'shutting down' : `more than ${max} calls in flight`);
+      return closeAll(fds);
+    }
     const call = new IncomingCall(0, method, this, this.#options.peer);
+    this.#notifications.add(call);
     this.#run(call, handler, args, fds, false);
   }
 
@@ -430,7 +442,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     if (this.#incoming.has(callId)) throw rpcError(RpcCode.PROTOCOL_ERROR, `call id ${callId} is already in use`);
     if (this.#draining) return rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down');
     const max = this.#options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
-    if (this.#incoming.size >= max) return rpcError(RpcCode.OVERLOADED, `more than ${max} calls in flight on this connection`);
+    if (this.#incoming.size + this.#notifications.size >= max) return rpcError(RpcCode.OVERLOADED, `more than ${max} calls in flight on this connection`);
     if (!this.#options.handlers.has(method)) return rpcError(RpcCode.METHOD_NOT_FOUND, `no method named ${JSON.stringify(method)}`);
     return null;
   }
@@ -469,11 +481,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       return;
     }
     closeAll(fds);
-    this.#forget(call.id);
     if (!answer) {
+      this.#notifications.delete(call);
       if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
       return;
     }
+    this.#forget(call.id);
     if (call.cancelled || this.#closed) return;
     this.#reply(call.id, kind, value);
   }
@@ -589,6 +602,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       pending.reject(lost);
     }
     for (const call of this.#incoming.values()) call.cancel(lost);
+    for (const call of this.#notifications) call.cancel(lost);
     this.emit('close', reason);
   }
 }
