@@ -2,6 +2,7 @@
 // types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
+import { randomBytes } from 'node:crypto';
 import { Packr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
@@ -106,7 +107,14 @@ addExtension({
   type: EXT_ERROR,
   // The record goes through prepare() like any value: Maps in `data` keep
   // their type, and what cannot travel is an ENCODE_ERROR with its path.
-  pack: (err: Error) => packr.pack(prepareValue(errorToRecord(err, sendStacks), 'error')),
+  pack: (err: Error) => {
+    noSplice++;
+    try {
+      return packr.pack(prepareValue(errorToRecord(err, sendStacks), 'error'));
+    } finally {
+      noSplice--;
+    }
+  },
   unpack: (payload: Buffer) => later(new RpcError(''), payload),
 });
 
@@ -142,6 +150,66 @@ addExtension({
 });
 
 packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
+
+// Large Buffers are not copied into the message. prepare() puts a small
+// marker Buffer in their place; encode() finds each marker in msgpackr's
+// output and sends the message as pieces (what precedes the marker, a bin
+// header, the caller's own bytes, what follows), which the framing layer
+// gathers into one sendmsg. The bytes on the wire are exactly those of the
+// Buffer encoded in place; one 64 KiB copy (and msgpackr growing its
+// buffer to hold it) fewer per message each way.
+export const SPLICE_MIN = 16 * 1024;
+// A marker: 12 random bytes (this process's) and a 4-byte id.
+const MARK = randomBytes(12);
+const MARK_HEAD = Buffer.concat([Buffer.from([0xc4, 16]), MARK]); // as msgpackr writes it: bin8, 16 bytes
+const spliced = new Map<number, Buffer>();
+// A marker's entry lives as long as the marker: a prepared value that is
+// never encoded leaves nothing behind.
+const markers = new FinalizationRegistry<number>((id) => spliced.delete(id));
+let nextMarker = 0;
+// Inside a Map, Set or Error the value is packed into an extension's
+// payload, where a marker could not be spliced: no markers there.
+let noSplice = 0;
+
+function marker(bytes: Buffer): Buffer {
+  const id = nextMarker++ >>> 0;
+  nextMarker >>>= 0;
+  const m = Buffer.allocUnsafe(16);
+  MARK.copy(m, 0);
+  m.writeUInt32LE(id, 12);
+  spliced.set(id, bytes);
+  markers.register(m, id);
+  return m;
+}
+
+function binHeader(length: number): Buffer {
+  if (length < 0x100) return Buffer.from([0xc4, length]);
+  if (length < 0x10000) return Buffer.from([0xc5, length >> 8, length & 0xff]);
+  const h = Buffer.allocUnsafe(5);
+  h[0] = 0xc6;
+  h.writeUInt32BE(length, 1);
+  return h;
+}
+
+// The packed message with each marker replaced by the Buffer it stands for.
+function splice(packed: Buffer): Buffer[] | null {
+  let at = packed.indexOf(MARK_HEAD);
+  if (at < 0) return null;
+  const pieces: Buffer[] = [];
+  let from = 0;
+  while (at >= 0) {
+    const end = at + MARK_HEAD.length + 4;
+    const bytes = spliced.get(packed.readUInt32LE(at + MARK_HEAD.length));
+    if (bytes && end <= packed.length) {
+      if (at > from) pieces.push(packed.subarray(from, at));
+      pieces.push(binHeader(bytes.length), bytes);
+      from = end;
+    }
+    at = packed.indexOf(MARK_HEAD, end);
+  }
+  if (from < packed.length) pieces.push(packed.subarray(from));
+  return pieces;
+}
 
 function encodeError(path: string, what: string) {
   return rpcError(RpcCode.ENCODE_ERROR, `cannot send ${what} at ${path}`, { path });
@@ -210,10 +278,29 @@ function prepare(value: unknown, depth: number): unknown {
     if (t === 'symbol') throw new Unsendable('a symbol');
     return value;
   }
-  if (value === null || ArrayBuffer.isView(value) || value instanceof Date || value instanceof Fd) return value;
+  if (value === null) return value;
+  if (ArrayBuffer.isView(value)) return value.byteLength >= SPLICE_MIN && noSplice === 0 && Buffer.isBuffer(value) ? marker(value) : value;
+  if (value instanceof Date || value instanceof Fd) return value;
   if (depth >= MAX_DEPTH) throw new Unsendable(`a value nested deeper than ${MAX_DEPTH} levels (a cycle?)`);
   if (Array.isArray(value)) return prepareArray(value, depth + 1);
-  if (value instanceof Map) {
+  if (value instanceof Map) return prepareMap(value, depth);
+  if (value instanceof Set) {
+    const items = [...value];
+    noSplice++;
+    try {
+      const prepared = prepareArray(items, depth + 1);
+      return prepared === items ? value : new Set(prepared);
+    } finally {
+      noSplice--;
+    }
+  }
+  if (value instanceof Error || value instanceof ArrayBuffer) return value;
+  return prepareObject(value as Record<string, unknown>, depth + 1);
+}
+
+function prepareMap(value: Map<unknown, unknown>, depth: number): MapBox {
+  noSplice++;
+  try {
     const flat: unknown[] = [];
     for (const [k, v] of value) {
       let pk: unknown;
@@ -231,14 +318,9 @@ function prepare(value: unknown, depth: number): unknown {
       flat.push(pk, pv);
     }
     return new MapBox(flat);
+  } finally {
+    noSplice--;
   }
-  if (value instanceof Set) {
-    const items = [...value];
-    const prepared = prepareArray(items, depth + 1);
-    return prepared === items ? value : new Set(prepared);
-  }
-  if (value instanceof Error || value instanceof ArrayBuffer) return value;
-  return prepareObject(value as Record<string, unknown>, depth + 1);
 }
 
 // A Map key as it appears in a path; String() throws for some objects
@@ -270,7 +352,10 @@ export function prepareValue(value: unknown, name: string): unknown {
 }
 
 export interface Encoded {
-  bytes: Buffer;
+  /** The message: one Buffer, or pieces to send back to back (large Buffers are not copied in). */
+  bytes: Buffer | Buffer[];
+  /** Its length in bytes. */
+  length: number;
   fds: number[] | null;
   /** Fds handed over with Fd.transfer(): close them once the message has left. */
   transfers: Fd[] | null;
@@ -282,8 +367,12 @@ export function encode(message: unknown[], withStacks = false): Encoded {
   outgoingTransfers = null;
   sendStacks = withStacks;
   try {
-    const bytes = packr.pack(message);
-    return { bytes, fds: outgoingFds, transfers: outgoingTransfers };
+    const packed = packr.pack(message);
+    const pieces = spliced.size > 0 ? splice(packed) : null;
+    if (!pieces) return { bytes: packed, length: packed.length, fds: outgoingFds, transfers: outgoingTransfers };
+    let length = 0;
+    for (const p of pieces) length += p.length;
+    return { bytes: pieces, length, fds: outgoingFds, transfers: outgoingTransfers };
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
     throw err;

@@ -282,12 +282,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. */
   #send(message: unknown[]): boolean {
-    const { bytes, fds, transfers } = encode(message, this.#options.exposeStack);
+    const { bytes, length, fds, transfers } = encode(message, this.#options.exposeStack);
     const release = transfers ? () => closeAll(transfers) : undefined;
     const limit = this.#options.peerMaxMessage;
-    if (limit !== undefined && bytes.length > limit) {
+    if (limit !== undefined && length > limit) {
       release?.();
-      throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${bytes.length} bytes is more than the peer accepts (${limit})`);
+      throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
     }
     try {
       const ok = this.channel.send(bytes, fds, release);
