@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { FramedChannel } from '@afunix/framing';
-import { type Credentials, type ServerOptions as ListenOptions, UnixServer, UnixSocket } from '@afunix/transport';
+import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, createServer as createListener } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
@@ -105,7 +105,8 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   /** Listens on a path or '@abstract' name; `mode` locks the file down before anyone can connect. */
   async listen(address?: string, options: ListenOptions = {}): Promise<UnixServer> {
-    const listener = new UnixServer(options);
+    // transport's createServer: without the native addon, a server on Node's net.
+    const listener = createListener(options);
     listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
     listener.on('error', (err: Error) => this.emit('error', err));
     await listener.listen(address);
@@ -115,7 +116,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   /** Serves on a listening fd handed over by systemd or a parent. */
   listenFd(fd: number, options: ListenOptions = {}): UnixServer {
-    const listener = new UnixServer(options);
+    const listener = createListener(options);
     listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
     listener.listenFd(fd);
     this.#listeners.push(listener);

@@ -1,0 +1,67 @@
+// Without the native addon: a server in a child process with
+// AFUNIX_FORCE_FALLBACK=1 (so transport runs on node:net) still listens on a
+// unix socket path and answers typed calls, to a native client here and to a
+// fallback client in the same child. The child imports the built package
+// (dist/), rebuilt here when a source is newer.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, expect, it } from 'vitest';
+import { connect } from '../src/index.js';
+import { tempDir } from './helpers.js';
+
+const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
+const tmp = tempDir();
+let child: ChildProcess | undefined;
+
+afterAll(() => {
+  child?.kill();
+  tmp.cleanup();
+});
+
+function ensureBuilt(): void {
+  const built = join(pkg, 'dist', 'index.js');
+  const newest = Math.max(...readdirSync(join(pkg, 'src')).map((f) => statSync(join(pkg, 'src', f)).mtimeMs));
+  if (existsSync(built) && statSync(join(pkg, 'dist', 'server.js')).mtimeMs >= newest) return;
+  const tsc = createRequire(join(pkg, 'package.json')).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: pkg, stdio: 'pipe' });
+}
+
+interface Calc {
+  methods: { add(a: number, b: number): number };
+}
+
+const CHILD = `
+import { connect, createServer } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
+import { features } from '@afunix/transport';
+const server = createServer({ service: 'calc', handlers: { add: (a, b) => a + b } });
+await server.listen(process.argv[1], { mode: 0o600 });
+const self = await connect(process.argv[1], { service: 'calc' });
+console.log(JSON.stringify({ native: features.native, selfCall: await self.add(40, 2) }));
+await self.$close();
+process.stdin.on('end', () => server.close().then(() => process.exit(0)));
+process.stdin.resume();
+`;
+
+it('a server without the addon listens on a path and answers typed calls over net', async () => {
+  ensureBuilt();
+  const address = join(tmp.dir, 'calc.sock');
+  child = spawn(process.execPath, ['--input-type=module', '-e', CHILD, address], {
+    cwd: pkg,
+    env: { ...process.env, AFUNIX_FORCE_FALLBACK: '1' },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  expect(JSON.parse(line)).toEqual({ native: false, selfCall: 42 });
+  expect(statSync(address).mode & 0o777).toBe(0o600);
+
+  const calc = await connect<Calc>(address, { service: 'calc' }); // this process: the addon
+  expect(await calc.add(2, 3)).toBe(5);
+  await calc.$close();
+  child.stdin!.end();
+  expect((await once(child, 'exit'))[0]).toBe(0);
+});
