@@ -5,7 +5,7 @@
 // packages/framing/test/decoder.property.test.ts.)
 //
 // Short by default; FUZZ_RUNS=20000 (what `pnpm fuzz` does) for a long run,
-// FUZZ_SEED=<n> to replay or vary. A failure prints the seed and the
+// FUZZ_SEED=<n> to replay or vary (FUZZ_SEED=random: a new one, printed). A failure prints the seed and the
 // shrunk counterexample (fast-check's report), so it can be replayed with
 // FUZZ_SEED and fast-check's `path`.
 import fc from 'fast-check';
@@ -21,8 +21,10 @@ import { Fd, Msg, PROTOCOL_VERSION, RpcCode, RpcError } from '../packages/rpc/sr
 import type { Hello } from '../packages/rpc/src/protocol.js';
 import { report } from './helpers.js';
 
-const SEED = Number(process.env.FUZZ_SEED ?? 20_251_125);
+const SEED = process.env.FUZZ_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.FUZZ_SEED ?? 20_251_125);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
+// Long runs (pnpm fuzz) need more than vitest's 30 s per test.
+const TIMEOUT = 30_000 + RUNS * 25;
 // fd numbers no process here has open: closing one is a harmless EBADF.
 const FAKE_FD = 1_000_000;
 const protoBaseline = Object.getOwnPropertyNames(Object.prototype).sort().join();
@@ -110,7 +112,7 @@ describe(`frame header (seed ${SEED})`, () => {
         expect(err).toBeInstanceOf(SrcFramingError);
       }
     }, RUNS * 5);
-  });
+  }, TIMEOUT);
 });
 
 describe(`msgpack payload (seed ${SEED})`, () => {
@@ -129,7 +131,7 @@ describe(`msgpack payload (seed ${SEED})`, () => {
       expect([...closed, ...wrapped].sort()).toEqual(fds);
       unpolluted();
     }, RUNS * 5);
-  });
+  }, TIMEOUT);
 
   it('valid values survive the trip exactly', () => {
     run('msgpack round trip', values(false), (v) => {
@@ -137,7 +139,7 @@ describe(`msgpack payload (seed ${SEED})`, () => {
       expect((message as unknown[])[2]).toEqual(v);
       unpolluted();
     });
-  });
+  }, TIMEOUT);
 });
 
 // ------------------------------------------------------- RPC dispatch
@@ -214,7 +216,7 @@ describe(`RPC messages (seed ${SEED})`, () => {
         r.dispose();
       }
     });
-  });
+  }, TIMEOUT);
 });
 
 // ------------------------------------------------------------- handshake
@@ -276,5 +278,5 @@ describe(`handshake (seed ${SEED})`, () => {
         dispose();
       }
     });
-  });
+  }, TIMEOUT);
 });

@@ -16,7 +16,10 @@ import {
   rawPeer, report, startTarget, tempDir, total, within,
 } from './helpers.js';
 
-const SEED = Number(process.env.FUZZ_SEED ?? 20_251_125);
+const SEED = process.env.FUZZ_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.FUZZ_SEED ?? 20_251_125);
+// Connections per random-input attack (pnpm fuzz raises it).
+const RUNS = Number(process.env.HOSTILE_RUNS ?? 60);
+const TIMEOUT = 30_000 + RUNS * 200;
 const tmp = tempDir();
 let stream: Target;
 let seqpacket: Target;
@@ -127,13 +130,13 @@ describe(`garbage (seed ${SEED})`, () => {
   const garbage = fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 300 }).map((b) => Buffer.from(b)), framey);
 
   it('random bytes instead of a hello: every connection is ended with a code', async () => {
-    const inputs = fc.sample(garbage, { seed: SEED, numRuns: 60 });
+    const inputs = fc.sample(garbage, { seed: SEED, numRuns: RUNS });
     const a = await attack('random bytes instead of a hello', stream, inputs.length, (peer, i) => peer.send(inputs[i]!));
     for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'HANDSHAKE_TIMEOUT']).toContain(code);
-  });
+  }, TIMEOUT);
 
   it('random bytes after a valid hello, then a half-close: every connection is ended with a code', async () => {
-    const inputs = fc.sample(garbage, { seed: SEED + 1, numRuns: 60 });
+    const inputs = fc.sample(garbage, { seed: SEED + 1, numRuns: RUNS });
     const a = await attack('random bytes after a hello', stream, inputs.length, async (peer, i) => {
       await established(peer);
       peer.send(inputs[i]!);
@@ -142,16 +145,16 @@ describe(`garbage (seed ${SEED})`, () => {
     for (const code of codesOf(a)) {
       expect(['after hello: PROTOCOL_ERROR', 'after hello: UNSUPPORTED_VERSION', 'after hello: TRUNCATED_FRAME', 'after hello: FRAME_TOO_LARGE']).toContain(code);
     }
-  });
+  }, TIMEOUT);
 
   it('random packets on seqpacket, before and after the hello', async () => {
-    const inputs = fc.sample(garbage, { seed: SEED + 2, numRuns: 40 });
+    const inputs = fc.sample(garbage, { seed: SEED + 2, numRuns: Math.round((RUNS * 2) / 3) });
     const a = await attack('random packets (seqpacket)', seqpacket, inputs.length, async (peer, i) => {
       if (i % 2) await established(peer);
       peer.send(inputs[i]!);
     }, { type: 'seqpacket' });
     for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'after hello: PROTOCOL_ERROR', 'after hello: UNSUPPORTED_VERSION', 'after hello: FRAME_TOO_LARGE']).toContain(code);
-  });
+  }, TIMEOUT);
 });
 
 describe('truncated and oversized frames', () => {
