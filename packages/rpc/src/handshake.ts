@@ -32,12 +32,21 @@ function streamsOf(hello: Hello): string[] {
  * the frame callback, so that the connection built there sees every frame
  * that follows in the same read.
  */
+function ignoreError(): void {
+  // The channel's owner reports its errors; this only keeps one from being thrown.
+}
+
 function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: (err: Error) => void): void {
   let done = false;
   const finish = (err: Error | null, hello?: Hello) => {
     if (done) return;
     done = true;
     clearTimeout(timer);
+    // Keep a listener for 'error' (see below), but not this one: it holds
+    // every closure of the handshake, and the timer, for the connection's
+    // whole life (about 0.5 KB each).
+    channel.on('error', ignoreError);
+    channel.off('error', onError);
     channel.off('close', onClose);
     channel.off('end', onEnd);
     if (err) {
