@@ -35,7 +35,8 @@ export class FrameDecoder {
   readonly limits: ResolvedLimits;
   #onFrame: FrameHandler;
   // A header that arrived in pieces: its bytes so far.
-  #head = Buffer.alloc(HEADER_SIZE);
+  // (Made when a header first arrives split: most connections never need it.)
+  #head: Buffer | null = null;
   #headFill = 0;
   // A payload that spans reads, assembled in one allocation of its exact size.
   #body: Buffer | null = null;
@@ -151,17 +152,18 @@ export class FrameDecoder {
   #continueFrame(bytes: Buffer): number {
     let offset = 0;
     if (this.#headFill > 0) {
+      const head = this.#head!;
       offset = Math.min(HEADER_SIZE - this.#headFill, bytes.length);
-      bytes.copy(this.#head, this.#headFill, 0, offset);
+      bytes.copy(head, this.#headFill, 0, offset);
       this.#headFill += offset;
-      checkHeaderPrefix(this.#head, 0, this.#headFill);
+      checkHeaderPrefix(head, 0, this.#headFill);
       if (this.#headFill < HEADER_SIZE) {
         this.#checkHeldHeader(this.#headFill);
         return offset;
       }
       this.#headFill = 0;
-      const length = checkHeader(this.#head, 0, this.limits);
-      this.#checkHeldFds(this.#head[3]!);
+      const length = checkHeader(head, 0, this.limits);
+      this.#checkHeldFds(head[3]!);
       if (offset + length > bytes.length) this.#checkBufferLimit(length);
       // Nothing can fail from here on: the held fds pass to the frame.
       const fds = this.#held;
@@ -256,7 +258,7 @@ export class FrameDecoder {
     const n = bytes.length - offset;
     checkHeaderPrefix(bytes, offset, n);
     this.#checkHeldHeader(n);
-    bytes.copy(this.#head, 0, offset);
+    bytes.copy((this.#head ??= Buffer.alloc(HEADER_SIZE)), 0, offset);
     this.#headFill = n;
     const all = this.#pushFds;
     if (all && this.#pushFdsTaken < all.length) {
