@@ -16,6 +16,10 @@ struct EnvState {
   // Receive scratch space shared by every socket of this environment: reads
   // are synchronous, so one buffer serves all, and idle sockets cost nothing.
   std::vector<uint8_t> scratch;
+  // Small read batches are copied into this pool and reach JavaScript as
+  // views of it (see SocketHandle::Deliver); pool_used is the next free byte.
+  Napi::Reference<Napi::ArrayBuffer> pool;
+  size_t pool_used = 0;
   Conn* conns = nullptr;  // intrusive list of sockets not yet closed
   bool tearing_down = false;
   // Held while sockets close at teardown: Node runs the loop until released.

@@ -5,6 +5,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type ReadCallback = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined) => void;
+// Stream and seqpacket: a batch under 4 KiB comes as (pool, offset, length),
+// a slice of an ArrayBuffer shared with other reads (see socket.ts poolView).
+export type StreamReadCallback = (
+  status: number,
+  bytes: Buffer | ArrayBuffer | undefined,
+  chunks: unknown[] | null | undefined,
+  offset?: number,
+  length?: number,
+) => void;
 export type AcceptCallback = (status: number, fds: number[]) => void;
 
 export interface NativeHandle {
@@ -20,7 +29,7 @@ export interface NativeHandle {
 
 export interface NativeBinding {
   SocketHandle: {
-    new (fd: number, kind: number, listener: boolean, onRead: ReadCallback | AcceptCallback, onWritable: () => void): NativeHandle;
+    new (fd: number, kind: number, listener: boolean, onRead: ReadCallback | StreamReadCallback | AcceptCallback, onWritable: () => void): NativeHandle;
     readonly ERR_CTRUNC: number;
   };
   socket(kind: number): number;

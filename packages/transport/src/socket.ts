@@ -3,6 +3,7 @@
 // Writes made in one tick leave in one sendmsg; EAGAIN becomes backpressure.
 import { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
+import { markAsUntransferable } from 'node:worker_threads';
 import { decodeAddress } from './address.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
@@ -55,6 +56,31 @@ const attachments = new WeakMap<object, Attachment>();
 
 const MAX_IOV = 1024;
 const DEFAULT_MAX_MESSAGE = 256 * 1024;
+
+// Buffer's own constructor for views (what Buffer.from(arrayBuffer) ends in),
+// reached through Buffer[Symbol.species] without Buffer.from's checks.
+type ViewConstructor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => Buffer;
+const species = (Buffer as unknown as { [Symbol.species]?: unknown })[Symbol.species];
+const FastBuffer: ViewConstructor =
+  typeof species === 'function' && species !== Buffer
+    ? (species as ViewConstructor)
+    : (class {
+        constructor(buffer: ArrayBuffer, byteOffset: number, length: number) {
+          return Buffer.from(buffer, byteOffset, length);
+        }
+      } as unknown as ViewConstructor);
+let lastPool: ArrayBuffer | null = null;
+
+// Small reads share a pool, as Buffer.allocUnsafe's results do: a Buffer
+// handed out is a view of it. Like Node's own pool it may not be transferred
+// to another thread, which would take the memory from every other view.
+function poolView(pool: ArrayBuffer, offset: number, length: number): Buffer {
+  if (pool !== lastPool) {
+    lastPool = pool;
+    markAsUntransferable(pool);
+  }
+  return new FastBuffer(pool, offset, length);
+}
 
 function credentialsOf(raw: unknown): Credentials | null {
   if (!Array.isArray(raw)) return null;
@@ -287,10 +313,17 @@ export class UnixSocket extends Duplex {
     this.#handle.readStop();
   }
 
-  #onRead = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void => {
+  #onRead = (
+    status: number,
+    bytes: Buffer | ArrayBuffer | undefined,
+    chunks: unknown[] | null | undefined,
+    offset?: number,
+    length?: number,
+  ): void => {
     if (bytes !== undefined) {
-      if (!chunks) this.#deliver(bytes, null, null);
-      else this.#deliverAll(bytes, chunks);
+      const data = offset === undefined ? (bytes as Buffer) : poolView(bytes as ArrayBuffer, offset, length!);
+      if (!chunks) this.#deliver(data, null, null);
+      else this.#deliverAll(data, chunks);
     }
     if (status === 0) return;
     this.#reading = false;

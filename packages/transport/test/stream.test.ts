@@ -90,4 +90,29 @@ describe('stream sockets', () => {
     ]);
     expect(Buffer.concat(parts).equals(data)).toBe(true);
   });
+
+  it('small reads are views of a shared pool (as Buffer.allocUnsafe): each keeps its bytes, the pool cannot be transferred away', async () => {
+    const [a, b] = socketPair();
+    const got: Buffer[] = [];
+    // One message in flight at a time, so each is a read of its own: 300 x 100
+    // bytes run through several 8 KiB pools.
+    for (let i = 0; i < 300; i++) {
+      const next = once(b, 'data') as Promise<[Buffer]>;
+      a.write(Buffer.alloc(100, i & 0xff));
+      got.push((await next)[0]);
+    }
+    const { port1, port2 } = new MessageChannel();
+    try {
+      // Ignored (Node 20) or refused (later): either way the memory stays.
+      port1.postMessage(got[0]!.buffer, [got[0]!.buffer]);
+    } catch {}
+    port1.close();
+    port2.close();
+    got.forEach((d, i) => {
+      expect(Buffer.isBuffer(d)).toBe(true);
+      expect(d.equals(Buffer.alloc(100, i & 0xff))).toBe(true);
+    });
+    a.destroy();
+    b.destroy();
+  });
 });
