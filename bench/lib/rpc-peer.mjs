@@ -207,6 +207,21 @@ async function fds(c, { warmup, calls, inflight, pipe }) {
   return { verified: warmup + calls, fds_per_s: r.measured / r.seconds, seconds: r.seconds, client_cpu_us: (r.client_cpu_ms * 1000) / r.measured };
 }
 
+// A full listen backlog (the server accepting slower than clients connect)
+// is EAGAIN on a unix socket; afunix's connect() waits it out, node:net's
+// does not, so every system gets the same patient retry here.
+async function connectPatiently() {
+  const deadline = Date.now() + 60_000;
+  for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+    try {
+      return await system.connect(address);
+    } catch (err) {
+      if (err?.code !== 'EAGAIN' || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 // Opens `count` connections, at most `parallel` connecting at a time.
 async function openMany(count, parallel) {
   const conns = new Array(count);
@@ -214,7 +229,7 @@ async function openMany(count, parallel) {
   const worker = async () => {
     while (next < count) {
       const i = next++;
-      conns[i] = await system.connect(address);
+      conns[i] = await connectPatiently();
     }
   };
   await Promise.all(Array.from({ length: Math.min(parallel, count) }, worker));

@@ -222,8 +222,11 @@ async function fdPassing(system) {
   try {
     return await withServer(system, { workload: 'W4', nofile: true }, async (server, client) => {
       const before = (await server.ask('fds')).fds;
+      await server.ask('mark');
       const c = client({ ...opts, fifo });
       const { result } = await c.next((m) => m.result, 'result');
+      const { cpu_ms } = await server.ask('cpu');
+      result.server_cpu_us = (cpu_ms * 1000) / (opts.warmup + opts.calls);
       await c.ask('close');
       await until('the server to see the client go', 5_000, async () => (await server.ask('count')).connections === 0);
       const after = (await server.ask('fds')).fds;
