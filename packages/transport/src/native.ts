@@ -60,6 +60,11 @@ function load(): { binding: NativeBinding | null; error: Error | null } {
   const require = createRequire(import.meta.url);
   const root = join(dirname(fileURLToPath(import.meta.url)), '..');
   try {
+    // AFUNIX_NATIVE_PATH names a .node file to load instead of the package's
+    // own build: scripts/asan.sh points it at the sanitizer build in
+    // build-asan/, so that the same tests run against that binary.
+    const explicit = process.env.AFUNIX_NATIVE_PATH;
+    if (explicit) return { binding: require(explicit) as NativeBinding, error: null };
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeBinding;
     return { binding: nodeGypBuild(root), error: null };
   } catch (err) {
