@@ -1,6 +1,6 @@
 // Binding a name safely: permissions in force before any peer can connect,
 // stale socket files replaced, live servers and non-sockets left alone.
-import { chmodSync, lstatSync, type Stats, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { encodeAddress, isAbstract } from './address.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
 import { type NativeBinding, native } from './native.js';
@@ -65,16 +65,43 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
     r = n.bind(fd, bytes);
   }
   check(r, 'bind', address);
-  const st = lstatSync(address);
-  if (mode !== undefined) {
-    try {
-      chmodSync(address, mode);
-    } catch (err) {
-      unlinkSync(address);
-      throw err;
-    }
-  }
+  const st = setModeNoFollow(address, mode);
   return { address, identity: { dev: st.dev, ino: st.ino } };
+}
+
+// Linux's O_PATH, which fs.constants does not name.
+const O_PATH = 0o10000000;
+
+/**
+ * Applies `mode` to the socket file bind() just made, and returns its
+ * identity, without ever following a symlink: whoever can write the
+ * directory could otherwise swap one in after bind(), and chmod() by name
+ * would change the mode of the file it points at, with this process's
+ * rights. On Linux the path is opened itself (O_PATH | O_NOFOLLOW) and
+ * changed through /proc/self/fd; elsewhere it is checked just before.
+ */
+function setModeNoFollow(address: string, mode: number | undefined): Stats {
+  let fd = -1;
+  try {
+    if (process.platform === 'linux') fd = openSync(address, O_PATH | constants.O_NOFOLLOW);
+    const st = fd >= 0 ? fstatSync(fd) : lstatSync(address);
+    if (!st.isSocket()) throw addressInUse(address, 'the socket file was replaced before its mode was set; it was left alone');
+    if (mode !== undefined) {
+      try {
+        chmodSync(fd >= 0 ? `/proc/self/fd/${fd}` : address, mode);
+      } catch (err) {
+        if (fd < 0 || (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        chmodSync(address, mode); // no /proc mounted: by name, just checked
+      }
+    }
+    return st;
+  } catch (err) {
+    // Ours, if it is still there and still a socket: nobody can connect to it.
+    if ((err as { code?: string }).code !== 'EADDRINUSE' && lstatOrNull(address)?.isSocket()) unlinkSync(address);
+    throw err;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
 }
 
 /** Removes the socket file, but only if it is still the one we created. */
