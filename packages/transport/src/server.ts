@@ -60,6 +60,7 @@ export class UnixServer extends EventEmitter {
     if (this.#handle || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server');
     const fd = check(n.socket(Kind[this.type]), 'socket');
     try {
+      this.#inheritPassCred(fd);
       this.#bound = bindSafely(fd, Kind[this.type], address, this.#options.mode);
       check(n.listen(fd, this.#options.backlog ?? 511), 'listen', address);
     } catch (err) {
@@ -79,8 +80,18 @@ export class UnixServer extends EventEmitter {
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
     check(n.adopt(fd), 'fcntl');
+    this.#inheritPassCred(fd);
     this.#start(fd);
     return this;
+  }
+
+  // SO_PASSCRED on the listener, so that accept() hands it to each new
+  // socket at once. Set only afterwards on the accepted socket, a peer that
+  // writes straight after connecting could land a chunk in between, and that
+  // chunk came with the kernel's "no credentials" (pid 0, uid and gid 65534:
+  // nobody) instead of the sender's.
+  #inheritPassCred(fd: number): void {
+    if (this.#options.passCredentials) check(native!.setPassCred(fd, true), 'setsockopt');
   }
 
   #start(fd: number): void {
