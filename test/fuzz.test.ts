@@ -14,7 +14,7 @@ import { FramedChannel, HEADER_SIZE, encodeHeader } from '../packages/framing/di
 import { FramingError as SrcFramingError } from '../packages/framing/src/errors.js';
 import { checkHeader, checkHeaderPrefix, resolveLimits } from '../packages/framing/src/header.js';
 import { ReceivedFds, socketPair } from '../packages/transport/dist/index.js';
-import { decode, encode, prepareValue } from '../packages/rpc/src/codec.js';
+import { decode, encode, encodeToBuffer, prepareValue } from '../packages/rpc/src/codec.js';
 import { RpcConnection } from '../packages/rpc/src/connection.js';
 import { clientHandshake, serverHandshake } from '../packages/rpc/src/handshake.js';
 import { Fd, Msg, PROTOCOL_VERSION, RpcCode, RpcError } from '../packages/rpc/src/index.js';
@@ -76,7 +76,7 @@ const value = values(true);
 const mutated = fc
   .tuple(value, fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 }), fc.constantFrom('flip', 'cut', 'insert', 'delete')), { minLength: 1, maxLength: 4 }))
   .map(([v, edits]) => {
-    let bytes = Buffer.from(encode([Msg.RESULT, 1, prepareValue(v, 'result')]).bytes);
+    let bytes = Buffer.from(encodeToBuffer([Msg.RESULT, 1, prepareValue(v, 'result')]));
     for (const [at, byte, how] of edits) {
       const i = bytes.length ? at % bytes.length : 0;
       if (how === 'flip') bytes[i] = byte;
@@ -135,7 +135,7 @@ describe(`msgpack payload (seed ${SEED})`, () => {
 
   it('valid values survive the trip exactly', () => {
     run('msgpack round trip', values(false), (v) => {
-      const { message } = decode(encode([Msg.RESULT, 1, prepareValue(v, 'result')]).bytes, null, () => {});
+      const { message } = decode(encodeToBuffer([Msg.RESULT, 1, prepareValue(v, 'result')]), null, () => {});
       expect((message as unknown[])[2]).toEqual(v);
       unpolluted();
     });
@@ -193,7 +193,7 @@ const message: fc.Arbitrary<unknown> = fc.oneof(
   value,
 );
 const frameOf = fc.oneof(
-  { weight: 4, arbitrary: message.map((m) => Buffer.from(encode(m as unknown[]).bytes)) },
+  { weight: 4, arbitrary: message.map((m) => Buffer.from(encodeToBuffer(m as unknown[]))) },
   { weight: 1, arbitrary: payloads },
 );
 
@@ -236,7 +236,7 @@ const helloish: fc.Arbitrary<unknown> = fc.oneof(
   value,
 );
 const firstFrame = fc.oneof(
-  { weight: 3, arbitrary: fc.tuple(fc.oneof(fc.constant(Msg.HELLO), value), helloish).map((m) => Buffer.from(encode(m).bytes)) },
+  { weight: 3, arbitrary: fc.tuple(fc.oneof(fc.constant(Msg.HELLO), value), helloish).map((m) => Buffer.from(encodeToBuffer(m))) },
   { weight: 1, arbitrary: payloads },
 );
 

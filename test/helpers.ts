@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { encodeHeader } from '../packages/framing/dist/index.js';
 import { type ConnectionType, type UnixSocket, connect as connectSocket } from '../packages/transport/dist/index.js';
-import { encode } from '../packages/rpc/src/codec.js';
+import { encode, encodeToBuffer } from '../packages/rpc/src/codec.js';
 import { Msg, PROTOCOL_VERSION, type RpcClient, connect } from '../packages/rpc/src/index.js';
 
 export const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -151,7 +151,7 @@ export function frame(payload: Uint8Array, fdCount = 0): Buffer {
 
 /** One frame holding an encoded message, e.g. [Msg.REQUEST, 1, 'add', [1, 2]]. */
 export function messageFrame(message: unknown[], fdCount = 0): Buffer {
-  return frame(encode(message).bytes, fdCount);
+  return frame(encodeToBuffer(message), fdCount);
 }
 
 export const helloFrame = (hello: object = { protocol: PROTOCOL_VERSION, streams: [] }): Buffer => messageFrame([Msg.HELLO, hello]);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADER_SIZE } from '../packages/framing/dist/index.js';
-import { encode } from '../packages/rpc/src/codec.js';
+import { encode, encodeToBuffer } from '../packages/rpc/src/codec.js';
 import { Fd, Msg, type RpcClient, connect } from '../packages/rpc/src/index.js';
 import {
   type RawPeer, type Target, type TargetContract, type TargetStats, delta, eventually, frame, helloFrame, messageFrame, openFds,
@@ -257,7 +257,7 @@ describe('file descriptors where they do not belong', () => {
     // returns; they are closed then), and 253 it does not refer to (closed on arrival).
     for (let i = 0; i < LOOPS; i++) {
       const id = i + 1;
-      const message = encode([Msg.REQUEST, id, 'sink', i % 2 ? [] : nulls.map((fd) => Fd.from(fd))]).bytes;
+      const message = encodeToBuffer([Msg.REQUEST, id, 'sink', i % 2 ? [] : nulls.map((fd) => Fd.from(fd))]);
       const got = peer.received().length;
       peer.send(frame(message, 253), nulls);
       await eventually(() => peer.received().length > got, 10_000, `the answer to message ${i}`);
@@ -306,7 +306,7 @@ describe('payloads built to hurt the decoder', () => {
     await stream.monitor.resetDelay();
     const deep = await oneRequest(nested);
     expect(deep.closed).toBeNull(); // answered: [RESULT, 1, 1]
-    const many = encode([Msg.REQUEST, 2, 'sink', [Array.from({ length: 64_000 }, (_, i) => new Map([[i, i]]))]]).bytes;
+    const many = encodeToBuffer([Msg.REQUEST, 2, 'sink', [Array.from({ length: 64_000 }, (_, i) => new Map([[i, i]]))]]);
     const wide = await oneRequest(many);
     expect(wide.closed).toBeNull();
     const { eventLoopDelay } = await stream.stats();
@@ -319,7 +319,7 @@ describe('prototype keys', () => {
   it('__proto__ and constructor keys in a hello, in arguments, in Maps and in error records pollute nothing', async () => {
     const evil = JSON.parse('{"__proto__": {"polluted": "yes"}, "constructor": {"prototype": {"polluted": "yes"}}}') as object;
     const helloEvil = JSON.parse('{"__proto__": {"protocol": 1, "polluted": "yes"}, "streams": ["__proto__"]}') as object;
-    const errorRecord = encode([Msg.RESULT, 1, new Error('x')]).bytes; // has an Error extension; patched below
+    const errorRecord = encodeToBuffer([Msg.RESULT, 1, new Error('x')]); // has an Error extension; patched below
     const sends: Buffer[][] = [
       [messageFrame([Msg.HELLO, helloEvil])],
       [messageFrame([Msg.HELLO, { ...evil, protocol: 1 }])],

@@ -417,3 +417,9 @@ export function decode(payload: Uint8Array, fds: number[] | null, closeFd: (fd: 
   incomingWrapped = null;
   return { message, fds: wrapped };
 }
+
+/** A message as one contiguous Buffer (for tools and tests; the send path uses the pieces). */
+export function encodeToBuffer(message: unknown[], withStacks = false): Buffer {
+  const { bytes } = encode(message, withStacks);
+  return Array.isArray(bytes) ? Buffer.concat(bytes) : bytes;
+}

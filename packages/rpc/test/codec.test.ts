@@ -1,7 +1,7 @@
 // The decoder on what a peer controls: the cost of extension values, how
 // deep they nest, and the forms an Fd index may take.
 import { describe, expect, it } from 'vitest';
-import { decode, encode, prepareValue } from '../src/codec.js';
+import { decode, encode, encodeToBuffer, prepareValue } from '../src/codec.js';
 import { Fd, Msg, RpcCode, RpcError } from '../src/index.js';
 
 function ext(type: number, payload: Buffer): Buffer {
@@ -18,7 +18,7 @@ const noClose = () => {};
 describe('extension values cost what their bytes cost', () => {
   it('decodes 32 000 Maps in one message in linear time (it was quadratic: every Map copied the whole message)', () => {
     const value = Array.from({ length: 32_000 }, (_, i) => new Map([[i, `v${i}`]]));
-    const { bytes } = encode([Msg.RESULT, 1, prepareValue(value, 'result')]);
+    const bytes = encodeToBuffer([Msg.RESULT, 1, prepareValue(value, 'result')]);
     const started = performance.now();
     const { message } = decode(bytes, null, noClose);
     const ms = performance.now() - started;
@@ -43,7 +43,7 @@ describe('extension values cost what their bytes cost', () => {
   it('fills Sets and Errors in place, with everything an error carries', () => {
     const cause = new TypeError('inner');
     const err = new RpcError('outer', { code: 'E_OUTER', data: { set: new Set([1, new Set([2])]) }, cause });
-    const { bytes } = encode([Msg.RESULT, 1, prepareValue([err, new Set(['a'])], 'result')], true);
+    const bytes = encodeToBuffer([Msg.RESULT, 1, prepareValue([err, new Set(['a'])], 'result')], true);
     const [got, set] = (decode(bytes, null, noClose).message as unknown[])[2] as [RpcError & { remoteStack?: string }, Set<string>];
     expect(got).toBeInstanceOf(RpcError);
     expect(got).toMatchObject({ name: 'RpcError', message: 'outer', code: 'E_OUTER' });

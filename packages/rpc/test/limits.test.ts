@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Fd, Msg, RpcCode, type RpcClient, connect } from '../src/index.js';
-import { encode } from '../src/codec.js';
+import { encode, encodeToBuffer } from '../src/codec.js';
 import { type Service, eventually, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { cleanUp } from './procs.js';
@@ -122,12 +122,12 @@ describe('a peer that breaks the protocol is cut off; others carry on', () => {
 
   const malformed: Array<[string, Buffer]> = [
     ['bytes that are not msgpack', frame(Buffer.from([0xc1]))],
-    ['a message that is not an array', frame(encode('not a list' as never).bytes)],
+    ['a message that is not an array', frame(encodeToBuffer('not a list' as never))],
     ['an unknown message kind', messageFrame([99, 1])],
     ['a negative call id', messageFrame([Msg.REQUEST, -1, 'record', ['raw']])],
     ['arguments that are not a list', messageFrame([Msg.REQUEST, 1, 'record', 'raw'])],
     // The message refers to fd #0, but no fd came with it.
-    ['an Fd that did not come with the message', frame(encode([Msg.REQUEST, 1, 'record', [Fd.from(0)]]).bytes)],
+    ['an Fd that did not come with the message', frame(encodeToBuffer([Msg.REQUEST, 1, 'record', [Fd.from(0)]]))],
   ];
 
   it.each(malformed)('a valid hello, then %s', async (_what, bytes) => {

@@ -2,7 +2,7 @@
 // it sends whatever bytes it is given and collects the frames it gets back.
 import { HEADER_SIZE, encodeHeader } from '@afunix/framing';
 import { type UnixSocket, connect } from '@afunix/transport';
-import { decode, encode } from '../src/codec.js';
+import { decode, encode, encodeToBuffer } from '../src/codec.js';
 import { Msg, PROTOCOL_VERSION } from '../src/protocol.js';
 
 /** One frame around an arbitrary payload. */
@@ -12,7 +12,7 @@ export function frame(payload: Uint8Array): Buffer {
 
 /** One frame holding an encoded message, e.g. [Msg.REQUEST, 1, 'add', [1, 2]]. */
 export function messageFrame(message: unknown[]): Buffer {
-  return frame(encode(message).bytes);
+  return frame(encodeToBuffer(message));
 }
 
 export const helloFrame = (hello: object = { protocol: PROTOCOL_VERSION, streams: [] }): Buffer => messageFrame([Msg.HELLO, hello]);

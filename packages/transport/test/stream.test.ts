@@ -104,7 +104,7 @@ describe('stream sockets', () => {
     const { port1, port2 } = new MessageChannel();
     try {
       // Ignored (Node 20) or refused (later): either way the memory stays.
-      port1.postMessage(got[0]!.buffer, [got[0]!.buffer]);
+      port1.postMessage(got[0]!.buffer, [got[0]!.buffer as ArrayBuffer]);
     } catch {}
     port1.close();
     port2.close();
