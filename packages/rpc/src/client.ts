@@ -94,14 +94,18 @@ class ClientCore<C extends Contract> {
   constructor(target: Target, options: ClientOptions<C>) {
     this.#target = target;
     this.#options = options;
-    // Subscriptions follow listeners, and survive reconnects.
+    // Subscriptions follow listeners, and survive reconnects. The emitter's
+    // own bookkeeping events are not server events: adding the
+    // 'removeListener' listener below fires 'newListener' for it, which used
+    // to subscribe every client to an event named "removeListener".
+    const own = (name: unknown) => typeof name !== 'string' || name === 'newListener' || name === 'removeListener';
     this.events.on('newListener', (name: string) => {
-      if (typeof name !== 'string' || this.events.listenerCount(name) > 0) return;
+      if (own(name) || this.events.listenerCount(name) > 0) return;
       this.#subscribed.add(name);
       this.conn?.subscribe([name]);
     });
     this.events.on('removeListener', (name: string) => {
-      if (typeof name !== 'string' || this.events.listenerCount(name) > 0) return;
+      if (own(name) || this.events.listenerCount(name) > 0) return;
       this.#subscribed.delete(name);
       this.conn?.unsubscribe([name]);
     });
