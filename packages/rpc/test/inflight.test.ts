@@ -1,5 +1,7 @@
-// Notifications count against maxInFlight like calls: a peer cannot start
-// handlers without bound by sending notifications instead of requests.
+// What one connection's peer can make the other side hold: notifications
+// count against maxInFlight like calls (a peer cannot start handlers
+// without bound by sending notifications instead of requests), and event
+// subscriptions are capped.
 import { socketPair } from '@afunix/transport';
 import { describe, expect, it } from 'vitest';
 import { type CallContext, RpcCode, connect, createServer } from '../src/index.js';
@@ -65,6 +67,31 @@ describe('notifications and maxInFlight', () => {
     expect(await client.add(1, 2)).toBe(3); // handled in order: both waits are running
     await client.$close();
     await eventually(() => aborted === 2);
+    await server.close({ timeout: 0 });
+  });
+});
+
+describe('event subscriptions', () => {
+  it('are capped at 4096 names per connection: past that, PROTOCOL_ERROR for that connection only', async () => {
+    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (a, b) => a + b } });
+    const reasons: Array<string | undefined> = [];
+    server.on('disconnect', (_c, reason) => reasons.push((reason as { code?: string } | null)?.code));
+    const open = async () => {
+      const [a, b] = socketPair();
+      void server.serve(a);
+      return connect<Gate>(b);
+    };
+    const fine = await open();
+    fine.$connection!.subscribe(Array.from({ length: 4096 }, (_, i) => `e${i}`));
+    expect(await fine.add(1, 1)).toBe(2);
+    // (A client subscribes to nothing it has no listener for: the server holds exactly these 4096.)
+    expect([...server.connections][0]!.isSubscribed('removeListener')).toBe(false);
+    const greedy = await open();
+    greedy.$connection!.subscribe(Array.from({ length: 4097 }, (_, i) => `e${i}`));
+    await expect(greedy.add(1, 1)).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    await eventually(() => reasons.includes(RpcCode.PROTOCOL_ERROR));
+    expect(await fine.add(2, 2)).toBe(4);
+    await fine.$close();
     await server.close({ timeout: 0 });
   });
 });
