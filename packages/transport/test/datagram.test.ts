@@ -1,0 +1,223 @@
+// SOCK_DGRAM: bound paths and abstract names, the sender's address on every
+// datagram, fds and credentials with datagrams, connected datagram sockets,
+// oversized datagrams, and the errors for sending to nowhere.
+import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, existsSync, lstatSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  type AfunixError,
+  createDatagram,
+  type DatagramInfo,
+  type DatagramOptions,
+  fromFd,
+  socketPairFds,
+  type UnixDatagram,
+} from '../src/index.js';
+import { pattern, tempDir } from './helpers.js';
+
+let dir: ReturnType<typeof tempDir>;
+const open: UnixDatagram[] = [];
+beforeEach(() => {
+  dir = tempDir();
+});
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((d) => d.close()));
+  dir.remove();
+});
+
+function dgram(options?: DatagramOptions): UnixDatagram {
+  const d = createDatagram(options);
+  open.push(d);
+  return d;
+}
+
+const unique = () => `@afunix-dgram-${process.pid}-${Math.random().toString(36).slice(2)}`;
+
+function nextMessage(d: UnixDatagram): Promise<[Buffer, DatagramInfo]> {
+  return once(d, 'message') as Promise<[Buffer, DatagramInfo]>;
+}
+
+async function failure(p: Promise<unknown>): Promise<AfunixError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as AfunixError;
+  }
+  throw new Error('expected a failure, but it succeeded');
+}
+
+describe('datagram addressing', () => {
+  it('a path and an @abstract name exchange datagrams, each seeing the other as sender', async () => {
+    const pathA = join(dir.path, 'a.sock');
+    const nameB = unique();
+    const a = dgram().bind(pathA);
+    const b = dgram().bind(nameB);
+    expect(a.address()).toBe(pathA);
+    expect(b.address()).toBe(nameB);
+    expect(lstatSync(pathA).isSocket()).toBe(true);
+
+    const atB = nextMessage(b);
+    await a.send(Buffer.from('to the abstract name'), { address: nameB });
+    const [data, info] = await atB;
+    expect(data.toString()).toBe('to the abstract name');
+    expect(info).toEqual({ address: pathA, fds: null, credentials: null });
+
+    const atA = nextMessage(a);
+    await b.send([Buffer.from('gathered '), Buffer.from('reply')], { address: pathA });
+    const [reply, replyInfo] = await atA;
+    expect(reply.toString()).toBe('gathered reply');
+    expect(replyInfo.address).toBe(nameB);
+  });
+
+  it('keeps datagram boundaries, from 1 byte to 200 KiB, in order', async () => {
+    const b = dgram().bind(unique());
+    const a = dgram();
+    const sizes = [1, 5, 4096, 65536, 200 * 1024, 1, 777];
+    const got: Buffer[] = [];
+    const all = new Promise<void>((resolve) => {
+      b.on('message', (m: Buffer) => {
+        got.push(Buffer.from(m));
+        if (got.length === sizes.length) resolve();
+      });
+    });
+    for (const [i, n] of sizes.entries()) await a.send(pattern(n, i), { address: b.address() });
+    await all;
+    expect(got.map((m) => m.length)).toEqual(sizes);
+    got.forEach((m, i) => expect(m.equals(pattern(sizes[i]!, i))).toBe(true));
+  });
+
+  it('an unbound sender arrives with an empty address; an autobound one with @name', async () => {
+    const b = dgram().bind(unique());
+    const plain = dgram();
+    let at = nextMessage(b);
+    await plain.send(Buffer.from('x'), { address: b.address() });
+    expect((await at)[1].address).toBe('');
+    const auto = dgram().bind();
+    expect(auto.address()).toMatch(/^@.+/);
+    at = nextMessage(b);
+    await auto.send(Buffer.from('y'), { address: b.address() });
+    expect((await at)[1].address).toBe(auto.address());
+  });
+
+  it('a bound path gets its mode, and close() removes the file', async () => {
+    const path = join(dir.path, 'mode.sock');
+    const d = dgram().bind(path, { mode: 0o600 });
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    await d.close();
+    expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe('datagrams with fds and credentials', () => {
+  it('carries fds; those taken in the listener stay open, the rest are closed', async () => {
+    const b = dgram().bind(unique());
+    const a = dgram();
+    const p = join(dir.path, 'f0');
+    writeFileSync(p, 'datagram file');
+    const file = openSync(p, 'r');
+    // The second fd is one end of a socket pair: its partner sees
+    // end-of-stream only once every copy of it, the received one too, is closed.
+    const [marker, watch] = socketPairFds('stream');
+    const watcher = fromFd(watch);
+    watcher.resume();
+    const watcherEnded = once(watcher, 'end');
+    const got = new Promise<{ data: string; kept: number }>((resolve) => {
+      b.once('message', (data: Buffer, info: DatagramInfo) => {
+        expect(info.fds!.length).toBe(2);
+        resolve({ data: data.toString(), kept: info.fds!.takeAt(0)! });
+      });
+    });
+    await a.send(Buffer.from('with fds'), { address: b.address(), fds: [file, marker] });
+    const { data, kept } = await got;
+    expect(data).toBe('with fds');
+    const buf = Buffer.alloc(64);
+    expect(buf.toString('utf8', 0, readSync(kept, buf, 0, 64, 0))).toBe('datagram file');
+    closeSync(kept);
+    closeSync(file);
+    closeSync(marker);
+    await watcherEnded;
+    watcher.destroy();
+  });
+
+  it('passCredentials attaches the sender pid, uid and gid to every datagram', async () => {
+    const b = dgram({ passCredentials: true }).bind(unique());
+    const a = dgram();
+    const creds: unknown[] = [];
+    const three = new Promise<void>((resolve) => {
+      b.on('message', (_m: Buffer, info: DatagramInfo) => {
+        creds.push(info.credentials);
+        if (creds.length === 3) resolve();
+      });
+    });
+    for (let i = 0; i < 3; i++) await a.send(Buffer.from(`c${i}`), { address: b.address() });
+    await three;
+    const me = { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() };
+    expect(creds).toEqual([me, me, me]);
+  });
+});
+
+describe('connected datagram sockets', () => {
+  it('send() without an address goes to the connected peer, and only that peer may send to it', async () => {
+    const pathB = join(dir.path, 'b.sock');
+    const pathA = join(dir.path, 'a.sock');
+    const b = dgram().bind(pathB);
+    const a = dgram().bind(pathA).connect(pathB);
+    const atB = nextMessage(b);
+    await a.send(Buffer.from('no address needed'));
+    const [data, info] = await atB;
+    expect(data.toString()).toBe('no address needed');
+    expect(info.address).toBe(pathA);
+
+    const stranger = dgram();
+    const err = await failure(stranger.send(Buffer.from('let me in'), { address: pathA }));
+    expect(err).toMatchObject({ code: 'EPERM', syscall: 'sendmsg', address: pathA });
+    // b, the connected peer, still gets through.
+    const atA = nextMessage(a);
+    await b.send(Buffer.from('from the peer'), { address: pathA });
+    expect((await atA)[0].toString()).toBe('from the peer');
+  });
+
+  it('an oversized datagram is an EMSGSIZE error, and the socket reads on', async () => {
+    const b = dgram({ maxMessageSize: 100 }).bind(unique());
+    const a = dgram();
+    const errored = once(b, 'error') as Promise<[AfunixError]>;
+    await a.send(Buffer.alloc(101), { address: b.address() });
+    expect((await errored)[0].code).toBe('EMSGSIZE');
+    const next = nextMessage(b);
+    await a.send(Buffer.alloc(100, 1), { address: b.address() });
+    expect((await next)[0].length).toBe(100);
+  });
+});
+
+describe('sending to nowhere', () => {
+  it('ENOENT for a missing path', async () => {
+    const path = join(dir.path, 'missing.sock');
+    const err = await failure(dgram().send(Buffer.from('x'), { address: path }));
+    expect(err).toMatchObject({ code: 'ENOENT', syscall: 'sendmsg', address: path });
+    expect(typeof err.errno).toBe('number');
+  });
+
+  it('ECONNREFUSED for an abstract name nobody bound', async () => {
+    const name = unique();
+    expect(await failure(dgram().send(Buffer.from('x'), { address: name }))).toMatchObject({
+      code: 'ECONNREFUSED',
+      syscall: 'sendmsg',
+      address: name,
+    });
+  });
+
+  it('ECONNREFUSED for a stale socket file (bound by a process that exited)', async () => {
+    const path = join(dir.path, 'stale.sock');
+    const py = spawnSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind(sys.argv[1])', path]);
+    expect(py.status).toBe(0);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(await failure(dgram().send(Buffer.from('x'), { address: path }))).toMatchObject({ code: 'ECONNREFUSED', address: path });
+  });
+
+  it('connect() to nowhere throws at once with the address', () => {
+    const path = join(dir.path, 'nothing.sock');
+    expect(() => dgram().connect(path)).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'connect', address: path }));
+  });
+});
