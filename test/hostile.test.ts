@@ -315,6 +315,37 @@ describe('payloads built to hurt the decoder', () => {
   });
 });
 
+describe('hellos with fields of the wrong type', () => {
+  // Found by pnpm fuzz (seed 283151234): a BigInt service name made the
+  // mismatch check throw after the handshake timer was cleared, and the
+  // connection hung on both sides.
+  const odd: Array<[string, object]> = [
+    ['a BigInt service', { protocol: 1, service: 0n }],
+    ['a nested-array service', { protocol: 1, service: [[0n]] }],
+    ['a Map version', { protocol: 1, version: new Map([[1, 2]]) }],
+    ['a string maxMessageSize', { protocol: 1, maxMessageSize: 'lots' }],
+  ];
+
+  it('the server refuses them with PROTOCOL_ERROR at once, not holding the connection', async () => {
+    const a = await attack('hellos with fields of the wrong type', stream, odd.length, (peer, i) => peer.send(messageFrame([Msg.HELLO, odd[i]![1]])), { bound: 2_000 });
+    expect(a.codes).toEqual({ PROTOCOL_ERROR: odd.length });
+  });
+
+  it.each(odd)('a client whose server answers with %s fails with PROTOCOL_ERROR, not a hang', async (_what, hello) => {
+    const path = join(tmp.dir, `odd-server-${odd.findIndex(([w]) => w === _what)}.sock`);
+    const server = (await import('../packages/transport/dist/index.js')).createServer((socket) => {
+      socket.on('data', () => socket.write(messageFrame([Msg.HELLO, hello])));
+      socket.on('error', () => {});
+    });
+    await server.listen(path);
+    try {
+      await expect(within(connect(path, { timeout: 60_000 }), 5_000, 'connect()')).rejects.toMatchObject({ code: 'PROTOCOL_ERROR' });
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('prototype keys', () => {
   it('__proto__ and constructor keys in a hello, in arguments, in Maps and in error records pollute nothing', async () => {
     const evil = JSON.parse('{"__proto__": {"polluted": "yes"}, "constructor": {"prototype": {"polluted": "yes"}}}') as object;

@@ -16,6 +16,16 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   }
   const hello = message[1] as Hello;
   if (typeof hello.protocol !== 'number') throw rpcError(RpcCode.PROTOCOL_ERROR, 'the hello has no protocol version');
+  // The fields used below must have their types: a BigInt service name made
+  // the mismatch message (JSON.stringify) throw after the handshake timer
+  // was cleared, and the connection then hung with neither side told.
+  for (const key of ['service', 'version'] as const) {
+    if (hello[key] !== undefined && typeof hello[key] !== 'string') throw rpcError(RpcCode.PROTOCOL_ERROR, `the hello's ${key} is not a string`);
+  }
+  const max = hello.maxMessageSize;
+  if (max !== undefined && (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0)) {
+    throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's maxMessageSize is not a non-negative integer");
+  }
   return hello;
 }
 
