@@ -18,7 +18,7 @@
 // more than 16 MiB, or Object.prototype touched.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -103,6 +103,7 @@ function spawnWorker() {
 }
 
 const started = Date.now();
+const loadAtStart = loadavg()[0];
 for (let i = 0; i < WORKERS; i++) spawnWorker();
 const killer = KILL_EVERY > 0
   ? setInterval(() => {
@@ -174,12 +175,15 @@ const result = {
   eventsReceived: sum('events'),
   reconnects: sum('reconnects'),
   maxCallLatencyMs: Math.round(Math.max(0, ...finished.map((r) => r.maxLatencyMs))),
+  // This machine's 1-minute load average at start and end (its cores: os.availableParallelism()).
+  loadAverage: [round(loadAtStart), round(loadavg()[0])],
   server: {
     died: serverDiedDuringRun,
     fds: { start: start.fds, underLoad: loaded.fds, end: end.fds },
     rssMiB: { start: MiB(start.rss), underLoad: MiB(loaded.rss), end: MiB(end.rss) },
     heapUsedMiB: { start: MiB(start.heapUsed), end: MiB(end.heapUsed) },
     underLoadEvery5s: series,
+    // How late the server's event loop ran, beyond its 10 ms sampling interval.
     eventLoopDelayMs: { p50: round(loaded.eventLoopDelay.p50), p99: round(loaded.eventLoopDelay.p99), max: round(loaded.eventLoopDelay.max) },
     connectionsSeen: end.counts.connections,
     disconnects: end.counts.disconnects,
