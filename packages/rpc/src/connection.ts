@@ -11,7 +11,7 @@ import { type Decoded, decode, encode, prepareValue } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
 import type { Fd } from './fd.js';
 import { IncomingCall, type CallContext, type Handler, type Interceptor } from './incoming.js';
-import { Msg } from './protocol.js';
+import { Msg, STREAM_WINDOW } from './protocol.js';
 import { Credit, RpcStream, type StreamLink, isAsyncIterable } from './stream.js';
 import { remoteProxy } from './proxy.js';
 import { type Validator, validateArgs } from './validation.js';
@@ -409,6 +409,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       const stream = pending.stream;
       pending.reject = (err) => stream.end(err);
       pending.resolve(stream);
+    }
+    // Items not yet taken are at most the window when the producer keeps to
+    // its credit; one that does not would make us buffer without bound.
+    // (The fds of this item are closed with the message's.)
+    if (pending.stream.buffered >= STREAM_WINDOW) {
+      throw rpcError(RpcCode.PROTOCOL_ERROR, `stream ${callId}: more items than its credit allows`);
     }
     pending.stream.push(value);
   }

@@ -2,9 +2,14 @@
 // count against maxInFlight like calls (a peer cannot start handlers
 // without bound by sending notifications instead of requests), and event
 // subscriptions are capped.
-import { socketPair } from '@afunix/transport';
+import { encodeHeader } from '@afunix/framing';
+import { createServer as createSocketServer, socketPair } from '@afunix/transport';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeToBuffer } from '../src/codec.js';
 import { describe, expect, it } from 'vitest';
-import { type CallContext, RpcCode, connect, createServer } from '../src/index.js';
+import { type CallContext, Msg, RpcCode, STREAM_WINDOW, connect, createServer } from '../src/index.js';
 import { eventually } from './helpers.js';
 
 interface Gate {
@@ -93,5 +98,42 @@ describe('event subscriptions', () => {
     expect(await fine.add(2, 2)).toBe(4);
     await fine.$close();
     await server.close({ timeout: 0 });
+  });
+});
+
+describe('a stream producer that ignores credit', () => {
+  it('is cut off with PROTOCOL_ERROR once more than the window is waiting to be taken', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'afunix-credit-'));
+    const frame = (m: unknown[]) => {
+      const bytes = encodeToBuffer(m);
+      return Buffer.concat([encodeHeader(bytes.length), bytes]);
+    };
+    // A "server" that answers any call with 10 000 items, credit or not.
+    const server = createSocketServer((socket) => {
+      socket.on('error', () => {});
+      let hello = false;
+      socket.on('data', () => {
+        if (!hello) {
+          hello = true;
+          socket.write(frame([Msg.HELLO, { protocol: 1, service: 'flood', streams: ['items'], maxMessageSize: 1 << 20 }]));
+          return;
+        }
+        for (let i = 0; i < 10_000; i++) socket.write(frame([Msg.STREAM_ITEM, 1, i]));
+      });
+    });
+    const path = join(dir, 'flood.sock');
+    await server.listen(path);
+    try {
+      const client = await connect<{ methods: { items(): AsyncIterable<number> } }>(path);
+      const lost = new Promise<unknown>((resolve) => client.$lifecycle.once('disconnect', resolve));
+      const stream = client.items();
+      // The consumer does not take anything: the client holds at most the window.
+      expect(await lost).toMatchObject({ code: RpcCode.PROTOCOL_ERROR, message: expect.stringContaining('credit') });
+      expect((stream as unknown as { buffered: number }).buffered).toBeLessThanOrEqual(STREAM_WINDOW);
+      await client.$close();
+    } finally {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
