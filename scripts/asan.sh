@@ -56,7 +56,7 @@ flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-po
 addon=$root/$out/build/Release/afunix.node
 built=$(date +%s)
 echo "asan.sh: sanitizer addon built in $((built - start)) s: $addon"
-if ! ldd "$addon" | grep -q libasan; then echo "asan.sh: $addon is not linked against libasan" >&2; exit 1; fi
+if ! ldd "$addon" | grep libasan >/dev/null; then echo "asan.sh: $addon is not linked against libasan" >&2; exit 1; fi
 
 # 3. The tests, with the runtime preloaded and the sanitizer addon loaded.
 logs=$(mktemp -d /tmp/afunix-asan.XXXXXX)
