@@ -218,8 +218,10 @@ export class UnixSocket extends Duplex {
 
   /**
    * Takes over reading: every chunk goes to `receiver` with its fds and
-   * credentials, and nothing goes through the Readable side. This is how a
-   * framing layer sees exactly which bytes the fds came with.
+   * credentials, and nothing goes through the Readable side. The fds come
+   * with the chunk that holds their first byte (the kernel may put earlier
+   * fd-less bytes before it in the same read, and later bytes after it),
+   * which is the rule a framing layer needs to attach them to a message.
    */
   setReceiver(receiver: Receiver): void {
     this.#receiver = receiver;
