@@ -89,13 +89,34 @@ function isRecord(v: unknown): v is ErrorRecord {
   return typeof v === 'object' && v !== null && typeof (v as ErrorRecord).message === 'string';
 }
 
-/** Rebuilds an Error from its wire form; a remote stack is kept apart from ours. */
-export function recordToError(record: unknown, depth = 0): Error {
-  if (!isRecord(record)) return rpcError(RpcCode.PROTOCOL_ERROR, 'malformed error from peer');
+/**
+ * Rebuilds an Error from its wire form; a remote stack is kept apart from
+ * ours. With `into`, fills that error in place instead of making one (the
+ * decoder's placeholder, already in the decoded value).
+ */
+export function recordToError(record: unknown, depth = 0, into?: RpcError): Error {
+  if (!isRecord(record)) {
+    if (!into) return rpcError(RpcCode.PROTOCOL_ERROR, 'malformed error from peer');
+    into.message = 'malformed error from peer';
+    into.code = RpcCode.PROTOCOL_ERROR;
+    return into;
+  }
   const cause = record.cause !== undefined && depth < MAX_CAUSE_DEPTH
     ? (isRecord(record.cause) ? recordToError(record.cause, depth + 1) : record.cause)
     : undefined;
-  const err = new RpcError(record.message, { code: record.code ?? RpcCode.INTERNAL, data: record.data, cause });
+  const raw = record.code as unknown;
+  const code = typeof raw === 'string' ? raw : typeof raw === 'number' ? String(raw) : RpcCode.INTERNAL;
+  let err: RpcError;
+  if (into) {
+    err = into;
+    err.message = record.message;
+    err.code = code;
+    if (record.data !== undefined) err.data = record.data;
+    // As the Error constructor makes it: own, not enumerable.
+    if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true });
+  } else {
+    err = new RpcError(record.message, { code, data: record.data, cause });
+  }
   err.name = typeof record.name === 'string' ? record.name : 'Error';
   if (typeof record.stack === 'string') (err as RpcError & { remoteStack?: string }).remoteStack = record.stack;
   return err;
