@@ -116,6 +116,20 @@ describe('peer-credential policies refuse before any call runs', () => {
   });
 });
 
+describe("a refused peer's hello", () => {
+  it('is never decoded: 8 MiB of the costliest shape cost the server no event-loop time', async () => {
+    const t = await target(join(tmp.dir, 'refusing.sock'), { allow: 'root', mode: 0o666 });
+    await t.monitor.resetDelay();
+    const refused = await knock(t.address, 'bighello', '8');
+    const { eventLoopDelay, counts } = await t.stats();
+    expect(refused).toMatchObject({ helloError: 'ACCESS_DENIED' });
+    expect(counts.handshakeErrors).toEqual({ ACCESS_DENIED: 1 });
+    // Decoding it would take seconds (Sets: ~0.4 s of CPU per MiB here).
+    expect(eventLoopDelay.max).toBeLessThan(500);
+    report("an 8 MiB hello from a refused peer", { ...refused, serverEventLoopDelayMaxMs: Math.round(eventLoopDelay.max) });
+  }, 60_000);
+});
+
 describe('the listener and what lies at its path', () => {
   const listen = (path: string) => createSocketServer().listen(path);
 

@@ -110,10 +110,11 @@ export interface ServerHello {
 
 /** Server side: read the client's hello, answer with ours (or a refusal). */
 export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready: (peer: Hello) => void, fail: (err: Error) => void): void {
+  const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
+  if (ours.version !== undefined) reply.version = ours.version;
+  if (ours.refusal) return refuseAtOnce(channel, reply, ours.refusal, fail);
   awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
-    const refusal = ours.refusal ?? mismatch(hello, ours.service);
-    const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
-    if (ours.version !== undefined) reply.version = ours.version;
+    const refusal = mismatch(hello, ours.service);
     if (refusal) {
       reply.error = refusal;
       try {
@@ -127,6 +128,28 @@ export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready
     sendHello(channel, reply);
     ready({ ...hello, streams: streamsOf(hello) });
   }, fail);
+}
+
+/** How long a refused peer may keep its connection open after the refusal. */
+const REFUSED_GRACE_MS = 2_000;
+
+// A peer refused on its credentials alone (or while the server shuts down)
+// gets the refusal at once. Its hello is never read, let alone decoded, so
+// an unauthorised peer costs no more than the bytes it sends, skipped; the
+// connection closes when the peer closes it, or after a grace period.
+function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, fail: (err: Error) => void): void {
+  reply.error = refusal;
+  channel.on('error', () => {}); // whatever the peer does now, the refusal stands
+  channel.onFrame = (_payload, fds) => fds?.close();
+  const timer = setTimeout(() => channel.destroy(), REFUSED_GRACE_MS);
+  timer.unref();
+  channel.once('close', () => clearTimeout(timer));
+  try {
+    sendHello(channel, reply);
+  } finally {
+    channel.end();
+    fail(refusal);
+  }
 }
 
 function mismatch(hello: Hello, service: string): RpcError | null {
