@@ -13,8 +13,11 @@ function instance(id) {
   ipc.config.id = id;
   ipc.config.silent = true;
   ipc.config.maxConnections = 1_000_000;
+  // The driver retries a refused connect (EAGAIN on a full backlog) itself;
+  // node-ipc's own retry would leave a second connection behind.
   ipc.config.retry = 50;
-  ipc.config.maxRetries = 100;
+  ipc.config.maxRetries = 0;
+  ipc.config.stopRetrying = true;
   return ipc;
 }
 
@@ -65,7 +68,10 @@ export const systems = [
         ipc.connectTo(id, address, () => {
           const c = ipc.of[id];
           c.on('connect', () => resolve(c));
-          c.on('error', (err) => reject(err));
+          c.on('error', (err) => {
+            ipc.disconnect(id);
+            reject(err);
+          });
         });
       });
       const pending = new Map();

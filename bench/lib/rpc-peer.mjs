@@ -113,40 +113,55 @@ function check(r, i) {
   }
 }
 
+// A system too slow to finish a workload in `capSeconds` of measuring stops
+// there (flagged `capped` with the count measured): rates and percentiles
+// stay comparable, and one slow peer cannot take the run past its budget.
+const capNs = (opts) => BigInt(Math.round((opts.capSeconds ?? 1e6) * 1e9));
+
 // W1: one call at a time.
-async function latency(c, { warmup, iterations }) {
-  const samples = new Float64Array(iterations);
+async function latency(c, opts) {
+  const { warmup, iterations } = opts;
+  const all = new Float64Array(iterations);
   const total = warmup + iterations;
+  const cap = capNs(opts);
   const cpu = process.cpuUsage();
-  for (let i = 0; i < total; i++) {
+  let measuring = 0n;
+  let i = 0;
+  for (; i < total; i++) {
     const t0 = now();
+    if (i === warmup) measuring = t0;
+    else if (i > warmup && t0 - measuring > cap) break;
     const r = await c.echo(payload(i));
     const t1 = now();
     check(r, i);
-    if (i >= warmup) samples[i - warmup] = Number(t1 - t0) / 1000;
+    if (i >= warmup) all[i - warmup] = Number(t1 - t0) / 1000;
   }
   const cpu_ms = cpuMs(cpu);
-  samples.sort();
+  const measured = i - warmup;
+  const samples = all.subarray(0, measured).sort();
   let sum = 0;
   for (const s of samples) sum += s;
   return {
-    verified: total,
+    verified: i,
+    measured,
+    capped: measured < iterations,
     median_us: quantile(samples, 0.5),
     p99_us: quantile(samples, 0.99),
-    mean_us: sum / iterations,
-    client_cpu_us: (cpu_ms * 1000) / total,
+    mean_us: sum / measured,
+    client_cpu_us: (cpu_ms * 1000) / i,
   };
 }
 
 // Keeps `inflight` calls going until `total` are answered; the clock runs
 // from the answer that ends the warm-up to the last answer.
-function pipeline(total, warmup, inflight, start) {
+function pipeline(total, warmup, inflight, start, cap = capNs({})) {
   return new Promise((resolve, reject) => {
     let issued = 0;
     let answered = 0;
     let t0 = now();
     const cpu = process.cpuUsage();
     let cpuWarm = null;
+    let stop = total;
     const issue = () => {
       const i = issued++;
       start(i).then(
@@ -155,11 +170,13 @@ function pipeline(total, warmup, inflight, start) {
           if (answered === warmup) {
             t0 = now();
             cpuWarm = process.cpuUsage();
+          } else if (answered > warmup && (answered & 1023) === 0 && stop === total && now() - t0 > cap) {
+            stop = issued; // no new calls; the ones in flight finish
           }
-          if (issued < total) issue();
-          else if (answered === total) {
+          if (issued < stop) issue();
+          else if (answered === issued) {
             const seconds = Number(now() - t0) / 1e9;
-            resolve({ seconds, measured: total - warmup, client_cpu_ms: cpuMs(cpuWarm ?? cpu) });
+            resolve({ seconds, measured: answered - warmup, capped: answered < total, client_cpu_ms: cpuMs(cpuWarm ?? cpu) });
           }
         },
         reject,
@@ -169,9 +186,17 @@ function pipeline(total, warmup, inflight, start) {
   });
 }
 
-async function pipelined(c, { warmup, calls, inflight }) {
-  const r = await pipeline(warmup + calls, warmup, inflight, (i) => c.echo(payload(i)).then((v) => check(v, i)));
-  return { verified: warmup + calls, calls_per_s: r.measured / r.seconds, seconds: r.seconds, client_cpu_us: (r.client_cpu_ms * 1000) / r.measured };
+async function pipelined(c, opts) {
+  const { warmup, calls, inflight } = opts;
+  const r = await pipeline(warmup + calls, warmup, inflight, (i) => c.echo(payload(i)).then((v) => check(v, i)), capNs(opts));
+  return {
+    verified: warmup + r.measured,
+    measured: r.measured,
+    capped: r.capped,
+    calls_per_s: r.measured / r.seconds,
+    seconds: r.seconds,
+    client_cpu_us: (r.client_cpu_ms * 1000) / r.measured,
+  };
 }
 
 async function bulk(c, { warmup, calls, inflight, size }) {

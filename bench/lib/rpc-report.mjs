@@ -64,7 +64,9 @@ function workloadTable(doc, w, columns, main) {
     }
     const m = r.metrics;
     const cells = columns.map((c) => fmt(m[c.key], c.digits));
-    lines.push(`| ${s.system} | ${cells.join(' | ')} | ${s.system === 'baseline' ? '1.00×' : ratio(m[main.key], base?.[main.key], main.lower)} |`);
+    const capped = [m.capped && `${fmt(m.measured)} calls measured`, m.pinned_capped && `pinned: ${fmt(m.pinned_measured)}`].filter(Boolean);
+    const name = capped.length ? `${s.system} (stopped after 12 s: ${capped.join(', ')})` : s.system;
+    lines.push(`| ${name} | ${cells.join(' | ')} | ${s.system === 'baseline' ? '1.00×' : ratio(m[main.key], base?.[main.key], main.lower)} |`);
   }
   return lines.join('\n');
 }
