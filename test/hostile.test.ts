@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADER_SIZE } from '../packages/framing/dist/index.js';
-import { encode, encodeToBuffer } from '../packages/rpc/src/codec.js';
+import { encode, encodeToBuffer, prepareValue } from '../packages/rpc/src/codec.js';
 import { Fd, Msg, type RpcClient, connect } from '../packages/rpc/src/index.js';
 import {
   type RawPeer, type Target, type TargetContract, type TargetStats, delta, eventually, frame, helloFrame, messageFrame, openFds,
@@ -329,6 +329,16 @@ describe('hellos with fields of the wrong type', () => {
   it('the server refuses them with PROTOCOL_ERROR at once, not holding the connection', async () => {
     const a = await attack('hellos with fields of the wrong type', stream, odd.length, (peer, i) => peer.send(messageFrame([Msg.HELLO, odd[i]![1]])), { bound: 2_000 });
     expect(a.codes).toEqual({ PROTOCOL_ERROR: odd.length });
+  });
+
+  it('a hello over 256 KiB is refused undecoded (an 8 MiB one of Sets used to hold the event loop for seconds)', async () => {
+    const sets = Array.from({ length: 400_000 }, (_, i) => new Set([i & 127]));
+    const big = frame(encodeToBuffer([Msg.HELLO, prepareValue({ protocol: 1, padding: sets }, 'hello')]));
+    await stream.monitor.resetDelay();
+    const a = await attack('a 1.6 MiB hello of Sets', stream, 3, (peer) => peer.send(big), { bound: 5_000, parallel: 1 });
+    expect(a.codes).toEqual({ PROTOCOL_ERROR: 3 });
+    const { eventLoopDelay } = await stream.stats();
+    expect(eventLoopDelay.max).toBeLessThan(500);
   });
 
   it.each(odd)('a client whose server answers with %s fails with PROTOCOL_ERROR, not a hang', async (_what, hello) => {

@@ -8,8 +8,16 @@ import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
 
 const DEFAULT_TIMEOUT = 10_000;
 
+// A hello is decoded before anything is known about the peer, and decoding
+// costs CPU per byte (an 8 MiB hello of Sets held a server's event loop for
+// 8.5 s). Hellos are a few hundred bytes: past this one is refused undecoded.
+const MAX_HELLO_BYTES = 256 * 1024;
+
 function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   fds?.close(); // a hello carries no fds
+  if (payload.length > MAX_HELLO_BYTES) {
+    throw rpcError(RpcCode.PROTOCOL_ERROR, `a hello of ${payload.length} bytes; at most ${MAX_HELLO_BYTES} are read before the handshake`);
+  }
   const { message } = decode(payload, null, () => {});
   if (!Array.isArray(message) || message[0] !== Msg.HELLO || typeof message[1] !== 'object' || message[1] === null) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, 'the peer did not start with an afunix hello');
