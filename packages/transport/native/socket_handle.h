@@ -47,6 +47,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Napi::Value ReadStop(const Napi::CallbackInfo& info);
   Napi::Value WatchWritable(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
+  static napi_value WriteThunk(napi_env env, napi_callback_info cbinfo);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
