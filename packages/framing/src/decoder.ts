@@ -80,9 +80,10 @@ export class FrameDecoder {
    * remain the caller's to close. fds held from earlier pushes come back
    * from reset().
    *
-   * onFrame should not throw. If it does, the exception propagates, the
-   * decoder is failed, and the fds of this push it had not handed out yet
-   * join those that reset() returns.
+   * onFrame should not throw. If it does, or anything other than a
+   * FramingError is thrown (the allocation of a large frame's buffer can
+   * fail), the exception propagates, the decoder is failed, and the fds of
+   * this push it had not handed out yet join those that reset() returns.
    */
   push(chunk: Uint8Array, fds?: number[] | null): void {
     if (this.#failure) throw this.#failure;
@@ -141,8 +142,11 @@ export class FrameDecoder {
     this.#failure = err;
     const handlerThrew = this.#handlerThrew;
     this.#handlerThrew = false;
-    if (!handlerThrew || !this.#pushFds) return;
-    // onFrame threw: the fds of this push not yet handed out stay with us.
+    // Our own FramingErrors come before any of the push's fds is handed out
+    // (they stay the caller's). Anything else may come after some were: an
+    // exception from onFrame, or a failed allocation for a later frame.
+    if ((err instanceof FramingError && !handlerThrew) || !this.#pushFds) return;
+    // The fds of this push not yet handed out stay with us.
     const rest = this.#pushFds.slice(this.#pushFdsTaken);
     this.#held = this.#held ? this.#held.concat(rest) : rest;
   }
@@ -194,10 +198,11 @@ export class FrameDecoder {
       this.#deliver(bytes.subarray(start, end), fds);
       return end;
     }
+    // Held before the allocation: if that fails, reset() still has them.
+    this.#held = fds;
     const body = Buffer.allocUnsafe(length);
     this.#bodyFill = bytes.copy(body, 0, start);
     this.#body = body;
-    this.#held = fds;
     return bytes.length;
   }
 
