@@ -23,6 +23,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuModel } from '../lib/machine.mjs';
 import { FrameDecoder, encodeHeader } from '../../packages/framing/dist/index.js';
 import { loadError } from '../../packages/transport/dist/index.js';
 
@@ -211,13 +212,6 @@ async function socketBenchmarks() {
 
 // ------------------------------------------------------------- report
 
-function cpuModel() {
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
-  } catch {}
-  return cpus()[0]?.model ?? 'unknown';
-}
 
 function printTable(rows) {
   const head = ['group', 'system', 'frame', 'frames/CPU-s', 'MB/CPU-s', 'vs', 'wall frames/s', 'wall MB/s'];

@@ -40,6 +40,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cpuModel } from '../lib/machine.mjs';
 import { writeDocs } from '../lib/rpc-report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -94,13 +95,6 @@ async function loadSystems() {
 
 // ------------------------------------------------------------ processes
 
-function cpuModel() {
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
-  } catch {}
-  return cpus()[0]?.model ?? 'unknown';
-}
 
 const works = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
 const canPin = works('taskset', ['-c', '0', 'true']);

@@ -20,6 +20,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuModel } from '../lib/machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const peer = join(here, '..', 'lib', 'transport-peer.mjs');
@@ -37,13 +38,6 @@ if (roundsArg) config.rounds = Math.max(1, Number(roundsArg.split('=')[1]) || 1)
 
 const TIMEOUT_MS = 120_000;
 
-function cpuModel() {
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
-  } catch {}
-  return cpus()[0]?.model ?? 'unknown';
-}
 
 function tasksetWorks() {
   const r = spawnSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
