@@ -106,6 +106,8 @@ export class UnixSocket extends Duplex {
   #queue: Pending[] = [];
   #queuedBytes = 0;
   #flushScheduled = false;
+  #delivering = false; // inside #onRead: a flush is due when it returns, not on the next tick
+  #flushAfterRead = false;
   #blocked = false; // the kernel took less than asked: wait for writable
   #watching = false; // the writable watch is on (it outlives #blocked, see flush)
   #heldCallback: ((err?: Error | null) => void) | null = null;
@@ -324,8 +326,20 @@ export class UnixSocket extends Duplex {
   ): void => {
     if (bytes !== undefined) {
       const data = offset === undefined ? (bytes as Buffer) : poolView(bytes as ArrayBuffer, offset, length!);
-      if (!chunks) this.#deliver(data, null, null);
-      else this.#deliverAll(data, chunks);
+      // What the listeners write in reply leaves in one sendmsg as soon as
+      // they return: before the Readable's and Writable's own nextTicks run,
+      // and without a nextTick of ours.
+      this.#delivering = true;
+      try {
+        if (!chunks) this.#deliver(data, null, null);
+        else this.#deliverAll(data, chunks);
+      } finally {
+        this.#delivering = false;
+        if (this.#flushAfterRead) {
+          this.#flushAfterRead = false;
+          this.flush();
+        }
+      }
     }
     if (status === 0) return;
     this.#reading = false;
@@ -392,7 +406,8 @@ export class UnixSocket extends Duplex {
   #afterEnqueue(callback: (err?: Error | null) => void): void {
     if (!this.#flushScheduled && !this.#blocked) {
       this.#flushScheduled = true;
-      process.nextTick(flushSoon, this);
+      if (this.#delivering) this.#flushAfterRead = true;
+      else process.nextTick(flushSoon, this);
     }
     if (this.#queuedBytes < this.writableHighWaterMark) callback();
     else this.#heldCallback = callback;
