@@ -182,7 +182,7 @@ function esc(s) {
 }
 
 function short(v) {
-  if (v >= 1e6) return `${(v / 1e6).toFixed(2)}M`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(v % 1e6 === 0 ? 0 : 2)}M`;
   if (v >= 1e4) return `${Math.round(v / 1e3)}k`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
   return v.toFixed(v < 10 ? 1 : 0);
