@@ -95,7 +95,13 @@ export async function startTarget(
     lines.once('line', (line) => resolve(JSON.parse(line) as { pid: number }));
     child.once('exit', (code, signal) => reject(new Error(`target exited early (code ${code}, signal ${signal})`)));
   });
-  const monitor = await connect<TargetContract>(address, { type: options.type });
+  let monitor: RpcClient<TargetContract>;
+  try {
+    monitor = await connect<TargetContract>(address, { type: options.type });
+  } catch (err) {
+    child.kill('SIGKILL'); // no one else holds it: it would outlive the run
+    throw err;
+  }
   return {
     child,
     pid,
