@@ -392,7 +392,10 @@ export class UnixSocket extends Duplex {
     const bufs = attachment?.message ?? [chunk];
     const size = attachment?.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
     this.#queuedBytes += size;
-    const last = this.#queue[this.#queue.length - 1];
+    // Never index an empty array with -1: that is a named-property miss,
+    // looked up through the prototype chain in the runtime on every write.
+    const n = this.#queue.length;
+    const last = n > 0 ? this.#queue[n - 1] : undefined;
     // Stream bytes without fds join the previous sendmsg; fds start a new one
     // so that they travel with their own first byte.
     if (this.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
