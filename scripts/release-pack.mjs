@@ -251,6 +251,8 @@ function check(tarballs) {
       const targets = [pkg.main, pkg.types, ...exportTargets(pkg.exports), ...exportTargets(pkg.bin)].filter(Boolean);
       for (const target of targets) if (!has.has(target.replace(/^\.\//, ''))) fail(`${target} is named in package.json but not packed`);
       if (!pkg.license) fail('no license');
+      // pnpm pack copies the workspace root's LICENSE into a package that has none.
+      if (!has.has('LICENSE')) fail('no LICENSE file');
       if (!pkg.engines?.node) fail('no engines.node');
       for (const f of files.filter((f) => f.endsWith('.map'))) {
         const map = JSON.parse(readFileSync(join(pkgRoot, f), 'utf8'));
