@@ -8,8 +8,8 @@
 //
 // The framing helpers are exported: the birpc adapter puts birpc on the
 // same frames, as a user of birpc over a socket would have to.
-import net from 'node:net';
 import { pack, unpack } from 'msgpackr';
+import { connectNet, listenNet } from './net-unix.mjs';
 
 /** One frame: length prefix and body in a single buffer, a single write(). */
 export function sendFrame(socket, body) {
@@ -46,21 +46,6 @@ export function readFrames(socket, onBody) {
       held = rest.length;
       wanted = rest.length >= 4 ? 4 + rest.readUInt32BE(0) : 4;
     }
-  });
-}
-
-function listenNet(address, backlog, onSocket) {
-  const server = net.createServer(onSocket);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ path: address, backlog }, () => resolve(server));
-  });
-}
-
-function connectNet(address) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(address, () => resolve(socket));
-    socket.once('error', reject);
   });
 }
 

@@ -2,9 +2,9 @@
 // brings the channel. Here that is the baseline's length-prefixed frames
 // with msgpackr as birpc's serializer. Events: the server calls the
 // client's `tick` as an event (no answer).
-import net from 'node:net';
 import { createBirpc } from 'birpc';
 import { pack, unpack } from 'msgpackr';
+import { connectNet, listenNet } from './net-unix.mjs';
 import { readFrames, sendFrame } from './rpc-baseline.mjs';
 
 function channel(socket) {
@@ -26,7 +26,7 @@ export const systems = [
     async listen(address, { handlers, backlog }) {
       const connections = new Set();
       const subscribers = new Set();
-      const server = net.createServer((socket) => {
+      const server = await listenNet(address, backlog, (socket) => {
         socket.on('error', () => {});
         const rpc = createBirpc(
           {
@@ -43,10 +43,6 @@ export const systems = [
           rpc.$close();
         });
       });
-      await new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ path: address, backlog }, resolve);
-      });
       return {
         address,
         connections: () => connections.size,
@@ -58,10 +54,7 @@ export const systems = [
       };
     },
     async connect(address) {
-      const socket = await new Promise((resolve, reject) => {
-        const s = net.connect(address, () => resolve(s));
-        s.once('error', reject);
-      });
+      const socket = await connectNet(address);
       socket.on('error', () => {});
       let onTick = null;
       const rpc = createBirpc({ tick: (v) => onTick?.(v) }, channel(socket));

@@ -1,8 +1,8 @@
 // vscode-jsonrpc (the JSON-RPC of VS Code and language servers): its
 // Content-Length framed JSON over a node:net unix socket. JSON has no bytes,
 // so W3's payload travels as base64, as it would for a user of this library.
-import net from 'node:net';
 import rpc from 'vscode-jsonrpc/node';
+import { connectNet, listenNet } from './net-unix.mjs';
 
 const { createMessageConnection, SocketMessageReader, SocketMessageWriter } = rpc;
 
@@ -20,7 +20,7 @@ export const systems = [
     async listen(address, { handlers, backlog }) {
       const connections = new Set();
       const subscribers = new Set();
-      const server = net.createServer((socket) => {
+      const server = await listenNet(address, backlog, (socket) => {
         socket.on('error', () => {});
         const conn = open(socket);
         conn.onRequest('echo', (v) => handlers.echo(v));
@@ -34,10 +34,6 @@ export const systems = [
         conn.listen();
         connections.add(conn);
       });
-      await new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ path: address, backlog }, resolve);
-      });
       return {
         address,
         connections: () => connections.size,
@@ -49,10 +45,7 @@ export const systems = [
       };
     },
     async connect(address) {
-      const socket = await new Promise((resolve, reject) => {
-        const s = net.connect(address, () => resolve(s));
-        s.once('error', reject);
-      });
+      const socket = await connectNet(address);
       socket.on('error', () => {});
       const conn = open(socket);
       conn.onError(() => {});
