@@ -57,6 +57,13 @@ export function rpcError(code: string, message: string, data?: unknown): RpcErro
   return new RpcError(message, { code, data });
 }
 
+/** A call given up by its caller's signal: named AbortError, as Node's own are. */
+export function abortError(reason: unknown): RpcError {
+  const err = new RpcError('the call was aborted', { code: RpcCode.ABORTED, cause: reason });
+  err.name = 'AbortError';
+  return err;
+}
+
 /** The wire form of an error (a msgpack map). */
 export interface ErrorRecord {
   name: string;

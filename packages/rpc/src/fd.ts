@@ -90,3 +90,23 @@ export class Fd {
     this.close();
   }
 }
+
+/** Closes a raw descriptor that nobody will take; one already gone is fine. */
+export function closeFdQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Nothing to release.
+  }
+}
+
+export function closeAll(fds: Fd[] | null): void {
+  if (fds) for (const fd of fds) fd.close();
+}
+
+// Fds inside a result nobody waits for any more must not leak.
+export function releaseFds(value: unknown, depth = 0): void {
+  if (depth > 32 || value === null || typeof value !== 'object') return;
+  if (typeof (value as Fd).take === 'function' && typeof (value as Fd).close === 'function') return (value as Fd).close();
+  for (const v of Object.values(value as object)) releaseFds(v, depth + 1);
+}

@@ -1,0 +1,217 @@
+// Calls from the peer: admission (in-flight limit, draining, unknown
+// methods), validation and interceptor, the handler, and its answer: a
+// RESULT or ERROR, or a credit-paced stream of items.
+import { debuglog } from 'node:util';
+import type { Credentials } from '@afunix/transport';
+import { prepareValue } from './codec.js';
+import { RpcCode, RpcError, rpcError } from './errors.js';
+import { type Fd, closeAll } from './fd.js';
+import { IncomingCall, type Handler, type Interceptor } from './incoming.js';
+import { Msg } from './protocol.js';
+import type { MessageSender } from './sender.js';
+import { Credit, isAsyncIterable } from './stream.js';
+import { type Validator, validateArgs } from './validation.js';
+import type { RpcConnection } from './connection.js';
+
+const debug = debuglog('afunix');
+
+const DEFAULT_MAX_IN_FLIGHT = 1024;
+
+export interface HandlingOptions {
+  handlers: ReadonlyMap<string, Handler>;
+  validators?: ReadonlyMap<string, Validator> | undefined;
+  maxInFlight?: number | undefined;
+  intercept?: Interceptor | undefined;
+  peer: Credentials | null;
+}
+
+// Shared, only ever read: each field gets its own collection before its
+// first write, so an idle connection carries none.
+const NO_INCOMING: Map<number, IncomingCall> = new Map();
+const NO_CALLS: Set<IncomingCall> = new Set();
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+function toError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return rpcError(RpcCode.INTERNAL, `the handler threw a non-Error: ${String(value)}`);
+}
+
+export class IncomingCalls {
+  readonly #connection: RpcConnection;
+  readonly #sender: MessageSender;
+  readonly #options: HandlingOptions;
+  #incoming: Map<number, IncomingCall> = NO_INCOMING;
+  // Notifications being handled: they count against maxInFlight too.
+  #notifications: Set<IncomingCall> = NO_CALLS;
+  /** Set by drain(): new calls are refused with SHUTTING_DOWN. */
+  draining = false;
+  /** Calls received, for stats. */
+  received = 0;
+
+  constructor(connection: RpcConnection, sender: MessageSender, options: HandlingOptions) {
+    this.#connection = connection;
+    this.#sender = sender;
+    this.#options = options;
+  }
+
+  /** Calls (not notifications) still being handled. */
+  get size(): number {
+    return this.#incoming.size;
+  }
+
+  /** CANCEL from the peer. */
+  cancel(callId: number, reason: Error): void {
+    this.#incoming.get(callId)?.cancel(reason);
+  }
+
+  /** CREDIT from the peer, for one of our streams. */
+  credit(callId: number, n: number): void {
+    this.#incoming.get(callId)?.credit?.add(n);
+  }
+
+  /** The connection is gone: every handler's signal is aborted. */
+  cancelAll(reason: Error): void {
+    for (const call of this.#incoming.values()) call.cancel(reason);
+    for (const call of this.#notifications) call.cancel(reason);
+  }
+
+  onNotify(method: string, args: unknown[], fds: Fd[] | null): void {
+    const handler = this.#options.handlers.get(method);
+    if (!handler) return closeAll(fds);
+    // A notification has no answer to carry OVERLOADED or SHUTTING_DOWN:
+    // past the limit (or while draining) it is dropped, or a peer could
+    // start handlers without bound (200 000 notifications of a 60 s
+    // handler took a server to 867 MiB).
+    const max = this.#options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (this.draining || this.#incoming.size + this.#notifications.size >= max) {
+      debug('dropping notification %s: %s', method, this.draining ? 'shutting down' : `more than ${max} calls in flight`);
+      return closeAll(fds);
+    }
+    const call = new IncomingCall(0, method, this.#connection, this.#options.peer);
+    if (this.#notifications === NO_CALLS) this.#notifications = new Set();
+    this.#notifications.add(call);
+    this.#run(call, handler, args, fds, false);
+  }
+
+  onRequest(callId: number, method: string, args: unknown[], fds: Fd[] | null): void {
+    this.received++;
+    const refuse = this.#refusal(callId, method);
+    if (refuse) {
+      closeAll(fds);
+      return this.#reply(callId, Msg.ERROR, refuse);
+    }
+    const call = new IncomingCall(callId, method, this.#connection, this.#options.peer);
+    if (this.#incoming === NO_INCOMING) this.#incoming = new Map();
+    this.#incoming.set(callId, call);
+    this.#run(call, this.#options.handlers.get(method)!, args, fds, true);
+  }
+
+  #refusal(callId: number, method: string): RpcError | null {
+    if (this.#incoming.has(callId)) throw rpcError(RpcCode.PROTOCOL_ERROR, `call id ${callId} is already in use`);
+    if (this.draining) return rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down');
+    const max = this.#options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (this.#incoming.size + this.#notifications.size >= max) return rpcError(RpcCode.OVERLOADED, `more than ${max} calls in flight on this connection`);
+    if (!this.#options.handlers.has(method)) return rpcError(RpcCode.METHOD_NOT_FOUND, `no method named ${JSON.stringify(method)}`);
+    return null;
+  }
+
+  // Validation, then the interceptor (if any), then the handler; a sync
+  // handler's result is answered without a promise in between.
+  #invoke(call: IncomingCall, handler: Handler, args: unknown[]): unknown {
+    const validator = this.#options.validators?.get(call.method);
+    const checked = validator ? validateArgs(validator, call.method, args) : args;
+    const intercept = this.#options.intercept;
+    const run = (a: unknown[]) =>
+      intercept ? intercept({ method: call.method, args: a, context: call }, async () => handler(...a, call)) : handler(...a, call);
+    return Array.isArray(checked) ? run(checked) : checked.then(run);
+  }
+
+  #run(call: IncomingCall, handler: Handler, args: unknown[], fds: Fd[] | null, answer: boolean): void {
+    let result: unknown;
+    try {
+      result = this.#invoke(call, handler, args);
+    } catch (err) {
+      return this.#finish(call, fds, answer, Msg.ERROR, err);
+    }
+    if (isThenable(result)) {
+      result.then(
+        (value) => this.#finish(call, fds, answer, Msg.RESULT, value),
+        (err) => this.#finish(call, fds, answer, Msg.ERROR, err),
+      );
+    } else {
+      this.#finish(call, fds, answer, Msg.RESULT, result);
+    }
+  }
+
+  #finish(call: IncomingCall, fds: Fd[] | null, answer: boolean, kind: number, value: unknown): void {
+    if (answer && kind === Msg.RESULT && isAsyncIterable(value) && !this.#connection.closed && !call.cancelled) {
+      void this.#produce(call, value, fds);
+      return;
+    }
+    closeAll(fds);
+    if (!answer) {
+      this.#notifications.delete(call);
+      if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
+      return;
+    }
+    this.#forget(call.id);
+    if (call.cancelled || this.#connection.closed) return;
+    this.#reply(call.id, kind, value);
+  }
+
+  #reply(callId: number, kind: number, value: unknown): void {
+    try {
+      this.#sender.send([kind, callId, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result')]);
+    } catch (err) {
+      if (err instanceof RpcError && err.code === RpcCode.CONNECTION_CLOSED) return;
+      // The answer could not travel (unencodable, too large, too many fds):
+      // the caller still gets one that says why, or it would wait forever.
+      this.#replyFailed(callId, err);
+    }
+  }
+
+  #replyFailed(callId: number, err: unknown): void {
+    const code = (err as { code?: unknown } | null)?.code;
+    const why = err instanceof RpcError
+      ? err
+      : rpcError(typeof code === 'string' ? code : RpcCode.ENCODE_ERROR, `the answer could not be sent: ${err instanceof Error ? err.message : String(err)}`);
+    try {
+      this.#sender.send([Msg.ERROR, callId, why]);
+    } catch {
+      // Not even that (its data cannot travel either): the bare code and message.
+      this.#sender.trySend([Msg.ERROR, callId, rpcError(why.code, why.message)]);
+    }
+  }
+
+  async #produce(call: IncomingCall, iterable: AsyncIterable<unknown>, fds: Fd[] | null): Promise<void> {
+    const credit = (call.credit = new Credit());
+    const iterator = iterable[Symbol.asyncIterator]();
+    const connection = this.#connection;
+    call.onCancel = () => credit.interrupt();
+    try {
+      for (;;) {
+        await credit.wait();
+        if (call.cancelled || connection.closed) break;
+        const step = await iterator.next();
+        if (step.done || call.cancelled || connection.closed) break;
+        credit.spend();
+        if (!this.#sender.send([Msg.STREAM_ITEM, call.id, prepareValue(step.value, 'item')])) await this.#sender.drained();
+      }
+      if (!call.cancelled && !connection.closed) this.#sender.send([Msg.STREAM_END, call.id]);
+    } catch (err) {
+      if (!call.cancelled && !connection.closed) this.#reply(call.id, Msg.ERROR, err);
+    } finally {
+      this.#forget(call.id);
+      closeAll(fds);
+      if (call.cancelled || connection.closed) await iterator.return?.().catch(() => {});
+    }
+  }
+
+  #forget(callId: number): void {
+    this.#incoming.delete(callId);
+    if (this.draining && this.#incoming.size === 0) this.#connection.emit('idle');
+  }
+}

@@ -1,0 +1,102 @@
+// The writing side of a connection: a message is encoded, checked against
+// what the peer accepts, and handed to the framing channel, and a peer that
+// stops reading is cut off before its backlog grows without bound.
+import { debuglog } from 'node:util';
+import type { FramedChannel } from '@afunix/framing';
+import { encode } from './codec.js';
+import { RpcCode, rpcError } from './errors.js';
+import type { Fd } from './fd.js';
+
+const debug = debuglog('afunix');
+
+const DEFAULT_MAX_OUTBOUND = 32 * 1024 * 1024;
+
+export interface SenderOptions {
+  /** The largest message the peer accepts (from its hello). */
+  peerMaxMessage?: number | undefined;
+  /** Bytes queued for a peer that does not read before it is cut off (default 32 MiB). */
+  maxOutboundBytes?: number | undefined;
+  exposeStack?: boolean | undefined;
+}
+
+/** The connection a sender writes for. */
+export interface SenderOwner {
+  readonly closed: boolean;
+  /** Cuts the connection off (a peer that stopped reading). */
+  destroy(err: Error): void;
+}
+
+function closeTransfers(transfers: Fd[]): void {
+  for (const fd of transfers) fd.close();
+}
+
+export class MessageSender {
+  readonly #channel: FramedChannel;
+  readonly #options: SenderOptions;
+  readonly #owner: SenderOwner;
+
+  constructor(channel: FramedChannel, options: SenderOptions, owner: SenderOwner) {
+    this.#channel = channel;
+    this.#options = options;
+    this.#owner = owner;
+  }
+
+  /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. Returns false once the peer should be waited for. */
+  send(message: unknown[]): boolean {
+    const { bytes, length, fds, transfers } = encode(message, this.#options.exposeStack);
+    const release = transfers ? () => closeTransfers(transfers) : undefined;
+    const limit = this.#options.peerMaxMessage;
+    if (limit !== undefined && length > limit) {
+      release?.();
+      throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
+    }
+    try {
+      const ok = this.#channel.send(bytes, fds, release);
+      if (!ok) this.#checkOutbound();
+      return ok;
+    } catch (err) {
+      release?.();
+      const code = (err as { code?: string }).code;
+      if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
+      if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', 'this transport cannot carry file descriptors');
+      if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
+      throw err;
+    }
+  }
+
+  /** For control messages where failure only means the peer is gone. */
+  trySend(message: unknown[]): void {
+    if (this.#owner.closed) return;
+    try {
+      this.send(message);
+    } catch (err) {
+      debug('could not send control message: %s', (err as Error).message);
+    }
+  }
+
+  /** Resolves once the channel drained (or closed). */
+  drained(): Promise<void> {
+    const channel = this.#channel;
+    return new Promise((resolve) => {
+      const done = () => {
+        channel.off('drain', done);
+        channel.off('close', done);
+        resolve();
+      };
+      channel.on('drain', done);
+      channel.on('close', done);
+    });
+  }
+
+  // Results and events do not wait for 'drain' (streams do): a peer that
+  // never reads would make them pile up here. Past the cap it is cut off,
+  // and only it.
+  #checkOutbound(): void {
+    const queued = this.#channel.transport.writableLength;
+    const cap = this.#options.maxOutboundBytes ?? DEFAULT_MAX_OUTBOUND;
+    if (queued <= cap) return;
+    debug('peer is not reading: %d bytes queued, over the cap of %d', queued, cap);
+    const err = rpcError(RpcCode.SLOW_CONSUMER, `the peer stopped reading: more than ${cap} bytes were waiting for it`);
+    this.#owner.destroy(err);
+  }
+}
