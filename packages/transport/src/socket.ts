@@ -56,6 +56,9 @@ const attachments = new WeakMap<object, Attachment>();
 
 const MAX_IOV = 1024;
 const DEFAULT_MAX_MESSAGE = 256 * 1024;
+// A stream chunk this large fills a sendmsg by itself: waiting a tick to
+// gather it with others saves no syscall, so it is written at once.
+const DIRECT_WRITE_MIN = 16 * 1024;
 
 // Buffer's own constructor for views (what Buffer.from(arrayBuffer) ends in),
 // reached through Buffer[Symbol.species] without Buffer.from's checks.
@@ -265,6 +268,10 @@ export class UnixSocket extends Duplex {
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     const empty = this.#refuseEmpty(chunk);
     if (empty) return callback(empty);
+    if (chunk.length >= DIRECT_WRITE_MIN && this.#mayWriteNow() && !attachments.has(chunk)) {
+      this.#writeNow(chunk, callback);
+      return;
+    }
     this.#enqueue(chunk);
     this.#afterEnqueue(callback);
   }
@@ -411,6 +418,29 @@ export class UnixSocket extends Duplex {
       return;
     }
     this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
+  }
+
+  // Nothing may overtake what is queued, and a write made while a read is
+  // delivered waits to leave with the rest of the reply.
+  #mayWriteNow(): boolean {
+    return this.type === 'stream' && this.#queue.length === 0 && !this.#delivering && this.#handle !== null;
+  }
+
+  // sendmsg straight from _write, as libuv's uv_try_write does for net: no
+  // queue entry, no tick of ours, and the Writable learns at once that the
+  // chunk is gone. What the kernel does not take is queued as usual.
+  #writeNow(chunk: Buffer, callback: (err?: Error | null) => void): void {
+    const r = this.#handle!.write(chunk, null);
+    if (r < 0 && r !== uv.EAGAIN) {
+      this.destroy(systemError(r, 'sendmsg'));
+      return;
+    }
+    const sent = r > 0 ? r : 0;
+    this.bytesWritten += sent;
+    if (sent === chunk.length) return callback();
+    this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
+    this.#waitWritable();
+    this.#afterEnqueue(callback);
   }
 
   #afterEnqueue(callback: (err?: Error | null) => void): void {

@@ -7,6 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connect, createServer, socketPair, type UnixServer, type UnixSocket } from '../src/index.js';
+import { pattern } from './helpers.js';
 
 let dir: string;
 let server: UnixServer | undefined;
@@ -69,6 +70,26 @@ describe('stream sockets', () => {
     a.end();
     await finished;
     expect(received).toBe(sent);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('keeps order when large writes (sent at once) and small ones (queued for the tick) mix, also past a full kernel buffer', async () => {
+    const [a, b] = socketPair('stream', { sendBufferSize: 32 * 1024 });
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < 40; i++) pieces.push(pattern(i % 3 === 1 ? 70_000 + i : 10 + i, i));
+    const expected = Buffer.concat(pieces);
+    const got = collect(b);
+    // Written in two ticks: in each, a large chunk may go straight to the
+    // kernel only while nothing written before it is still queued.
+    for (const p of pieces.slice(0, 20)) a.write(p);
+    await new Promise((r) => setImmediate(r));
+    for (const p of pieces.slice(20)) a.write(p);
+    a.end();
+    const data = await got;
+    expect(data.length).toBe(expected.length);
+    expect(data.equals(expected)).toBe(true);
+    expect(a.bytesWritten).toBe(expected.length);
     a.destroy();
     b.destroy();
   });
