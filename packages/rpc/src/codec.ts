@@ -2,10 +2,12 @@
 // types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
-import { randomBytes } from 'node:crypto';
 import { Packr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
+import { SPLICE_MIN, packSpliced, spliced } from './splice.js';
+
+export { SPLICE_MIN } from './splice.js';
 
 export const EXT_MAP = 1;
 export const EXT_ERROR = 2;
@@ -157,70 +159,9 @@ addExtension({
 
 packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
 
-// Large Buffers are not copied into the message. prepare() puts a small
-// marker Buffer in their place; encode() finds each marker in msgpackr's
-// output and sends the message as pieces (what precedes the marker, a bin
-// header, the caller's own bytes, what follows), which the framing layer
-// gathers into one sendmsg. The bytes on the wire are exactly those of the
-// Buffer encoded in place; one 64 KiB copy (and msgpackr growing its
-// buffer to hold it) fewer per message each way.
-export const SPLICE_MIN = 16 * 1024;
-// A marker: 12 random bytes (this process's) and a 4-byte id.
-const MARK = randomBytes(12);
-const MARK_HEAD = Buffer.concat([Buffer.from([0xc4, 16]), MARK]); // as msgpackr writes it: bin8, 16 bytes
-const spliced = new Map<number, Buffer>();
-// A marker's entry goes when encode() splices it in, or, for a prepared
-// value that is never encoded, when the marker is collected.
-const markers = new FinalizationRegistry<number>((id) => spliced.delete(id));
-let nextMarker = 0;
 // Inside a Map, Set or Error the value is packed into an extension's
-// payload, where a marker could not be spliced: no markers there.
+// payload (a nested pack), where a Buffer cannot be spliced: none there.
 let noSplice = 0;
-
-function marker(bytes: Buffer): Buffer {
-  const id = nextMarker++ >>> 0;
-  nextMarker >>>= 0;
-  const m = Buffer.allocUnsafe(16);
-  MARK.copy(m, 0);
-  m.writeUInt32LE(id, 12);
-  spliced.set(id, bytes);
-  markers.register(m, id);
-  return m;
-}
-
-function binHeader(length: number): Buffer {
-  if (length < 0x100) return Buffer.from([0xc4, length]);
-  if (length < 0x10000) return Buffer.from([0xc5, length >> 8, length & 0xff]);
-  const h = Buffer.allocUnsafe(5);
-  h[0] = 0xc6;
-  h.writeUInt32BE(length, 1);
-  return h;
-}
-
-// The packed message with each marker replaced by the Buffer it stands for.
-function splice(packed: Buffer): Buffer[] | null {
-  let at = packed.indexOf(MARK_HEAD);
-  if (at < 0) return null;
-  const pieces: Buffer[] = [];
-  let from = 0;
-  while (at >= 0) {
-    const end = at + MARK_HEAD.length + 4;
-    const id = packed.readUInt32LE(at + MARK_HEAD.length);
-    const bytes = spliced.get(id);
-    // Used once: the Buffer must not outlive the send (held until the marker
-    // is collected, every echoed 64 KiB body stayed alive until a GC: W3 fell
-    // from 0.98-1.07x the baseline's MB/s to 0.37x).
-    spliced.delete(id);
-    if (bytes && end <= packed.length) {
-      if (at > from) pieces.push(packed.subarray(from, at));
-      pieces.push(binHeader(bytes.length), bytes);
-      from = end;
-    }
-    at = packed.indexOf(MARK_HEAD, end);
-  }
-  if (from < packed.length) pieces.push(packed.subarray(from));
-  return pieces;
-}
 
 function encodeError(path: string, what: string) {
   return rpcError(RpcCode.ENCODE_ERROR, `cannot send ${what} at ${path}`, { path });
@@ -290,7 +231,7 @@ function prepare(value: unknown, depth: number): unknown {
     return value;
   }
   if (value === null) return value;
-  if (ArrayBuffer.isView(value)) return value.byteLength >= SPLICE_MIN && noSplice === 0 && Buffer.isBuffer(value) ? marker(value) : value;
+  if (ArrayBuffer.isView(value)) return value.byteLength >= SPLICE_MIN && noSplice === 0 && Buffer.isBuffer(value) ? spliced(value) : value;
   if (value instanceof Date || value instanceof Fd) return value;
   if (depth >= MAX_DEPTH) throw new Unsendable(`a value nested deeper than ${MAX_DEPTH} levels (a cycle?)`);
   if (Array.isArray(value)) return prepareArray(value, depth + 1);
@@ -378,12 +319,8 @@ export function encode(message: unknown[], withStacks = false): Encoded {
   outgoingTransfers = null;
   sendStacks = withStacks;
   try {
-    const packed = packr.pack(message);
-    const pieces = spliced.size > 0 ? splice(packed) : null;
-    if (!pieces) return { bytes: packed, length: packed.length, fds: outgoingFds, transfers: outgoingTransfers };
-    let length = 0;
-    for (const p of pieces) length += p.length;
-    return { bytes: pieces, length, fds: outgoingFds, transfers: outgoingTransfers };
+    const { bytes, length } = packSpliced(packr, message);
+    return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers };
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
     throw err;
