@@ -76,8 +76,31 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   return Num(info.Env(), SysShutdown(Int(info, 0), Int(info, 1)));
 }
 
+// Also takes the fd off the in-flight list (env_state.h): a number closed
+// here may be reused at once, so nothing else may close it again.
 Napi::Value Close(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysClose(Int(info, 0)));
+  int fd = Int(info, 0);
+  EnvState::Get(info.Env())->in_flight.erase(fd);
+  return Num(info.Env(), SysClose(fd));
+}
+
+// claim(fds): JavaScript code took these received fds (ReceivedFds.take):
+// they are its own from now on, never closed for it if a delivery is cut
+// short. Where they went (another thread, a net.Socket) is unknown here.
+Napi::Value Claim(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) return env.Undefined();
+  napi_value arr = info[0];
+  uint32_t n = 0;
+  napi_get_array_length(env, arr, &n);
+  EnvState* state = EnvState::Get(env);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    int32_t fd;
+    if (napi_get_element(env, arr, i, &item) == napi_ok && napi_get_value_int32(env, item, &fd) == napi_ok)
+      state->in_flight.erase(fd);
+  }
+  return env.Undefined();
 }
 
 Napi::Value SockName(const Napi::CallbackInfo& info) {
@@ -153,6 +176,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
   exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("claim", Napi::Function::New<Claim>(env, "claim"));
   exports.Set("sockName", Napi::Function::New<SockName>(env, "sockName"));
   exports.Set("peerCredentials", Napi::Function::New<PeerCredentials>(env, "peerCredentials"));
   exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));

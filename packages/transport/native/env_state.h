@@ -5,6 +5,7 @@
 
 #include <napi.h>
 
+#include <unordered_set>
 #include <vector>
 
 namespace afunix {
@@ -21,6 +22,11 @@ struct EnvState {
   Napi::Reference<Napi::ArrayBuffer> pool;
   size_t pool_used = 0;
   Conn* conns = nullptr;  // intrusive list of sockets not yet closed
+  // fds of the batch being handed to JavaScript (accepted connections,
+  // SCM_RIGHTS) that it has not yet adopted (SocketHandle), closed
+  // (close()) or taken (claim()). A worker terminated mid-delivery leaves
+  // some here, and only this list knows which: see SocketHandle::Settle.
+  std::unordered_set<int> in_flight;
   bool tearing_down = false;
   // Held while sockets close at teardown: Node runs the loop until released.
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;

@@ -94,6 +94,12 @@ void UnlinkConn(Conn* c) {
   c->prev = c->next = nullptr;
 }
 
+// From here on, what JavaScript does not adopt, close or take of these fds
+// is ours to close if the call that hands them over does not complete.
+void HandOver(EnvState* s, const std::vector<int>& fds) {
+  if (!fds.empty()) s->in_flight.insert(fds.begin(), fds.end());
+}
+
 }  // namespace
 
 Napi::Function SocketHandle::Define(Napi::Env env) {
@@ -142,6 +148,9 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   c->poll.data = c;
   conn_ = c;
   LinkConn(c);
+  // An accepted or received fd is this handle's now: closing it is for
+  // close() alone, whatever becomes of the delivery that brought it.
+  state->in_flight.erase(c->fd);
   on_read_ = Napi::Persistent(info[3].As<Napi::Function>());
   on_writable_ = Napi::Persistent(info[4].As<Napi::Function>());
   // An open socket must never be collected: it is released in OnClosed.
@@ -351,6 +360,21 @@ SocketHandle::Call SocketHandle::CallJs(Napi::FunctionReference& fn, std::initia
   return Call::kCutShort;
 }
 
+// After a call that handed fds over. Run to its end, JavaScript has adopted,
+// closed or taken every one (it closes what nobody wanted before it
+// returns), so the list is merely forgotten. Not run, or cut short by a
+// terminating worker, it never will: what is left is closed here. An fd a
+// SocketHandle now owns, or that JavaScript closed (its number may already
+// be reused), has left the list and is never closed twice.
+void SocketHandle::Settle(EnvState* state, Call r) {
+  // Most batches carry no fds: clear() on an emptied table would still
+  // zero every bucket it ever grew.
+  if (state->in_flight.empty()) return;
+  if (r != Call::kRan)
+    for (int fd : state->in_flight) SysClose(fd);
+  state->in_flight.clear();
+}
+
 void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   Conn* c = static_cast<Conn*>(poll->data);
   SocketHandle* self = c->owner;
@@ -404,13 +428,11 @@ void SocketHandle::DrainListener() {
   if (accepted.empty() && status == 0) return;
   Napi::Array fds = Napi::Array::New(env, accepted.size());
   for (size_t i = 0; i < accepted.size(); i++) fds.Set(i, Napi::Number::New(env, accepted[i]));
+  EnvState* state = conn_->state;
+  HandOver(state, accepted);
   Call r = CallJs(on_read_, {Napi::Number::New(env, status), fds});
-  if (r == Call::kRan) return;
-  // Nobody is left to own these connections (unless JavaScript got some of
-  // them before it was cut short: those are its to close).
-  if (r == Call::kNotRun)
-    for (int fd : accepted) SysClose(fd);
-  BeginClose(conn_);
+  Settle(state, r);
+  if (r != Call::kRan) BeginClose(conn_);
 }
 
 void SocketHandle::DrainSocket() {
@@ -499,12 +521,11 @@ bool SocketHandle::ReadBatch() {
   } else if (chunks.empty()) {
     list = env.Null();
   }
+  EnvState* state = c->state;
+  for (const Chunk& ch : chunks) HandOver(state, ch.meta.fds);
   Call r = Deliver(status, used, list);
+  Settle(state, r);
   if (r == Call::kRan) return more;
-  // JavaScript is gone: received fds it never saw have no owner.
-  if (r == Call::kNotRun)
-    for (const Chunk& ch : chunks)
-      for (int fd : ch.meta.fds) SysClose(fd);
   BeginClose(c);
   return false;
 }

@@ -68,6 +68,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   // may already belong to JavaScript and must not be closed twice.
   enum class Call { kRan, kNotRun, kCutShort };
   Call Deliver(int status, size_t used, Napi::Value chunks);
+  static void Settle(EnvState* state, Call r);
   bool PoolSlice(size_t len, napi_value* pool, size_t* offset);
   bool JsAlive();
   Call CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);

@@ -47,8 +47,10 @@ export class ReceivedFds implements Iterable<number> {
 
   /** Takes ownership of all held descriptors: closing them is now yours. */
   take(): number[] {
-    const fds = this.#fds.filter((fd) => fd >= 0);
-    this.#fds = [];
+    const fds = this.#release();
+    // The native side closes what a worker terminated mid-delivery had not
+    // taken; what was taken may already be elsewhere, so it is told.
+    if (fds.length > 0) native?.claim(fds);
     return fds;
   }
 
@@ -57,18 +59,25 @@ export class ReceivedFds implements Iterable<number> {
     const fd = this.#fds[index];
     if (fd === undefined || fd < 0) return undefined;
     this.#fds[index] = -1;
+    native?.claim([fd]);
     return fd;
   }
 
   /** Closes every descriptor that was not taken. Safe to call twice. */
   close(): void {
-    for (const fd of this.take()) {
+    for (const fd of this.#release()) {
       try {
         closeFd(fd);
       } catch {
         // Already closed by its taker: nothing of ours to release.
       }
     }
+  }
+
+  #release(): number[] {
+    const fds = this.#fds.filter((fd) => fd >= 0);
+    this.#fds = [];
+    return fds;
   }
 
   [Symbol.iterator](): Iterator<number> {

@@ -39,6 +39,8 @@ export interface NativeBinding {
   listen(fd: number, backlog: number): number;
   shutdown(fd: number, how: 0 | 1 | 2): number;
   close(fd: number): number;
+  /** Received fds that JavaScript code took: never closed for it if a delivery is cut short. */
+  claim(fds: number[]): void;
   sockName(fd: number, peer: boolean): number | Buffer;
   peerCredentials(fd: number): number | [number, number, number];
   peerPidfd(fd: number): number;

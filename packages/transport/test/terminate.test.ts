@@ -1,0 +1,87 @@
+// A worker terminated while the native side hands it a batch of fds (an
+// accept batch, or a read batch carrying SCM_RIGHTS) must not leak the fds
+// its JavaScript never got to adopt. The worker stops itself inside the
+// delivery and waits for terminate(), so the cut lands there every time.
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { connect, type UnixSocket } from '../src/index.js';
+import { addedSince, destroyAll, fixtures, openFds, requireDist, tempDir } from './helpers.js';
+
+let dir: ReturnType<typeof tempDir>;
+const sockets: UnixSocket[] = [];
+beforeEach(() => {
+  dir = tempDir();
+});
+afterEach(async () => {
+  await destroyAll(sockets);
+  dir.remove();
+});
+
+// Node opens a few descriptors of its own the first time a worker starts.
+beforeAll(async () => {
+  requireDist();
+  const w = new Worker(join(fixtures, 'worker_echo.mjs'));
+  await once(w, 'exit');
+});
+
+const ROUNDS = 3;
+const CONNECTIONS = 20;
+
+function start(scenario: 'accept' | 'fds') {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const file = join(dir.path, 'passed');
+  writeFileSync(file, 'passed around');
+  const w = new Worker(join(fixtures, 'worker_cut_short.mjs'), { workerData: { scenario, flag, file } });
+  const exited = once(w, 'exit') as Promise<[number]>;
+  const errors: Error[] = [];
+  w.on('error', (e) => errors.push(e));
+  const messages: Array<Record<string, unknown>> = [];
+  const waiters: Array<() => void> = [];
+  w.on('message', (m: Record<string, unknown>) => {
+    messages.push(m);
+    waiters.splice(0).forEach((f) => f());
+  });
+  const next = async (key: string): Promise<Record<string, unknown>> => {
+    for (;;) {
+      const m = messages.find((x) => key in x);
+      if (m) return m;
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
+  return { w, flag, exited, errors, next };
+}
+
+describe('worker terminated in the middle of a delivery', () => {
+  it(`an accept batch of ${CONNECTIONS}: the connections not yet adopted are closed (${ROUNDS} rounds)`, async () => {
+    const before = openFds();
+    for (let round = 0; round < ROUNDS; round++) {
+      const { w, flag, exited, errors, next } = start('accept');
+      const { address } = await next('address');
+      for (let i = 0; i < CONNECTIONS; i++) sockets.push(await connect(address as string));
+      Atomics.store(flag, 0, 1);
+      Atomics.notify(flag, 0);
+      await next('inDelivery');
+      await w.terminate();
+      expect((await exited)[0]).toBe(1);
+      expect(errors).toEqual([]);
+      await destroyAll(sockets);
+    }
+    // By 'exit' the worker's teardown has run: nothing is left to wait for.
+    expect(addedSince(before)).toEqual([]);
+  });
+
+  it(`a read batch of 10 chunks carrying 3 fds each: the fds not yet taken are closed (${ROUNDS} rounds)`, async () => {
+    const before = openFds();
+    for (let round = 0; round < ROUNDS; round++) {
+      const { w, exited, errors, next } = start('fds');
+      await next('inDelivery');
+      await w.terminate();
+      expect((await exited)[0]).toBe(1);
+      expect(errors).toEqual([]);
+    }
+    expect(addedSince(before)).toEqual([]);
+  });
+});
