@@ -19,6 +19,15 @@ int Int(const Napi::CallbackInfo& info, size_t i) {
   return info[i].IsNumber() ? info[i].As<Napi::Number>().Int32Value() : -1;
 }
 
+// A boolean argument, read without coercion. Value::ToBoolean() coerces
+// through a call that fails once a terminating worker cannot run JavaScript,
+// and node-addon-api then aborts the process on the empty result.
+bool Flag(const Napi::CallbackInfo& info, size_t i) {
+  bool v = false;
+  napi_get_value_bool(info.Env(), info[i], &v);
+  return v;
+}
+
 // Reads an address argument (raw sun_path bytes) without copying it.
 bool AddrArg(const Napi::CallbackInfo& info, size_t i, const uint8_t** p, size_t* len) {
   if (info[i].IsNull() || info[i].IsUndefined()) {
@@ -105,7 +114,7 @@ Napi::Value Claim(const Napi::CallbackInfo& info) {
 
 Napi::Value SockName(const Napi::CallbackInfo& info) {
   Address a;
-  int r = SysSockName(Int(info, 0), info[1].ToBoolean(), &a);
+  int r = SysSockName(Int(info, 0), Flag(info, 1), &a);
   if (r < 0) return Num(info.Env(), r);
   return AddrValue(info.Env(), a);
 }
@@ -127,7 +136,7 @@ Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetPassCred(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysSetPassCred(Int(info, 0), info[1].ToBoolean()));
+  return Num(info.Env(), SysSetPassCred(Int(info, 0), Flag(info, 1)));
 }
 
 Napi::Value SocketError(const Napi::CallbackInfo& info) {
@@ -143,11 +152,11 @@ Napi::Value Adopt(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetBufferSize(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysSetBufferSize(Int(info, 0), info[1].ToBoolean(), Int(info, 2)));
+  return Num(info.Env(), SysSetBufferSize(Int(info, 0), Flag(info, 1), Int(info, 2)));
 }
 
 Napi::Value GetBufferSize(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysGetBufferSize(Int(info, 0), info[1].ToBoolean()));
+  return Num(info.Env(), SysGetBufferSize(Int(info, 0), Flag(info, 1)));
 }
 
 }  // namespace

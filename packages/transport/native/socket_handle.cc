@@ -74,6 +74,15 @@ bool ReadView(napi_env env, napi_value v, uv_buf_t* out) {
   return true;
 }
 
+// A boolean argument, read without coercion: Value::ToBoolean() coerces
+// through a call that fails once a terminating worker cannot run
+// JavaScript, and node-addon-api aborts the process on its empty result.
+bool Flag(const Napi::CallbackInfo& info, size_t i) {
+  bool v = false;
+  napi_get_value_bool(info.Env(), info[i], &v);
+  return v;
+}
+
 // Reads element i of an array through the C API. node-addon-api would hand
 // back an empty value on failure (as while a worker is being terminated),
 // and any call chained on that aborts the process.
@@ -121,6 +130,10 @@ Napi::Function SocketHandle::Define(Napi::Env env) {
 SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<SocketHandle>(info), conn_(nullptr), async_(info.Env(), "afunix:socket") {
   Napi::Env env = info.Env();
+  // napi_wrap refuses once a terminating worker can no longer run
+  // JavaScript; the object is then no handle at all, and the Ref() below
+  // would abort the process on the empty reference. Nothing is taken over.
+  if (Napi::ObjectWrap<SocketHandle>::IsEmpty()) return;
   if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[3].IsFunction() ||
       !info[4].IsFunction()) {
     Napi::TypeError::New(env, "SocketHandle(fd, kind, listener, onRead, onWritable)")
@@ -133,7 +146,7 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   auto* c = new Conn();
   c->fd = info[0].As<Napi::Number>().Int32Value();
   c->kind = static_cast<Kind>(info[1].As<Napi::Number>().Int32Value());
-  c->listener = info[2].ToBoolean();
+  c->listener = Flag(info, 2);
   c->state = state;
   c->owner = this;
   int r = uv_poll_init_socket(loop, &c->poll, c->fd);
@@ -199,7 +212,7 @@ Napi::Value SocketHandle::ReadStop(const Napi::CallbackInfo& info) {
 
 Napi::Value SocketHandle::WatchWritable(const Napi::CallbackInfo& info) {
   if (conn_ == nullptr || conn_->closing) return Napi::Number::New(info.Env(), UV_EBADF);
-  conn_->want_write = info[0].ToBoolean();
+  conn_->want_write = Flag(info, 0);
   return Napi::Number::New(info.Env(), UpdatePoll());
 }
 
