@@ -1,21 +1,19 @@
 // UnixSocket: a connected AF_UNIX socket as a Node Duplex. Stream sockets
 // carry bytes, seqpacket sockets whole messages (one write, one message).
-// Writes made in one tick leave in one sendmsg; EAGAIN becomes backpressure.
+// The write side lives in write-queue.ts, a read batch's decoding in
+// read-batch.ts; this file is the Duplex and the socket's own calls.
 import { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
-import { createRequire } from 'node:module';
 import { decodeAddress } from './address.js';
-import { afunixError, check, systemError, unsupported, uv } from './errors.js';
-import { type FdLike, ReceivedFds, toFds } from './fds.js';
+import { check, systemError, unsupported, uv } from './errors.js';
+import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type SocketType, native } from './native.js';
+import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
+import { WriteQueue, prepareSend } from './write-queue.js';
+
+export type { Credentials } from './read-batch.js';
 
 const debug = debuglog('afunix');
-
-export interface Credentials {
-  pid: number;
-  uid: number;
-  gid: number;
-}
 
 /** Receives every chunk (stream) or message (seqpacket) with what came with it. */
 export type Receiver = (data: Buffer, fds: ReceivedFds | null, credentials: Credentials | null) => void;
@@ -36,73 +34,7 @@ export interface UnixSocketOptions {
   sendBufferSize?: number;
 }
 
-interface Pending {
-  bufs: Uint8Array[];
-  size: number;
-  fds: number[] | null;
-  /** Called once the fds have left (or never will): the sender's copies are free. */
-  onSent: (() => void) | null;
-}
-
-// fds (and extra gathered pieces) that travel with a chunk given to send().
-// Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
-interface Attachment {
-  fds: number[] | null;
-  onSent: (() => void) | null;
-  /** seqpacket: every piece of the message, in order (the carrier among them). */
-  message: Uint8Array[] | null;
-}
-const attachments = new WeakMap<object, Attachment>();
-
-const MAX_IOV = 1024;
 const DEFAULT_MAX_MESSAGE = 256 * 1024;
-// A stream chunk this large fills a sendmsg by itself: waiting a tick to
-// gather it with others saves no syscall, so it is written at once.
-const DIRECT_WRITE_MIN = 16 * 1024;
-
-// Buffer's own constructor for views (what Buffer.from(arrayBuffer) ends in),
-// reached through Buffer[Symbol.species] without Buffer.from's checks.
-type ViewConstructor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => Buffer;
-const species = (Buffer as unknown as { [Symbol.species]?: unknown })[Symbol.species];
-const FastBuffer: ViewConstructor =
-  typeof species === 'function' && species !== Buffer
-    ? (species as ViewConstructor)
-    : (class {
-        constructor(buffer: ArrayBuffer, byteOffset: number, length: number) {
-          return Buffer.from(buffer, byteOffset, length);
-        }
-      } as unknown as ViewConstructor);
-let lastPool: ArrayBuffer | null = null;
-let markAsUntransferable: ((object: object) => void) | null = null;
-
-// Small reads share a pool, as Buffer.allocUnsafe's results do: a Buffer
-// handed out is a view of it. Like Node's own pool it may not be transferred
-// to another thread, which would take the memory from every other view.
-function poolView(pool: ArrayBuffer, offset: number, length: number): Buffer {
-  if (pool !== lastPool) {
-    lastPool = pool;
-    // worker_threads is loaded when first needed, not with this module.
-    // Loaded at startup it tipped how the heap is laid out so that bulk
-    // receivers nearly always got their 120 KiB batch buffers as fresh,
-    // page-faulting memory (19k instead of 12k faults per 128 MiB, ~40% more
-    // receiver CPU; 10 of 10 runs, against 2 to 6 of 10 before the pool).
-    markAsUntransferable ??= (createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads')).markAsUntransferable;
-    markAsUntransferable(pool);
-  }
-  return new FastBuffer(pool, offset, length);
-}
-
-function credentialsOf(raw: unknown): Credentials | null {
-  if (!Array.isArray(raw)) return null;
-  return { pid: raw[0] as number, uid: raw[1] as number, gid: raw[2] as number };
-}
-
-function closeChunkFds(chunks: unknown[], from: number): void {
-  for (let i = from; i < chunks.length; i += 4) {
-    const fds = chunks[i + 1];
-    if (Array.isArray(fds)) new ReceivedFds(fds as number[]).close();
-  }
-}
 
 export class UnixSocket extends Duplex {
   /** 'stream' or 'seqpacket'. */
@@ -113,19 +45,10 @@ export class UnixSocket extends Duplex {
 
   #fd: number;
   #handle: NativeHandle | null;
-  #queue: Pending[] = [];
-  #queuedBytes = 0;
-  #flushScheduled = false;
-  #delivering = false; // inside #onRead: a flush is due when it returns, not on the next tick
-  #flushAfterRead = false;
-  #blocked = false; // the kernel took less than asked: wait for writable
-  #watching = false; // the writable watch is on (it outlives #blocked, see flush)
-  #heldCallback: ((err?: Error | null) => void) | null = null;
-  #finalCallback: ((err?: Error | null) => void) | null = null;
+  #writes: WriteQueue;
   #reading = false;
   #receiver: Receiver | null = null;
   #peer: Credentials | undefined;
-  #connectWaiter: (() => void) | null = null;
   #maxMessage: number;
 
   /** @internal Sockets come from connect(), a server, socketPair() or fromFd(). */
@@ -139,7 +62,9 @@ export class UnixSocket extends Duplex {
     if (!native) throw unsupported('UnixSocket', 'the native addon is not loaded');
     this.type = type;
     this.#fd = fd;
-    this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#onWritable);
+    this.#writes = new WriteQueue(this, fd);
+    this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#writes.onWritable);
+    this.#writes.attach(this.#handle);
     this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     if (message) this.#handle.setMaxMessage(this.#maxMessage);
     if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
@@ -199,32 +124,11 @@ export class UnixSocket extends Duplex {
    * before it got them): from then on the caller may close its copies.
    */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
-    const all = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
-    const fdList = toFds(fds);
-    const size = all.reduce((n, p) => n + p.byteLength, 0);
-    if (size === 0 && (this.type === 'stream' || !fdList)) {
-      // A stream cannot carry fds without a byte; an empty seqpacket message
-      // would read as end-of-stream on the other side.
-      throw afunixError('ERR_AFUNIX_EMPTY', `${this.type} sockets cannot send an empty message${fdList ? ' (fds need at least one byte)' : ''}`);
-    }
-    // The bytes go through the Writable, so that write()'s return value,
-    // 'drain' and writableLength count them. On a stream each piece is its
-    // own write (the queue gathers them into one sendmsg, no copy). A
-    // seqpacket message must stay one chunk: its largest piece carries it,
-    // with the others attached, so the count is off by a header at most.
-    const pieces = all.filter((p) => p.byteLength > 0);
-    const seqpacket = this.type === 'seqpacket' && pieces.length > 1;
-    const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
-    const carried = pieces[carrierAt] ?? Buffer.alloc(0);
-    // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
-    const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
-    const sent = onSent ? once(onSent) : null;
-    const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
-    attachments.set(carrier, { fds: fdList, onSent: sent, message });
+    const { carrier, others, sent } = prepareSend(this.type, data, toFds(fds), onSent);
     // A write still buffered in the Writable when the socket is destroyed
     // fails through its callback; that also frees the sender's fds.
     let ok = sent ? this.write(carrier, (err) => err && sent()) : this.write(carrier);
-    if (!seqpacket) for (let i = 1; i < pieces.length; i++) ok = this.write(pieces[i]!);
+    for (const piece of others) ok = this.write(piece);
     return ok;
   }
 
@@ -266,47 +170,21 @@ export class UnixSocket extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    const empty = this.#refuseEmpty(chunk);
-    if (empty) return callback(empty);
-    if (chunk.length >= DIRECT_WRITE_MIN && this.#mayWriteNow() && !attachments.has(chunk)) {
-      this.#writeNow(chunk, callback);
-      return;
-    }
-    this.#enqueue(chunk);
-    this.#afterEnqueue(callback);
+    this.#writes.write(chunk, callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
-    for (const { chunk } of chunks) {
-      const empty = this.#refuseEmpty(chunk);
-      if (empty) return callback(empty);
-    }
-    for (const { chunk } of chunks) this.#enqueue(chunk);
-    this.#afterEnqueue(callback);
-  }
-
-  // write(Buffer.alloc(0)) would put an empty message on a seqpacket socket,
-  // which the peer reads as end-of-stream; send() refuses it, so must write().
-  #refuseEmpty(chunk: Buffer): Error | null {
-    if (this.type !== 'seqpacket' || chunk.length > 0) return null;
-    const attachment = attachments.get(chunk);
-    if (attachment?.fds) return null;
-    return afunixError('ERR_AFUNIX_EMPTY', 'seqpacket sockets cannot send an empty message (the peer would read it as end-of-stream)');
+    this.#writes.writev(chunks, callback);
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    if (this.#queue.length > 0) this.#finalCallback = callback;
-    else this.#shutdown(callback);
+    this.#writes.final(callback);
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const handle = this.#handle;
     this.#handle = null;
-    for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
-    this.#queue = [];
-    this.#queuedBytes = 0;
-    this.#heldCallback = null;
-    this.#finalCallback = null;
+    this.#writes.close();
     debug('socket fd=%d destroy %s', this.#fd, err?.message ?? '');
     if (handle) handle.close(() => callback(err));
     else callback(err);
@@ -339,20 +217,14 @@ export class UnixSocket extends Duplex {
     length?: number,
   ): void => {
     if (bytes !== undefined) {
-      const data = offset === undefined ? (bytes as Buffer) : poolView(bytes as ArrayBuffer, offset, length!);
-      // What the listeners write in reply leaves in one sendmsg as soon as
-      // they return: before the Readable's and Writable's own nextTicks run,
-      // and without a nextTick of ours.
-      this.#delivering = true;
+      const data = batchBytes(bytes, offset, length);
+      // What the listeners write in reply leaves when they return.
+      this.#writes.deliveryStarted();
       try {
         if (!chunks) this.#deliver(data, null, null);
         else this.#deliverAll(data, chunks);
       } finally {
-        this.#delivering = false;
-        if (this.#flushAfterRead) {
-          this.#flushAfterRead = false;
-          this.flush();
-        }
+        this.#writes.deliveryEnded();
       }
     }
     if (status === 0) return;
@@ -372,10 +244,10 @@ export class UnixSocket extends Duplex {
         closeChunkFds(chunks, i);
         return;
       }
-      const len = chunks[i] as number;
-      const fds = chunks[i + 1] ? new ReceivedFds(chunks[i + 1] as number[]) : null;
+      const len = chunkLength(chunks, i);
+      const fds = chunkFds(chunks, i);
       try {
-        this.#deliver(bytes.subarray(offset, offset + len), fds, credentialsOf(chunks[i + 3]));
+        this.#deliver(bytes.subarray(offset, offset + len), fds, chunkCredentials(chunks, i));
       } catch (err) {
         closeChunkFds(chunks, i + 4);
         throw err;
@@ -400,181 +272,13 @@ export class UnixSocket extends Duplex {
     }
   }
 
-  #enqueue(chunk: Buffer): void {
-    const attachment = attachments.get(chunk);
-    const fds = attachment?.fds ?? null;
-    const bufs = attachment?.message ?? [chunk];
-    const size = attachment?.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
-    this.#queuedBytes += size;
-    // Never index an empty array with -1: that is a named-property miss,
-    // looked up through the prototype chain in the runtime on every write.
-    const n = this.#queue.length;
-    const last = n > 0 ? this.#queue[n - 1] : undefined;
-    // Stream bytes without fds join the previous sendmsg; fds start a new one
-    // so that they travel with their own first byte.
-    if (this.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
-      last.bufs.push(chunk);
-      last.size += size;
-      return;
-    }
-    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
-  }
-
-  // Nothing may overtake what is queued, and a write made while a read is
-  // delivered waits to leave with the rest of the reply.
-  #mayWriteNow(): boolean {
-    return this.type === 'stream' && this.#queue.length === 0 && !this.#delivering && this.#handle !== null;
-  }
-
-  // sendmsg straight from _write, as libuv's uv_try_write does for net: no
-  // queue entry, no tick of ours, and the Writable learns at once that the
-  // chunk is gone. What the kernel does not take is queued as usual.
-  #writeNow(chunk: Buffer, callback: (err?: Error | null) => void): void {
-    const r = this.#handle!.write(chunk, null);
-    if (r < 0 && r !== uv.EAGAIN) {
-      this.destroy(systemError(r, 'sendmsg'));
-      return;
-    }
-    const sent = r > 0 ? r : 0;
-    this.bytesWritten += sent;
-    if (sent === chunk.length) return callback();
-    this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
-    this.#waitWritable();
-    this.#afterEnqueue(callback);
-  }
-
-  #afterEnqueue(callback: (err?: Error | null) => void): void {
-    if (!this.#flushScheduled && !this.#blocked) {
-      this.#flushScheduled = true;
-      if (this.#delivering) this.#flushAfterRead = true;
-      else process.nextTick(flushSoon, this);
-    }
-    if (this.#queuedBytes < this.writableHighWaterMark) callback();
-    else this.#heldCallback = callback;
-  }
-
-  /** @internal */
+  /** @internal Sends what is queued now (the queue does so by itself on the next tick). */
   flush(): void {
-    this.#flushScheduled = false;
-    const handle = this.#handle;
-    if (!handle) return;
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0]!;
-      const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
-      if (r === uv.EAGAIN) {
-        this.#waitWritable();
-        break;
-      }
-      if (r < 0) {
-        this.destroy(systemError(r, 'sendmsg'));
-        return;
-      }
-      this.bytesWritten += r;
-      this.#queuedBytes -= r;
-      if (head.onSent) notifySent(head);
-      if (r < head.size) {
-        this.#consumePartial(head, r);
-        this.#waitWritable();
-        break;
-      }
-      this.#queue.shift();
-    }
-    // Drained, but the writable watch stays on: a writer that just filled the
-    // kernel buffer usually fills it again, and every watch change costs an
-    // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
-    // event that finds nothing queued turns it off.
-    if (this.#queue.length === 0) this.#blocked = false;
-    this.#releaseCallbacks();
+    this.#writes.flush();
   }
-
-  #consumePartial(head: Pending, sent: number): void {
-    head.fds = null; // they left with the first byte
-    head.size -= sent;
-    let left = sent;
-    while (left > 0) {
-      const b = head.bufs[0]!;
-      if (b.byteLength <= left) {
-        left -= b.byteLength;
-        head.bufs.shift();
-      } else {
-        head.bufs[0] = b.subarray(left);
-        left = 0;
-      }
-    }
-  }
-
-  #waitWritable(): void {
-    this.#blocked = true;
-    this.#watchWritable(true);
-  }
-
-  #watchWritable(on: boolean): void {
-    if (this.#watching === on || !this.#handle) return;
-    this.#watching = on;
-    const r = this.#handle.watchWritable(on);
-    if (r < 0) this.destroy(systemError(r, 'poll'));
-  }
-
-  #onWritable = (): void => {
-    const waiter = this.#connectWaiter;
-    this.#connectWaiter = null;
-    this.#blocked = false;
-    if (this.#queue.length > 0) this.flush();
-    else this.#watchWritable(false);
-    waiter?.();
-  };
 
   /** @internal Resolves once the socket is writable (an async connect finished). */
   whenWritable(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#connectWaiter = resolve;
-      if (!this.#handle) this.destroy(systemError(uv.EBADF!, 'poll'));
-      else this.#watchWritable(true);
-    });
+    return this.#writes.whenWritable();
   }
-
-  #releaseCallbacks(): void {
-    const held = this.#heldCallback;
-    if (held && this.#queuedBytes < this.writableHighWaterMark) {
-      this.#heldCallback = null;
-      held();
-    }
-    const final = this.#finalCallback;
-    if (final && this.#queue.length === 0) {
-      this.#finalCallback = null;
-      this.#shutdown(final);
-    }
-  }
-
-  #shutdown(callback: (err?: Error | null) => void): void {
-    const r = native!.shutdown(this.#fd, 1);
-    // The peer may already be gone; there is nothing left to half-close then.
-    if (r < 0 && r !== uv.ENOTCONN) callback(systemError(r, 'shutdown'));
-    else callback();
-  }
-}
-
-function indexOfLargest(pieces: readonly Uint8Array[]): number {
-  let at = 0;
-  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
-  return at;
-}
-
-function once(fn: () => void): () => void {
-  let called = false;
-  return () => {
-    if (called) return;
-    called = true;
-    fn();
-  };
-}
-
-function notifySent(entry: Pending): void {
-  const onSent = entry.onSent!;
-  entry.onSent = null;
-  onSent();
-}
-
-function flushSoon(socket: UnixSocket): void {
-  socket.flush();
 }

@@ -1,0 +1,339 @@
+// The write side of a UnixSocket: what write(), send() and end() hand over
+// waits here until the kernel takes it. Writes made in one tick leave in one
+// sendmsg; a large chunk with nothing ahead of it leaves at once; EAGAIN
+// becomes backpressure (the Writable's callback is held until there is room).
+import { afunixError, systemError, uv } from './errors.js';
+import { type NativeHandle, native } from './native.js';
+
+type Callback = (err?: Error | null) => void;
+
+/** What the queue needs of its socket. */
+export interface WriteHost {
+  readonly type: 'stream' | 'seqpacket';
+  readonly writableHighWaterMark: number;
+  bytesWritten: number;
+  destroy(err?: Error): unknown;
+}
+
+interface Pending {
+  bufs: Uint8Array[];
+  size: number;
+  fds: number[] | null;
+  /** Called once the fds have left (or never will): the sender's copies are free. */
+  onSent: (() => void) | null;
+}
+
+// fds (and extra gathered pieces) that travel with a chunk given to send().
+// Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
+interface Attachment {
+  fds: number[] | null;
+  onSent: (() => void) | null;
+  /** seqpacket: every piece of the message, in order (the carrier among them). */
+  message: Uint8Array[] | null;
+}
+const attachments = new WeakMap<object, Attachment>();
+
+const MAX_IOV = 1024;
+// A stream chunk this large fills a sendmsg by itself: waiting a tick to
+// gather it with others saves no syscall, so it is written at once.
+const DIRECT_WRITE_MIN = 16 * 1024;
+
+/**
+ * send()'s data as the writes to make: the first carries the fds (and, on
+ * seqpacket, the whole message); `sent` is `onSent`, callable once.
+ */
+export function prepareSend(
+  type: 'stream' | 'seqpacket',
+  data: Uint8Array | readonly Uint8Array[],
+  fds: number[] | null,
+  onSent: (() => void) | undefined,
+): { carrier: Buffer; others: Uint8Array[]; sent: (() => void) | null } {
+  const all = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+  const size = all.reduce((n, p) => n + p.byteLength, 0);
+  if (size === 0 && (type === 'stream' || !fds)) {
+    // A stream cannot carry fds without a byte; an empty seqpacket message
+    // would read as end-of-stream on the other side.
+    throw afunixError('ERR_AFUNIX_EMPTY', `${type} sockets cannot send an empty message${fds ? ' (fds need at least one byte)' : ''}`);
+  }
+  // The bytes go through the Writable, so that write()'s return value,
+  // 'drain' and writableLength count them. On a stream each piece is its
+  // own write (the queue gathers them into one sendmsg, no copy). A
+  // seqpacket message must stay one chunk: its largest piece carries it,
+  // with the others attached, so the count is off by a header at most.
+  const pieces = all.filter((p) => p.byteLength > 0);
+  const seqpacket = type === 'seqpacket' && pieces.length > 1;
+  const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
+  const carried = pieces[carrierAt] ?? Buffer.alloc(0);
+  // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
+  const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
+  const sent = onSent ? once(onSent) : null;
+  const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
+  attachments.set(carrier, { fds, onSent: sent, message });
+  return { carrier, others: seqpacket ? [] : pieces.slice(1), sent };
+}
+
+export class WriteQueue {
+  #host: WriteHost;
+  #fd: number;
+  #handle: NativeHandle | null = null;
+  #queue: Pending[] = [];
+  #queuedBytes = 0;
+  #flushScheduled = false;
+  #delivering = false; // a read is being delivered: a flush is due when it returns, not on the next tick
+  #flushAfterRead = false;
+  #blocked = false; // the kernel took less than asked: wait for writable
+  #watching = false; // the writable watch is on (it outlives #blocked, see flush)
+  #heldCallback: Callback | null = null;
+  #finalCallback: Callback | null = null;
+  #connectWaiter: (() => void) | null = null;
+
+  constructor(host: WriteHost, fd: number) {
+    this.#host = host;
+    this.#fd = fd;
+  }
+
+  /** The socket's handle, made after the queue because it calls onWritable. */
+  attach(handle: NativeHandle): void {
+    this.#handle = handle;
+  }
+
+  /** The Writable's _write. */
+  write(chunk: Buffer, callback: Callback): void {
+    const empty = this.#refuseEmpty(chunk);
+    if (empty) return callback(empty);
+    if (chunk.length >= DIRECT_WRITE_MIN && this.#mayWriteNow() && !attachments.has(chunk)) {
+      this.#writeNow(chunk, callback);
+      return;
+    }
+    this.#enqueue(chunk);
+    this.#afterEnqueue(callback);
+  }
+
+  /** The Writable's _writev. */
+  writev(chunks: Array<{ chunk: Buffer }>, callback: Callback): void {
+    for (const { chunk } of chunks) {
+      const empty = this.#refuseEmpty(chunk);
+      if (empty) return callback(empty);
+    }
+    for (const { chunk } of chunks) this.#enqueue(chunk);
+    this.#afterEnqueue(callback);
+  }
+
+  /** The Writable's _final: shut our side once everything queued has left. */
+  final(callback: Callback): void {
+    if (this.#queue.length > 0) this.#finalCallback = callback;
+    else this.#shutdown(callback);
+  }
+
+  /** The socket is being destroyed: nothing queued will leave. */
+  close(): void {
+    this.#handle = null;
+    for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#heldCallback = null;
+    this.#finalCallback = null;
+  }
+
+  // What the listeners write in reply to a read leaves in one sendmsg as soon
+  // as they return: before the Readable's and Writable's own nextTicks run,
+  // and without a nextTick of ours.
+  deliveryStarted(): void {
+    this.#delivering = true;
+  }
+
+  deliveryEnded(): void {
+    this.#delivering = false;
+    if (this.#flushAfterRead) {
+      this.#flushAfterRead = false;
+      this.flush();
+    }
+  }
+
+  // write(Buffer.alloc(0)) would put an empty message on a seqpacket socket,
+  // which the peer reads as end-of-stream; send() refuses it, so must write().
+  #refuseEmpty(chunk: Buffer): Error | null {
+    if (this.#host.type !== 'seqpacket' || chunk.length > 0) return null;
+    const attachment = attachments.get(chunk);
+    if (attachment?.fds) return null;
+    return afunixError('ERR_AFUNIX_EMPTY', 'seqpacket sockets cannot send an empty message (the peer would read it as end-of-stream)');
+  }
+
+  #enqueue(chunk: Buffer): void {
+    const attachment = attachments.get(chunk);
+    const fds = attachment?.fds ?? null;
+    const bufs = attachment?.message ?? [chunk];
+    const size = attachment?.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
+    this.#queuedBytes += size;
+    // Never index an empty array with -1: that is a named-property miss,
+    // looked up through the prototype chain in the runtime on every write.
+    const n = this.#queue.length;
+    const last = n > 0 ? this.#queue[n - 1] : undefined;
+    // Stream bytes without fds join the previous sendmsg; fds start a new one
+    // so that they travel with their own first byte.
+    if (this.#host.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
+      last.bufs.push(chunk);
+      last.size += size;
+      return;
+    }
+    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
+  }
+
+  // Nothing may overtake what is queued, and a write made while a read is
+  // delivered waits to leave with the rest of the reply.
+  #mayWriteNow(): boolean {
+    return this.#host.type === 'stream' && this.#queue.length === 0 && !this.#delivering && this.#handle !== null;
+  }
+
+  // sendmsg straight from _write, as libuv's uv_try_write does for net: no
+  // queue entry, no tick of ours, and the Writable learns at once that the
+  // chunk is gone. What the kernel does not take is queued as usual.
+  #writeNow(chunk: Buffer, callback: Callback): void {
+    const r = this.#handle!.write(chunk, null);
+    if (r < 0 && r !== uv.EAGAIN) {
+      this.#host.destroy(systemError(r, 'sendmsg'));
+      return;
+    }
+    const sent = r > 0 ? r : 0;
+    this.#host.bytesWritten += sent;
+    if (sent === chunk.length) return callback();
+    this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
+    this.#waitWritable();
+    this.#afterEnqueue(callback);
+  }
+
+  #afterEnqueue(callback: Callback): void {
+    if (!this.#flushScheduled && !this.#blocked) {
+      this.#flushScheduled = true;
+      if (this.#delivering) this.#flushAfterRead = true;
+      else process.nextTick(flushSoon, this);
+    }
+    if (this.#queuedBytes < this.#host.writableHighWaterMark) callback();
+    else this.#heldCallback = callback;
+  }
+
+  flush(): void {
+    this.#flushScheduled = false;
+    const handle = this.#handle;
+    if (!handle) return;
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0]!;
+      const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
+      if (r === uv.EAGAIN) {
+        this.#waitWritable();
+        break;
+      }
+      if (r < 0) {
+        this.#host.destroy(systemError(r, 'sendmsg'));
+        return;
+      }
+      this.#host.bytesWritten += r;
+      this.#queuedBytes -= r;
+      if (head.onSent) notifySent(head);
+      if (r < head.size) {
+        consumePartial(head, r);
+        this.#waitWritable();
+        break;
+      }
+      this.#queue.shift();
+    }
+    // Drained, but the writable watch stays on: a writer that just filled the
+    // kernel buffer usually fills it again, and every watch change costs an
+    // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
+    // event that finds nothing queued turns it off.
+    if (this.#queue.length === 0) this.#blocked = false;
+    this.#releaseCallbacks();
+  }
+
+  #waitWritable(): void {
+    this.#blocked = true;
+    this.#watchWritable(true);
+  }
+
+  #watchWritable(on: boolean): void {
+    if (this.#watching === on || !this.#handle) return;
+    this.#watching = on;
+    const r = this.#handle.watchWritable(on);
+    if (r < 0) this.#host.destroy(systemError(r, 'poll'));
+  }
+
+  /** The handle's writable callback. */
+  onWritable = (): void => {
+    const waiter = this.#connectWaiter;
+    this.#connectWaiter = null;
+    this.#blocked = false;
+    if (this.#queue.length > 0) this.flush();
+    else this.#watchWritable(false);
+    waiter?.();
+  };
+
+  /** Resolves once the socket is writable (an async connect finished). */
+  whenWritable(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#connectWaiter = resolve;
+      if (!this.#handle) this.#host.destroy(systemError(uv.EBADF!, 'poll'));
+      else this.#watchWritable(true);
+    });
+  }
+
+  #releaseCallbacks(): void {
+    const held = this.#heldCallback;
+    if (held && this.#queuedBytes < this.#host.writableHighWaterMark) {
+      this.#heldCallback = null;
+      held();
+    }
+    const final = this.#finalCallback;
+    if (final && this.#queue.length === 0) {
+      this.#finalCallback = null;
+      this.#shutdown(final);
+    }
+  }
+
+  #shutdown(callback: Callback): void {
+    const r = native!.shutdown(this.#fd, 1);
+    // The peer may already be gone; there is nothing left to half-close then.
+    if (r < 0 && r !== uv.ENOTCONN) callback(systemError(r, 'shutdown'));
+    else callback();
+  }
+}
+
+function consumePartial(head: Pending, sent: number): void {
+  head.fds = null; // they left with the first byte
+  head.size -= sent;
+  let left = sent;
+  while (left > 0) {
+    const b = head.bufs[0]!;
+    if (b.byteLength <= left) {
+      left -= b.byteLength;
+      head.bufs.shift();
+    } else {
+      head.bufs[0] = b.subarray(left);
+      left = 0;
+    }
+  }
+}
+
+function indexOfLargest(pieces: readonly Uint8Array[]): number {
+  let at = 0;
+  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
+  return at;
+}
+
+function once(fn: () => void): () => void {
+  let called = false;
+  return () => {
+    if (called) return;
+    called = true;
+    fn();
+  };
+}
+
+function notifySent(entry: Pending): void {
+  const onSent = entry.onSent!;
+  entry.onSent = null;
+  onSent();
+}
+
+function flushSoon(queue: WriteQueue): void {
+  queue.flush();
+}
