@@ -144,12 +144,14 @@ export class UnixServer extends EventEmitter {
   }
 
   #onAccept = (status: number, fds: number[]): void => {
-    for (let i = 0; i < fds.length; i++) {
-      if (!this.#handle) {
-        for (const fd of fds.slice(i)) native!.close(fd);
-        return;
-      }
-      this.#adopt(fds[i]!);
+    let taken = 0;
+    try {
+      while (taken < fds.length && this.#handle) this.#adopt(fds[taken++]!);
+    } finally {
+      // Closed meanwhile, or a 'connection' listener threw: the connections
+      // not yet adopted have no other owner (the native side forgets them
+      // once this call returns, by a throw too).
+      for (let k = taken; k < fds.length; k++) native!.close(fds[k]!);
     }
     if (status < 0) this.#acceptFailed(status);
     else this.#backoff = 0;

@@ -62,13 +62,16 @@ export class UnixSocket extends Duplex {
     if (!native) throw unsupported('UnixSocket', 'the native addon is not loaded');
     this.type = type;
     this.#fd = fd;
+    // Everything that can throw comes before the handle takes the fd: a
+    // constructor that throws has then taken nothing, and the caller's
+    // close(fd) cannot close an fd a live handle still owns.
+    if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
+    if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
+    this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     this.#writes = new WriteQueue(this, fd);
     this.#handle = new native.SocketHandle(fd, Kind[type], false, this.#onRead, this.#writes.onWritable);
     this.#writes.attach(this.#handle);
-    this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     if (message) this.#handle.setMaxMessage(this.#maxMessage);
-    if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
-    if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
   }
 
   /** The descriptor, for inspection; the socket owns it and closes it. */

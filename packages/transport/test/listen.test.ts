@@ -238,3 +238,14 @@ describe('connect errors', () => {
     expect(await failure(connect(name))).toMatchObject({ code: 'ECONNREFUSED', syscall: 'connect', address: name });
   });
 });
+
+describe('accepting', () => {
+  it('closes the rest of an accept batch when a connection listener throws', async () => {
+    const child = nodeChild('throwing_listener.mjs', [join(dir.path, 'throwing.sock')]);
+    const seen = await child.next<{ connections: number; thrown: number; added: number }>();
+    // One connection reached the listener and stays open (it owns it); the
+    // other four of the batch were closed: 5 client sockets + 1 accepted.
+    expect(seen).toEqual({ connections: 1, thrown: 1, added: 6 });
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+});
