@@ -100,6 +100,10 @@ const works = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status ==
 const canPin = works('taskset', ['-c', '0', 'true']);
 const canPrlimit = works('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, 'true']);
 
+// Extra node flags for every peer, for profiling a workload, e.g.
+// AFUNIX_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+const nodeArgs = process.env.AFUNIX_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+
 let seq = 0;
 const socketPath = () => join(tmpdir(), `afunix-rpcbench-${process.pid}-${seq++}.sock`);
 const now = () => process.hrtime.bigint();
@@ -111,7 +115,7 @@ class Peer {
   #rid = 0;
   constructor(role, system, address, options, { pinned = false, nofile = false } = {}) {
     this.what = `${system.name} ${options.workload ?? ''} ${role}`;
-    const cmd = [process.execPath, '--expose-gc', peerFile, role, system.file, system.name, address, JSON.stringify(options)];
+    const cmd = [process.execPath, '--expose-gc', ...nodeArgs, peerFile, role, system.file, system.name, address, JSON.stringify(options)];
     if (pinned) cmd.unshift('taskset', '-c', '0');
     if (nofile && canPrlimit) cmd.unshift('prlimit', `--nofile=${NOFILE}:${NOFILE}`, '--');
     this.child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
