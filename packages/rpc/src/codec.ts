@@ -2,7 +2,7 @@
 // types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
-import { Packr, addExtension } from 'msgpackr';
+import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
 import { MapBox, prepareNested } from './prepare.js';
@@ -40,16 +40,17 @@ let packr: Packr;
 // them after the outer unpack, each payload in an unpack of its own (which
 // may queue more). Every byte is decoded once, and nesting costs no stack.
 type Filled = Map<unknown, unknown> | Set<unknown> | RpcError;
+let decoding = false;
 let fills: Array<{ target: Filled; payload: Buffer }> | null = null;
 
 function later<T extends Filled>(target: T, payload: Buffer): T {
-  if (fills) fills.push({ target, payload });
+  if (decoding) (fills ??= []).push({ target, payload });
   else fill(target, payload); // outside decode() (someone else's unpack): at once
   return target;
 }
 
 function fill(target: Filled, payload: Buffer): void {
-  const value = packr.unpack(payload) as unknown;
+  const value = unpacker.unpack(payload) as unknown;
   if (target instanceof Map) {
     if (!Array.isArray(value) || value.length % 2 !== 0) throw rpcError(RpcCode.PROTOCOL_ERROR, 'malformed Map extension');
     for (let i = 0; i < value.length; i += 2) target.set(value[i], value[i + 1]);
@@ -143,7 +144,22 @@ addExtension({
   },
 });
 
-packr = new Packr({ moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false });
+const OPTIONS = { moreTypes: true, useRecords: false, int64AsType: 'bigint', structuredClone: false } as const;
+packr = new Packr(OPTIONS);
+
+// Small messages are unpacked from a copy in a buffer of our own, reused:
+// msgpackr makes a DataView for every new source it reads (and adds it to
+// the Buffer as a property), which was 40% of unpacking a small message;
+// copying its bytes costs a tenth of that. Nothing decoded may point into
+// that buffer, so there Buffers (bin) are copied out (copyBuffers), and
+// the extensions' payloads, views of it, are all read before decodeAt()
+// returns. Larger messages are read where they are, their Buffers views
+// of the frame: no copy of a large payload.
+const SMALL_MESSAGE = 1024;
+const scratch = Buffer.allocUnsafeSlow(SMALL_MESSAGE);
+const copying = new Unpackr({ ...OPTIONS, copyBuffers: true });
+// The unpacker of the message being decoded (fill() uses the same).
+let unpacker: Unpackr = packr;
 
 export interface Encoded {
   /** The message: one Buffer, or pieces to send back to back (large Buffers are not copied in). */
@@ -157,11 +173,19 @@ export interface Encoded {
 
 /** Encodes a message whose fields were already prepared. */
 export function encode(message: unknown[], withStacks = false): Encoded {
+  return packMessage(message, 0, withStacks);
+}
+
+/**
+ * Encodes one prepared value, leaving `reserve` bytes (up to 255) at the
+ * start of the first piece for the caller to fill in (envelope.ts).
+ */
+export function packMessage(value: unknown, reserve: number, withStacks: boolean): Encoded {
   outgoingFds = null;
   outgoingTransfers = null;
   sendStacks = withStacks;
   try {
-    const { bytes, length } = packSpliced(packr, message);
+    const { bytes, length } = packSpliced(packr, value, reserve);
     return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers };
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
@@ -184,28 +208,80 @@ export interface Decoded {
  * message that fails to decode has all of its fds closed.
  */
 export function decode(payload: Uint8Array, fds: number[] | null, closeFd: (fd: number) => void): Decoded {
+  const message = decodeAt(payload, 0, payload.length, fds, closeFd);
+  return { message, fds: takeDecodedFds() };
+}
+
+// msgpackr's unpack options, reused: it reads them on entry only.
+const range = { start: 0, end: 0 };
+
+// One msgpack value from source[start..end) (the value after an envelope
+// that readMessage() read itself, or a whole message). A range of a larger
+// buffer is not for anything else: msgpackr takes a source that ends past
+// 140 bytes for a large message and hands its strings to the native
+// extractor, which costs a small message more than it saves.
+function unpackRange(source: Uint8Array, start: number, end: number): unknown {
+  const length = end - start;
+  // (An end of 0 would mean "to the end of the source" to msgpackr.)
+  if (length > 0 && length <= SMALL_MESSAGE) {
+    copyBytes(source, start, end);
+    unpacker = copying;
+    range.start = 0;
+    range.end = length;
+    return copying.unpack(scratch, range);
+  }
+  unpacker = packr;
+  if (start === 0 && end === source.length) return packr.unpack(source);
+  if (length === 0) return packr.unpack(source.subarray(start, end));
+  range.start = start;
+  range.end = end;
+  return packr.unpack(source, range);
+}
+
+function copyBytes(source: Uint8Array, start: number, end: number): void {
+  if (Buffer.isBuffer(source)) source.copy(scratch, 0, start, end);
+  else scratch.set(source.subarray(start, end), 0);
+}
+
+let decodedFds: Fd[] | null = null;
+
+/**
+ * decode() of source[start..end), returning the value; the Fd wrappers it
+ * made are taken with takeDecodedFds() right after.
+ */
+export function decodeAt(source: Uint8Array, start: number, end: number, fds: number[] | null, closeFd: (fd: number) => void): unknown {
   incomingFds = fds;
   incomingWrapped = null;
-  fills = [];
-  let message: unknown;
+  decoding = true;
+  let value: unknown;
   try {
-    message = packr.unpack(payload);
+    value = unpackRange(source, start, end);
     // The extensions queued meanwhile (filling them may queue more).
-    for (let i = 0; i < fills.length; i++) fill(fills[i]!.target, fills[i]!.payload);
+    for (let i = 0; fills && i < fills.length; i++) fill(fills[i]!.target, fills[i]!.payload);
   } catch (err) {
     // (The extension callbacks above fill incomingWrapped during unpack.)
     for (const fd of (incomingWrapped as Fd[] | null) ?? []) fd.close();
+    incomingWrapped = null;
     throw err instanceof Error && (err as { code?: string }).code
       ? err
       : rpcError(RpcCode.PROTOCOL_ERROR, `undecodable message: ${(err as Error).message}`);
   } finally {
+    decoding = false;
     fills = null;
-    for (const fd of fds ?? []) if (fd >= 0) closeFd(fd);
+    unpacker = packr;
+    if (fds) for (const fd of fds) if (fd >= 0) closeFd(fd);
     incomingFds = null;
   }
-  const wrapped = incomingWrapped as Fd[] | null;
+  decodedFds = incomingWrapped;
   incomingWrapped = null;
-  return { message, fds: wrapped };
+  return value;
+}
+
+/** The Fd wrappers of the last decodeAt(). */
+export function takeDecodedFds(): Fd[] | null {
+  const fds = decodedFds;
+  decodedFds = null;
+  return fds;
 }
 
 /** A message as one contiguous Buffer (for tools and tests; the send path uses the pieces). */

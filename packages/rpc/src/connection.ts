@@ -13,6 +13,7 @@ import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { Credentials, ReceivedFds } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
+import { NO_ID, readMessage } from './envelope.js';
 import { RpcCode, RpcError, abortError, rpcError } from './errors.js';
 import { type Fd, closeAll, closeFdQuietly } from './fd.js';
 import { count, id, list, str } from './fields.js';
@@ -149,14 +150,14 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** Fire and forget: no answer, no error from the peer. */
   notify(method: string, args: unknown[]): void {
-    this.#sender.send([Msg.NOTIFY, method, prepareValue(args, 'args')]);
+    this.#sender.sendMessage(Msg.NOTIFY, NO_ID, method, prepareValue(args, 'args'));
   }
 
   /** Sends an event, unless the peer did not subscribe to it (on a server). */
   emitEvent(name: string, args: unknown[]): boolean {
     if (this.#closed) return false;
     if (this.#options.filterEvents && !this.#peerSubscriptions.has(name)) return false;
-    this.#sender.send([Msg.EVENT, name, prepareValue(args, 'args')]);
+    this.#sender.sendMessage(Msg.EVENT, NO_ID, name, prepareValue(args, 'args'));
     return true;
   }
 
@@ -227,10 +228,52 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     });
   }
 
-  #onFrame(payload: Buffer, fds: ReceivedFds | null): void {
+  #onFrame(payload: Buffer, received: ReceivedFds | null): void {
+    const fds = received ? received.take() : null;
+    let kind: number;
+    let callId: number;
+    let name: string;
+    let value: unknown;
+    let wrapped: Fd[] | null;
+    try {
+      const m = readMessage(payload, fds, closeFdQuietly);
+      if (!m) return this.#onOtherFrame(payload, fds);
+      // Out of the shared record before anything else can read a message.
+      ({ kind, id: callId, name, value, fds: wrapped } = m);
+    } catch (err) {
+      return this.#protocolError((err as Error).message);
+    }
+    try {
+      this.#route(kind, callId, name, value, wrapped);
+    } catch (err) {
+      this.#failedMessage(err, wrapped);
+    }
+  }
+
+  // The messages readMessage() reads, their fields checked already.
+  #route(kind: number, callId: number, name: string, value: unknown, fds: Fd[] | null): void {
+    switch (kind) {
+      case Msg.REQUEST:
+        return this.#incoming.onRequest(callId, name, list(value), fds);
+      case Msg.RESULT:
+        return this.#outgoing.onResult(callId, value);
+      case Msg.ERROR:
+        return this.#outgoing.onError(callId, value);
+      case Msg.STREAM_ITEM:
+        return this.#outgoing.onStreamItem(callId, value);
+      case Msg.NOTIFY:
+        return this.#incoming.onNotify(name, list(value), fds);
+      case Msg.EVENT:
+        return this.#onEvent(name, list(value), fds);
+    }
+  }
+
+  // Any other message, or one written in another way than ours: decoded
+  // whole, its fields checked one by one.
+  #onOtherFrame(payload: Buffer, fds: number[] | null): void {
     let decoded: Decoded;
     try {
-      decoded = decode(payload, fds ? fds.take() : null, closeFdQuietly);
+      decoded = decode(payload, fds, closeFdQuietly);
     } catch (err) {
       return this.#protocolError((err as Error).message);
     }
@@ -239,10 +282,14 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     try {
       this.#dispatch(m, decoded.fds);
     } catch (err) {
-      for (const fd of decoded.fds ?? []) fd.close();
-      if (err instanceof RpcError && err.code === RpcCode.PROTOCOL_ERROR) this.#protocolError(err.message);
-      else throw err;
+      this.#failedMessage(err, decoded.fds);
     }
+  }
+
+  #failedMessage(err: unknown, fds: Fd[] | null): void {
+    if (fds) for (const fd of fds) fd.close();
+    if (err instanceof RpcError && err.code === RpcCode.PROTOCOL_ERROR) this.#protocolError(err.message);
+    else throw err;
   }
 
   #dispatch(m: unknown[], fds: Fd[] | null): void {

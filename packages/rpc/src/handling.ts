@@ -164,7 +164,7 @@ export class IncomingCalls {
 
   #reply(callId: number, kind: number, value: unknown): void {
     try {
-      this.#sender.send([kind, callId, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result')]);
+      this.#sender.sendMessage(kind, callId, null, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result'));
     } catch (err) {
       if (err instanceof RpcError && err.code === RpcCode.CONNECTION_CLOSED) return;
       // The answer could not travel (unencodable, too large, too many fds):
@@ -179,7 +179,7 @@ export class IncomingCalls {
       ? err
       : rpcError(typeof code === 'string' ? code : RpcCode.ENCODE_ERROR, `the answer could not be sent: ${err instanceof Error ? err.message : String(err)}`);
     try {
-      this.#sender.send([Msg.ERROR, callId, why]);
+      this.#sender.sendMessage(Msg.ERROR, callId, null, why);
     } catch {
       // Not even that (its data cannot travel either): the bare code and message.
       this.#sender.trySend([Msg.ERROR, callId, rpcError(why.code, why.message)]);
@@ -198,7 +198,7 @@ export class IncomingCalls {
         const step = await iterator.next();
         if (step.done || call.cancelled || connection.closed) break;
         credit.spend();
-        if (!this.#sender.send([Msg.STREAM_ITEM, call.id, prepareValue(step.value, 'item')])) await this.#sender.drained();
+        if (!this.#sender.sendMessage(Msg.STREAM_ITEM, call.id, null, prepareValue(step.value, 'item'))) await this.#sender.drained();
       }
       if (!call.cancelled && !connection.closed) this.#sender.send([Msg.STREAM_END, call.id]);
     } catch (err) {

@@ -75,7 +75,7 @@ export class OutgoingCalls {
     if (signal?.aborted) return reject(abortError(signal.reason));
     const id = this.#nextId++;
     try {
-      this.#sender.send([Msg.REQUEST, id, method, prepareValue(args, 'args')]);
+      this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
     } catch (err) {
       return reject(err as Error);
     }

@@ -3,7 +3,8 @@
 // stops reading is cut off before its backlog grows without bound.
 import { debuglog } from 'node:util';
 import type { FramedChannel } from '@afunix/framing';
-import { encode } from './codec.js';
+import { type Encoded, encode } from './codec.js';
+import { encodeMessage } from './envelope.js';
 import { RpcCode, rpcError } from './errors.js';
 import type { Fd } from './fd.js';
 
@@ -43,7 +44,17 @@ export class MessageSender {
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. Returns false once the peer should be waited for. */
   send(message: unknown[]): boolean {
-    const { bytes, length, fds, transfers } = encode(message, this.#options.exposeStack);
+    return this.sendEncoded(encode(message, this.#options.exposeStack));
+  }
+
+  /** send() of [kind, id, name, value] (envelope.ts), without building the array. */
+  sendMessage(kind: number, id: number, name: string | null, value: unknown): boolean {
+    return this.sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack));
+  }
+
+  /** Sends a message encoded already (an event encoded once for every subscriber). */
+  sendEncoded(encoded: Encoded): boolean {
+    const { bytes, length, fds, transfers } = encoded;
     const release = transfers ? () => closeTransfers(transfers) : undefined;
     const limit = this.#options.peerMaxMessage;
     if (limit !== undefined && length > limit) {

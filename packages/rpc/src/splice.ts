@@ -10,7 +10,7 @@
 // Buffers waiting to be sent (a FinalizationRegistry for markers that were
 // never sent kept every marker to a full GC: a 64 KiB echo paid one
 // mark-compact per ~1 800 calls).
-import { addExtension } from 'msgpackr';
+import { RESERVE_START_SPACE, addExtension } from 'msgpackr';
 
 /** Buffers of at least this many bytes travel as pieces of their own. */
 export const SPLICE_MIN = 16 * 1024;
@@ -37,6 +37,7 @@ type PackNested = (value: unknown) => void;
 // by its Buffer. Set only while packSpliced() packs.
 let startTarget: Uint8Array | null = null;
 let startAt = 0;
+let reserved = 0;
 let found: Array<number | Buffer> | null = null;
 // Spliced values made since the last encode: only then is a message
 // packed with SplicedMessage around it (a plain message pays nothing).
@@ -87,7 +88,7 @@ function addWriter<T>(Class: new (...args: never[]) => T, type: number, write: (
 addWriter(SplicedMessage, EXT_MESSAGE, (m, allocate, pack) => {
   const { target, position } = allocate(0);
   startTarget = target;
-  startAt = position;
+  startAt = position - reserved;
   pack(m.message);
 });
 
@@ -115,18 +116,24 @@ export interface Pieces {
   length: number;
 }
 
-/** Packs a message, with any Spliced values in it as pieces of their own. */
-export function packSpliced(packr: { pack(value: unknown): Buffer }, message: unknown): Pieces {
+/**
+ * Packs a message, with any Spliced values in it as pieces of their own.
+ * `reserve` bytes (up to 255) are left at the start of the first piece for
+ * the caller to fill in.
+ */
+export function packSpliced(packr: { pack(value: unknown, options?: number): Buffer }, message: unknown, reserve = 0): Pieces {
+  const options = reserve > 0 ? RESERVE_START_SPACE | reserve : undefined;
   if (made === 0) {
-    const packed = packr.pack(message);
+    const packed = packr.pack(message, options);
     return { bytes: packed, length: packed.length };
   }
   made = 0;
   const splices: Array<number | Buffer> = [];
   found = splices;
+  reserved = reserve;
   let packed: Buffer;
   try {
-    packed = packr.pack(new SplicedMessage(message));
+    packed = packr.pack(new SplicedMessage(message), options);
   } finally {
     found = null;
     startTarget = null;

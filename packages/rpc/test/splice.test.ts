@@ -94,3 +94,28 @@ function collectLarge(value: unknown, out: Buffer[]): void {
     for (const v of Object.values(value)) collectLarge(v, out);
   }
 }
+
+describe('received Buffers', () => {
+  it('in a small message are copies: nothing decoded points into memory that the next message reuses', () => {
+    const first = Buffer.from([1, 2, 3, 4]);
+    const payload = Buffer.from(wire([Msg.RESULT, 1, prepareValue({ b: first, m: new Map([['k', first]]), s: new Set([first]) }, 'result')]).joined);
+    const got = (decode(payload, null, noClose).message as unknown[])[2] as { b: Buffer; m: Map<string, Buffer>; s: Set<Buffer> };
+    // Another message of the same size, all other bytes.
+    const other = Buffer.from(wire([Msg.RESULT, 1, prepareValue({ b: Buffer.from([9, 9, 9, 9]), m: new Map([['k', Buffer.from([9, 9, 9, 9])]]), s: new Set([Buffer.from([9, 9, 9, 9])]) }, 'result')]).joined);
+    expect(other.length).toBe(payload.length);
+    decode(other, null, noClose);
+    for (const b of [got.b, got.m.get('k')!, [...got.s][0]!]) {
+      expect(Buffer.isBuffer(b)).toBe(true);
+      expect([...b]).toEqual([1, 2, 3, 4]);
+      expect(b.buffer).not.toBe(payload.buffer);
+    }
+  });
+
+  it('typed arrays in a small message survive the next message too', () => {
+    const message = (n: number) => wire([Msg.RESULT, 1, prepareValue({ f: new Float64Array([n, n]), u: new Uint8Array([n, n, n]) }, 'result')]).joined;
+    const got = (decode(Buffer.from(message(1.5)), null, noClose).message as unknown[])[2] as { f: Float64Array; u: Uint8Array };
+    decode(Buffer.from(message(9)), null, noClose);
+    expect([...got.f]).toEqual([1.5, 1.5]);
+    expect([...got.u]).toEqual([1, 1, 1]);
+  });
+});
