@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include "sys.h"
+
 #include <unordered_set>
 #include <vector>
 
@@ -17,6 +19,9 @@ struct EnvState {
   // Receive scratch space shared by every socket of this environment: reads
   // are synchronous, so one buffer serves all, and idle sockets cost nothing.
   std::vector<uint8_t> scratch;
+  // Where a batch of seqpacket messages lands: one slot per message, each
+  // as large as the largest message, reserved but only touched as used.
+  Reservation slots;
   // Small read batches are copied into this pool and reach JavaScript as
   // views of it (see SocketHandle::Deliver); pool_used is the next free byte.
   Napi::Reference<Napi::ArrayBuffer> pool;

@@ -20,6 +20,9 @@ constexpr int kMaxReadsPerBatch = 64;
 constexpr size_t kBatchBytes = 120 * 1024;
 constexpr size_t kMinStreamRead = 16 * 1024;
 constexpr size_t kScratchSize = 1024 * 1024;
+// Address space for a batch of seqpacket messages: the batch is as many of
+// the largest message as fit (at least one, at most kMaxBatchMessages).
+constexpr size_t kSlotSpace = 16 * 1024 * 1024;
 // Batches under kPoolMax bytes are copied into a pool shared by the sockets
 // of an environment and reach JavaScript as views of it: Buffer.allocUnsafe's
 // trade, with its sizes. A Buffer of its own costs a malloc, a BackingStore,
@@ -33,12 +36,6 @@ constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux and macOS
 // Status reported when the kernel dropped descriptors (MSG_CTRUNC): outside
 // the errno range so it cannot be mistaken for a real error number.
 constexpr int kErrCtrunc = -100001;
-
-// One received piece of a batch, pointing into the shared scratch buffer.
-struct Chunk {
-  size_t len = 0;
-  RecvMeta meta;
-};
 
 bool HasMeta(const RecvMeta& m) { return !m.fds.empty() || m.has_cred || m.has_addr; }
 
@@ -71,6 +68,41 @@ bool ReadView(napi_env env, napi_value v, uv_buf_t* out) {
     return false;
   if (type != napi_uint8_array) return false;
   *out = uv_buf_init(static_cast<char*>(data), static_cast<unsigned int>(length));
+  return true;
+}
+
+// Adds a Uint8Array, or each of an array of them, to out.
+bool AppendViews(napi_env env, napi_value v, std::vector<uv_buf_t>* out) {
+  uv_buf_t one;
+  if (ReadView(env, v, &one)) {
+    out->push_back(one);
+    return true;
+  }
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array || napi_get_array_length(env, v, &n) != napi_ok ||
+      n > kMaxIov)
+    return false;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    if (napi_get_element(env, v, i, &item) != napi_ok || !ReadView(env, item, &one)) return false;
+    out->push_back(one);
+  }
+  return true;
+}
+
+// Adds the fds of an array of numbers (or nothing, for null) to out.
+bool AppendFds(napi_env env, napi_value v, std::vector<int>* out) {
+  bool is_array = false;
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array) return true;
+  uint32_t n = 0;
+  if (napi_get_array_length(env, v, &n) != napi_ok || n > static_cast<uint32_t>(kMaxFds)) return false;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    int fd;
+    if (napi_get_element(env, v, i, &item) != napi_ok || napi_get_value_int32(env, item, &fd) != napi_ok) return false;
+    out->push_back(fd);
+  }
   return true;
 }
 
@@ -121,6 +153,7 @@ Napi::Function SocketHandle::Define(Napi::Env env) {
                          InstanceMethod<&SocketHandle::Ref>("ref"),
                          InstanceMethod<&SocketHandle::Unref>("unref"),
                          InstanceMethod<&SocketHandle::SetMaxMessage>("setMaxMessage"),
+                         InstanceMethod<&SocketHandle::WriteMessages>("writeMessages"),
                          StaticValue("ERR_CTRUNC", Napi::Number::New(env, kErrCtrunc)),
                      });
 }
@@ -273,6 +306,39 @@ Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// writeMessages([data0, fds0, data1, fds1, ...]): whole messages, in order,
+// each data a Uint8Array or an array of them, each fds an array or null.
+// Returns how many messages were sent, or a negative error code if none was.
+Napi::Value SocketHandle::WriteMessages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (conn_ == nullptr || conn_->closing) return Napi::Number::New(env, UV_EBADF);
+  if (!info[0].IsArray()) return Napi::Number::New(env, UV_EINVAL);
+  napi_value list = info[0];
+  uint32_t length = info[0].As<Napi::Array>().Length();
+  size_t count = std::min<size_t>(length / 2, kMaxBatchMessages);
+  // Every piece and fd of the batch in one array each; items point into them.
+  std::vector<uv_buf_t> bufs;
+  std::vector<int> fds;
+  std::vector<size_t> buf_at(count + 1), fd_at(count + 1);
+  for (size_t i = 0; i < count; i++) {
+    napi_value data, rights;
+    if (!Element(env, list, static_cast<uint32_t>(2 * i), &data) ||
+        !Element(env, list, static_cast<uint32_t>(2 * i + 1), &rights) || !AppendViews(env, data, &bufs) ||
+        !AppendFds(env, rights, &fds))
+      return Napi::Number::New(env, UV_EINVAL);
+    buf_at[i + 1] = bufs.size();
+    fd_at[i + 1] = fds.size();
+  }
+  SendItem items[kMaxBatchMessages];
+  for (size_t i = 0; i < count; i++) {
+    items[i].iov = bufs.data() + buf_at[i];
+    items[i].iovcnt = buf_at[i + 1] - buf_at[i];
+    items[i].fds = fds.data() + fd_at[i];
+    items[i].nfds = fd_at[i + 1] - fd_at[i];
+  }
+  return Napi::Number::New(env, SysSendMany(conn_->fd, items, count));
+}
+
 Napi::Value SocketHandle::Ref(const Napi::CallbackInfo& info) {
   if (conn_ != nullptr && !conn_->closing) uv_ref(reinterpret_cast<uv_handle_t*>(&conn_->poll));
   return info.Env().Undefined();
@@ -402,7 +468,7 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   if (status < 0) {
     c->reading = false;
     self->UpdatePoll();
-    if (self->Deliver(status, 0, self->Env().Undefined()) != Call::kRan) BeginClose(c);
+    if (self->Deliver(status, nullptr, 0, self->Env().Undefined()) != Call::kRan) BeginClose(c);
     return;
   }
   if ((events & UV_READABLE) && c->reading) {
@@ -461,48 +527,111 @@ void SocketHandle::DrainSocket() {
   }
 }
 
-// Reads until EAGAIN or until the scratch buffer is full, then hands the
-// whole batch to JavaScript in one call. Returns true if more may be waiting.
-bool SocketHandle::ReadBatch() {
+// Stream and datagram sockets: one recvmsg() after another into the scratch
+// space, until EAGAIN or a short read. Returns a status (0, UV_EOF or an error).
+int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more) {
   Conn* c = conn_;
   std::vector<uint8_t>& scratch = c->state->scratch;
   bool stream = c->kind == Kind::kStream;
-  // A message socket must always have room for the largest message.
+  // A datagram socket must always have room for the largest message.
   size_t need = stream ? kBatchBytes : kBatchBytes + c->max_message;
   if (scratch.size() < need) scratch.resize(need > kScratchSize ? need : kScratchSize);
-  std::vector<Chunk> chunks;
-  size_t used = 0;
-  int status = 0;
-  bool more = true;
-  for (int i = 0; i < kMaxReadsPerBatch && used < kBatchBytes; i++) {
+  for (int i = 0; i < kMaxReadsPerBatch && *used < kBatchBytes; i++) {
     RecvMeta meta;
-    size_t cap = stream ? std::max(kBatchBytes - used, kMinStreamRead) : c->max_message;
-    int64_t n = SysRecvMsg(c->fd, scratch.data() + used, cap, c->kind == Kind::kDgram, &meta);
-    if (n == UV_EAGAIN) { more = false; break; }
-    if (n < 0) { status = static_cast<int>(n); break; }
-    // A zero-length read is the end of a stream or seqpacket connection; our
-    // seqpacket sockets refuse to send empty messages so it is unambiguous.
-    if (n == 0 && c->kind != Kind::kDgram && meta.fds.empty()) { status = UV_EOF; break; }
+    size_t cap = stream ? std::max(kBatchBytes - *used, kMinStreamRead) : c->max_message;
+    int64_t n = SysRecvMsg(c->fd, scratch.data() + *used, cap, c->kind == Kind::kDgram, &meta);
+    if (n == UV_EAGAIN) {
+      *more = false;
+      return 0;
+    }
+    if (n < 0) return static_cast<int>(n);
+    if (n == 0 && stream && meta.fds.empty()) return UV_EOF;
     if (meta.truncated && !stream) {
       for (int fd : meta.fds) SysClose(fd);
-      status = UV_EMSGSIZE;
-      break;
+      return UV_EMSGSIZE;
     }
-    bool merge = stream && !HasMeta(meta) && !chunks.empty() && !meta.ctrunc;
+    bool merge = stream && !HasMeta(meta) && !chunks->empty() && !meta.ctrunc;
     if (merge) {
-      chunks.back().len += static_cast<size_t>(n);
+      chunks->back().len += static_cast<size_t>(n);
     } else {
-      chunks.emplace_back();
-      chunks.back().len = static_cast<size_t>(n);
-      chunks.back().meta = std::move(meta);
+      chunks->emplace_back();
+      chunks->back().len = static_cast<size_t>(n);
+      chunks->back().meta = std::move(meta);
     }
-    used += static_cast<size_t>(n);
-    if (chunks.back().meta.ctrunc) { status = kErrCtrunc; break; }
+    *used += static_cast<size_t>(n);
+    if (chunks->back().meta.ctrunc) return kErrCtrunc;
     // A short stream read means the kernel had no more (libuv reasons the
     // same way): asking again would only earn an EAGAIN. A read that stopped
     // at an fd or credentials boundary is short for another reason.
-    if (stream && static_cast<size_t>(n) < cap && !HasMeta(chunks.back().meta)) { more = false; break; }
+    if (stream && static_cast<size_t>(n) < cap && !HasMeta(chunks->back().meta)) {
+      *more = false;
+      return 0;
+    }
   }
+  return 0;
+}
+
+// Seqpacket sockets: a batch of messages in one SysRecvMany(), each in a
+// slot of its own, then packed together at the start of the slots.
+int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* more) {
+  Conn* c = conn_;
+  size_t slot = c->max_message;
+  size_t count = std::min(kMaxBatchMessages, std::max<size_t>(1, kSlotSpace / slot));
+  if (!c->state->slots.Reserve(count * slot)) return UV_ENOMEM;
+  uint8_t* base = c->state->slots.data();
+  RecvSlot slots[kMaxBatchMessages];
+  for (size_t i = 0; i < count; i++) {
+    slots[i].buf = base + i * slot;
+    slots[i].cap = slot;
+  }
+  int n = SysRecvMany(c->fd, slots, count);
+  if (n == UV_EAGAIN) {
+    *more = false;
+    return 0;
+  }
+  if (n < 0) return n;
+  // Fewer than asked for: the kernel had no more.
+  if (static_cast<size_t>(n) < count) *more = false;
+  int status = 0;
+  for (int i = 0; i < n; i++) {
+    RecvSlot& s = slots[i];
+    // Past an end or an error, what else arrived is dropped with its fds:
+    // the connection is over.
+    if (status != 0) {
+      for (int fd : s.meta.fds) SysClose(fd);
+      continue;
+    }
+    // A zero-length message is the end of the connection: our seqpacket
+    // sockets refuse to send empty messages, so it is unambiguous.
+    if (s.len == 0 && s.meta.fds.empty()) {
+      status = UV_EOF;
+      continue;
+    }
+    if (s.meta.truncated) {
+      for (int fd : s.meta.fds) SysClose(fd);
+      status = UV_EMSGSIZE;
+      continue;
+    }
+    if (base + *used != s.buf) memmove(base + *used, s.buf, s.len);
+    chunks->emplace_back();
+    chunks->back().len = s.len;
+    chunks->back().meta = std::move(s.meta);
+    *used += s.len;
+    if (chunks->back().meta.ctrunc) status = kErrCtrunc;
+  }
+  return status;
+}
+
+// Reads until EAGAIN or until the batch is full, then hands the whole batch
+// to JavaScript in one call. Returns true if more may be waiting.
+bool SocketHandle::ReadBatch() {
+  Conn* c = conn_;
+  std::vector<Chunk> chunks;
+  size_t used = 0;
+  bool more = true;
+  bool messages = c->kind == Kind::kSeqpacket;
+  int status = messages ? ReadMessages(&chunks, &used, &more) : ReadChunks(&chunks, &used, &more);
+  const uint8_t* data = messages ? c->state->slots.data() : c->state->scratch.data();
   if (status != 0) {
     // End of stream or an error: reading stops until JavaScript says otherwise.
     c->reading = false;
@@ -536,7 +665,7 @@ bool SocketHandle::ReadBatch() {
   }
   EnvState* state = c->state;
   for (const Chunk& ch : chunks) HandOver(state, ch.meta.fds);
-  Call r = Deliver(status, used, list);
+  Call r = Deliver(status, data, used, list);
   Settle(state, r);
   if (r == Call::kRan) return more;
   BeginClose(c);
@@ -546,7 +675,7 @@ bool SocketHandle::ReadBatch() {
 // Takes len bytes of the read pool: *pool is its ArrayBuffer, *offset where
 // they start. A pool that is full, or that JavaScript detached (transferred),
 // is replaced; it lives on for as long as views of it do.
-bool SocketHandle::PoolSlice(size_t len, napi_value* pool, size_t* offset) {
+bool SocketHandle::PoolSlice(const uint8_t* bytes, size_t len, napi_value* pool, size_t* offset) {
   napi_env env = Env();
   EnvState* s = conn_->state;
   void* data = nullptr;
@@ -561,7 +690,7 @@ bool SocketHandle::PoolSlice(size_t len, napi_value* pool, size_t* offset) {
     s->pool_used = 0;
   }
   *offset = s->pool_used;
-  memcpy(static_cast<uint8_t*>(data) + *offset, s->scratch.data(), len);
+  memcpy(static_cast<uint8_t*>(data) + *offset, bytes, len);
   s->pool_used = (*offset + len + 7) & ~static_cast<size_t>(7);  // 8-aligned, as Node's pool
   return true;
 }
@@ -570,13 +699,13 @@ bool SocketHandle::PoolSlice(size_t len, napi_value* pool, size_t* offset) {
 // chunks is undefined when bytes is a single chunk with nothing attached.
 // A stream or seqpacket batch under kPoolMax comes as the pool's ArrayBuffer
 // with the offset and length of the bytes in it.
-SocketHandle::Call SocketHandle::Deliver(int status, size_t used, Napi::Value chunks) {
+SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t used, Napi::Value chunks) {
   Napi::Env env = Env();
   Napi::Value bytes = env.Undefined();
   if (used > 0 && used < kPoolMax && conn_->kind != Kind::kDgram) {
     napi_value pool;
     size_t offset;
-    if (!PoolSlice(used, &pool, &offset)) return Call::kNotRun;
+    if (!PoolSlice(data, used, &pool, &offset)) return Call::kNotRun;
     return CallJs(on_read_, {Napi::Number::New(env, status), pool, chunks, Napi::Number::New(env, static_cast<double>(offset)),
                              Napi::Number::New(env, static_cast<double>(used))});
   }
@@ -585,10 +714,10 @@ SocketHandle::Call SocketHandle::Deliver(int status, size_t used, Napi::Value ch
     // refuses those, and the scratch buffer is reused on the next read.
     // napi_create_buffer leaves the memory uninitialised: no zero-fill for
     // bytes that are overwritten at once.
-    void* data = nullptr;
+    void* copy = nullptr;
     napi_value buf;
-    if (napi_create_buffer(env, used, &data, &buf) != napi_ok) return Call::kNotRun;
-    if (used > 0) memcpy(data, conn_->state->scratch.data(), used);
+    if (napi_create_buffer(env, used, &copy, &buf) != napi_ok) return Call::kNotRun;
+    if (used > 0) memcpy(copy, data, used);
     bytes = Napi::Value(env, buf);
   }
   return CallJs(on_read_, {Napi::Number::New(env, status), bytes, chunks});

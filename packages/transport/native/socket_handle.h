@@ -8,12 +8,20 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <vector>
+
 #include "env_state.h"
 #include "sys.h"
 
 namespace afunix {
 
 class SocketHandle;
+
+// One received piece of a read batch: its length, and what came with it.
+struct Chunk {
+  size_t len = 0;
+  RecvMeta meta;
+};
 
 // The libuv side of a socket. It outlives its JavaScript object when needed:
 // uv_close() completes asynchronously, and the memory must stay until then.
@@ -48,6 +56,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Napi::Value WatchWritable(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   static napi_value WriteThunk(napi_env env, napi_callback_info cbinfo);
+  Napi::Value WriteMessages(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
@@ -62,14 +71,16 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   void DrainListener();
   void DrainSocket();
   bool ReadBatch();  // false when reading should stop for this event
+  int ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more);
+  int ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* more);
   // How a call into JavaScript went. kNotRun: JavaScript cannot run any more
   // (the environment is stopping), so what was to be handed over is still
   // ours to dispose of. kCutShort: it ran but was terminated, so part of it
   // may already belong to JavaScript and must not be closed twice.
   enum class Call { kRan, kNotRun, kCutShort };
-  Call Deliver(int status, size_t used, Napi::Value chunks);
+  Call Deliver(int status, const uint8_t* data, size_t used, Napi::Value chunks);
   static void Settle(EnvState* state, Call r);
-  bool PoolSlice(size_t len, napi_value* pool, size_t* offset);
+  bool PoolSlice(const uint8_t* data, size_t len, napi_value* pool, size_t* offset);
   bool JsAlive();
   Call CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
 

@@ -69,6 +69,53 @@ int64_t SysSendMsg(int fd, const uv_buf_t* iov, size_t iovcnt, const int* fds,
 int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
                    RecvMeta* meta);
 
+// Batches of whole messages (SOCK_SEQPACKET): on Linux one sendmmsg() or
+// recvmmsg() moves a batch, elsewhere a loop of sendmsg() or recvmsg() does.
+// A syscall costs more than a small message's own work, so the difference
+// is most of what a small message costs. Never for a stream: there a message
+// sent in part could be followed by the next one.
+constexpr size_t kMaxBatchMessages = 64;
+
+struct SendItem {
+  const uv_buf_t* iov = nullptr;
+  size_t iovcnt = 0;
+  const int* fds = nullptr;
+  size_t nfds = 0;
+};
+
+// Sends items in order, each whole. Returns how many were sent, or an error
+// if none was (an error after the first is reported by the next call).
+int SysSendMany(int fd, const SendItem* items, size_t count);
+
+struct RecvSlot {
+  uint8_t* buf = nullptr;
+  size_t cap = 0;
+  size_t len = 0;  // filled in: the message's length
+  RecvMeta meta;
+};
+
+// Receives up to count messages, one per slot. Returns how many arrived, or
+// an error (UV_EAGAIN: none waiting) if none did. An end of stream reads as
+// a message of length 0 without fds.
+int SysRecvMany(int fd, RecvSlot* slots, size_t count);
+
+// Address space that is reserved, not touched: only the pages that received
+// messages land in cost memory, however large the largest message may be.
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+  // Makes at least `bytes` available; false if the space cannot be had.
+  bool Reserve(size_t bytes);
+  uint8_t* data() const { return data_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 }  // namespace afunix
 
 #endif  // AFUNIX_SYS_H_

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -103,6 +104,44 @@ void TakeCred(cmsghdr* c, RecvMeta* meta) {
   (void)c;
   (void)meta;
 #endif
+}
+
+// Room for what one received message may carry: the most fds a message can
+// have, and credentials.
+#if defined(__linux__)
+constexpr size_t kControlSpace = CMSG_SPACE(sizeof(int) * kMaxFds) + CMSG_SPACE(sizeof(ucred));
+#else
+constexpr size_t kControlSpace = CMSG_SPACE(sizeof(int) * kMaxFds);
+#endif
+
+// The fds and credentials a received message carried, and its flags.
+void ReadControl(msghdr& msg, RecvMeta* meta) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) TakeRights(c, meta);
+#if defined(__linux__)
+    else if (c->cmsg_type == SCM_CREDENTIALS) TakeCred(c, meta);
+#endif
+  }
+  meta->truncated = (msg.msg_flags & MSG_TRUNC) != 0;
+  meta->ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0;
+  if (meta->ctrunc) {
+    // Some descriptors did not make it; the rest must not leak.
+    CloseAll(meta->fds);
+    meta->fds.clear();
+  }
+}
+
+// Puts fds in msg's control buffer (which has room for them).
+void WriteRights(msghdr* msg, char* control, const int* fds, size_t nfds) {
+  msg->msg_control = control;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  memset(control, 0, msg->msg_controllen);
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 }
 
 }  // namespace
@@ -307,14 +346,7 @@ int64_t SysSendMsg(int fd, const uv_buf_t* iov, size_t iovcnt, const int* fds,
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   if (nfds > 0) {
     if (nfds > static_cast<size_t>(kMaxFds)) return UV_EINVAL;
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    memset(control, 0, msg.msg_controllen);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    WriteRights(&msg, control, fds, nfds);
   }
   ssize_t n;
   do n = sendmsg(fd, &msg, kSendFlags);
@@ -335,37 +367,113 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
     msg.msg_name = &sa;
     msg.msg_namelen = sizeof(sa);
   }
-#if defined(__linux__)
-  constexpr size_t kCredSpace = CMSG_SPACE(sizeof(ucred));
-#else
-  constexpr size_t kCredSpace = 0;
-#endif
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds) + kCredSpace];
+  alignas(cmsghdr) char control[kControlSpace];
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
   ssize_t n;
   do n = recvmsg(fd, &msg, kRecvFlags);
   while (n == -1 && errno == EINTR);
   if (n == -1) return Err();
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET) continue;
-    if (c->cmsg_type == SCM_RIGHTS) TakeRights(c, meta);
-#if defined(__linux__)
-    else if (c->cmsg_type == SCM_CREDENTIALS) TakeCred(c, meta);
-#endif
-  }
-  meta->truncated = (msg.msg_flags & MSG_TRUNC) != 0;
-  meta->ctrunc = (msg.msg_flags & MSG_CTRUNC) != 0;
-  if (meta->ctrunc) {
-    // Some descriptors did not make it; the rest must not leak.
-    CloseAll(meta->fds);
-    meta->fds.clear();
-  }
+  ReadControl(msg, meta);
   if (want_addr) {
     meta->has_addr = true;
     ReadAddr(sa, msg.msg_namelen, &meta->addr);
   }
   return n;
+}
+
+#if defined(__linux__)
+
+int SysSendMany(int fd, const SendItem* items, size_t count) {
+  if (count > kMaxBatchMessages) count = kMaxBatchMessages;
+  mmsghdr msgs[kMaxBatchMessages];
+  // Control space only for the messages that carry fds, packed one after another.
+  size_t control_bytes = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (items[i].nfds > static_cast<size_t>(kMaxFds)) return i > 0 ? static_cast<int>(i) : UV_EINVAL;
+    if (items[i].nfds > 0) control_bytes += CMSG_SPACE(sizeof(int) * items[i].nfds);
+  }
+  std::vector<cmsghdr> control((control_bytes + sizeof(cmsghdr) - 1) / sizeof(cmsghdr));
+  char* next = reinterpret_cast<char*>(control.data());
+  for (size_t i = 0; i < count; i++) {
+    memset(&msgs[i], 0, sizeof(msgs[i]));
+    msghdr& m = msgs[i].msg_hdr;
+    // uv_buf_t is laid out like struct iovec on unix (libuv guarantees it).
+    m.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(items[i].iov));
+    m.msg_iovlen = items[i].iovcnt;
+    if (items[i].nfds > 0) {
+      WriteRights(&m, next, items[i].fds, items[i].nfds);
+      next += m.msg_controllen;
+    }
+  }
+  int n;
+  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), kSendFlags);
+  while (n == -1 && errno == EINTR);
+  return n == -1 ? Err() : n;
+}
+
+int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
+  if (count > kMaxBatchMessages) count = kMaxBatchMessages;
+  mmsghdr msgs[kMaxBatchMessages];
+  iovec iovs[kMaxBatchMessages];
+  // Per thread (each worker has its own), so that no batch allocates it.
+  thread_local std::vector<cmsghdr> control(kMaxBatchMessages * kControlSpace / sizeof(cmsghdr) + 1);
+  char* base = reinterpret_cast<char*>(control.data());
+  for (size_t i = 0; i < count; i++) {
+    memset(&msgs[i], 0, sizeof(msgs[i]));
+    iovs[i] = {slots[i].buf, slots[i].cap};
+    msghdr& m = msgs[i].msg_hdr;
+    m.msg_iov = &iovs[i];
+    m.msg_iovlen = 1;
+    m.msg_control = base + i * kControlSpace;
+    m.msg_controllen = kControlSpace;
+  }
+  int n;
+  do n = recvmmsg(fd, msgs, static_cast<unsigned>(count), kRecvFlags, nullptr);
+  while (n == -1 && errno == EINTR);
+  if (n == -1) return Err();
+  for (int i = 0; i < n; i++) {
+    slots[i].len = msgs[i].msg_len;
+    ReadControl(msgs[i].msg_hdr, &slots[i].meta);
+  }
+  return n;
+}
+
+#else  // no sendmmsg / recvmmsg: one syscall per message
+
+int SysSendMany(int fd, const SendItem* items, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
+    if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
+  }
+  return static_cast<int>(count);
+}
+
+int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    int64_t n = SysRecvMsg(fd, slots[i].buf, slots[i].cap, false, &slots[i].meta);
+    if (n < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(n);
+    slots[i].len = static_cast<size_t>(n);
+    // After the end of the stream there is nothing more to ask for.
+    if (n == 0 && slots[i].meta.fds.empty()) return static_cast<int>(i + 1);
+  }
+  return static_cast<int>(count);
+}
+
+#endif
+
+Reservation::~Reservation() {
+  if (data_ != nullptr) munmap(data_, size_);
+}
+
+bool Reservation::Reserve(size_t bytes) {
+  if (bytes <= size_) return true;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return false;
+  if (data_ != nullptr) munmap(data_, size_);
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+  return true;
 }
 
 }  // namespace afunix

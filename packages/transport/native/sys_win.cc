@@ -411,6 +411,38 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
   return n == SOCKET_ERROR ? SockErr() : n;
 }
 
+// Windows has no SOCK_SEQPACKET for AF_UNIX, so nothing sends or receives
+// message batches here; these keep the interface whole.
+int SysSendMany(int fd, const SendItem* items, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
+    if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
+  }
+  return static_cast<int>(count);
+}
+
+int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
+  if (count == 0) return 0;
+  int64_t n = SysRecvMsg(fd, slots[0].buf, slots[0].cap, false, &slots[0].meta);
+  if (n < 0) return static_cast<int>(n);
+  slots[0].len = static_cast<size_t>(n);
+  return 1;
+}
+
+Reservation::~Reservation() {
+  if (data_ != nullptr) VirtualFree(data_, 0, MEM_RELEASE);
+}
+
+bool Reservation::Reserve(size_t bytes) {
+  if (bytes <= size_) return true;
+  void* p = VirtualAlloc(nullptr, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+  if (p == nullptr) return false;
+  if (data_ != nullptr) VirtualFree(data_, 0, MEM_RELEASE);
+  data_ = static_cast<uint8_t*>(p);
+  size_ = bytes;
+  return true;
+}
+
 }  // namespace afunix
 
 #endif  // _WIN32

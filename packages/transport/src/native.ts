@@ -25,6 +25,8 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   setMaxMessage(bytes: number): void;
+  /** [data0, fds0, data1, fds1, ...] as whole messages: how many were sent, or a negative error. */
+  writeMessages(list: Array<Uint8Array | Uint8Array[] | number[] | null>): number;
 }
 
 export interface NativeBinding {

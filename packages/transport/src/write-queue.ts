@@ -35,6 +35,8 @@ interface Attachment {
 const attachments = new WeakMap<object, Attachment>();
 
 const MAX_IOV = 1024;
+// Messages handed to one writeMessages() call (the addon's kMaxBatchMessages).
+const MAX_BATCH_MESSAGES = 64;
 // A stream chunk this large fills a sendmsg by itself: waiting a tick to
 // gather it with others saves no syscall, so it is written at once.
 const DIRECT_WRITE_MIN = 16 * 1024;
@@ -227,6 +229,39 @@ export class WriteQueue {
     this.#flushScheduled = false;
     const handle = this.#handle;
     if (!handle) return;
+    if (this.#host.type === 'seqpacket' && this.#queue.length > 1) this.#flushMessages(handle);
+    else this.#flushStream(handle);
+    if (!this.#handle) return; // destroyed by a failed write
+    // Drained, but the writable watch stays on: a writer that just filled the
+    // kernel buffer usually fills it again, and every watch change costs an
+    // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
+    // event that finds nothing queued turns it off.
+    if (this.#queue.length === 0) this.#blocked = false;
+    this.#releaseCallbacks();
+  }
+
+  // Whole messages, a batch per syscall (sendmmsg where there is one).
+  #flushMessages(handle: NativeHandle): void {
+    const batch: Array<Uint8Array | Uint8Array[] | number[] | null> = [];
+    while (this.#queue.length > 0) {
+      const n = Math.min(this.#queue.length, MAX_BATCH_MESSAGES);
+      batch.length = 0;
+      for (let i = 0; i < n; i++) {
+        const entry = this.#queue[i]!;
+        batch.push(entry.bufs.length === 1 ? entry.bufs[0]! : entry.bufs, entry.fds);
+      }
+      const r = handle.writeMessages(batch);
+      if (r === uv.EAGAIN) return this.#waitWritable();
+      if (r < 0) return void this.#host.destroy(systemError(r, 'sendmsg'));
+      for (const entry of this.#queue.splice(0, r)) {
+        this.#host.bytesWritten += entry.size;
+        this.#queuedBytes -= entry.size;
+        if (entry.onSent) notifySent(entry);
+      }
+    }
+  }
+
+  #flushStream(handle: NativeHandle): void {
     while (this.#queue.length > 0) {
       const head = this.#queue[0]!;
       const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
@@ -248,12 +283,6 @@ export class WriteQueue {
       }
       this.#queue.shift();
     }
-    // Drained, but the writable watch stays on: a writer that just filled the
-    // kernel buffer usually fills it again, and every watch change costs an
-    // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
-    // event that finds nothing queued turns it off.
-    if (this.#queue.length === 0) this.#blocked = false;
-    this.#releaseCallbacks();
   }
 
   #waitWritable(): void {

@@ -93,6 +93,24 @@ describe('seqpacket message boundaries', () => {
   });
 });
 
+describe('seqpacket end of stream', () => {
+  it('messages that arrive together with the end are all delivered, then end', async () => {
+    const [a, b] = socketPair('seqpacket');
+    sockets.push(a, b);
+    b.pause();
+    const sent = [1, 2, 3, 4, 5].map((i) => pattern(i * 11, i));
+    for (const m of sent) a.write(m);
+    a.end();
+    await once(a, 'finish');
+    const received: Buffer[] = [];
+    b.on('data', (m: Buffer) => received.push(m));
+    b.resume();
+    await once(b, 'end');
+    expect(received.length).toBe(sent.length);
+    received.forEach((m, i) => expect(m.equals(sent[i]!)).toBe(true));
+  });
+});
+
 describe('seqpacket fd passing', () => {
   it('send() attaches fds to their own message, readable on the other side', async () => {
     const [client, peer] = await pairViaServer();
@@ -171,6 +189,25 @@ describe('seqpacket limits', () => {
     expect(messages).toEqual([1000]);
     expect(peer.destroyed).toBe(true);
     // Our own copy is the last one standing; once it goes, the watcher ends.
+    closeSync(marker);
+    await watcherEnded;
+  });
+
+  it('fds of messages read in the same batch after an oversized one are closed, not leaked', async () => {
+    const [client, peer] = await pairViaServer({ maxMessageSize: 1000 });
+    const [marker, watch] = socketPairFds('stream');
+    const watcher = fromFd(watch);
+    sockets.push(watcher);
+    const watcherEnded = once(watcher, 'end');
+    watcher.resume();
+    peer.pause(); // let all three queue up, so that one read takes them together
+    const failed = once(peer, 'error') as Promise<[AfunixError]>;
+    client.write(pattern(10, 1));
+    client.write(pattern(1001, 2));
+    client.send(pattern(10, 3), [marker]);
+    await new Promise((r) => setTimeout(r, 50));
+    peer.resume();
+    expect((await failed)[0].code).toBe('EMSGSIZE');
     closeSync(marker);
     await watcherEnded;
   });
