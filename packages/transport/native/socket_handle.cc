@@ -23,6 +23,9 @@ constexpr size_t kScratchSize = 1024 * 1024;
 // Address space for a batch of seqpacket messages: the batch is as many of
 // the largest message as fit (at least one, at most kMaxBatchMessages).
 constexpr size_t kSlotSpace = 16 * 1024 * 1024;
+// A stream read into a slot stops at the next message with fds; these are
+// small, and a full slot simply goes on in the next one.
+constexpr size_t kStreamSlot = 2 * 1024;
 // Batches under kPoolMax bytes are copied into a pool shared by the sockets
 // of an environment and reach JavaScript as views of it: Buffer.allocUnsafe's
 // trade, with its sizes. A Buffer of its own costs a malloc, a BackingStore,
@@ -306,9 +309,11 @@ Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
-// writeMessages([data0, fds0, data1, fds1, ...]): whole messages, in order,
-// each data a Uint8Array or an array of them, each fds an array or null.
-// Returns how many messages were sent, or a negative error code if none was.
+// writeMessages([data0, fds0, data1, fds1, ...]): messages in order, each
+// data a Uint8Array or an array of them, each fds an array or null, each in
+// a sendmsg of its own. Returns how many were sent, or a negative error code
+// if none was. On a stream the caller sends only messages the kernel takes
+// whole; if one was cut short all the same, the stream is broken (EIO).
 Napi::Value SocketHandle::WriteMessages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (conn_ == nullptr || conn_->closing) return Napi::Number::New(env, UV_EBADF);
@@ -336,7 +341,15 @@ Napi::Value SocketHandle::WriteMessages(const Napi::CallbackInfo& info) {
     items[i].fds = fds.data() + fd_at[i];
     items[i].nfds = fd_at[i + 1] - fd_at[i];
   }
-  return Napi::Number::New(env, SysSendMany(conn_->fd, items, count));
+  int n = SysSendMany(conn_->fd, items, count);
+  if (conn_->kind == Kind::kStream) {
+    for (int i = 0; i < n; i++) {
+      size_t size = 0;
+      for (size_t k = 0; k < items[i].iovcnt; k++) size += items[i].iov[k].len;
+      if (items[i].sent != size) return Napi::Number::New(env, UV_EIO);
+    }
+  }
+  return Napi::Number::New(env, n);
 }
 
 Napi::Value SocketHandle::Ref(const Napi::CallbackInfo& info) {
@@ -571,11 +584,14 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
   return 0;
 }
 
-// Seqpacket sockets: a batch of messages in one SysRecvMany(), each in a
-// slot of its own, then packed together at the start of the slots.
+// Seqpacket sockets, and streams that carry fds: a batch of reads in one
+// SysRecvMany(), each in a slot of its own (a whole message, or on a stream
+// what the kernel gives up to the next message with fds), then packed
+// together at the start of the slots.
 int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* more) {
   Conn* c = conn_;
-  size_t slot = c->max_message;
+  bool stream = c->kind == Kind::kStream;
+  size_t slot = stream ? kStreamSlot : c->max_message;
   size_t count = std::min(kMaxBatchMessages, std::max<size_t>(1, kSlotSpace / slot));
   if (!c->state->slots.Reserve(count * slot)) return UV_ENOMEM;
   uint8_t* base = c->state->slots.data();
@@ -613,10 +629,14 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
       continue;
     }
     if (base + *used != s.buf) memmove(base + *used, s.buf, s.len);
+    *used += s.len;
+    if (stream && !HasMeta(s.meta) && !chunks->empty() && !s.meta.ctrunc) {
+      chunks->back().len += s.len;
+      continue;
+    }
     chunks->emplace_back();
     chunks->back().len = s.len;
     chunks->back().meta = std::move(s.meta);
-    *used += s.len;
     if (chunks->back().meta.ctrunc) status = kErrCtrunc;
   }
   return status;
@@ -629,9 +649,13 @@ bool SocketHandle::ReadBatch() {
   std::vector<Chunk> chunks;
   size_t used = 0;
   bool more = true;
-  bool messages = c->kind == Kind::kSeqpacket;
+  bool messages = c->kind == Kind::kSeqpacket || (c->kind == Kind::kStream && c->fds_flowing);
   int status = messages ? ReadMessages(&chunks, &used, &more) : ReadChunks(&chunks, &used, &more);
   const uint8_t* data = messages ? c->state->slots.data() : c->state->scratch.data();
+  if (c->kind == Kind::kStream) {
+    c->fds_flowing = false;
+    for (const Chunk& ch : chunks) c->fds_flowing |= !ch.meta.fds.empty();
+  }
   if (status != 0) {
     // End of stream or an error: reading stops until JavaScript says otherwise.
     c->reading = false;

@@ -33,6 +33,9 @@ struct Conn {
   bool reading = false;
   bool want_write = false;
   bool closing = false;
+  // The last read of this stream brought fds: the kernel ends a read at
+  // every message with fds, so the next ones are read as a batch.
+  bool fds_flowing = false;
   size_t max_message = 256 * 1024;
   SocketHandle* owner = nullptr;
   EnvState* state = nullptr;

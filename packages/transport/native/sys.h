@@ -69,11 +69,12 @@ int64_t SysSendMsg(int fd, const uv_buf_t* iov, size_t iovcnt, const int* fds,
 int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
                    RecvMeta* meta);
 
-// Batches of whole messages (SOCK_SEQPACKET): on Linux one sendmmsg() or
-// recvmmsg() moves a batch, elsewhere a loop of sendmsg() or recvmsg() does.
-// A syscall costs more than a small message's own work, so the difference
-// is most of what a small message costs. Never for a stream: there a message
-// sent in part could be followed by the next one.
+// Batches of messages: on Linux one sendmmsg() or recvmmsg() moves a batch,
+// elsewhere a loop of sendmsg() or recvmsg() does. A syscall costs more than
+// a small message's own work, so the difference is most of what a small
+// message costs. On a stream each item is one sendmsg() (its fds with its
+// first byte), and the caller must know the kernel takes each whole or not
+// at all: a message sent in part would be followed by the next one.
 constexpr size_t kMaxBatchMessages = 64;
 
 struct SendItem {
@@ -81,11 +82,12 @@ struct SendItem {
   size_t iovcnt = 0;
   const int* fds = nullptr;
   size_t nfds = 0;
+  size_t sent = 0;  // filled in: the bytes the kernel took
 };
 
-// Sends items in order, each whole. Returns how many were sent, or an error
-// if none was (an error after the first is reported by the next call).
-int SysSendMany(int fd, const SendItem* items, size_t count);
+// Sends items in order. Returns how many were sent, or an error if none was
+// (an error after the first is reported by the next call).
+int SysSendMany(int fd, SendItem* items, size_t count);
 
 struct RecvSlot {
   uint8_t* buf = nullptr;

@@ -384,7 +384,7 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
 
 #if defined(__linux__)
 
-int SysSendMany(int fd, const SendItem* items, size_t count) {
+int SysSendMany(int fd, SendItem* items, size_t count) {
   if (count > kMaxBatchMessages) count = kMaxBatchMessages;
   mmsghdr msgs[kMaxBatchMessages];
   // Control space only for the messages that carry fds, packed one after another.
@@ -409,7 +409,9 @@ int SysSendMany(int fd, const SendItem* items, size_t count) {
   int n;
   do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), kSendFlags);
   while (n == -1 && errno == EINTR);
-  return n == -1 ? Err() : n;
+  if (n == -1) return Err();
+  for (int i = 0; i < n; i++) items[i].sent = msgs[i].msg_len;
+  return n;
 }
 
 int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
@@ -441,10 +443,11 @@ int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
 
 #else  // no sendmmsg / recvmmsg: one syscall per message
 
-int SysSendMany(int fd, const SendItem* items, size_t count) {
+int SysSendMany(int fd, SendItem* items, size_t count) {
   for (size_t i = 0; i < count; i++) {
     int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
     if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
+    items[i].sent = static_cast<size_t>(r);
   }
   return static_cast<int>(count);
 }

@@ -413,10 +413,11 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
 
 // Windows has no SOCK_SEQPACKET for AF_UNIX, so nothing sends or receives
 // message batches here; these keep the interface whole.
-int SysSendMany(int fd, const SendItem* items, size_t count) {
+int SysSendMany(int fd, SendItem* items, size_t count) {
   for (size_t i = 0; i < count; i++) {
     int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
     if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
+    items[i].sent = static_cast<size_t>(r);
   }
   return static_cast<int>(count);
 }

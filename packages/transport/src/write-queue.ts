@@ -37,6 +37,11 @@ const attachments = new WeakMap<object, Attachment>();
 const MAX_IOV = 1024;
 // Messages handed to one writeMessages() call (the addon's kMaxBatchMessages).
 const MAX_BATCH_MESSAGES = 64;
+// A stream write this small is one skb in Linux, taken whole or not at all
+// whatever the send buffer's size (its minimum holds two of them), so a
+// batch of them cannot leave one half sent with the next behind it. The
+// addon checks every message left whole all the same.
+const ATOMIC_STREAM_WRITE = 1024;
 // A stream chunk this large fills a sendmsg by itself: waiting a tick to
 // gather it with others saves no syscall, so it is written at once.
 const DIRECT_WRITE_MIN = 16 * 1024;
@@ -229,8 +234,10 @@ export class WriteQueue {
     this.#flushScheduled = false;
     const handle = this.#handle;
     if (!handle) return;
-    if (this.#host.type === 'seqpacket' && this.#queue.length > 1) this.#flushMessages(handle);
-    else this.#flushStream(handle);
+    while (this.#queue.length > 0) {
+      const run = this.#batchable();
+      if (!(run > 1 ? this.#writeBatch(handle, run) : this.#writeHead(handle))) break;
+    }
     if (!this.#handle) return; // destroyed by a failed write
     // Drained, but the writable watch stays on: a writer that just filled the
     // kernel buffer usually fills it again, and every watch change costs an
@@ -240,49 +247,68 @@ export class WriteQueue {
     this.#releaseCallbacks();
   }
 
-  // Whole messages, a batch per syscall (sendmmsg where there is one).
-  #flushMessages(handle: NativeHandle): void {
-    const batch: Array<Uint8Array | Uint8Array[] | number[] | null> = [];
-    while (this.#queue.length > 0) {
-      const n = Math.min(this.#queue.length, MAX_BATCH_MESSAGES);
-      batch.length = 0;
-      for (let i = 0; i < n; i++) {
-        const entry = this.#queue[i]!;
-        batch.push(entry.bufs.length === 1 ? entry.bufs[0]! : entry.bufs, entry.fds);
-      }
-      const r = handle.writeMessages(batch);
-      if (r === uv.EAGAIN) return this.#waitWritable();
-      if (r < 0) return void this.#host.destroy(systemError(r, 'sendmsg'));
-      for (const entry of this.#queue.splice(0, r)) {
-        this.#host.bytesWritten += entry.size;
-        this.#queuedBytes -= entry.size;
-        if (entry.onSent) notifySent(entry);
-      }
-    }
+  // How many entries at the head may leave as one batch of whole messages
+  // (sendmmsg): seqpacket messages always; on a stream, entries small enough
+  // that the kernel takes each whole or not at all (the fd-carrying writes
+  // that cannot be gathered into one sendmsg).
+  #batchable(): number {
+    const queue = this.#queue;
+    const most = Math.min(queue.length, MAX_BATCH_MESSAGES);
+    if (this.#host.type === 'seqpacket') return most;
+    let n = 0;
+    while (n < most && queue[n]!.size <= ATOMIC_STREAM_WRITE) n++;
+    return n;
   }
 
-  #flushStream(handle: NativeHandle): void {
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0]!;
-      const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
-      if (r === uv.EAGAIN) {
-        this.#waitWritable();
-        break;
-      }
-      if (r < 0) {
-        this.#host.destroy(systemError(r, 'sendmsg'));
-        return;
-      }
-      this.#host.bytesWritten += r;
-      this.#queuedBytes -= r;
-      if (head.onSent) notifySent(head);
-      if (r < head.size) {
-        consumePartial(head, r);
-        this.#waitWritable();
-        break;
-      }
-      this.#queue.shift();
+  // The first `count` entries in one syscall where the platform has one.
+  // Returns false if nothing more can be written now.
+  #writeBatch(handle: NativeHandle, count: number): boolean {
+    const batch: Array<Uint8Array | Uint8Array[] | number[] | null> = [];
+    for (let i = 0; i < count; i++) {
+      const entry = this.#queue[i]!;
+      batch.push(entry.bufs.length === 1 ? entry.bufs[0]! : entry.bufs, entry.fds);
     }
+    const r = handle.writeMessages(batch);
+    if (r === uv.EAGAIN) {
+      this.#waitWritable();
+      return false;
+    }
+    if (r < 0) {
+      this.#host.destroy(systemError(r, 'sendmsg'));
+      return false;
+    }
+    // Fewer than asked: the next call reports why (an error is not kept).
+    for (const entry of this.#queue.splice(0, r)) {
+      this.#host.bytesWritten += entry.size;
+      this.#queuedBytes -= entry.size;
+      if (entry.onSent) notifySent(entry);
+    }
+    return true;
+  }
+
+  // The head entry in one sendmsg (on a stream, an entry gathers many
+  // writes). Returns false if nothing more can be written now.
+  #writeHead(handle: NativeHandle): boolean {
+    const head = this.#queue[0]!;
+    const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
+    if (r === uv.EAGAIN) {
+      this.#waitWritable();
+      return false;
+    }
+    if (r < 0) {
+      this.#host.destroy(systemError(r, 'sendmsg'));
+      return false;
+    }
+    this.#host.bytesWritten += r;
+    this.#queuedBytes -= r;
+    if (head.onSent) notifySent(head);
+    if (r < head.size) {
+      consumePartial(head, r);
+      this.#waitWritable();
+      return false;
+    }
+    this.#queue.shift();
+    return true;
   }
 
   #waitWritable(): void {

@@ -161,6 +161,35 @@ describe('fds over a stream socket', () => {
   });
 });
 
+describe('fds in batches', () => {
+  it('hundreds of small sends with fds in one tick each arrive with their own first byte', async () => {
+    // Small fd-carrying writes leave many to a sendmmsg, and a receiver that
+    // saw fds reads many to a recvmmsg: each still a message of its own.
+    const [a, b] = pair('stream');
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < 400; i++) {
+      const body = pattern(1 + ((i * 131) % 1024), 9000 + i);
+      a.send(body, [fileWith(`s${i}`, `small ${i}`)]);
+      bodies.push(body);
+    }
+    a.end();
+    const got: Got[] = [];
+    receiveAll(b, got);
+    await once(b, 'end');
+    expect(Buffer.concat(got.map((g) => g.data)).equals(Buffer.concat(bodies))).toBe(true);
+    let at = 0;
+    const firstBytes = bodies.map((body) => ((at += body.length), at - body.length));
+    let start = 0;
+    const arrivals: Array<{ tag: string; start: number; end: number }> = [];
+    for (const g of got) {
+      for (const fd of g.fds) arrivals.push({ tag: readAll(fd), start, end: start + g.data.length });
+      start += g.data.length;
+    }
+    expect(arrivals.map((x) => x.tag)).toEqual(bodies.map((_, i) => `small ${i}`));
+    arrivals.forEach((x, i) => expect(firstBytes[i]! >= x.start && firstBytes[i]! < x.end, x.tag).toBe(true));
+  });
+});
+
 describe('fds over seqpacket and limits', () => {
   it('carries 253 fds in one message, on stream and on seqpacket', async () => {
     expect(MAX_FDS).toBe(253);
