@@ -29,8 +29,12 @@
 // the systems interleaved, so a noisy neighbour hits them alike; the figure
 // is each system's median round. --quick: far fewer calls, one round, no
 // pinned W1, 300 connections for W6; for development, not for figures.
+// --steady: W2-W4 measured long after the JIT and the heap have settled
+// (W2: 20,000 warm-up + 1,000,000 calls; W3: 2,000 + 30,000; W4: 5,000 +
+// 100,000), beside the defined workloads rather than instead of them: their
+// calls take well under a second here, much of it still warming up.
 //
-//   node bench/suites/rpc.mjs [--quick] [--systems=a,b] [--workloads=W1,W2] [--rounds=N]
+//   node bench/suites/rpc.mjs [--quick|--steady] [--systems=a,b] [--workloads=W1,W2] [--rounds=N]
 //
 // A default run writes bench/results/latest.json, docs/benchmarks.md and
 // docs/benchmarks.svg; --quick or a filtered run writes
@@ -74,6 +78,12 @@ const config = quick
       W5: { connections: 100, processes: 4, events: 2_000, batch: 50 },
       W6: { connections: 10_000, processes: 4, parallel: 64 },
     };
+const steady = argv.includes('--steady');
+if (steady) {
+  config.W2 = { ...config.W2, warmup: 20_000, calls: 1_000_000 };
+  config.W3 = { ...config.W3, warmup: 2_000, calls: 30_000 };
+  config.W4 = { ...config.W4, warmup: 5_000, calls: 100_000 };
+}
 if (arg('rounds')) config.rounds = Math.max(1, Number(arg('rounds')) || 1);
 
 const TIMEOUT_MS = 180_000;
@@ -337,10 +347,11 @@ async function main() {
     date: new Date().toISOString(),
     loadavg_start: loadavg().map((x) => Number(x.toFixed(2))),
     quick,
+    steady,
     pinned_available: canPin,
     config,
   };
-  console.log(`rpc: ${meta.cpu}, ${meta.nproc} CPUs, node ${meta.node}, load ${meta.loadavg_start.join(' ')}${quick ? ', --quick' : ''}, ${config.rounds} round(s) for W1-W3`);
+  console.log(`rpc: ${meta.cpu}, ${meta.nproc} CPUs, node ${meta.node}, load ${meta.loadavg_start.join(' ')}${quick ? ', --quick' : ''}${steady ? ', --steady' : ''}, ${config.rounds} round(s) for W1-W3`);
   console.log(`rpc: systems ${systems.map((s) => s.name).join(', ')}`);
 
   const results = new Map(systems.map((s) => [s.name, {}]));
@@ -412,7 +423,7 @@ async function main() {
   const doc = { ...meta, results: rows };
   printTable(doc, systems);
 
-  const full = !quick && !onlySystems && !onlyWorkloads;
+  const full = !quick && !steady && !onlySystems && !onlyWorkloads;
   mkdirSync(resultsDir, { recursive: true });
   const out = join(resultsDir, full ? 'latest.json' : 'latest-dev.json');
   writeFileSync(out, `${JSON.stringify(doc, null, 2)}\n`);
