@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/socket_handle.cc",
+        "native/sys_batch.cc",
         "native/sys_unix.cc",
         "native/sys_win.cc"
       ],

@@ -382,6 +382,7 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
   return n;
 }
 
+// (Elsewhere: sys_batch.cc.)
 #if defined(__linux__)
 
 int SysSendMany(int fd, SendItem* items, size_t count) {
@@ -439,28 +440,6 @@ int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
     ReadControl(msgs[i].msg_hdr, &slots[i].meta);
   }
   return n;
-}
-
-#else  // no sendmmsg / recvmmsg: one syscall per message
-
-int SysSendMany(int fd, SendItem* items, size_t count) {
-  for (size_t i = 0; i < count; i++) {
-    int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
-    if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
-    items[i].sent = static_cast<size_t>(r);
-  }
-  return static_cast<int>(count);
-}
-
-int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
-  for (size_t i = 0; i < count; i++) {
-    int64_t n = SysRecvMsg(fd, slots[i].buf, slots[i].cap, false, &slots[i].meta);
-    if (n < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(n);
-    slots[i].len = static_cast<size_t>(n);
-    // After the end of the stream there is nothing more to ask for.
-    if (n == 0 && slots[i].meta.fds.empty()) return static_cast<int>(i + 1);
-  }
-  return static_cast<int>(count);
 }
 
 #endif

@@ -411,25 +411,6 @@ int64_t SysRecvMsg(int fd, uint8_t* buf, size_t cap, bool want_addr,
   return n == SOCKET_ERROR ? SockErr() : n;
 }
 
-// Windows has no SOCK_SEQPACKET for AF_UNIX, so nothing sends or receives
-// message batches here; these keep the interface whole.
-int SysSendMany(int fd, SendItem* items, size_t count) {
-  for (size_t i = 0; i < count; i++) {
-    int64_t r = SysSendMsg(fd, items[i].iov, items[i].iovcnt, items[i].fds, items[i].nfds, nullptr);
-    if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
-    items[i].sent = static_cast<size_t>(r);
-  }
-  return static_cast<int>(count);
-}
-
-int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
-  if (count == 0) return 0;
-  int64_t n = SysRecvMsg(fd, slots[0].buf, slots[0].cap, false, &slots[0].meta);
-  if (n < 0) return static_cast<int>(n);
-  slots[0].len = static_cast<size_t>(n);
-  return 1;
-}
-
 Reservation::~Reservation() {
   if (data_ != nullptr) VirtualFree(data_, 0, MEM_RELEASE);
 }

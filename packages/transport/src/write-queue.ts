@@ -269,14 +269,7 @@ export class WriteQueue {
       batch.push(entry.bufs.length === 1 ? entry.bufs[0]! : entry.bufs, entry.fds);
     }
     const r = handle.writeMessages(batch);
-    if (r === uv.EAGAIN) {
-      this.#waitWritable();
-      return false;
-    }
-    if (r < 0) {
-      this.#host.destroy(systemError(r, 'sendmsg'));
-      return false;
-    }
+    if (r < 0) return this.#failedWrite(r);
     // Fewer than asked: the next call reports why (an error is not kept).
     for (const entry of this.#queue.splice(0, r)) {
       this.#host.bytesWritten += entry.size;
@@ -291,14 +284,7 @@ export class WriteQueue {
   #writeHead(handle: NativeHandle): boolean {
     const head = this.#queue[0]!;
     const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
-    if (r === uv.EAGAIN) {
-      this.#waitWritable();
-      return false;
-    }
-    if (r < 0) {
-      this.#host.destroy(systemError(r, 'sendmsg'));
-      return false;
-    }
+    if (r < 0) return this.#failedWrite(r);
     this.#host.bytesWritten += r;
     this.#queuedBytes -= r;
     if (head.onSent) notifySent(head);
@@ -309,6 +295,14 @@ export class WriteQueue {
     }
     this.#queue.shift();
     return true;
+  }
+
+  // A write that returned an error code: EAGAIN waits for room, anything
+  // else ends the socket. Either way nothing more is written now.
+  #failedWrite(r: number): false {
+    if (r === uv.EAGAIN) this.#waitWritable();
+    else this.#host.destroy(systemError(r, 'sendmsg'));
+    return false;
   }
 
   #waitWritable(): void {

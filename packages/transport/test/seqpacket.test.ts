@@ -41,6 +41,19 @@ async function pairViaServer(serverOptions: { maxMessageSize?: number } = {}): P
   return [client, peer];
 }
 
+/**
+ * An fd to send, one end of a socket pair: `watcherEnded` resolves once
+ * every copy of it (ours and any the receiver got) is closed.
+ */
+function markerFd(): { marker: number; watcherEnded: Promise<unknown> } {
+  const [marker, watch] = socketPairFds('stream');
+  const watcher = fromFd(watch);
+  sockets.push(watcher);
+  const watcherEnded = once(watcher, 'end');
+  watcher.resume();
+  return { marker, watcherEnded };
+}
+
 /** Reads a regular file from offset 0 through a descriptor. */
 function readThrough(fd: number): string {
   const buf = Buffer.alloc(4096);
@@ -168,14 +181,8 @@ describe('seqpacket fd passing', () => {
 describe('seqpacket limits', () => {
   it('a message larger than maxMessageSize destroys the receiver with EMSGSIZE and closes its fds', async () => {
     const [client, peer] = await pairViaServer({ maxMessageSize: 1000 });
-    // The marker: one end of a socket pair travels with the oversized
-    // message; its partner sees end-of-stream only once every copy of it,
-    // including the one the receiver got, is closed.
-    const [marker, watch] = socketPairFds('stream');
-    const watcher = fromFd(watch);
-    sockets.push(watcher);
-    const watcherEnded = once(watcher, 'end');
-    watcher.resume();
+    // The marker travels with the oversized message.
+    const { marker, watcherEnded } = markerFd();
 
     const messages: number[] = [];
     peer.on('data', (m: Buffer) => messages.push(m.length));
@@ -195,11 +202,7 @@ describe('seqpacket limits', () => {
 
   it('fds of messages read in the same batch after an oversized one are closed, not leaked', async () => {
     const [client, peer] = await pairViaServer({ maxMessageSize: 1000 });
-    const [marker, watch] = socketPairFds('stream');
-    const watcher = fromFd(watch);
-    sockets.push(watcher);
-    const watcherEnded = once(watcher, 'end');
-    watcher.resume();
+    const { marker, watcherEnded } = markerFd();
     peer.pause(); // let all three queue up, so that one read takes them together
     const failed = once(peer, 'error') as Promise<[AfunixError]>;
     client.write(pattern(10, 1));
