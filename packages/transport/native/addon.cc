@@ -178,6 +178,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = SocketHandle::Define(env);
   state->handle_ctor = Napi::Persistent(ctor);
   exports.Set("SocketHandle", ctor);
+  exports.Set("write", SocketHandle::DefineWrite(env));
   exports.Set("socket", Napi::Function::New<Socket>(env, "socket"));
   exports.Set("socketPair", Napi::Function::New<SocketPair>(env, "socketPair"));
   exports.Set("bind", Napi::Function::New<Bind>(env, "bind"));

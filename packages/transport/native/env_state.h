@@ -13,6 +13,28 @@
 namespace afunix {
 
 struct Conn;
+class SocketHandle;
+
+// Open socket handles by number, so that write() can be one function for
+// all of them: a native function made per handle cost ~0.7 KB of V8 heap per
+// connection, and a prototype method must find its object through
+// napi_unwrap (~800 instructions) on every write. A number carries its
+// slot's generation, so one that outlived its socket finds nothing.
+class HandleTable {
+ public:
+  double Add(SocketHandle* h);
+  void Remove(double id);
+  SocketHandle* Find(double id) const;
+
+ private:
+  static constexpr double kSlots = 16777216.0;  // 2^24
+  struct Slot {
+    SocketHandle* handle = nullptr;
+    uint32_t generation = 0;
+  };
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> free_;
+};
 
 struct EnvState {
   Napi::FunctionReference handle_ctor;
@@ -27,6 +49,7 @@ struct EnvState {
   Napi::Reference<Napi::ArrayBuffer> pool;
   size_t pool_used = 0;
   Conn* conns = nullptr;  // intrusive list of sockets not yet closed
+  HandleTable handles;
   // fds of the batch being handed to JavaScript (accepted connections,
   // SCM_RIGHTS) that it has not yet adopted (SocketHandle), closed
   // (close()) or taken (claim()). A worker terminated mid-delivery leaves

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace afunix {
@@ -94,18 +95,27 @@ bool AppendViews(napi_env env, napi_value v, std::vector<uv_buf_t>* out) {
   return true;
 }
 
-// Adds the fds of an array of numbers (or nothing, for null) to out.
-bool AppendFds(napi_env env, napi_value v, std::vector<int>* out) {
+// The fds of an array of numbers (none for anything else, such as null)
+// into out, which has room for kMaxFds.
+bool ReadFds(napi_env env, napi_value v, int* out, size_t* count) {
+  *count = 0;
   bool is_array = false;
   if (napi_is_array(env, v, &is_array) != napi_ok || !is_array) return true;
   uint32_t n = 0;
   if (napi_get_array_length(env, v, &n) != napi_ok || n > static_cast<uint32_t>(kMaxFds)) return false;
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
-    int fd;
-    if (napi_get_element(env, v, i, &item) != napi_ok || napi_get_value_int32(env, item, &fd) != napi_ok) return false;
-    out->push_back(fd);
+    if (napi_get_element(env, v, i, &item) != napi_ok || napi_get_value_int32(env, item, &out[i]) != napi_ok) return false;
   }
+  *count = n;
+  return true;
+}
+
+bool AppendFds(napi_env env, napi_value v, std::vector<int>* out) {
+  int fds[kMaxFds];
+  size_t n = 0;
+  if (!ReadFds(env, v, fds, &n)) return false;
+  out->insert(out->end(), fds, fds + n);
   return true;
 }
 
@@ -204,23 +214,59 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   on_writable_ = Napi::Persistent(info[4].As<Napi::Function>());
   // An open socket must never be collected: it is released in OnClosed.
   Napi::ObjectWrap<SocketHandle>::Ref();
-  // write() is an own function of each handle that carries the handle as its
-  // data. As a prototype method it had to find `this` through napi_unwrap, a
-  // private-symbol lookup of ~800 instructions per call: more than the rest
-  // of write() and the sendmsg wrapper together. The function lives only in
-  // this property, so it cannot outlive the object whose pointer it holds.
-  napi_value write;
-  if (napi_create_function(env, "write", NAPI_AUTO_LENGTH, WriteThunk, this, &write) == napi_ok)
-    napi_set_named_property(env, info.This(), "write", write);
+  // The number that write() finds this handle by (see HandleTable).
+  id_ = state->handles.Add(this);
+  napi_value id;
+  if (napi_create_double(env, id_, &id) == napi_ok) napi_set_named_property(env, info.This(), "id", id);
 }
 
-napi_value SocketHandle::WriteThunk(napi_env env, napi_callback_info cbinfo) {
-  Napi::CallbackInfo info(env, cbinfo);
-  return static_cast<SocketHandle*>(info.Data())->Write(info);
+Napi::Function SocketHandle::DefineWrite(Napi::Env env) {
+  return Napi::Function::New<WriteById>(env, "write");
+}
+
+Napi::Value SocketHandle::WriteById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double id = 0;
+  SocketHandle* self = nullptr;
+  if (napi_get_value_double(env, info[0], &id) == napi_ok) self = EnvState::Get(env)->handles.Find(id);
+  if (self == nullptr) return Napi::Number::New(env, UV_EBADF);
+  return self->Write(env, info[1], info[2], info[3]);
+}
+
+double HandleTable::Add(SocketHandle* h) {
+  uint32_t index;
+  if (!free_.empty()) {
+    index = free_.back();
+    free_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  slots_[index].handle = h;
+  return slots_[index].generation * kSlots + index;
+}
+
+void HandleTable::Remove(double id) {
+  SocketHandle* h = Find(id);
+  if (h == nullptr) return;
+  auto index = static_cast<uint32_t>(std::fmod(id, kSlots));
+  slots_[index].handle = nullptr;
+  slots_[index].generation++;
+  free_.push_back(index);
+}
+
+SocketHandle* HandleTable::Find(double id) const {
+  if (!(id >= 0) || id != std::floor(id)) return nullptr;
+  double index = std::fmod(id, kSlots);
+  if (index >= static_cast<double>(slots_.size())) return nullptr;
+  const Slot& slot = slots_[static_cast<size_t>(index)];
+  if (slot.handle == nullptr || slot.generation != static_cast<uint32_t>(std::floor(id / kSlots))) return nullptr;
+  return slot.handle;
 }
 
 SocketHandle::~SocketHandle() {
   if (conn_ != nullptr) {
+    conn_->state->handles.Remove(id_);
     conn_->owner = nullptr;
     BeginClose(conn_);
     conn_ = nullptr;
@@ -260,47 +306,28 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// write(data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null)
+// write(id, data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null)
 // Returns the number of bytes the kernel took, or a negative error code.
-Napi::Value SocketHandle::Write(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+Napi::Value SocketHandle::Write(Napi::Env env, Napi::Value data, Napi::Value rights, Napi::Value dest) {
   if (conn_ == nullptr || conn_->closing) return Napi::Number::New(env, UV_EBADF);
   uv_buf_t one;
   std::vector<uv_buf_t> many;
   const uv_buf_t* iov = &one;
   size_t iovcnt = 1;
-  if (ReadView(env, info[0], &one)) {
-    // The common case: one buffer.
-  } else if (info[0].IsArray()) {
-    Napi::Array arr = info[0].As<Napi::Array>();
-    iovcnt = arr.Length() < kMaxIov ? arr.Length() : kMaxIov;
-    many.resize(iovcnt);
-    for (size_t i = 0; i < iovcnt; i++) {
-      napi_value item;
-      if (!Element(env, arr, static_cast<uint32_t>(i), &item) || !ReadView(env, item, &many[i]))
-        return Napi::Number::New(env, UV_EINVAL);
-    }
+  // The common case, one buffer, needs no vector.
+  if (!ReadView(env, data, &one)) {
+    if (!AppendViews(env, data, &many)) return Napi::Number::New(env, UV_EINVAL);
     iov = many.data();
-  } else {
-    return Napi::Number::New(env, UV_EINVAL);
+    iovcnt = many.size();
   }
   int fds[kMaxFds];
   size_t nfds = 0;
-  if (info.Length() > 1 && info[1].IsArray()) {
-    Napi::Array arr = info[1].As<Napi::Array>();
-    nfds = arr.Length();
-    if (nfds > static_cast<size_t>(kMaxFds)) return Napi::Number::New(env, UV_EINVAL);
-    for (size_t i = 0; i < nfds; i++) {
-      napi_value item;
-      if (!Element(env, arr, static_cast<uint32_t>(i), &item) || napi_get_value_int32(env, item, &fds[i]) != napi_ok)
-        return Napi::Number::New(env, UV_EINVAL);
-    }
-  }
+  if (!ReadFds(env, rights, fds, &nfds)) return Napi::Number::New(env, UV_EINVAL);
   Address to;
   const Address* top = nullptr;
-  if (info.Length() > 2 && info[2].IsTypedArray()) {
+  if (dest.IsTypedArray()) {
     uv_buf_t b;
-    if (!ReadView(env, info[2], &b) || b.len > sizeof(to.bytes)) return Napi::Number::New(env, UV_ENAMETOOLONG);
+    if (!ReadView(env, dest, &b) || b.len > sizeof(to.bytes)) return Napi::Number::New(env, UV_ENAMETOOLONG);
     memcpy(to.bytes, b.base, b.len);
     to.len = b.len;
     top = &to;
@@ -388,6 +415,7 @@ void SocketHandle::OnClosed(uv_handle_t* handle) {
   delete c;
   if (self != nullptr) {
     self->conn_ = nullptr;
+    state->handles.Remove(self->id_);
     if (!self->on_close_.IsEmpty() && !state->tearing_down) {
       Napi::HandleScope scope(self->Env());
       if (self->JsAlive()) self->CallJs(self->on_close_, {});

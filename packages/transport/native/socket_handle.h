@@ -46,6 +46,7 @@ struct Conn {
 class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
  public:
   static Napi::Function Define(Napi::Env env);
+  static Napi::Function DefineWrite(Napi::Env env);
   explicit SocketHandle(const Napi::CallbackInfo& info);
   ~SocketHandle() override;
 
@@ -57,8 +58,9 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Napi::Value ReadStart(const Napi::CallbackInfo& info);
   Napi::Value ReadStop(const Napi::CallbackInfo& info);
   Napi::Value WatchWritable(const Napi::CallbackInfo& info);
-  Napi::Value Write(const Napi::CallbackInfo& info);
-  static napi_value WriteThunk(napi_env env, napi_callback_info cbinfo);
+  // write(id, data, fds?, to?): exported once, finds the handle by its id.
+  static Napi::Value WriteById(const Napi::CallbackInfo& info);
+  Napi::Value Write(Napi::Env env, Napi::Value data, Napi::Value fds, Napi::Value to);
   Napi::Value WriteMessages(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
@@ -88,6 +90,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Call CallJs(Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
 
   Conn* conn_;
+  double id_ = -1;  // in the environment's HandleTable while open
   Napi::FunctionReference on_read_;
   Napi::FunctionReference on_writable_;
   Napi::FunctionReference on_close_;

@@ -137,7 +137,7 @@ export class UnixDatagram extends EventEmitter {
     const handle = this.#handle;
     while (handle && this.#queue.length > 0) {
       const item = this.#queue[0]!;
-      const r = handle.write(item.data.length === 1 ? item.data[0]! : item.data, item.fds, item.to);
+      const r = native!.write(handle.id, item.data.length === 1 ? item.data[0]! : item.data, item.fds, item.to);
       if (r === uv.EAGAIN) {
         handle.watchWritable(true);
         this.#retry ??= setTimeout(() => {

@@ -76,7 +76,7 @@ function probe(): Features {
 
 function sendsFd(pair: [number, number]): boolean {
   const handle = new native!.SocketHandle(pair[0], Kind.stream, false, () => {}, () => {});
-  const r = handle.write(Buffer.from([0]), [pair[1]]);
+  const r = native!.write(handle.id, Buffer.from([0]), [pair[1]]);
   handle.close(); // the handle owns pair[0] now
   pair[0] = -1;
   return r === 1;

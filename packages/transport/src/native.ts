@@ -20,7 +20,8 @@ export interface NativeHandle {
   readStart(): number;
   readStop(): number;
   watchWritable(on: boolean): number;
-  write(data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null): number;
+  /** What native.write() finds this handle by. */
+  readonly id: number;
   close(onClosed?: () => void): void;
   ref(): void;
   unref(): void;
@@ -34,6 +35,8 @@ export interface NativeBinding {
     new (fd: number, kind: number, listener: boolean, onRead: ReadCallback | StreamReadCallback | AcceptCallback, onWritable: () => void): NativeHandle;
     readonly ERR_CTRUNC: number;
   };
+  /** sendmsg on a SocketHandle (by its id): the bytes the kernel took, or a negative error code. */
+  write(id: number, data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null): number;
   socket(kind: number): number;
   socketPair(kind: number): number | [number, number];
   bind(fd: number, address: Uint8Array | null): number;

@@ -202,7 +202,7 @@ export class WriteQueue {
   // queue entry, no tick of ours, and the Writable learns at once that the
   // chunk is gone. What the kernel does not take is queued as usual.
   #writeNow(chunk: Buffer, callback: Callback): void {
-    const r = this.#handle!.write(chunk, null);
+    const r = native!.write(this.#handle!.id, chunk, null);
     if (r < 0 && r !== uv.EAGAIN) {
       this.#host.destroy(systemError(r, 'sendmsg'));
       return;
@@ -283,7 +283,7 @@ export class WriteQueue {
   // writes). Returns false if nothing more can be written now.
   #writeHead(handle: NativeHandle): boolean {
     const head = this.#queue[0]!;
-    const r = handle.write(head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
+    const r = native!.write(handle.id, head.bufs.length === 1 ? head.bufs[0]! : head.bufs, head.fds);
     if (r < 0) return this.#failedWrite(r);
     this.#host.bytesWritten += r;
     this.#queuedBytes -= r;
