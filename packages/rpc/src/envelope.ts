@@ -27,9 +27,10 @@ const LAYOUT: readonly number[] = (() => {
   return layout;
 })();
 
-// The envelope must fit the space msgpackr can reserve in front of a value.
+// The envelope must fit the space msgpackr can reserve in front of a value:
+// an array header, the kind, an id of up to 5 bytes, a str8 header and the name.
 const MAX_ENVELOPE = 0xff;
-const MAX_NAME = MAX_ENVELOPE - 8;
+const MAX_NAME = MAX_ENVELOPE - 9;
 
 function uintSize(n: number): number {
   return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;

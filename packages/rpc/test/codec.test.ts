@@ -94,3 +94,24 @@ describe('Fd indexes', () => {
     expect(closed.splice(0).sort()).toEqual([1000, 1001]);
   });
 });
+
+describe('the hand-written envelope', () => {
+  it('reads back what it writes at the edges of ids and names, byte for byte what msgpackr writes', async () => {
+    const { encodeMessage, readMessage } = await import('../src/envelope.js');
+    const joined = (e: { bytes: Buffer | Buffer[] }) => (Array.isArray(e.bytes) ? Buffer.concat(e.bytes) : e.bytes);
+    const ids = [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0xffffffff];
+    // 246 characters is the longest name that fits with a 5-byte id; 247
+    // and more go through msgpackr whole, as any other message.
+    const names = ['', 'm', 'm'.repeat(31), 'm'.repeat(32), 'm'.repeat(246), 'm'.repeat(247), 'm'.repeat(300), 'né'];
+    for (const id of ids) {
+      for (const name of names) {
+        const value = prepareValue([{ id, name }], 'args');
+        const bytes = joined(encodeMessage(Msg.REQUEST, id, name, value));
+        expect(bytes.equals(encodeToBuffer([Msg.REQUEST, id, name, value])), `id ${id}, name of ${name.length}`).toBe(true);
+        const back = readMessage(bytes, null, noClose) ?? { id: -1, name: '', value: decode(bytes, null, noClose).message };
+        const message = back.id === -1 ? (back.value as unknown[]) : [Msg.REQUEST, back.id, back.name, back.value];
+        expect(message).toEqual([Msg.REQUEST, id, name, [{ id, name }]]);
+      }
+    }
+  });
+});

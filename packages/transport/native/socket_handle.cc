@@ -24,6 +24,11 @@ constexpr size_t kScratchSize = 1024 * 1024;
 // Address space for a batch of seqpacket messages: the batch is as many of
 // the largest message as fit (at least one, at most kMaxBatchMessages).
 constexpr size_t kSlotSpace = 16 * 1024 * 1024;
+// Messages up to this size count as small: while they are, a batch takes as
+// many as kMaxBatchMessages. After a larger one it takes only what fits
+// kBatchBytes (at least one), as the single reads did, so that a burst of
+// large messages reaches JavaScript in bounded pieces.
+constexpr size_t kSmallMessage = 4 * 1024;
 // A stream read into a slot stops at the next message with fds; these are
 // small, and a full slot simply goes on in the next one.
 constexpr size_t kStreamSlot = 2 * 1024;
@@ -620,7 +625,8 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
   Conn* c = conn_;
   bool stream = c->kind == Kind::kStream;
   size_t slot = stream ? kStreamSlot : c->max_message;
-  size_t count = std::min(kMaxBatchMessages, std::max<size_t>(1, kSlotSpace / slot));
+  size_t budget = stream || c->small_messages ? kSlotSpace : kBatchBytes;
+  size_t count = std::min(kMaxBatchMessages, std::max<size_t>(1, budget / slot));
   if (!c->state->slots.Reserve(count * slot)) return UV_ENOMEM;
   uint8_t* base = c->state->slots.data();
   RecvSlot slots[kMaxBatchMessages];
@@ -636,6 +642,8 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
   if (n < 0) return n;
   // Fewer than asked for: the kernel had no more.
   if (static_cast<size_t>(n) < count) *more = false;
+  c->small_messages = true;
+  for (int i = 0; i < n; i++) c->small_messages &= slots[i].len <= kSmallMessage;
   int status = 0;
   for (int i = 0; i < n; i++) {
     RecvSlot& s = slots[i];
@@ -647,7 +655,7 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
     }
     // A zero-length message is the end of the connection: our seqpacket
     // sockets refuse to send empty messages, so it is unambiguous.
-    if (s.len == 0 && s.meta.fds.empty()) {
+    if (s.len == 0 && s.meta.fds.empty() && !s.meta.ctrunc) {
       status = UV_EOF;
       continue;
     }
@@ -719,6 +727,10 @@ bool SocketHandle::ReadBatch() {
   for (const Chunk& ch : chunks) HandOver(state, ch.meta.fds);
   Call r = Deliver(status, data, used, list);
   Settle(state, r);
+  // A burst of large messages touched pages far into the slots: give them
+  // back once delivered, so that it does not stay resident. (One message at
+  // a time stays in the first slot, as it stayed in the scratch space.)
+  if (messages && used > kBatchBytes && chunks.size() > 1) state->slots.Release();
   if (r == Call::kRan) return more;
   BeginClose(c);
   return false;

@@ -36,6 +36,8 @@ struct Conn {
   // The last read of this stream brought fds: the kernel ends a read at
   // every message with fds, so the next ones are read as a batch.
   bool fds_flowing = false;
+  // The last batch of seqpacket messages held only small ones.
+  bool small_messages = true;
   size_t max_message = 256 * 1024;
   SocketHandle* owner = nullptr;
   EnvState* state = nullptr;

@@ -111,6 +111,8 @@ class Reservation {
   ~Reservation();
   // Makes at least `bytes` available; false if the space cannot be had.
   bool Reserve(size_t bytes);
+  // Gives the touched pages back; the space stays reserved (and reads as zeros).
+  void Release();
   uint8_t* data() const { return data_; }
 
  private:

@@ -391,7 +391,7 @@ int SysSendMany(int fd, SendItem* items, size_t count) {
   // Control space only for the messages that carry fds, packed one after another.
   size_t control_bytes = 0;
   for (size_t i = 0; i < count; i++) {
-    if (items[i].nfds > static_cast<size_t>(kMaxFds)) return i > 0 ? static_cast<int>(i) : UV_EINVAL;
+    if (items[i].nfds > static_cast<size_t>(kMaxFds)) return UV_EINVAL;
     if (items[i].nfds > 0) control_bytes += CMSG_SPACE(sizeof(int) * items[i].nfds);
   }
   std::vector<cmsghdr> control((control_bytes + sizeof(cmsghdr) - 1) / sizeof(cmsghdr));
@@ -446,6 +446,10 @@ int SysRecvMany(int fd, RecvSlot* slots, size_t count) {
 
 Reservation::~Reservation() {
   if (data_ != nullptr) munmap(data_, size_);
+}
+
+void Reservation::Release() {
+  if (data_ != nullptr) madvise(data_, size_, MADV_DONTNEED);
 }
 
 bool Reservation::Reserve(size_t bytes) {

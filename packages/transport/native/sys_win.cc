@@ -415,6 +415,10 @@ Reservation::~Reservation() {
   if (data_ != nullptr) VirtualFree(data_, 0, MEM_RELEASE);
 }
 
+void Reservation::Release() {
+  // Nothing receives into it on Windows (no SOCK_SEQPACKET).
+}
+
 bool Reservation::Reserve(size_t bytes) {
   if (bytes <= size_) return true;
   void* p = VirtualAlloc(nullptr, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);

@@ -40,8 +40,10 @@ const MAX_BATCH_MESSAGES = 64;
 // A stream write this small is one skb in Linux, taken whole or not at all
 // whatever the send buffer's size (its minimum holds two of them), so a
 // batch of them cannot leave one half sent with the next behind it. The
-// addon checks every message left whole all the same.
+// addon checks every message left whole all the same. Elsewhere (macOS) a
+// small stream write can be cut short, so streams are not batched there.
 const ATOMIC_STREAM_WRITE = 1024;
+const STREAM_BATCHES = process.platform === 'linux';
 // A stream chunk this large fills a sendmsg by itself: waiting a tick to
 // gather it with others saves no syscall, so it is written at once.
 const DIRECT_WRITE_MIN = 16 * 1024;
@@ -92,6 +94,7 @@ export class WriteQueue {
   #queue: Pending[] = [];
   #queuedBytes = 0;
   #flushScheduled = false;
+  #flushing = false;
   #delivering = false; // a read is being delivered: a flush is due when it returns, not on the next tick
   #flushAfterRead = false;
   #blocked = false; // the kernel took less than asked: wait for writable
@@ -220,7 +223,7 @@ export class WriteQueue {
     // read batch (up to 120 KiB of requests) has been answered sits idle
     // meanwhile: once this much is queued it leaves, and the peer can start
     // on it while the rest is written.
-    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked) this.flush();
+    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked && !this.#flushing) this.flush();
     if (!this.#flushScheduled && !this.#blocked && this.#queue.length > 0) {
       this.#flushScheduled = true;
       if (this.#delivering) this.#flushAfterRead = true;
@@ -233,10 +236,16 @@ export class WriteQueue {
   flush(): void {
     this.#flushScheduled = false;
     const handle = this.#handle;
-    if (!handle) return;
-    while (this.#queue.length > 0) {
-      const run = this.#batchable();
-      if (!(run > 1 ? this.#writeBatch(handle, run) : this.#writeHead(handle))) break;
+    if (!handle || this.#flushing) return;
+    // An onSent callback may write: what it queues leaves in this loop.
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0 && this.#handle) {
+        const run = this.#batchable();
+        if (!(run > 1 ? this.#writeBatch(handle, run) : this.#writeHead(handle))) break;
+      }
+    } finally {
+      this.#flushing = false;
     }
     if (!this.#handle) return; // destroyed by a failed write
     // Drained, but the writable watch stays on: a writer that just filled the
@@ -255,6 +264,7 @@ export class WriteQueue {
     const queue = this.#queue;
     const most = Math.min(queue.length, MAX_BATCH_MESSAGES);
     if (this.#host.type === 'seqpacket') return most;
+    if (!STREAM_BATCHES) return 0;
     let n = 0;
     while (n < most && queue[n]!.size <= ATOMIC_STREAM_WRITE) n++;
     return n;
@@ -271,11 +281,12 @@ export class WriteQueue {
     const r = handle.writeMessages(batch);
     if (r < 0) return this.#failedWrite(r);
     // Fewer than asked: the next call reports why (an error is not kept).
-    for (const entry of this.#queue.splice(0, r)) {
+    const sent = this.#queue.splice(0, r);
+    for (const entry of sent) {
       this.#host.bytesWritten += entry.size;
       this.#queuedBytes -= entry.size;
-      if (entry.onSent) notifySent(entry);
     }
+    for (const entry of sent) if (entry.onSent) notifySent(entry);
     return true;
   }
 
@@ -287,14 +298,14 @@ export class WriteQueue {
     if (r < 0) return this.#failedWrite(r);
     this.#host.bytesWritten += r;
     this.#queuedBytes -= r;
+    const done = r === head.size;
+    if (done) this.#queue.shift();
+    else consumePartial(head, r);
+    // The queue is up to date before the sender hears its fds have left.
     if (head.onSent) notifySent(head);
-    if (r < head.size) {
-      consumePartial(head, r);
-      this.#waitWritable();
-      return false;
-    }
-    this.#queue.shift();
-    return true;
+    if (done) return true;
+    this.#waitWritable();
+    return false;
   }
 
   // A write that returned an error code: EAGAIN waits for room, anything

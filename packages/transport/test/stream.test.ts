@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -92,6 +92,36 @@ describe('stream sockets', () => {
     expect(a.bytesWritten).toBe(expected.length);
     a.destroy();
     b.destroy();
+  });
+
+  it('a write made in a send() callback while the queue is being written goes out once, in order', async () => {
+    // onSent runs while the queue is written; what it writes (enough to
+    // trigger an early flush) must not send the entry being written again.
+    for (const type of ['stream', 'seqpacket'] as const) {
+      const [a, b] = socketPair(type);
+      const fd = openSync(join(dir, 'f'), 'w');
+      const first = pattern(2000, 1);
+      const second = pattern(5000, 2);
+      const received: Buffer[] = [];
+      let total = 0;
+      const enough = new Promise<void>((resolve) => {
+        b.setReceiver((data, fds) => {
+          fds?.close();
+          received.push(Buffer.from(data));
+          total += data.length;
+          if (total >= first.length + second.length) setTimeout(resolve, 20); // and anything extra
+        });
+      });
+      a.send(first, [fd], () => a.write(second));
+      await enough;
+      closeSync(fd);
+      const all = Buffer.concat(received);
+      expect(all.length, type).toBe(first.length + second.length);
+      expect(all.equals(Buffer.concat([first, second])), type).toBe(true);
+      if (type === 'seqpacket') expect(received.map((m) => m.length)).toEqual([2000, 5000]);
+      a.destroy();
+      b.destroy();
+    }
   });
 
   it('works with pipeline() end to end, 8 MiB intact', async () => {
