@@ -4,7 +4,9 @@
       "target_name": "afunix",
       "sources": [
         "native/addon.cc",
+        "native/handle_table.cc",
         "native/socket_handle.cc",
+        "native/socket_read.cc",
         "native/sys_batch.cc",
         "native/sys_unix.cc",
         "native/sys_win.cc"

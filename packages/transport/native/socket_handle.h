@@ -17,6 +17,10 @@ namespace afunix {
 
 class SocketHandle;
 
+// Status reported when the kernel dropped descriptors (MSG_CTRUNC): outside
+// the errno range so it cannot be mistaken for a real error number.
+constexpr int kErrCtrunc = -100001;
+
 // One received piece of a read batch: its length, and what came with it.
 struct Chunk {
   size_t len = 0;
