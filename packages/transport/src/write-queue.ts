@@ -234,9 +234,11 @@ export class WriteQueue {
   }
 
   flush(): void {
+    // Inside a running flush (an onSent callback wrote): that one sends it.
+    if (this.#flushing) return;
     this.#flushScheduled = false;
     const handle = this.#handle;
-    if (!handle || this.#flushing) return;
+    if (!handle) return;
     // An onSent callback may write: what it queues leaves in this loop.
     this.#flushing = true;
     try {
