@@ -44,16 +44,15 @@ export class MessageSender {
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. Returns false once the peer should be waited for. */
   send(message: unknown[]): boolean {
-    return this.sendEncoded(encode(message, this.#options.exposeStack));
+    return this.#sendEncoded(encode(message, this.#options.exposeStack));
   }
 
   /** send() of [kind, id, name, value] (envelope.ts), without building the array. */
   sendMessage(kind: number, id: number, name: string | null, value: unknown): boolean {
-    return this.sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack));
+    return this.#sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack));
   }
 
-  /** Sends a message encoded already (an event encoded once for every subscriber). */
-  sendEncoded(encoded: Encoded): boolean {
+  #sendEncoded(encoded: Encoded): boolean {
     const { bytes, length, fds, transfers } = encoded;
     const release = transfers ? () => closeTransfers(transfers) : undefined;
     const limit = this.#options.peerMaxMessage;

@@ -11,6 +11,13 @@ namespace {
 
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux and macOS
 
+// Reads element i of an array through the C API. node-addon-api would hand
+// back an empty value on failure (as while a worker is being terminated),
+// and any call chained on that aborts the process.
+bool Element(napi_env env, napi_value arr, uint32_t i, napi_value* out) {
+  return napi_get_element(env, arr, i, out) == napi_ok;
+}
+
 bool ReadView(napi_env env, napi_value v, uv_buf_t* out) {
   napi_typedarray_type type;
   size_t length;
@@ -36,7 +43,7 @@ bool AppendViews(napi_env env, napi_value v, std::vector<uv_buf_t>* out) {
     return false;
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
-    if (napi_get_element(env, v, i, &item) != napi_ok || !ReadView(env, item, &one)) return false;
+    if (!Element(env, v, i, &item) || !ReadView(env, item, &one)) return false;
     out->push_back(one);
   }
   return true;
@@ -52,7 +59,7 @@ bool ReadFds(napi_env env, napi_value v, int* out, size_t* count) {
   if (napi_get_array_length(env, v, &n) != napi_ok || n > static_cast<uint32_t>(kMaxFds)) return false;
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
-    if (napi_get_element(env, v, i, &item) != napi_ok || napi_get_value_int32(env, item, &out[i]) != napi_ok) return false;
+    if (!Element(env, v, i, &item) || napi_get_value_int32(env, item, &out[i]) != napi_ok) return false;
   }
   *count = n;
   return true;
@@ -75,12 +82,6 @@ bool Flag(const Napi::CallbackInfo& info, size_t i) {
   return v;
 }
 
-// Reads element i of an array through the C API. node-addon-api would hand
-// back an empty value on failure (as while a worker is being terminated),
-// and any call chained on that aborts the process.
-bool Element(napi_env env, napi_value arr, uint32_t i, napi_value* out) {
-  return napi_get_element(env, arr, i, out) == napi_ok;
-}
 
 void LinkConn(Conn* c) {
   c->next = c->state->conns;
@@ -94,7 +95,6 @@ void UnlinkConn(Conn* c) {
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = nullptr;
 }
-
 
 }  // namespace
 
@@ -255,9 +255,11 @@ Napi::Value SocketHandle::Write(Napi::Env env, Napi::Value data, Napi::Value rig
 Napi::Value SocketHandle::WriteMessages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (conn_ == nullptr || conn_->closing) return Napi::Number::New(env, UV_EBADF);
-  if (!info[0].IsArray()) return Napi::Number::New(env, UV_EINVAL);
   napi_value list = info[0];
-  uint32_t length = info[0].As<Napi::Array>().Length();
+  bool is_array = false;
+  uint32_t length = 0;
+  if (napi_is_array(env, list, &is_array) != napi_ok || !is_array || napi_get_array_length(env, list, &length) != napi_ok)
+    return Napi::Number::New(env, UV_EINVAL);
   size_t count = std::min<size_t>(length / 2, kMaxBatchMessages);
   // Every piece and fd of the batch in one array each; items point into them.
   std::vector<uv_buf_t> bufs;

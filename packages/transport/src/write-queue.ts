@@ -223,7 +223,7 @@ export class WriteQueue {
     // read batch (up to 120 KiB of requests) has been answered sits idle
     // meanwhile: once this much is queued it leaves, and the peer can start
     // on it while the rest is written.
-    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked && !this.#flushing) this.flush();
+    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked) this.flush();
     if (!this.#flushScheduled && !this.#blocked && this.#queue.length > 0) {
       this.#flushScheduled = true;
       if (this.#delivering) this.#flushAfterRead = true;
