@@ -66,12 +66,17 @@ interface Queued {
 // An interface has no implicit index signature; its mapped copy has one.
 type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
 
+// The transport's channel, for the listeners below: they are shared by every
+// channel (EventEmitter calls them with the transport as `this`), where
+// closures of their own would cost each idle connection ~250 bytes.
+const kChannel = Symbol('afunix.channel');
+type FramedTransport = (UnixSocket | Duplex) & { [kChannel]?: FramedChannel };
+
 export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule.default<FramedEventMap>) {
   readonly transport: UnixSocket | Duplex;
   /** fds can travel: a native UnixSocket on a platform with SCM_RIGHTS. */
   readonly fdPassing: boolean;
   readonly limits: ResolvedLimits;
-  readonly stats: FramedStats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
   /** When set, every frame goes here instead of the 'frame' event. */
   onFrame: FrameListener | null = null;
 
@@ -81,7 +86,12 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
   #writer: FrameWriter;
   #needDrain = false;
   #paused = false;
-  #backlog: Queued[] = [];
+  #framesIn = 0;
+  #framesOut = 0;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  // Frames held while paused; most channels never pause.
+  #backlog: Queued[] | null = null;
   #draining = false;
   #pushing = false;
   #peerEnded = false;
@@ -92,22 +102,47 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
   #pendingError: Error | null = null;
   #hadError = false;
 
+  /** Throws INVALID_ARGUMENT if `transport` already carries a channel: two would split its bytes. */
   constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
     super();
-    this.transport = transport;
+    const framed = transport as FramedTransport;
+    if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
     this.limits = resolveLimits(options);
+    framed[kChannel] = this;
+    this.transport = transport;
     this.#decoder = new FrameDecoder(this.#onDecoded, this.limits);
     this.#receiver = isReceivingSocket(transport) ? transport : null;
     this.#seqpacket = this.#receiver?.type === 'seqpacket';
     this.fdPassing = transport instanceof UnixSocket && features.fdPassing;
     const target = { stream: transport, socket: this.#receiver, messages: this.#seqpacket };
-    this.#writer = new FrameWriter(target, (ok) => ok && this.#onDrain());
-    transport.on('drain', this.#onDrain);
-    transport.on('end', this.#onTransportEnd);
-    transport.on('error', this.#onTransportError);
-    transport.on('close', this.#onTransportClose);
+    this.#writer = new FrameWriter(target, this);
+    transport.on('drain', FramedChannel.#transportDrained);
+    transport.on('end', FramedChannel.#transportEnded);
+    transport.on('error', FramedChannel.#transportFailed);
+    transport.on('close', FramedChannel.#transportClosed);
     if (this.#receiver) this.#receiver.setReceiver(this.#onChunk);
-    else transport.on('data', this.#onData);
+    else transport.on('data', (chunk: Buffer | string) => this.#onChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, null));
+  }
+
+  static #transportDrained(this: FramedTransport): void {
+    this[kChannel]!.#onDrain();
+  }
+
+  static #transportEnded(this: FramedTransport): void {
+    this[kChannel]!.#onTransportEnd();
+  }
+
+  static #transportFailed(this: FramedTransport, err: Error): void {
+    this[kChannel]!.#onTransportError(err);
+  }
+
+  static #transportClosed(this: FramedTransport): void {
+    this[kChannel]!.#onTransportClose();
+  }
+
+  /** Frames and payload bytes so far, as a snapshot. */
+  get stats(): FramedStats {
+    return { framesIn: this.#framesIn, framesOut: this.#framesOut, bytesIn: this.#bytesIn, bytesOut: this.#bytesOut };
   }
 
   /** True once the channel was destroyed or its transport closed. */
@@ -137,8 +172,8 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     const ok = this.#writer.write(pieces, length, fdList, fdList ? (onSent ?? null) : null);
     if (!fdList) onSent?.();
     if (!ok) this.#needDrain = true;
-    this.stats.framesOut++;
-    this.stats.bytesOut += length;
+    this.#framesOut++;
+    this.#bytesOut += length;
     return ok;
   }
 
@@ -153,11 +188,16 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
 
   // 'drain' follows a send() that returned false, once: either the
   // transport drained, or the tick's packed frames went out without filling it.
-  #onDrain = (): void => {
+  #onDrain(): void {
     if (!this.#needDrain || this.#destroyed) return;
     this.#needDrain = false;
     this.emit('drain');
-  };
+  }
+
+  /** @internal The writer's tick ended with room in the transport. */
+  roomAfterFlush(): void {
+    this.#onDrain();
+  }
 
   /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
   drained(): Promise<void> {
@@ -240,16 +280,12 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     }
   };
 
-  #onData = (chunk: Buffer | string): void => {
-    this.#onChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, null);
-  };
-
   #onDecoded = (payload: Buffer, fds: number[] | null): void => {
-    this.stats.framesIn++;
-    this.stats.bytesIn += payload.length;
+    this.#framesIn++;
+    this.#bytesIn += payload.length;
     if (this.#destroyed) return closeFds(fds);
-    if (this.#paused || this.#backlog.length > 0) {
-      this.#backlog.push({ payload, fds });
+    if (this.#paused || this.#backlog) {
+      (this.#backlog ??= []).push({ payload, fds });
       return;
     }
     this.#dispatch(payload, fds);
@@ -275,8 +311,9 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     if (this.#draining) return;
     this.#draining = true;
     try {
-      while (this.#backlog.length > 0 && !this.#paused && !this.#destroyed) {
+      while (this.#backlog && !this.#paused && !this.#destroyed) {
         const { payload, fds } = this.#backlog.shift()!;
+        if (this.#backlog.length === 0) this.#backlog = null;
         this.#dispatch(payload, fds);
       }
     } finally {
@@ -286,7 +323,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
 
   // ------------------------------------------------------------ endings
 
-  #onTransportEnd = (): void => {
+  #onTransportEnd(): void {
     if (this.#destroyed) return;
     if (this.#decoder.buffered > 0) {
       const err = new FramingError('TRUNCATED_FRAME', `the peer ended the stream ${this.#decoder.buffered} bytes into a frame`);
@@ -297,30 +334,30 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     // A Duplex without half-open support ends its own side along with the peer's.
     if (!this.transport.allowHalfOpen) this.#ended = true;
     this.#maybeEmitEnd();
-  };
+  }
 
   #maybeEmitEnd(): void {
-    if (!this.#peerEnded || this.#endEmitted || this.#paused || this.#backlog.length > 0 || this.#destroyed) return;
+    if (!this.#peerEnded || this.#endEmitted || this.#paused || this.#backlog || this.#destroyed) return;
     this.#endEmitted = true;
     this.emit('end');
   }
 
-  #onTransportError = (err: Error): void => {
+  #onTransportError(err: Error): void {
     this.destroy(translateTransportError(err, this.#seqpacket));
-  };
+  }
 
-  #onTransportClose = (): void => {
+  #onTransportClose(): void {
     if (!this.#destroyed) {
       // Closed under us (both sides ended, or destroyed by its owner).
       this.#destroyed = true;
       this.#releaseFds();
     }
     this.#emitClose();
-  };
+  }
 
   #releaseFds(): void {
-    for (const { fds } of this.#backlog) closeFds(fds);
-    this.#backlog = [];
+    for (const { fds } of this.#backlog ?? []) closeFds(fds);
+    this.#backlog = null;
     // Mid-push the decoder is still running; the push's end releases it.
     if (!this.#pushing) closeFds(this.#decoder.reset());
   }

@@ -19,7 +19,8 @@ export interface FrameLimits {
   maxBuffered?: number;
 }
 
-export type ResolvedLimits = Required<FrameLimits>;
+/** Resolved limits are frozen: channels with the same limits share one object. */
+export type ResolvedLimits = Readonly<Required<FrameLimits>>;
 
 export const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024;
 
@@ -30,11 +31,22 @@ function checkCount(name: string, value: number, max: number): number {
   return value;
 }
 
+// A server's connections all ask for the same limits: handing each the one
+// object last resolved keeps an idle connection two objects lighter.
+let lastResolved: ResolvedLimits = Object.freeze({
+  maxFrameSize: DEFAULT_MAX_FRAME_SIZE,
+  maxFds: MAX_FDS_PER_FRAME,
+  maxBuffered: DEFAULT_MAX_FRAME_SIZE + HEADER_SIZE,
+});
+
 export function resolveLimits(limits: FrameLimits = {}): ResolvedLimits {
   const maxFrameSize = checkCount('maxFrameSize', limits.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, MAX_PAYLOAD_LENGTH);
   const maxFds = checkCount('maxFds', limits.maxFds ?? MAX_FDS_PER_FRAME, MAX_FDS_PER_FRAME);
   const maxBuffered = checkCount('maxBuffered', limits.maxBuffered ?? maxFrameSize + HEADER_SIZE, Number.MAX_SAFE_INTEGER);
-  return { maxFrameSize, maxFds, maxBuffered };
+  const last = lastResolved;
+  if (last.maxFrameSize === maxFrameSize && last.maxFds === maxFds && last.maxBuffered === maxBuffered) return last;
+  lastResolved = Object.freeze({ maxFrameSize, maxFds, maxBuffered });
+  return lastResolved;
 }
 
 /** The header for a payload of `payloadLength` bytes carrying `fdCount` fds. Pure. */

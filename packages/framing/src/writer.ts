@@ -38,6 +38,11 @@ export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount
   return frame;
 }
 
+/** Hears that a tick's packed frames went out and the stream still has room. */
+export interface FlushListener {
+  roomAfterFlush(): void;
+}
+
 export interface FrameWriterTarget {
   stream: Duplex;
   /** Set for sockets with a gathering send() (and fds). */
@@ -62,14 +67,13 @@ export class FrameWriter {
   #end = 0;
   #inTick = false;
   #corked = false;
-  #afterFlush: (ok: boolean) => void;
+  #listener: FlushListener;
 
-  /** `afterFlush` hears what the stream said to the tick's packed write. */
-  constructor(target: FrameWriterTarget, afterFlush: (ok: boolean) => void) {
+  constructor(target: FrameWriterTarget, listener: FlushListener) {
     this.#stream = target.stream;
     this.#socket = target.socket;
     this.#messages = target.messages;
-    this.#afterFlush = afterFlush;
+    this.#listener = listener;
   }
 
   /** Bytes packed and not yet handed to the stream. */
@@ -157,7 +161,7 @@ export class FrameWriter {
       this.#corked = false;
       this.#stream.uncork();
     }
-    this.#afterFlush(ok && !this.#stream.writableNeedDrain);
+    if (ok && !this.#stream.writableNeedDrain) this.#listener.roomAfterFlush();
   }
 }
 

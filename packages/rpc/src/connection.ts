@@ -45,6 +45,8 @@ export interface ConnectionOptions {
   /** Send an event only if the peer subscribed to it (servers do). */
   filterEvents?: boolean | undefined;
   onEvent?: ((name: string, args: unknown[], conn: RpcConnection) => void) | undefined;
+  /** Runs once when the connection closes, before its 'close' listeners. */
+  onClose?: ((conn: RpcConnection, reason: Error) => void) | undefined;
   peer: Credentials | null;
 }
 
@@ -70,6 +72,11 @@ type ConnectionEvents = {
 const NO_NAMES: Set<string> = new Set();
 
 const CLOSE_GRACE_MS = 2_000;
+// The channel's connection, for the channel listeners below: shared by every
+// connection (EventEmitter calls them with the channel as `this`), where
+// closures of their own would cost each idle connection ~200 bytes.
+const kConnection = Symbol('afunix.connection');
+type OwnedChannel = FramedChannel & { [kConnection]?: RpcConnection };
 // Event names one connection may subscribe to. The peer chooses the names,
 // so without a bound its subscriptions would grow with every byte it sends
 // (2 000 000 names took a server from 55 to 213 MiB).
@@ -97,21 +104,32 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     this.#outgoing = new OutgoingCalls(this.#sender, this);
     this.#incoming = new IncomingCalls(this, this.#sender, options);
     this.#peerStreams = options.peerStreams.length > 0 ? new Set(options.peerStreams) : NO_NAMES;
+    (channel as OwnedChannel)[kConnection] = this;
     channel.onFrame = (payload, fds) => this.#onFrame(payload, fds);
-    channel.on('error', (err) => {
-      debug('connection error %s', err.message);
-      // A peer that broke the framing rules is cut off with that rule's code
-      // (FRAME_TOO_LARGE, TRUNCATED_FRAME, PROTOCOL_ERROR, ...); a transport
-      // failure (ECONNRESET, ...) is the connection closing, with it as cause.
-      // 'close' follows, and finds this teardown done.
-      this.#teardown(err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err }));
-    });
-    channel.on('close', () => this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed')));
-    // The peer is done: nothing more can be answered, so end our side too.
-    channel.on('end', () => {
-      this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
-      this.close();
-    });
+    channel.on('error', RpcConnection.#channelFailed);
+    channel.on('close', RpcConnection.#channelClosed);
+    channel.on('end', RpcConnection.#channelEnded);
+  }
+
+  static #channelFailed(this: OwnedChannel, err: Error): void {
+    debug('connection error %s', err.message);
+    // A peer that broke the framing rules is cut off with that rule's code
+    // (FRAME_TOO_LARGE, TRUNCATED_FRAME, PROTOCOL_ERROR, ...); a transport
+    // failure (ECONNRESET, ...) is the connection closing, with it as cause.
+    // 'close' follows, and finds this teardown done.
+    const reason = err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err });
+    this[kConnection]!.#teardown(reason);
+  }
+
+  static #channelClosed(this: OwnedChannel): void {
+    this[kConnection]!.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed'));
+  }
+
+  // The peer is done: nothing more can be answered, so end our side too.
+  static #channelEnded(this: OwnedChannel): void {
+    const conn = this[kConnection]!;
+    conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
+    conn.close();
   }
 
   get closed(): boolean {
@@ -360,6 +378,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       : new RpcError(`the connection closed: ${reason.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: reason });
     this.#outgoing.failAll(lost);
     this.#incoming.cancelAll(lost);
+    this.#options.onClose?.(this, reason);
     this.emit('close', reason);
   }
 }

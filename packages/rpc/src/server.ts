@@ -85,6 +85,14 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #listeners: UnixServer[] = [];
   #connections = new Set<RpcConnection>();
   #closing: Promise<void> | null = null;
+  // One of each per server, not per connection.
+  #onClientEvent = (name: string, args: unknown[], conn: RpcConnection): void => {
+    (this.clientEvents as EventEmitter).emit(name, ...args, conn);
+  };
+  #onDisconnect = (conn: RpcConnection, reason: Error): void => {
+    this.#connections.delete(conn);
+    this.emit('disconnect', conn, reason);
+  };
 
   constructor(options: RpcServerOptions<C>) {
     super();
@@ -189,14 +197,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       maxOutboundBytes: this.#options.maxOutboundBytes,
       intercept: this.#options.intercept,
       filterEvents: true,
-      onEvent: (name, args, c) => (this.clientEvents as EventEmitter).emit(name, ...args, c),
+      onEvent: this.#onClientEvent,
+      onClose: this.#onDisconnect,
       peer,
     });
     this.#connections.add(conn);
-    conn.once('close', (reason) => {
-      this.#connections.delete(conn);
-      this.emit('disconnect', conn, reason);
-    });
     this.emit('connection', conn);
     return conn;
   }

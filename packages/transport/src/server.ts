@@ -34,11 +34,18 @@ export class UnixServer extends EventEmitter {
   #retry: NodeJS.Timeout | null = null;
   #closed: Promise<void> | null = null;
   #connections = new Set<UnixSocket>();
+  // One 'close' listener for every connection (it runs with the socket as
+  // `this`): a once() wrapper and a closure per socket cost ~200 bytes.
+  readonly #forget: (this: UnixSocket) => void;
 
   constructor(options: ServerOptions = {}) {
     super();
     this.type = connectionType(options.type);
     this.#options = options;
+    const connections = this.#connections;
+    this.#forget = function forget(this: UnixSocket): void {
+      connections.delete(this);
+    };
   }
 
   /** Number of accepted sockets still open. */
@@ -167,7 +174,7 @@ export class UnixServer extends EventEmitter {
       return;
     }
     this.#connections.add(socket);
-    socket.once('close', () => this.#connections.delete(socket));
+    socket.on('close', this.#forget);
     this.emit('connection', socket);
   }
 
