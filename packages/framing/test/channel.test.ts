@@ -119,6 +119,27 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect(openFdCount()).toBe(before);
     });
 
+    it('refuses a second channel on the same socket: it would take the first one\'s events', async () => {
+      const [a, b] = pair(type);
+      expect(codeOf(() => new FramedChannel(a.transport))).toBe('ERR_INVALID_ARG_VALUE');
+      a.send(Buffer.from('still the first channel'));
+      const [payload] = await once(b, 'frame');
+      expect(payload.toString()).toBe('still the first channel');
+    });
+
+    it('keeps each channel to its own limits when channels share resolved ones', async () => {
+      const [small, smallPeer] = pair(type, { maxFrameSize: 1000 });
+      const [large, largePeer] = pair(type);
+      expect(smallPeer.limits).toBe(small.limits);
+      expect(Object.isFrozen(small.limits)).toBe(true);
+      expect(codeOf(() => small.send(Buffer.alloc(1001)))).toBe('FRAME_TOO_LARGE');
+      large.send(Buffer.alloc(1001));
+      const [payload] = await once(largePeer, 'frame');
+      expect(payload.length).toBe(1001);
+      expect(smallPeer.limits.maxFrameSize).toBe(1000);
+      expect(largePeer.limits.maxFrameSize).toBe(16 * MiB);
+    });
+
     it('refuses oversized frames before sending anything', async () => {
       const [a, b] = pair(type, { maxFrameSize: 1000 });
       expect(codeOf(() => a.send(Buffer.alloc(1001)))).toBe('FRAME_TOO_LARGE');
