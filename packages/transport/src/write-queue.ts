@@ -108,7 +108,7 @@ export class WriteQueue {
     this.#fd = fd;
   }
 
-  /** The socket's handle, made after the queue because it calls onWritable. */
+  /** The socket's handle, made after the queue because it calls onWritable(). */
   attach(handle: NativeHandle): void {
     this.#handle = handle;
   }
@@ -330,15 +330,15 @@ export class WriteQueue {
     if (r < 0) this.#host.destroy(systemError(r, 'poll'));
   }
 
-  /** The handle's writable callback. */
-  onWritable = (): void => {
+  /** The socket is writable again (the handle's writable callback). */
+  onWritable(): void {
     const waiter = this.#connectWaiter;
     this.#connectWaiter = null;
     this.#blocked = false;
     if (this.#queue.length > 0) this.flush();
     else this.#watchWritable(false);
     waiter?.();
-  };
+  }
 
   /** Resolves once the socket is writable (an async connect finished). */
   whenWritable(): Promise<void> {
