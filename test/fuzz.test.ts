@@ -174,14 +174,11 @@ function rig(): Rig {
     ['fail', () => { handled.push('fail'); throw new RpcError('no', { code: 'E_NO' }); }],
     ['count', async function* (n: unknown) { handled.push('count'); for (let i = 0; i < Math.min(Number(n) || 0, 40); i++) yield i; }],
   ]);
-  const conn = new RpcConnection(channel, {
-    handlers,
-    peerStreams: ['count'],
-    maxInFlight: 8,
-    filterEvents: true,
-    onEvent: () => handled.push('event'),
-    peer: null,
-  });
+  const conn = new RpcConnection(
+    channel,
+    { handlers, maxInFlight: 8, filterEvents: true, onEvent: () => handled.push('event') },
+    { credentials: null, streams: ['count'] },
+  );
   const closeReasons: Array<string | undefined> = [];
   conn.on('close', (reason) => closeReasons.push((reason as { code?: string } | null)?.code));
   return { conn, closeReasons, handled, dispose: () => { conn.destroy(); peer.destroy(); } };

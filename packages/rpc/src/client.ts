@@ -135,15 +135,17 @@ class ClientCore<C extends Contract> {
   }
 
   #adopt(channel: FramedChannel, peer: Credentials | null, hello: Hello): RpcConnection {
-    const conn = new RpcConnection(channel, {
+    const options = {
       handlers: handlerMap(this.#options.expose ?? {}),
-      peerStreams: hello.streams ?? [],
-      peerMaxMessage: sendLimit(channel, hello.maxMessageSize),
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,
       intercept: this.#options.intercept,
-      onEvent: (name, args) => this.events.emit(name, ...args),
-      peer,
+      onEvent: (name: string, args: unknown[]) => this.events.emit(name, ...args),
+    };
+    const conn = new RpcConnection(channel, options, {
+      credentials: peer,
+      streams: hello.streams ?? [],
+      maxMessage: sendLimit(channel, hello.maxMessageSize),
     });
     conn.subscribe([...this.#subscribed]);
     conn.once('close', (reason) => this.#lost(conn, reason));

@@ -30,12 +30,12 @@ export type { CallOptions } from './outgoing.js';
 
 const debug = debuglog('afunix');
 
+/**
+ * How connections behave: one object can serve every connection of a
+ * server. What differs per connection is in ConnectionPeer.
+ */
 export interface ConnectionOptions {
   handlers: ReadonlyMap<string, Handler>;
-  /** Methods of the peer that stream (from its hello). */
-  peerStreams: readonly string[];
-  /** The largest message the peer accepts (from its hello). */
-  peerMaxMessage?: number | undefined;
   /** Bytes queued for a peer that does not read before it is cut off (default 32 MiB). */
   maxOutboundBytes?: number | undefined;
   validators?: ReadonlyMap<string, Validator> | undefined;
@@ -47,7 +47,15 @@ export interface ConnectionOptions {
   onEvent?: ((name: string, args: unknown[], conn: RpcConnection) => void) | undefined;
   /** Runs once when the connection closes, before its 'close' listeners. */
   onClose?: ((conn: RpcConnection, reason: Error) => void) | undefined;
-  peer: Credentials | null;
+}
+
+/** Who is on the other end: its credentials, and what its hello said. */
+export interface ConnectionPeer {
+  credentials: Credentials | null;
+  /** Methods of the peer that stream. */
+  streams: readonly string[];
+  /** The largest message the peer accepts. */
+  maxMessage?: number | undefined;
 }
 
 export interface ConnectionStats {
@@ -95,15 +103,15 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #closed = false;
   #remote: unknown;
 
-  constructor(channel: FramedChannel, options: ConnectionOptions) {
+  constructor(channel: FramedChannel, options: ConnectionOptions, peer: ConnectionPeer) {
     super();
     this.channel = channel;
-    this.peer = options.peer;
+    this.peer = peer.credentials;
     this.#options = options;
-    this.#sender = new MessageSender(channel, options, this);
+    this.#sender = new MessageSender(channel, options, this, peer.maxMessage);
     this.#outgoing = new OutgoingCalls(this.#sender, this);
     this.#incoming = new IncomingCalls(this, this.#sender, options);
-    this.#peerStreams = options.peerStreams.length > 0 ? new Set(options.peerStreams) : NO_NAMES;
+    this.#peerStreams = peer.streams.length > 0 ? new Set(peer.streams) : NO_NAMES;
     (channel as OwnedChannel)[kConnection] = this;
     channel.onFrame = (payload, fds) => this.#onFrame(payload, fds);
     channel.on('error', RpcConnection.#channelFailed);

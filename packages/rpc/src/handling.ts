@@ -22,7 +22,6 @@ export interface HandlingOptions {
   validators?: ReadonlyMap<string, Validator> | undefined;
   maxInFlight?: number | undefined;
   intercept?: Interceptor | undefined;
-  peer: Credentials | null;
 }
 
 // Shared, only ever read: each field gets its own collection before its
@@ -90,7 +89,7 @@ export class IncomingCalls {
       debug('dropping notification %s: %s', method, this.draining ? 'shutting down' : `more than ${max} calls in flight`);
       return closeAll(fds);
     }
-    const call = new IncomingCall(0, method, this.#connection, this.#options.peer);
+    const call = new IncomingCall(0, method, this.#connection, this.#connection.peer);
     if (this.#notifications === NO_CALLS) this.#notifications = new Set();
     this.#notifications.add(call);
     this.#run(call, handler, args, fds, false);
@@ -103,7 +102,7 @@ export class IncomingCalls {
       closeAll(fds);
       return this.#reply(callId, Msg.ERROR, refuse);
     }
-    const call = new IncomingCall(callId, method, this.#connection, this.#options.peer);
+    const call = new IncomingCall(callId, method, this.#connection, this.#connection.peer);
     if (this.#incoming === NO_INCOMING) this.#incoming = new Map();
     this.#incoming.set(callId, call);
     this.#run(call, this.#options.handlers.get(method)!, args, fds, true);

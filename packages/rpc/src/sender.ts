@@ -13,8 +13,6 @@ const debug = debuglog('afunix');
 const DEFAULT_MAX_OUTBOUND = 32 * 1024 * 1024;
 
 export interface SenderOptions {
-  /** The largest message the peer accepts (from its hello). */
-  peerMaxMessage?: number | undefined;
   /** Bytes queued for a peer that does not read before it is cut off (default 32 MiB). */
   maxOutboundBytes?: number | undefined;
   exposeStack?: boolean | undefined;
@@ -35,11 +33,14 @@ export class MessageSender {
   readonly #channel: FramedChannel;
   readonly #options: SenderOptions;
   readonly #owner: SenderOwner;
+  readonly #peerMaxMessage: number | undefined;
 
-  constructor(channel: FramedChannel, options: SenderOptions, owner: SenderOwner) {
+  /** `peerMaxMessage`: the largest message the peer accepts (from its hello). */
+  constructor(channel: FramedChannel, options: SenderOptions, owner: SenderOwner, peerMaxMessage: number | undefined) {
     this.#channel = channel;
     this.#options = options;
     this.#owner = owner;
+    this.#peerMaxMessage = peerMaxMessage;
   }
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. Returns false once the peer should be waited for. */
@@ -55,7 +56,7 @@ export class MessageSender {
   #sendEncoded(encoded: Encoded): boolean {
     const { bytes, length, fds, transfers } = encoded;
     const release = transfers ? () => closeTransfers(transfers) : undefined;
-    const limit = this.#options.peerMaxMessage;
+    const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
       release?.();
       throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
