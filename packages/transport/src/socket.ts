@@ -221,6 +221,7 @@ export class UnixSocket extends Duplex {
     this.#handle.readStop();
   }
 
+  // A read batch, called by the handle (see OwnedHandle).
   static #handleRead(
     this: OwnedHandle,
     status: number,
@@ -229,39 +230,30 @@ export class UnixSocket extends Duplex {
     offset?: number,
     length?: number,
   ): void {
-    this.owner.#onRead(status, bytes, chunks, offset, length);
+    const socket = this.owner;
+    if (bytes !== undefined) {
+      const data = batchBytes(bytes, offset, length);
+      // What the listeners write in reply leaves when they return.
+      socket.#writes.deliveryStarted();
+      try {
+        if (!chunks) socket.#deliver(data, null, null);
+        else socket.#deliverAll(data, chunks);
+      } finally {
+        socket.#writes.deliveryEnded();
+      }
+    }
+    if (status === 0) return;
+    socket.#reading = false;
+    if (status === uv.EOF) {
+      debug('socket fd=%d end of stream', socket.#fd);
+      socket.push(null);
+    } else {
+      socket.destroy(systemError(status, 'recvmsg'));
+    }
   }
 
   static #handleWritable(this: OwnedHandle): void {
     this.owner.#writes.onWritable();
-  }
-
-  #onRead(
-    status: number,
-    bytes: Buffer | ArrayBuffer | undefined,
-    chunks: unknown[] | null | undefined,
-    offset?: number,
-    length?: number,
-  ): void {
-    if (bytes !== undefined) {
-      const data = batchBytes(bytes, offset, length);
-      // What the listeners write in reply leaves when they return.
-      this.#writes.deliveryStarted();
-      try {
-        if (!chunks) this.#deliver(data, null, null);
-        else this.#deliverAll(data, chunks);
-      } finally {
-        this.#writes.deliveryEnded();
-      }
-    }
-    if (status === 0) return;
-    this.#reading = false;
-    if (status === uv.EOF) {
-      debug('socket fd=%d end of stream', this.#fd);
-      this.push(null);
-    } else {
-      this.destroy(systemError(status, 'recvmsg'));
-    }
   }
 
   #deliverAll(bytes: Buffer, chunks: unknown[]): void {
