@@ -12,7 +12,7 @@ import type TypedEmitterModule from 'typed-emitter';
 import { FrameDecoder } from './decoder.js';
 import { FramingError, invalidArg, unsupported } from './errors.js';
 import { type FrameLimits, type ResolvedLimits, resolveLimits } from './header.js';
-import { FrameWriter, type GatheringSocket } from './writer.js';
+import { FrameWriter, type GatheringSocket, kRoomAfterFlush } from './writer.js';
 
 export interface FramedEvents {
   frame: (payload: Buffer, fds: ReceivedFds | null) => void;
@@ -68,7 +68,9 @@ type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
 
 // The transport's channel, for the listeners below: they are shared by every
 // channel (EventEmitter calls them with the transport as `this`), where
-// closures of their own would cost each idle connection ~250 bytes.
+// closures of their own would cost each idle connection ~250 bytes. The mark
+// stays after the channel closes (so does its transport), and it is not
+// enumerable, so that inspecting a transport does not print its channel.
 const kChannel = Symbol('afunix.channel');
 type FramedTransport = (UnixSocket | Duplex) & { [kChannel]?: FramedChannel };
 
@@ -102,13 +104,16 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
   #pendingError: Error | null = null;
   #hadError = false;
 
-  /** Throws INVALID_ARGUMENT if `transport` already carries a channel: two would split its bytes. */
+  /**
+   * Throws ERR_INVALID_ARG_VALUE if `transport` ever carried a channel: two
+   * would split its bytes and events.
+   */
   constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
     super();
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
     this.limits = resolveLimits(options);
-    framed[kChannel] = this;
+    Object.defineProperty(framed, kChannel, { value: this, enumerable: false });
     this.transport = transport;
     this.#decoder = new FrameDecoder(this.#onDecoded, this.limits);
     this.#receiver = isReceivingSocket(transport) ? transport : null;
@@ -194,8 +199,8 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     this.emit('drain');
   }
 
-  /** @internal The writer's tick ended with room in the transport. */
-  roomAfterFlush(): void {
+  /** The writer's tick ended with room in the transport. */
+  [kRoomAfterFlush](): void {
     this.#onDrain();
   }
 

@@ -38,9 +38,12 @@ export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount
   return frame;
 }
 
+/** The FlushListener method's key: not a name, so it stays off the channel's public surface. */
+export const kRoomAfterFlush = Symbol('afunix.roomAfterFlush');
+
 /** Hears that a tick's packed frames went out and the stream still has room. */
 export interface FlushListener {
-  roomAfterFlush(): void;
+  [kRoomAfterFlush](): void;
 }
 
 export interface FrameWriterTarget {
@@ -161,7 +164,7 @@ export class FrameWriter {
       this.#corked = false;
       this.#stream.uncork();
     }
-    if (ok && !this.#stream.writableNeedDrain) this.#listener.roomAfterFlush();
+    if (ok && !this.#stream.writableNeedDrain) this.#listener[kRoomAfterFlush]();
   }
 }
 

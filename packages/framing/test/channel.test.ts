@@ -125,6 +125,43 @@ for (const type of ['stream', 'seqpacket'] as const) {
       a.send(Buffer.from('still the first channel'));
       const [payload] = await once(b, 'frame');
       expect(payload.toString()).toBe('still the first channel');
+      // ...and after the first one closed: a transport is framed once.
+      const closed = once(a, 'close');
+      a.destroy();
+      await closed;
+      expect(codeOf(() => new FramedChannel(a.transport))).toBe('ERR_INVALID_ARG_VALUE');
+    });
+
+    it('gives stats as a snapshot, and does not print its channel when the transport is inspected', async () => {
+      const [a, b] = pair(type);
+      const before = a.stats;
+      a.send(Buffer.from('four'));
+      await once(b, 'frame');
+      expect(before).toEqual({ framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 });
+      expect(a.stats).toEqual({ framesIn: 0, framesOut: 1, bytesIn: 0, bytesOut: 4 });
+      expect(b.stats).toEqual({ framesIn: 1, framesOut: 0, bytesIn: 4, bytesOut: 0 });
+      const mark = Object.getOwnPropertySymbols(a.transport).find((s) => s.description === 'afunix.channel');
+      expect(mark).toBeDefined();
+      expect(Object.prototype.propertyIsEnumerable.call(a.transport, mark!)).toBe(false);
+    });
+
+    it('holds frames over several pauses, in order, with the end after the last of them', async () => {
+      const [a, b] = pair(type);
+      const got: string[] = [];
+      b.onFrame = (payload) => {
+        got.push(payload.toString());
+        // Pause after every third frame; resume from outside the handler.
+        if (got.length % 3 === 0) {
+          b.pause();
+          setImmediate(() => b.resume());
+        }
+      };
+      const ended = once(b, 'end');
+      b.on('end', () => got.push('end'));
+      for (let i = 0; i < 10; i++) a.send(Buffer.from(`f${i}`));
+      a.end();
+      await ended;
+      expect(got).toEqual(['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9', 'end']);
     });
 
     it('keeps each channel to its own limits when channels share resolved ones', async () => {

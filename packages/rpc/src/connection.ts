@@ -82,7 +82,8 @@ const NO_NAMES: Set<string> = new Set();
 const CLOSE_GRACE_MS = 2_000;
 // The channel's connection, for the channel listeners below: shared by every
 // connection (EventEmitter calls them with the channel as `this`), where
-// closures of their own would cost each idle connection ~200 bytes.
+// closures of their own would cost each idle connection ~200 bytes. Not
+// enumerable, so that inspecting a channel does not print its connection.
 const kConnection = Symbol('afunix.connection');
 type OwnedChannel = FramedChannel & { [kConnection]?: RpcConnection };
 // Event names one connection may subscribe to. The peer chooses the names,
@@ -103,8 +104,13 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #closed = false;
   #remote: unknown;
 
+  /** Throws ERR_INVALID_ARG_VALUE if `channel` ever carried a connection: the first would never hear it close. */
   constructor(channel: FramedChannel, options: ConnectionOptions, peer: ConnectionPeer) {
     super();
+    if ((channel as OwnedChannel)[kConnection]) {
+      throw Object.assign(new TypeError("The argument 'channel' already carries an RpcConnection"), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    Object.defineProperty(channel, kConnection, { value: this, enumerable: false });
     this.channel = channel;
     this.peer = peer.credentials;
     this.#options = options;
@@ -112,7 +118,6 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     this.#outgoing = new OutgoingCalls(this.#sender, this);
     this.#incoming = new IncomingCalls(this, this.#sender, options);
     this.#peerStreams = peer.streams.length > 0 ? new Set(peer.streams) : NO_NAMES;
-    (channel as OwnedChannel)[kConnection] = this;
     channel.onFrame = (payload, fds) => this.#onFrame(payload, fds);
     channel.on('error', RpcConnection.#channelFailed);
     channel.on('close', RpcConnection.#channelClosed);

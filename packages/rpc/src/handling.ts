@@ -2,7 +2,6 @@
 // methods), validation and interceptor, the handler, and its answer: a
 // RESULT or ERROR, or a credit-paced stream of items.
 import { debuglog } from 'node:util';
-import type { Credentials } from '@afunix/transport';
 import { prepareValue } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
