@@ -15,7 +15,7 @@
 // table shows each one's median round, so that a noisy neighbour on a
 // shared machine hits them alike.
 //
-// Results: bench/results/framing.json.
+// Results: bench/results/framing.json (framing-dev.json with --quick).
 //
 //   node bench/suites/framing.mjs [--quick]
 import { spawn } from 'node:child_process';
@@ -29,9 +29,11 @@ import { loadError } from '../../packages/transport/dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const peer = join(here, '..', 'lib', 'framing-peer.mjs');
-const resultsFile = join(here, '..', 'results', 'framing.json');
 
 const quick = process.argv.includes('--quick');
+// A --quick run is for development: its figures go to framing-dev.json (not
+// committed), never over the full run's.
+const resultsFile = join(here, '..', 'results', quick ? 'framing-dev.json' : 'framing.json');
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CHUNK = 64 * KiB;

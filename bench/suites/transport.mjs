@@ -12,7 +12,7 @@
 // Both processes also report their CPU time (user+sys), so a figure can be
 // split into sender and receiver cost; on a noisy VM it is steadier than wall
 // time. Every echo is checked byte for byte and every bulk count must be exact; a
-// mismatch fails the suite. Results: bench/results/transport.json.
+// mismatch fails the suite. Results: bench/results/transport.json (transport-dev.json with --quick).
 //
 //   node bench/suites/transport.mjs [--quick] [--rounds N]
 import { spawn, spawnSync } from 'node:child_process';
@@ -24,10 +24,12 @@ import { cpuModel } from '../lib/machine.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const peer = join(here, '..', 'lib', 'transport-peer.mjs');
-const resultsFile = join(here, '..', 'results', 'transport.json');
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
+// A --quick run is for development: its figures go to transport-dev.json (not
+// committed), never over the full run's.
+const resultsFile = join(here, '..', 'results', quick ? 'transport-dev.json' : 'transport.json');
 const roundsArg = argv.find((a) => a.startsWith('--rounds='));
 
 const MiB = 1024 * 1024;
