@@ -130,18 +130,22 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     // (FRAME_TOO_LARGE, TRUNCATED_FRAME, PROTOCOL_ERROR, ...); a transport
     // failure (ECONNRESET, ...) is the connection closing, with it as cause.
     // 'close' follows, and finds this teardown done.
-    const reason = err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err });
-    this[kConnection]!.#teardown(reason);
+    const conn = this[kConnection]!;
+    if (conn.#closed) return;
+    conn.#teardown(err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err }));
   }
 
+  // (Each of these checks first: a connection closes once, and an error
+  // made for nobody costs a stack trace, ~5 µs here, several per close.)
   static #channelClosed(this: OwnedChannel): void {
-    this[kConnection]!.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed'));
+    const conn = this[kConnection]!;
+    if (!conn.#closed) conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed'));
   }
 
   // The peer is done: nothing more can be answered, so end our side too.
   static #channelEnded(this: OwnedChannel): void {
     const conn = this[kConnection]!;
-    conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
+    if (!conn.#closed) conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
     conn.close();
   }
 
@@ -227,12 +231,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       this.channel.end();
       setTimeout(() => this.channel.destroy(), CLOSE_GRACE_MS).unref();
     }
-    this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was closed locally'));
+    if (!this.#closed) this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was closed locally'));
   }
 
   destroy(err?: Error): void {
     this.channel.destroy(err);
-    this.#teardown(err ?? rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was destroyed'));
+    if (!this.#closed) this.#teardown(err ?? rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was destroyed'));
   }
 
   /** @internal StreamLink: the consumer took n items. */
