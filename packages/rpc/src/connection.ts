@@ -285,7 +285,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     }
   }
 
-  // The messages readMessage() reads, their fields checked already.
+  // The messages that carry a value (the ones readMessage() reads), their
+  // fields checked already; the value is checked here.
   #route(kind: number, callId: number, name: string, value: unknown, fds: Fd[] | null): void {
     switch (kind) {
       case Msg.REQUEST:
@@ -329,24 +330,23 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   #dispatch(m: unknown[], fds: Fd[] | null): void {
     switch (m[0]) {
+      // The messages readMessage() reads, here with their fields checked one by one.
       case Msg.REQUEST:
-        return this.#incoming.onRequest(id(m[1]), str(m[2]), list(m[3]), fds);
+        return this.#route(Msg.REQUEST, id(m[1]), str(m[2]), m[3], fds);
       case Msg.NOTIFY:
-        return this.#incoming.onNotify(str(m[1]), list(m[2]), fds);
+        return this.#route(Msg.NOTIFY, NO_ID, str(m[1]), m[2], fds);
+      case Msg.EVENT:
+        return this.#route(Msg.EVENT, NO_ID, str(m[1]), m[2], fds);
       case Msg.RESULT:
-        return this.#outgoing.onResult(id(m[1]), m[2]);
       case Msg.ERROR:
-        return this.#outgoing.onError(id(m[1]), m[2]);
       case Msg.STREAM_ITEM:
-        return this.#outgoing.onStreamItem(id(m[1]), m[2]);
+        return this.#route(m[0] as number, id(m[1]), '', m[2], fds);
       case Msg.STREAM_END:
         return this.#outgoing.onStreamEnd(id(m[1]));
       case Msg.CANCEL:
         return this.#incoming.cancel(id(m[1]), abortError('the caller cancelled'));
       case Msg.CREDIT:
         return this.#incoming.credit(id(m[1]), count(m[2]));
-      case Msg.EVENT:
-        return this.#onEvent(str(m[1]), list(m[2]), fds);
       case Msg.SUBSCRIBE:
         return this.#onSubscribe(list(m[1]));
       case Msg.UNSUBSCRIBE:

@@ -283,11 +283,8 @@ Napi::Value SocketHandle::WriteMessages(const Napi::CallbackInfo& info) {
   }
   int n = SysSendMany(conn_->fd, items, count);
   if (conn_->kind == Kind::kStream) {
-    for (int i = 0; i < n; i++) {
-      size_t size = 0;
-      for (size_t k = 0; k < items[i].iovcnt; k++) size += items[i].iov[k].len;
-      if (items[i].sent != size) return Napi::Number::New(env, UV_EIO);
-    }
+    for (int i = 0; i < n; i++)
+      if (!items[i].Whole()) return Napi::Number::New(env, UV_EIO);
   }
   return Napi::Number::New(env, n);
 }

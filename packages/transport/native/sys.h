@@ -83,6 +83,12 @@ struct SendItem {
   const int* fds = nullptr;
   size_t nfds = 0;
   size_t sent = 0;  // filled in: the bytes the kernel took
+  // True once the kernel took all of it (a stream may take part).
+  bool Whole() const {
+    size_t size = 0;
+    for (size_t k = 0; k < iovcnt; k++) size += iov[k].len;
+    return sent == size;
+  }
 };
 
 // Sends items in order. Returns how many were sent, or an error if none was

@@ -13,9 +13,7 @@ int SysSendMany(int fd, SendItem* items, size_t count) {
     if (r < 0) return i > 0 ? static_cast<int>(i) : static_cast<int>(r);
     items[i].sent = static_cast<size_t>(r);
     // Cut short (a stream): nothing may follow it.
-    size_t size = 0;
-    for (size_t k = 0; k < items[i].iovcnt; k++) size += items[i].iov[k].len;
-    if (items[i].sent < size) return static_cast<int>(i + 1);
+    if (!items[i].Whole()) return static_cast<int>(i + 1);
   }
   return static_cast<int>(count);
 }
