@@ -86,7 +86,7 @@ function adapt(sock: net.Socket, local: string, remote: string): UnixSocket {
   const internals = sock as unknown as { _handle?: { fd?: number } | null; _read(size: number): void };
 
   const deliver = (chunk: Buffer): void => {
-    if (receiver) receiver(chunk, null, null);
+    if (receiver) receiver.call(sock as unknown as UnixSocket, chunk, null, null);
     else Readable.prototype.push.call(sock, chunk);
   };
   const extras: Extras = {

@@ -15,8 +15,12 @@ export type { Credentials } from './read-batch.js';
 
 const debug = debuglog('afunix');
 
-/** Receives every chunk (stream) or message (seqpacket) with what came with it. */
-export type Receiver = (data: Buffer, fds: ReceivedFds | null, credentials: Credentials | null) => void;
+/**
+ * Receives every chunk (stream) or message (seqpacket) with what came with
+ * it, called with the socket as `this` (as an EventEmitter listener is), so
+ * that one function can serve every socket.
+ */
+export type Receiver = (this: UnixSocket, data: Buffer, fds: ReceivedFds | null, credentials: Credentials | null) => void;
 
 export interface UnixSocketOptions {
   /** Keep writing after the peer ended its side (default true: half-close is the point). */
@@ -150,10 +154,10 @@ export class UnixSocket extends Duplex {
    * with the chunk that holds their first byte (the kernel may put earlier
    * fd-less bytes before it in the same read, and later bytes after it),
    * which is the rule a framing layer needs to attach them to a message.
+   * `receiver` is called with the socket as `this`.
    */
   setReceiver(receiver: Receiver): void {
     this.#receiver = receiver;
-    this.resume();
     this.#readStart();
   }
 
@@ -246,6 +250,10 @@ export class UnixSocket extends Duplex {
     socket.#reading = false;
     if (status === uv.EOF) {
       debug('socket fd=%d end of stream', socket.#fd);
+      // A receiver took the bytes, so nothing reads the Readable side: only
+      // flowing does it emit 'end'. (Set flowing only now: resume() at
+      // setReceiver() cost every connection a tick.)
+      if (socket.#receiver) socket.resume();
       socket.push(null);
     } else {
       socket.destroy(systemError(status, 'recvmsg'));
