@@ -30,12 +30,13 @@ export interface FramedStats {
   bytesOut: number;
 }
 
-export type FrameListener = (payload: Buffer, fds: ReceivedFds | null) => void;
+/** Called with the channel as `this` (as an event listener is), so that one function can serve every channel. */
+export type FrameListener = (this: FramedChannel, payload: Buffer, fds: ReceivedFds | null) => void;
 
 /** A socket that hands us raw chunks with their fds: a UnixSocket, or the transport's net fallback. */
 interface ReceivingSocket extends GatheringSocket {
   readonly type?: string;
-  setReceiver(receiver: (data: Buffer, fds: ReceivedFds | null) => void): void;
+  setReceiver(receiver: (this: Duplex, data: Buffer, fds: ReceivedFds | null) => void): void;
   pauseReading(): void;
   resumeReading(): void;
 }
@@ -66,8 +67,8 @@ interface Queued {
 // An interface has no implicit index signature; its mapped copy has one.
 type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
 
-// The transport's channel, for the listeners below: they are shared by every
-// channel (EventEmitter calls them with the transport as `this`), where
+// The transport's channel, for the listeners and the receiver below: they
+// are shared by every channel (the transport calls them as `this`), where
 // closures of their own would cost each idle connection ~250 bytes. The mark
 // stays after the channel closes (so does its transport), and it is not
 // enumerable, so that inspecting a transport does not print its channel.
@@ -110,12 +111,17 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
    */
   constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
     super();
+    // The listener table EventEmitter makes is a dictionary (~180 bytes per
+    // channel); one with the channel's events as fields is ~60, as Node's
+    // own streams do it. Absent listeners are undefined, as EventEmitter
+    // expects.
+    (this as unknown as { _events: object })._events = { frame: undefined, drain: undefined, error: undefined, end: undefined, close: undefined };
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
     this.limits = resolveLimits(options);
     Object.defineProperty(framed, kChannel, { value: this, enumerable: false });
     this.transport = transport;
-    this.#decoder = new FrameDecoder(this.#onDecoded, this.limits);
+    this.#decoder = new FrameDecoder(this.#onDecoded, this.limits, this);
     this.#receiver = isReceivingSocket(transport) ? transport : null;
     this.#seqpacket = this.#receiver?.type === 'seqpacket';
     this.fdPassing = transport instanceof UnixSocket && features.fdPassing;
@@ -125,8 +131,16 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     transport.on('end', FramedChannel.#transportEnded);
     transport.on('error', FramedChannel.#transportFailed);
     transport.on('close', FramedChannel.#transportClosed);
-    if (this.#receiver) this.#receiver.setReceiver(this.#onChunk);
-    else transport.on('data', (chunk: Buffer | string) => this.#onChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, null));
+    if (this.#receiver) this.#receiver.setReceiver(FramedChannel.#received);
+    else transport.on('data', FramedChannel.#transportData);
+  }
+
+  static #received(this: FramedTransport, data: Buffer, fds: ReceivedFds | null): void {
+    this[kChannel]!.#onChunk(data, fds);
+  }
+
+  static #transportData(this: FramedTransport, chunk: Buffer | string): void {
+    this[kChannel]!.#onChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, null);
   }
 
   static #transportDrained(this: FramedTransport): void {
@@ -267,7 +281,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
 
   // ------------------------------------------------------------ receiving
 
-  #onChunk = (data: Buffer, fds: ReceivedFds | null): void => {
+  #onChunk(data: Buffer, fds: ReceivedFds | null): void {
     const fdList = fds ? fds.take() : null;
     if (this.#destroyed) return closeFds(fdList);
     this.#pushing = true;
@@ -283,9 +297,9 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
       this.#pushing = false;
       if (this.#destroyed) this.#releaseFds();
     }
-  };
+  }
 
-  #onDecoded = (payload: Buffer, fds: number[] | null): void => {
+  #onDecoded(payload: Buffer, fds: number[] | null): void {
     this.#framesIn++;
     this.#bytesIn += payload.length;
     if (this.#destroyed) return closeFds(fds);
@@ -294,7 +308,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
       return;
     }
     this.#dispatch(payload, fds);
-  };
+  }
 
   // Hands one frame to the user; fds not taken in the callback are closed
   // when it returns. A throwing handler closes the channel with its error
@@ -303,7 +317,7 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     const received = fds ? new ReceivedFds(fds) : null;
     try {
       const handler = this.onFrame;
-      if (handler) handler(payload, received);
+      if (handler) handler.call(this, payload, received);
       else this.emit('frame', payload, received);
     } catch (err) {
       this.destroy(err instanceof Error ? err : new Error(String(err)));

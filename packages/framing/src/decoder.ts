@@ -34,6 +34,7 @@ function misplacedFds(detail: string): FramingError {
 export class FrameDecoder {
   readonly limits: ResolvedLimits;
   #onFrame: FrameHandler;
+  #thisArg: unknown;
   // A header that arrived in pieces: its bytes so far.
   // (Made when a header first arrives split: most connections never need it.)
   #head: Buffer | null = null;
@@ -51,8 +52,13 @@ export class FrameDecoder {
   #handlerThrew = false;
   #failure: unknown = null;
 
-  constructor(onFrame: FrameHandler, limits?: FrameLimits) {
+  /**
+   * `onFrame` is called with `thisArg` as `this`: an owner of many decoders
+   * can pass one shared function rather than a closure for each.
+   */
+  constructor(onFrame: FrameHandler, limits?: FrameLimits, thisArg?: unknown) {
     this.#onFrame = onFrame;
+    this.#thisArg = thisArg;
     this.limits = resolveLimits(limits);
   }
 
@@ -315,7 +321,7 @@ export class FrameDecoder {
 
   #deliver(payload: Buffer, fds: number[] | null): void {
     try {
-      this.#onFrame(payload, fds);
+      this.#onFrame.call(this.#thisArg, payload, fds);
     } catch (err) {
       this.#handlerThrew = true;
       throw err;
