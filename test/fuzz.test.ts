@@ -255,7 +255,7 @@ function handshakeRig(side: 'server' | 'client', frame: Buffer): { outcome: Arra
   const outcome: Array<{ ok: true; hello: Hello } | { ok: false; code: string | undefined }> = [];
   const ready = (hello: Hello) => outcome.push({ ok: true, hello });
   const fail = (err: Error) => outcome.push({ ok: false, code: (err as { code?: string }).code });
-  if (side === 'server') serverHandshake(channel, { service: 'fuzz', streams: [], maxMessageSize: 1 << 20 }, ready, fail);
+  if (side === 'server') serverHandshake(channel, { service: 'fuzz', streams: [] }, null, ready, fail);
   else clientHandshake(channel, { service: 'fuzz', streams: [], maxMessageSize: 1 << 20 }, ready, fail);
   expect(() => channel.onFrame!(frame, null)).not.toThrow();
   return { outcome, dispose: () => { channel.destroy(); peer.destroy(); } };

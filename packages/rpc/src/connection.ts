@@ -96,9 +96,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   readonly peer: Credentials | null;
   readonly channel: FramedChannel;
   #options: ConnectionOptions;
-  #sender: MessageSender;
-  #outgoing: OutgoingCalls;
-  #incoming: IncomingCalls;
+  #peerMaxMessage: number | undefined;
+  // Made on first use, through the getters below: a server's idle
+  // connection never needs them (~220 bytes).
+  #madeSender: MessageSender | null = null;
+  #madeOutgoing: OutgoingCalls | null = null;
+  #madeIncoming: IncomingCalls | null = null;
   #peerStreams: Set<string>;
   #peerSubscriptions: Set<string> = NO_NAMES;
   #closed = false;
@@ -107,6 +110,10 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   /** Throws ERR_INVALID_ARG_VALUE if `channel` ever carried a connection: the first would never hear it close. */
   constructor(channel: FramedChannel, options: ConnectionOptions, peer: ConnectionPeer) {
     super();
+    // EventEmitter's constructor gives each emitter a dictionary for its
+    // listeners (~180 bytes), and makes one on the first on() if there is
+    // none: a server's connections mostly never get a listener.
+    (this as unknown as { _events: unknown })._events = undefined;
     if ((channel as OwnedChannel)[kConnection]) {
       throw Object.assign(new TypeError("The argument 'channel' already carries an RpcConnection"), { code: 'ERR_INVALID_ARG_VALUE' });
     }
@@ -114,14 +121,16 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     this.channel = channel;
     this.peer = peer.credentials;
     this.#options = options;
-    this.#sender = new MessageSender(channel, options, this, peer.maxMessage);
-    this.#outgoing = new OutgoingCalls(this.#sender, this);
-    this.#incoming = new IncomingCalls(this, this.#sender, options);
+    this.#peerMaxMessage = peer.maxMessage;
     this.#peerStreams = peer.streams.length > 0 ? new Set(peer.streams) : NO_NAMES;
-    channel.onFrame = (payload, fds) => this.#onFrame(payload, fds);
+    channel.onFrame = RpcConnection.#channelFrame;
     channel.on('error', RpcConnection.#channelFailed);
     channel.on('close', RpcConnection.#channelClosed);
     channel.on('end', RpcConnection.#channelEnded);
+  }
+
+  static #channelFrame(this: FramedChannel, payload: Buffer, fds: ReceivedFds | null): void {
+    (this as OwnedChannel)[kConnection]!.#onFrame(payload, fds);
   }
 
   static #channelFailed(this: OwnedChannel, err: Error): void {
@@ -149,6 +158,18 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     conn.close();
   }
 
+  get #sender(): MessageSender {
+    return (this.#madeSender ??= new MessageSender(this.channel, this.#options, this, this.#peerMaxMessage));
+  }
+
+  get #outgoing(): OutgoingCalls {
+    return (this.#madeOutgoing ??= new OutgoingCalls(this.#sender, this));
+  }
+
+  get #incoming(): IncomingCalls {
+    return (this.#madeIncoming ??= new IncomingCalls(this, this.#sender, this.#options));
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -161,10 +182,10 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   get stats(): ConnectionStats {
     const s = this.channel.stats;
     return {
-      callsOut: this.#outgoing.started,
-      callsIn: this.#incoming.received,
-      inFlightOut: this.#outgoing.size,
-      inFlightIn: this.#incoming.size,
+      callsOut: this.#madeOutgoing?.started ?? 0,
+      callsIn: this.#madeIncoming?.received ?? 0,
+      inFlightOut: this.#madeOutgoing?.size ?? 0,
+      inFlightIn: this.handling,
       framesIn: s.framesIn,
       framesOut: s.framesOut,
       bytesIn: s.bytesIn,
@@ -211,12 +232,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** Number of calls from the peer still being handled here. */
   get handling(): number {
-    return this.#incoming.size;
+    return this.#madeIncoming?.size ?? 0;
   }
 
   /** Stop taking new calls (they fail with SHUTTING_DOWN); tell the peer. */
   drain(): void {
-    if (this.#incoming.draining || this.#closed) return;
+    if (this.#closed || this.#incoming.draining) return;
     this.#incoming.draining = true;
     this.#sender.trySend([Msg.GOODBYE]);
   }
@@ -251,7 +272,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** Resolves once no call from the peer is being handled (or the connection closed). */
   idle(): Promise<void> {
-    if (this.#incoming.size === 0 || this.#closed) return Promise.resolve();
+    if (this.handling === 0 || this.#closed) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.off('idle', done);
@@ -393,8 +414,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     const lost = reason instanceof RpcError && reason.code === RpcCode.CONNECTION_CLOSED
       ? reason
       : new RpcError(`the connection closed: ${reason.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: reason });
-    this.#outgoing.failAll(lost);
-    this.#incoming.cancelAll(lost);
+    this.#madeOutgoing?.failAll(lost);
+    this.#madeIncoming?.cancelAll(lost);
     this.#options.onClose?.(this, reason);
     this.emit('close', reason);
   }

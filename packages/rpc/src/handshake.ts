@@ -4,6 +4,7 @@ import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
+import { receiveLimit } from './limits.js';
 import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
 
 const DEFAULT_TIMEOUT = 10_000;
@@ -54,7 +55,15 @@ function ignoreError(): void {
   // The channel's owner reports its errors; this only keeps one from being thrown.
 }
 
-function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: (err: Error) => void): void {
+/**
+ * How a handshake ends, told the channel too: one pair of functions can
+ * serve every connection of a server, where closures for each would be
+ * garbage made per connection.
+ */
+export type HelloAccepted = (hello: Hello, channel: FramedChannel) => void;
+export type HandshakeFailed = (err: Error, channel: FramedChannel) => void;
+
+function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: HandshakeFailed): void {
   let done = false;
   const finish = (err: Error | null, hello?: Hello) => {
     if (done) return;
@@ -69,9 +78,15 @@ function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hel
     channel.off('end', onEnd);
     if (err) {
       channel.destroy(err);
-      fail(err);
-    } else {
+      fail(err, channel);
+      return;
+    }
+    try {
       accept(hello!);
+    } finally {
+      // The connection made in accept() listens for errors itself: a second
+      // listener would make the channel keep a listener array (~50 bytes).
+      if (channel.listenerCount('error') > 1) channel.off('error', ignoreError);
     }
   };
   const onClose = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
@@ -106,35 +121,42 @@ function handshakeError(err: Error): RpcError {
   return new RpcError(`the connection failed during the handshake: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err });
 }
 
+/** What a server says in every hello: the same for all its connections. */
 export interface ServerHello {
   service: string;
   version?: string | undefined;
   streams: string[];
-  maxMessageSize: number;
   timeout?: number | undefined;
-  /** A reason to refuse this client (e.g. ACCESS_DENIED), decided before its hello is read. */
-  refusal?: RpcError | null | undefined;
 }
 
-/** Server side: read the client's hello, answer with ours (or a refusal). */
-export function serverHandshake(channel: FramedChannel, ours: ServerHello, ready: (peer: Hello) => void, fail: (err: Error) => void): void {
-  const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
+/**
+ * Server side: read the client's hello, answer with ours, or with
+ * `refusal` (e.g. ACCESS_DENIED, decided before the hello is read).
+ */
+export function serverHandshake(
+  channel: FramedChannel,
+  ours: ServerHello,
+  refusal: RpcError | null,
+  ready: HelloAccepted,
+  fail: HandshakeFailed,
+): void {
+  const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: receiveLimit(channel) };
   if (ours.version !== undefined) reply.version = ours.version;
-  if (ours.refusal) return refuseAtOnce(channel, reply, ours.refusal, fail);
+  if (refusal) return refuseAtOnce(channel, reply, refusal, fail);
   awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
-    const refusal = mismatch(hello, ours.service);
-    if (refusal) {
-      reply.error = refusal;
+    const mismatched = mismatch(hello, ours.service);
+    if (mismatched) {
+      reply.error = mismatched;
       try {
         sendHello(channel, reply);
       } finally {
         channel.end();
-        fail(refusal);
+        fail(mismatched, channel);
       }
       return;
     }
     sendHello(channel, reply);
-    ready({ ...hello, streams: streamsOf(hello) });
+    ready({ ...hello, streams: streamsOf(hello) }, channel);
   }, fail);
 }
 
@@ -145,7 +167,7 @@ const REFUSED_GRACE_MS = 2_000;
 // gets the refusal at once. Its hello is never read, let alone decoded, so
 // an unauthorised peer costs no more than the bytes it sends, skipped; the
 // connection closes when the peer closes it, or after a grace period.
-function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, fail: (err: Error) => void): void {
+function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, fail: HandshakeFailed): void {
   reply.error = refusal;
   channel.on('error', () => {}); // whatever the peer does now, the refusal stands
   channel.onFrame = (_payload, fds) => fds?.close();
@@ -156,7 +178,7 @@ function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, f
     sendHello(channel, reply);
   } finally {
     channel.end();
-    fail(refusal);
+    fail(refusal, channel);
   }
 }
 
@@ -178,20 +200,20 @@ export interface ClientHello {
 }
 
 /** Client side: send our hello, wait for the server's. */
-export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: (hello: Hello) => void, fail: (err: Error) => void): void {
+export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed): void {
   const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
   awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
     if (theirs.error !== undefined) {
       channel.destroy();
-      return fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'));
+      return fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'), channel);
     }
     const refusal = mismatch({ ...theirs, service: ours.service ?? theirs.service }, theirs.service ?? '');
     if (refusal) {
       channel.destroy(refusal);
-      return fail(refusal);
+      return fail(refusal, channel);
     }
-    ready({ ...theirs, streams: streamsOf(theirs) });
+    ready({ ...theirs, streams: streamsOf(theirs) }, channel);
   }, fail);
   sendHello(channel, hello);
 }

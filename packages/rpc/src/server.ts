@@ -9,10 +9,10 @@ import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, rpcError } from './errors.js';
-import { serverHandshake } from './handshake.js';
+import { type HandshakeFailed, type HelloAccepted, type ServerHello, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
-import { receiveLimit, sendLimit } from './limits.js';
+import { sendLimit } from './limits.js';
 import { DESCRIBE, describeService } from './describe.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
@@ -87,6 +87,10 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #closing: Promise<void> | null = null;
   // Shared by every connection: one object per connection cost ~0.4 KB.
   #connectionOptions: ConnectionOptions;
+  // Likewise for the handshake: what the server says, and where it ends.
+  #hello: ServerHello;
+  #accepted: HelloAccepted;
+  #failed: HandshakeFailed;
 
   constructor(options: RpcServerOptions<C>) {
     super();
@@ -112,6 +116,12 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         this.emit('disconnect', conn, reason);
       },
     };
+    this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
+    this.#accepted = (hello, channel) => void this.#adopt(channel, hello);
+    this.#failed = (err, channel) => {
+      debug('handshake failed: %s', err.message);
+      this.emit('handshakeError', err, peerOf(channel.transport));
+    };
   }
 
   /** Open connections. */
@@ -123,7 +133,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   async listen(address?: string, options: ListenOptions = {}): Promise<UnixServer> {
     // transport's createServer: without the native addon, a server on Node's net.
     const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
+    listener.on('connection', (socket: UnixSocket) => this.#serve(socket, this.#accepted, this.#failed));
     listener.on('error', (err: Error) => this.emit('error', err));
     await listener.listen(address);
     this.#listeners.push(listener);
@@ -133,7 +143,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   /** Serves on a listening fd handed over by systemd or a parent. */
   listenFd(fd: number, options: ListenOptions = {}): UnixServer {
     const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => void this.serve(socket).catch(() => {}));
+    listener.on('connection', (socket: UnixSocket) => this.#serve(socket, this.#accepted, this.#failed));
     listener.listenFd(fd);
     this.#listeners.push(listener);
     return listener;
@@ -141,28 +151,24 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   /** Serves one already-connected transport: a UnixSocket, or any Duplex (TCP, stdio). */
   serve(transport: UnixSocket | Duplex): Promise<RpcConnection> {
-    const peer = peerOf(transport);
-    const channel = new FramedChannel(transport, { maxFrameSize: this.#options.maxMessageSize });
-    const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peer);
     return new Promise((resolve, reject) => {
-      serverHandshake(
-        channel,
-        {
-          service: this.service,
-          version: this.#options.version,
-          streams: this.#streams,
-          maxMessageSize: receiveLimit(channel),
-          timeout: this.#options.handshakeTimeout,
-          refusal,
-        },
-        (hello) => resolve(this.#adopt(channel, peer, hello)),
-        (err) => {
-          debug('handshake failed: %s', err.message);
-          this.emit('handshakeError', err, peer);
+      this.#serve(
+        transport,
+        (hello, channel) => resolve(this.#adopt(channel, hello)),
+        (err, channel) => {
+          this.#failed(err, channel);
           reject(err);
         },
       );
     });
+  }
+
+  // The server's own connections come here with the shared callbacks: no
+  // promise and no closures per connection.
+  #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
+    const channel = new FramedChannel(transport, { maxFrameSize: this.#options.maxMessageSize });
+    const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peerOf(transport));
+    serverHandshake(channel, this.#hello, refusal, ready, fail);
   }
 
   /** Broadcasts an event to every connection that subscribed to it. */
@@ -194,9 +200,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('close');
   }
 
-  #adopt(channel: FramedChannel, peer: Credentials | null, hello: Hello): RpcConnection {
+  #adopt(channel: FramedChannel, hello: Hello): RpcConnection {
     const conn = new RpcConnection(channel, this.#connectionOptions, {
-      credentials: peer,
+      credentials: peerOf(channel.transport),
       streams: hello.streams ?? [],
       maxMessage: sendLimit(channel, hello.maxMessageSize),
     });
