@@ -7,6 +7,7 @@
 
 #include "sys.h"
 
+#include <memory>
 #include <unordered_set>
 #include <vector>
 
@@ -36,8 +37,21 @@ class HandleTable {
   std::vector<uint32_t> free_;
 };
 
+// What a handle calls when its socket is readable or writable. Handles
+// given the same pair (every UnixSocket is) share one: a reference of its
+// own to each function cost every connection ~200 bytes of native memory.
+struct Callbacks {
+  Napi::FunctionReference on_read;
+  Napi::FunctionReference on_writable;
+  size_t handles = 0;  // open handles that use this pair
+};
+
 struct EnvState {
   Napi::FunctionReference handle_ctor;
+  // The pairs open handles use: a few, as most are the same pair.
+  std::vector<std::unique_ptr<Callbacks>> callbacks;
+  Callbacks* CallbacksFor(Napi::Function on_read, Napi::Function on_writable);
+  void ReleaseCallbacks(Callbacks* c);
   // Receive scratch space shared by every socket of this environment: reads
   // are synchronous, so one buffer serves all, and idle sockets cost nothing.
   std::vector<uint8_t> scratch;

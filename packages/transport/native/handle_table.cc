@@ -1,9 +1,37 @@
-// HandleTable (env_state.h): open socket handles by number.
+// What the environment keeps for all its handles (env_state.h): the open
+// ones by number, and the callbacks they share.
 #include <cmath>
 
 #include "env_state.h"
 
 namespace afunix {
+
+Callbacks* EnvState::CallbacksFor(Napi::Function on_read, Napi::Function on_writable) {
+  for (const auto& c : callbacks) {
+    if (c->on_read.Value().StrictEquals(on_read) && c->on_writable.Value().StrictEquals(on_writable)) {
+      c->handles++;
+      return c.get();
+    }
+  }
+  auto c = std::make_unique<Callbacks>();
+  c->on_read = Napi::Persistent(on_read);
+  c->on_writable = Napi::Persistent(on_writable);
+  c->handles = 1;
+  callbacks.push_back(std::move(c));
+  return callbacks.back().get();
+}
+
+// A pair no open handle uses is dropped: handles made with closures of
+// their own (a datagram socket's) must not pile up pairs.
+void EnvState::ReleaseCallbacks(Callbacks* c) {
+  if (--c->handles > 0) return;
+  for (auto it = callbacks.begin(); it != callbacks.end(); ++it) {
+    if (it->get() == c) {
+      callbacks.erase(it);
+      return;
+    }
+  }
+}
 
 double HandleTable::Add(SocketHandle* h) {
   uint32_t index;

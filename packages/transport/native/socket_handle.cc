@@ -152,8 +152,7 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   // An accepted or received fd is this handle's now: closing it is for
   // close() alone, whatever becomes of the delivery that brought it.
   state->in_flight.erase(c->fd);
-  on_read_ = Napi::Persistent(info[3].As<Napi::Function>());
-  on_writable_ = Napi::Persistent(info[4].As<Napi::Function>());
+  callbacks_ = state->CallbacksFor(info[3].As<Napi::Function>(), info[4].As<Napi::Function>());
   // An open socket must never be collected: it is released in OnClosed.
   Napi::ObjectWrap<SocketHandle>::Ref();
   // The number that write() finds this handle by (see HandleTable).
@@ -178,6 +177,7 @@ Napi::Value SocketHandle::WriteById(const Napi::CallbackInfo& info) {
 SocketHandle::~SocketHandle() {
   if (conn_ != nullptr) {
     conn_->state->handles.Remove(id_);
+    if (callbacks_ != nullptr) conn_->state->ReleaseCallbacks(callbacks_);
     conn_->owner = nullptr;
     BeginClose(conn_);
     conn_ = nullptr;
@@ -330,9 +330,9 @@ void SocketHandle::OnClosed(uv_handle_t* handle) {
       Napi::HandleScope scope(self->Env());
       if (self->JsAlive()) self->CallJs(self->on_close_, {});
     }
-    self->on_read_.Reset();
-    self->on_writable_.Reset();
     self->on_close_.Reset();
+    state->ReleaseCallbacks(self->callbacks_);
+    self->callbacks_ = nullptr;
     self->Napi::ObjectWrap<SocketHandle>::Unref();
   }
   FinishTeardown(state);

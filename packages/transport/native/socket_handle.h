@@ -97,8 +97,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
 
   Conn* conn_;
   double id_ = -1;  // in the environment's HandleTable while open
-  Napi::FunctionReference on_read_;
-  Napi::FunctionReference on_writable_;
+  Callbacks* callbacks_ = nullptr;  // the environment's, shared
   Napi::FunctionReference on_close_;
   Napi::AsyncContext async_;
 };

@@ -119,7 +119,7 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   }
   // The read callback may have closed the socket: look again before writing.
   if (c->closing || c->owner == nullptr) return;
-  if ((events & UV_WRITABLE) && c->want_write && self->CallJs(self->on_writable_, {}) != Call::kRan) BeginClose(c);
+  if ((events & UV_WRITABLE) && c->want_write && self->CallJs(self->callbacks_->on_writable, {}) != Call::kRan) BeginClose(c);
 }
 
 void SocketHandle::DrainListener() {
@@ -144,7 +144,7 @@ void SocketHandle::DrainListener() {
   for (size_t i = 0; i < accepted.size(); i++) fds.Set(i, Napi::Number::New(env, accepted[i]));
   EnvState* state = conn_->state;
   HandOver(state, accepted);
-  Call r = CallJs(on_read_, {Napi::Number::New(env, status), fds});
+  Call r = CallJs(callbacks_->on_read, {Napi::Number::New(env, status), fds});
   Settle(state, r);
   if (r != Call::kRan) BeginClose(conn_);
 }
@@ -359,7 +359,7 @@ SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t
     napi_value pool;
     size_t offset;
     if (!PoolSlice(data, used, &pool, &offset)) return Call::kNotRun;
-    return CallJs(on_read_, {Napi::Number::New(env, status), pool, chunks, Napi::Number::New(env, static_cast<double>(offset)),
+    return CallJs(callbacks_->on_read, {Napi::Number::New(env, status), pool, chunks, Napi::Number::New(env, static_cast<double>(offset)),
                              Napi::Number::New(env, static_cast<double>(used))});
   }
   if (used > 0 || (chunks.IsArray())) {
@@ -373,7 +373,7 @@ SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t
     if (used > 0) memcpy(copy, data, used);
     bytes = Napi::Value(env, buf);
   }
-  return CallJs(on_read_, {Napi::Number::New(env, status), bytes, chunks});
+  return CallJs(callbacks_->on_read, {Napi::Number::New(env, status), bytes, chunks});
 }
 
 }  // namespace afunix
