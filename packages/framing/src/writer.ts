@@ -23,7 +23,8 @@ export const SMALL_FRAME = 1024;
 const SLAB_SIZE = 4095;
 
 function copyPieces(target: Buffer, at: number, pieces: readonly Uint8Array[]): number {
-  for (const piece of pieces) {
+  for (let i = 0; i < pieces.length; i++) {
+    const piece = pieces[i]!;
     target.set(piece, at);
     at += piece.byteLength;
   }

@@ -4,6 +4,7 @@ import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
+import { Deadlines } from './deadlines.js';
 import { receiveLimit } from './limits.js';
 import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
 
@@ -19,7 +20,7 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   if (payload.length > MAX_HELLO_BYTES) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, `a hello of ${payload.length} bytes; at most ${MAX_HELLO_BYTES} are read before the handshake`);
   }
-  const { message } = decode(payload, null, () => {});
+  const { message } = decode(payload, null, noClose);
   if (!Array.isArray(message) || message[0] !== Msg.HELLO || typeof message[1] !== 'object' || message[1] === null) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, 'the peer did not start with an afunix hello');
   }
@@ -28,14 +29,17 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   // The fields used below must have their types: a BigInt service name made
   // the mismatch message (JSON.stringify) throw after the handshake timer
   // was cleared, and the connection then hung with neither side told.
-  for (const key of ['service', 'version'] as const) {
-    if (hello[key] !== undefined && typeof hello[key] !== 'string') throw rpcError(RpcCode.PROTOCOL_ERROR, `the hello's ${key} is not a string`);
-  }
+  checkString(hello, 'service');
+  checkString(hello, 'version');
   const max = hello.maxMessageSize;
   if (max !== undefined && (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0)) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's maxMessageSize is not a non-negative integer");
   }
   return hello;
+}
+
+function checkString(hello: Hello, key: 'service' | 'version'): void {
+  if (hello[key] !== undefined && typeof hello[key] !== 'string') throw rpcError(RpcCode.PROTOCOL_ERROR, `the hello's ${key} is not a string`);
 }
 
 export function sendHello(channel: FramedChannel, hello: Hello): void {
@@ -47,15 +51,6 @@ function streamsOf(hello: Hello): string[] {
 }
 
 /**
- * Waits for the first frame and hands it to `accept` synchronously, inside
- * the frame callback, so that the connection built there sees every frame
- * that follows in the same read.
- */
-function ignoreError(): void {
-  // The channel's owner reports its errors; this only keeps one from being thrown.
-}
-
-/**
  * How a handshake ends, told the channel too: one pair of functions can
  * serve every connection of a server, where closures for each would be
  * garbage made per connection.
@@ -63,54 +58,102 @@ function ignoreError(): void {
 export type HelloAccepted = (hello: Hello, channel: FramedChannel) => void;
 export type HandshakeFailed = (err: Error, channel: FramedChannel) => void;
 
-function awaitHello(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: HandshakeFailed): void {
-  let done = false;
-  const finish = (err: Error | null, hello?: Hello) => {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
-    // Keep a listener for 'error' (see below), but not this one: it holds
-    // every closure of the handshake, and the timer, for the connection's
-    // whole life (about 0.5 KB each).
+function ignoreError(): void {
+  // The channel's owner reports its errors; this only keeps one from being thrown.
+}
+
+function noClose(): void {
+  // A hello carries no fds: decode() finds none to close.
+}
+
+// Handshakes waiting for a hello, by channel. The listeners below are shared
+// by all of them (they run with the channel as `this`), where closures of
+// their own cost each connection ~0.5 KB.
+const waiting = new WeakMap<FramedChannel, HelloWait>();
+
+/**
+ * Waits for the first frame and hands it to `accept` synchronously, inside
+ * the frame callback, so that the connection built there sees every frame
+ * that follows in the same read.
+ */
+class HelloWait {
+  readonly #channel: FramedChannel;
+  readonly #accept: (hello: Hello) => void;
+  readonly #fail: HandshakeFailed;
+  readonly #timeout: number;
+  static readonly #deadlines = new Deadlines<HelloWait>((wait, ms) =>
+    wait.#finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${ms} ms`)),
+  );
+
+  constructor(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: HandshakeFailed) {
+    this.#channel = channel;
+    this.#accept = accept;
+    this.#fail = fail;
+    this.#timeout = timeout;
+    waiting.set(channel, this);
+    // A channel error (bytes that are not afunix framing, a reset) fails the
+    // handshake with its reason. An 'error' listener stays afterwards: a
+    // channel destroyed with an error emits it, and an 'error' event nobody
+    // listens to is thrown, which would take the whole process down.
+    channel.on('error', HelloWait.#failed);
+    channel.on('close', HelloWait.#closed);
+    channel.on('end', HelloWait.#ended);
+    channel.onFrame = HelloWait.#frame;
+    HelloWait.#deadlines.add(this, timeout);
+  }
+
+  static #frame(this: FramedChannel, payload: Buffer, fds: ReceivedFds | null): void {
+    this.onFrame = null;
+    const wait = waiting.get(this);
+    if (!wait) return fds?.close();
+    let hello: Hello;
+    try {
+      hello = readHello(payload, fds);
+    } catch (err) {
+      return wait.#finish(err as Error);
+    }
+    wait.#finish(null, hello);
+  }
+
+  static #failed(this: FramedChannel, err: Error): void {
+    const wait = waiting.get(this);
+    if (wait) wait.#finish(handshakeError(err));
+  }
+
+  static #closed(this: FramedChannel): void {
+    const wait = waiting.get(this);
+    if (wait) wait.#finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
+  }
+
+  // A peer that half-closes without a hello will never send one: no need to
+  // hold its connection until the timeout.
+  static #ended(this: FramedChannel): void {
+    const wait = waiting.get(this);
+    if (wait) wait.#finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection without a hello'));
+  }
+
+  #finish(err: Error | null, hello?: Hello): void {
+    const channel = this.#channel;
+    waiting.delete(channel);
+    HelloWait.#deadlines.delete(this, this.#timeout);
+    // Keep a listener for 'error' (see the constructor), but not ours.
     channel.on('error', ignoreError);
-    channel.off('error', onError);
-    channel.off('close', onClose);
-    channel.off('end', onEnd);
+    channel.off('error', HelloWait.#failed);
+    channel.off('close', HelloWait.#closed);
+    channel.off('end', HelloWait.#ended);
     if (err) {
       channel.destroy(err);
-      fail(err, channel);
+      this.#fail(err, channel);
       return;
     }
     try {
-      accept(hello!);
+      this.#accept(hello!);
     } finally {
       // The connection made in accept() listens for errors itself: a second
       // listener would make the channel keep a listener array (~50 bytes).
       if (channel.listenerCount('error') > 1) channel.off('error', ignoreError);
     }
-  };
-  const onClose = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
-  // A peer that half-closes without a hello will never send one: no need to
-  // hold its connection until the timeout.
-  const onEnd = () => finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection without a hello'));
-  // A channel error (bytes that are not afunix framing, a reset) fails the
-  // handshake with its reason. The listener stays afterwards: a channel
-  // destroyed with an error emits it, and an 'error' event nobody listens
-  // to is thrown, which would take the whole process down.
-  const onError = (err: Error) => finish(handshakeError(err));
-  channel.on('error', onError);
-  const timer = setTimeout(() => finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${timeout} ms`)), timeout);
-  timer.unref();
-  channel.on('close', onClose);
-  channel.on('end', onEnd);
-  channel.onFrame = (payload, fds) => {
-    channel.onFrame = null;
-    try {
-      finish(null, readHello(payload, fds));
-    } catch (err) {
-      finish(err as Error);
-    }
-  };
+  }
 }
 
 function handshakeError(err: Error): RpcError {
@@ -140,24 +183,44 @@ export function serverHandshake(
   ready: HelloAccepted,
   fail: HandshakeFailed,
 ): void {
-  const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize: receiveLimit(channel) };
-  if (ours.version !== undefined) reply.version = ours.version;
-  if (refusal) return refuseAtOnce(channel, reply, refusal, fail);
-  awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
+  const maxMessageSize = receiveLimit(channel);
+  if (refusal) return refuseAtOnce(channel, serverReply(ours, maxMessageSize, refusal), refusal, fail);
+  new HelloWait(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
     const mismatched = mismatch(hello, ours.service);
     if (mismatched) {
-      reply.error = mismatched;
       try {
-        sendHello(channel, reply);
+        sendHello(channel, serverReply(ours, maxMessageSize, mismatched));
       } finally {
         channel.end();
         fail(mismatched, channel);
       }
       return;
     }
-    sendHello(channel, reply);
-    ready({ ...hello, streams: streamsOf(hello) }, channel);
+    channel.send(acceptingHello(ours, maxMessageSize));
+    hello.streams = streamsOf(hello);
+    ready(hello, channel);
   }, fail);
+}
+
+function serverReply(ours: ServerHello, maxMessageSize: number, error?: RpcError): Hello {
+  const reply: Hello = { protocol: PROTOCOL_VERSION, service: ours.service, streams: ours.streams, maxMessageSize };
+  if (ours.version !== undefined) reply.version = ours.version;
+  if (error) reply.error = error;
+  return reply;
+}
+
+// The hello a server answers every client it accepts with, encoded once:
+// it is the same bytes for as long as the size limit is, which it is for
+// all the sockets of one server. (Encoding it for each connection was ~0.4
+// KB of garbage and a few µs there.)
+const accepting = new WeakMap<ServerHello, { maxMessageSize: number; bytes: Uint8Array | Uint8Array[] }>();
+
+function acceptingHello(ours: ServerHello, maxMessageSize: number): Uint8Array | Uint8Array[] {
+  const cached = accepting.get(ours);
+  if (cached && cached.maxMessageSize === maxMessageSize) return cached.bytes;
+  const bytes = encode([Msg.HELLO, serverReply(ours, maxMessageSize)]).bytes;
+  accepting.set(ours, { maxMessageSize, bytes });
+  return bytes;
 }
 
 /** How long a refused peer may keep its connection open after the refusal. */
@@ -203,7 +266,7 @@ export interface ClientHello {
 export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed): void {
   const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
-  awaitHello(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
+  new HelloWait(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
     if (theirs.error !== undefined) {
       channel.destroy();
       return fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'), channel);
