@@ -118,7 +118,8 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
     // The listener table EventEmitter makes is a dictionary (~180 bytes per
     // channel); one with the channel's events as fields is ~60, as Node's
     // own streams do it. Absent listeners are undefined, as EventEmitter
-    // expects.
+    // expects. (Removing a last listener deletes its field; only deleting the
+    // last field keeps the object as it is, so 'end' and 'close' come last.)
     (this as unknown as { _events: object })._events = { frame: undefined, drain: undefined, error: undefined, end: undefined, close: undefined };
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
