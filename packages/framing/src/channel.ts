@@ -3,13 +3,13 @@
 // the transport until its receiver takes them, then the decoder, then the
 // frame's ReceivedFds, then whoever takes them from it; every path that
 // drops a frame closes its fds.
-import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { type FdLike, ReceivedFds, UnixSocket, features } from '@afunix/transport';
 // typed-emitter is CommonJS: under NodeNext its default export is the
 // module object, and the interface sits on it as `default`.
 import type TypedEmitterModule from 'typed-emitter';
 import { FrameDecoder } from './decoder.js';
+import { ChannelEmitterBase } from './emitter.js';
 import { FramingError, invalidArg, unsupported } from './errors.js';
 import { type FrameLimits, type ResolvedLimits, resolveLimits } from './header.js';
 import { FrameWriter, type GatheringSocket, kRoomAfterFlush } from './writer.js';
@@ -79,7 +79,7 @@ type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
 const kChannel = Symbol('afunix.channel');
 type FramedTransport = (UnixSocket | Duplex) & { [kChannel]?: FramedChannel };
 
-export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule.default<FramedEventMap>) {
+export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitterModule.default<FramedEventMap>) {
   readonly transport: UnixSocket | Duplex;
   /** fds can travel: a native UnixSocket on a platform with SCM_RIGHTS. */
   readonly fdPassing: boolean;
@@ -115,12 +115,6 @@ export class FramedChannel extends (EventEmitter as new () => TypedEmitterModule
    */
   constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
     super();
-    // The listener table EventEmitter makes is a dictionary (~180 bytes per
-    // channel); one with the channel's events as fields is ~60, as Node's
-    // own streams do it. Absent listeners are undefined, as EventEmitter
-    // expects. (Removing a last listener deletes its field; only deleting the
-    // last field keeps the object as it is, so 'end' and 'close' come last.)
-    (this as unknown as { _events: object })._events = { frame: undefined, drain: undefined, error: undefined, end: undefined, close: undefined };
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
     this.limits = resolveLimits(options);

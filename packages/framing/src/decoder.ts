@@ -53,12 +53,13 @@ export class FrameDecoder {
   #failure: unknown = null;
 
   /**
-   * `onFrame` is called with `thisArg` as `this`: an owner of many decoders
-   * can pass one shared function rather than a closure for each.
+   * `onFrame` is called with `thisArg` as `this` (the decoder if none): an
+   * owner of many decoders can pass one shared function rather than a
+   * closure for each.
    */
   constructor(onFrame: FrameHandler, limits?: FrameLimits, thisArg?: unknown) {
     this.#onFrame = onFrame;
-    this.#thisArg = thisArg;
+    this.#thisArg = thisArg ?? this;
     this.limits = resolveLimits(limits);
   }
 

@@ -1,7 +1,7 @@
 // FramedChannel over real sockets in one process: socketpairs for the
 // native stream and seqpacket paths, a raw UnixSocket as a misbehaving
 // peer, and plain Duplexes for the portable path.
-import { once } from 'node:events';
+import { type EventEmitter, once } from 'node:events';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -413,5 +413,48 @@ describe('over seqpacket', () => {
     await delay(30);
     expect(sizes).toEqual([0, 1, 100, 65536]);
     expect(encodeHeader(0).length).toBe(8);
+  });
+});
+
+describe('shared callbacks and the listener table', () => {
+  it('calls onFrame with the channel as this, and a socket receiver with the socket', async () => {
+    const [a, b] = pair();
+    const seen: unknown[] = [];
+    b.onFrame = function (this: FramedChannel, payload) {
+      seen.push(this, payload.toString());
+    };
+    a.send(Buffer.from('one'));
+    await delay(20);
+    expect(seen).toEqual([b, 'one']);
+
+    const [x, y] = socketPair();
+    open.push(x, y);
+    const receivedBy = new Promise<unknown>((resolve) =>
+      y.setReceiver(function (this: UnixSocket) {
+        resolve(this);
+      }),
+    );
+    x.write('hi');
+    expect(await receivedBy).toBe(y);
+  });
+
+  it('lists only events with listeners, and no name finds an inherited value', () => {
+    const [a] = pair();
+    expect(a.eventNames()).toEqual([]);
+    const f = () => {};
+    a.on('drain', f);
+    a.on('end', f);
+    expect(a.eventNames().sort()).toEqual(['drain', 'end']);
+    a.off('end', f);
+    expect(a.eventNames()).toEqual(['drain']);
+    // Names outside the channel's events, as any EventEmitter takes them.
+    const plain = a as unknown as EventEmitter;
+    for (const name of ['toString', 'constructor', 'hasOwnProperty']) expect(plain.listenerCount(name)).toBe(0);
+    plain.on('__proto__', f);
+    expect(plain.listenerCount('__proto__')).toBe(1);
+    expect(plain.emit('__proto__')).toBe(true);
+    a.removeAllListeners();
+    expect(a.eventNames()).toEqual([]);
+    expect(() => a.emit('error', new Error('nobody listens'))).toThrow('nobody listens');
   });
 });

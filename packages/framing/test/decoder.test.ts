@@ -27,6 +27,21 @@ describe('FrameDecoder limits', () => {
 });
 
 describe('FrameDecoder fast paths', () => {
+  it('calls onFrame with thisArg as this, or the decoder without one', () => {
+    const owner = { frames: [] as string[] };
+    function record(this: typeof owner, payload: Buffer): void {
+      this.frames.push(payload.toString());
+    }
+    new FrameDecoder(record as never, {}, owner).push(frameBytes(Buffer.from('x')));
+    expect(owner.frames).toEqual(['x']);
+    let self: unknown;
+    const plain = new FrameDecoder(function (this: unknown) {
+      self = this;
+    });
+    plain.push(frameBytes(Buffer.from('y')));
+    expect(self).toBe(plain);
+  });
+
   it('hands out a frame that lies in one chunk as a view of that chunk', () => {
     const chunk = Buffer.concat([frameBytes(Buffer.from('abc')), frameBytes(Buffer.from('defg'))]);
     const seen: Buffer[] = [];
