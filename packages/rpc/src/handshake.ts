@@ -139,9 +139,6 @@ class HelloWait {
     // Keep a listener for 'error' (see the constructor), but not ours.
     channel.on('error', ignoreError);
     channel.off('error', HelloWait.#failed);
-    // 'close' before 'end': the reverse of their order in the channel's
-    // listener table, whose last field V8 can drop and stay an object with
-    // fields; any other delete would make it a dictionary (~100 bytes more).
     channel.off('close', HelloWait.#closed);
     channel.off('end', HelloWait.#ended);
     if (err) {

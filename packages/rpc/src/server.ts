@@ -133,7 +133,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   async listen(address?: string, options: ListenOptions = {}): Promise<UnixServer> {
     // transport's createServer: without the native addon, a server on Node's net.
     const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => this.#serve(socket, this.#accepted, this.#failed));
+    listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
     listener.on('error', (err: Error) => this.emit('error', err));
     await listener.listen(address);
     this.#listeners.push(listener);
@@ -143,7 +143,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   /** Serves on a listening fd handed over by systemd or a parent. */
   listenFd(fd: number, options: ListenOptions = {}): UnixServer {
     const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => this.#serve(socket, this.#accepted, this.#failed));
+    listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
     listener.listenFd(fd);
     this.#listeners.push(listener);
     return listener;
@@ -163,12 +163,30 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     });
   }
 
-  // The server's own connections come here with the shared callbacks: no
-  // promise and no closures per connection.
+  // The server's own connections, with the shared callbacks: no promise and
+  // no closures per connection. What serve() would reject with (a failing
+  // getsockopt; a 'handshakeError' listener that throws while a refused
+  // peer is told) must not escape into the accept loop, which would end the
+  // process with it.
+  #accept(socket: UnixSocket): void {
+    try {
+      this.#serve(socket, this.#accepted, this.#failed);
+    } catch (err) {
+      debug('a connection could not be served: %s', err instanceof Error ? err.message : String(err));
+    }
+  }
+
   #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
     const channel = new FramedChannel(transport, { maxFrameSize: this.#options.maxMessageSize });
     const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peerOf(transport));
-    serverHandshake(channel, this.#hello, refusal, ready, fail);
+    try {
+      serverHandshake(channel, this.#hello, refusal, ready, fail);
+    } catch (err) {
+      // Thrown before the handshake began, nothing else would ever close the
+      // connection (once it began, its timeout or grace period does).
+      if (channel.onFrame === null) channel.destroy();
+      throw err;
+    }
   }
 
   /** Broadcasts an event to every connection that subscribed to it. */

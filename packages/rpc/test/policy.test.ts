@@ -179,6 +179,22 @@ describe('handshake', () => {
     expect(err).toMatchObject({ code: RpcCode.HANDSHAKE_TIMEOUT, message: 'no hello within 200 ms' });
   });
 
+  it('a handshakeError listener that throws does not take the server down', async () => {
+    let seen = 0;
+    const server = createServer<Who>({ service: 'lab', allow: () => ++seen > 1, handlers: { whoami: () => ({ peer: null, pid: 2 }) } });
+    server.on('handshakeError', () => {
+      throw new Error('a bug in the listener');
+    });
+    const address = join(tmp.dir, 'throwing-listener.sock');
+    await server.listen(address);
+    cleanups.push(() => server.close({ timeout: 0 }));
+    // Refused while the listener throws: the refusal still reaches the client.
+    await expect(connect<Who>(address)).rejects.toMatchObject({ code: RpcCode.ACCESS_DENIED });
+    const c = await connect<Who>(address);
+    cleanups.push(() => c.$close());
+    expect((await c.whoami()).pid).toBe(2);
+  });
+
   it('a server whose client never says hello drops it with HANDSHAKE_TIMEOUT and keeps serving', async () => {
     const refusals: string[] = [];
     const server = createServer<Who>({ service: 'lab', handshakeTimeout: 200, handlers: { whoami: () => ({ peer: null, pid: 1 }) } });

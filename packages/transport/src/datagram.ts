@@ -63,7 +63,9 @@ export class UnixDatagram extends EventEmitter {
         throw systemError(r, 'setsockopt');
       }
     }
-    this.#handle = new n.SocketHandle(this.#fd, Kind.dgram, false, this.#onRead, this.#onWritable);
+    const handle = new n.SocketHandle(this.#fd, Kind.dgram, false, UnixDatagram.#handleRead, UnixDatagram.#handleWritable) as OwnedHandle;
+    handle.owner = this;
+    this.#handle = handle;
     this.#handle.setMaxMessage(options.maxMessageSize ?? 256 * 1024);
     this.#handle.readStart();
   }
@@ -153,11 +155,18 @@ export class UnixDatagram extends EventEmitter {
     handle?.watchWritable(false);
   }
 
-  #onWritable = (): void => {
-    this.#flush();
-  };
+  // The handle calls back with itself as `this`: every datagram socket
+  // shares these two, and so one pair of native references (see the addon's
+  // Callbacks).
+  static #handleWritable(this: OwnedHandle): void {
+    this.owner.#flush();
+  }
 
-  #onRead = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void => {
+  static #handleRead(this: OwnedHandle, status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void {
+    this.owner.#onRead(status, bytes, chunks);
+  }
+
+  #onRead(status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void {
     if (bytes !== undefined && chunks) {
       let offset = 0;
       for (let i = 0; i < chunks.length; i += 4) {
@@ -182,7 +191,11 @@ export class UnixDatagram extends EventEmitter {
     // A datagram socket outlives a bad datagram: report it and read on.
     this.emit('error', systemError(status, 'recvmsg'));
     if (this.#handle) this.#handle.readStart();
-  };
+  }
+}
+
+interface OwnedHandle extends NativeHandle {
+  owner: UnixDatagram;
 }
 
 export function createDatagram(options?: DatagramOptions): UnixDatagram {

@@ -104,7 +104,9 @@ export class UnixServer extends EventEmitter {
 
   #start(fd: number): void {
     this.#fd = fd;
-    this.#handle = new native!.SocketHandle(fd, Kind[this.type], true, this.#onAccept, () => {});
+    const handle = new native!.SocketHandle(fd, Kind[this.type], true, UnixServer.#handleAccept, noop) as OwnedHandle;
+    handle.owner = this;
+    this.#handle = handle;
     check(this.#handle.readStart(), 'poll');
     debug('server fd=%d listening on %s', fd, this.address());
     this.emit('listening');
@@ -151,7 +153,13 @@ export class UnixServer extends EventEmitter {
     return this;
   }
 
-  #onAccept = (status: number, fds: number[]): void => {
+  // The handle calls back with itself as `this`: every server shares this
+  // one, and so one pair of native references (see the addon's Callbacks).
+  static #handleAccept(this: OwnedHandle, status: number, fds: number[]): void {
+    this.owner.#onAccept(status, fds);
+  }
+
+  #onAccept(status: number, fds: number[]): void {
     let taken = 0;
     try {
       while (taken < fds.length && this.#handle) this.#adopt(fds[taken++]!);
@@ -163,7 +171,7 @@ export class UnixServer extends EventEmitter {
     }
     if (status < 0) this.#acceptFailed(status);
     else this.#backoff = 0;
-  };
+  }
 
   #adopt(fd: number): void {
     let socket: UnixSocket;
@@ -210,3 +218,10 @@ export function createServer(
   return server;
 }
 
+interface OwnedHandle extends NativeHandle {
+  owner: UnixServer;
+}
+
+function noop(): void {
+  // A listening socket is never watched for writability.
+}
