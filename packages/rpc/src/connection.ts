@@ -21,6 +21,7 @@ import { IncomingCalls } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
 import { type CallOptions, OutgoingCalls } from './outgoing.js';
 import { Msg } from './protocol.js';
+import { ownerOf, setOwner } from './owner.js';
 import { MessageSender } from './sender.js';
 import type { RpcStream, StreamLink } from './stream.js';
 import { remoteProxy } from './proxy.js';
@@ -80,12 +81,6 @@ type ConnectionEvents = {
 const NO_NAMES: Set<string> = new Set();
 
 const CLOSE_GRACE_MS = 2_000;
-// The channel's connection, for the channel listeners below: shared by every
-// connection (EventEmitter calls them with the channel as `this`), where
-// closures of their own would cost each idle connection ~200 bytes. Not
-// enumerable, so that inspecting a channel does not print its connection.
-const kConnection = Symbol('afunix.connection');
-type OwnedChannel = FramedChannel & { [kConnection]?: RpcConnection };
 // Event names one connection may subscribe to. The peer chooses the names,
 // so without a bound its subscriptions would grow with every byte it sends
 // (2 000 000 names took a server from 55 to 213 MiB).
@@ -114,10 +109,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     // listeners (~180 bytes), and makes one on the first on() if there is
     // none: a server's connections mostly never get a listener.
     (this as unknown as { _events: unknown })._events = undefined;
-    if ((channel as OwnedChannel)[kConnection]) {
+    if (ownerOf(channel) instanceof RpcConnection) {
       throw Object.assign(new TypeError("The argument 'channel' already carries an RpcConnection"), { code: 'ERR_INVALID_ARG_VALUE' });
     }
-    Object.defineProperty(channel, kConnection, { value: this, enumerable: false });
+    // The channel listeners below are shared by every connection and find
+    // theirs here (see owner.ts).
+    setOwner(channel, this);
     this.channel = channel;
     this.peer = peer.credentials;
     this.#options = options;
@@ -130,30 +127,30 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   }
 
   static #channelFrame(this: FramedChannel, payload: Buffer, fds: ReceivedFds | null): void {
-    (this as OwnedChannel)[kConnection]!.#onFrame(payload, fds);
+    (ownerOf(this) as RpcConnection).#onFrame(payload, fds);
   }
 
-  static #channelFailed(this: OwnedChannel, err: Error): void {
+  static #channelFailed(this: FramedChannel, err: Error): void {
     debug('connection error %s', err.message);
     // A peer that broke the framing rules is cut off with that rule's code
     // (FRAME_TOO_LARGE, TRUNCATED_FRAME, PROTOCOL_ERROR, ...); a transport
     // failure (ECONNRESET, ...) is the connection closing, with it as cause.
     // 'close' follows, and finds this teardown done.
-    const conn = this[kConnection]!;
+    const conn = ownerOf(this) as RpcConnection;
     if (conn.#closed) return;
     conn.#teardown(err instanceof FramingError ? err : new RpcError(`the connection closed: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err }));
   }
 
   // (Each of these checks first: a connection closes once, and an error
   // made for nobody costs a stack trace, ~5 µs here, several per close.)
-  static #channelClosed(this: OwnedChannel): void {
-    const conn = this[kConnection]!;
+  static #channelClosed(this: FramedChannel): void {
+    const conn = ownerOf(this) as RpcConnection;
     if (!conn.#closed) conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed'));
   }
 
   // The peer is done: nothing more can be answered, so end our side too.
-  static #channelEnded(this: OwnedChannel): void {
-    const conn = this[kConnection]!;
+  static #channelEnded(this: FramedChannel): void {
+    const conn = ownerOf(this) as RpcConnection;
     if (!conn.#closed) conn.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection'));
     conn.close();
   }

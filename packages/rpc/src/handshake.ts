@@ -5,6 +5,7 @@ import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
 import { Deadlines } from './deadlines.js';
+import { ownerOf, setOwner } from './owner.js';
 import { receiveLimit } from './limits.js';
 import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
 
@@ -66,31 +67,26 @@ function noClose(): void {
   // A hello carries no fds: decode() finds none to close.
 }
 
-// Handshakes waiting for a hello, by channel. The listeners below are shared
-// by all of them (they run with the channel as `this`), where closures of
-// their own cost each connection ~0.5 KB.
-const waiting = new WeakMap<FramedChannel, HelloWait>();
-
 /**
- * Waits for the first frame and hands it to `accept` synchronously, inside
+ * Waits for the first frame and hands it to accepted() synchronously, inside
  * the frame callback, so that the connection built there sees every frame
- * that follows in the same read.
+ * that follows in the same read. A subclass for each side says what a hello
+ * leads to (a subclass rather than a callback: no closure per connection).
  */
-class HelloWait {
-  readonly #channel: FramedChannel;
-  readonly #accept: (hello: Hello) => void;
-  readonly #fail: HandshakeFailed;
+abstract class HelloWait {
+  protected readonly channel: FramedChannel;
+  protected readonly fail: HandshakeFailed;
   readonly #timeout: number;
+  #done = false;
   static readonly #deadlines = new Deadlines<HelloWait>((wait, ms) =>
     wait.#finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${ms} ms`)),
   );
 
-  constructor(channel: FramedChannel, timeout: number, accept: (hello: Hello) => void, fail: HandshakeFailed) {
-    this.#channel = channel;
-    this.#accept = accept;
-    this.#fail = fail;
+  constructor(channel: FramedChannel, timeout: number, fail: HandshakeFailed) {
+    this.channel = channel;
+    this.fail = fail;
     this.#timeout = timeout;
-    waiting.set(channel, this);
+    setOwner(channel, this);
     // A channel error (bytes that are not afunix framing, a reset) fails the
     // handshake with its reason. An 'error' listener stays afterwards: a
     // channel destroyed with an error emits it, and an 'error' event nobody
@@ -102,9 +98,16 @@ class HelloWait {
     HelloWait.#deadlines.add(this, timeout);
   }
 
+  // The channel's HelloWait while its handshake runs (the listeners below
+  // are shared by every channel and find it through owner.ts).
+  static #of(channel: FramedChannel): HelloWait | undefined {
+    const owner = ownerOf(channel);
+    return owner instanceof HelloWait && !owner.#done ? owner : undefined;
+  }
+
   static #frame(this: FramedChannel, payload: Buffer, fds: ReceivedFds | null): void {
     this.onFrame = null;
-    const wait = waiting.get(this);
+    const wait = HelloWait.#of(this);
     if (!wait) return fds?.close();
     let hello: Hello;
     try {
@@ -116,25 +119,26 @@ class HelloWait {
   }
 
   static #failed(this: FramedChannel, err: Error): void {
-    const wait = waiting.get(this);
+    const wait = HelloWait.#of(this);
     if (wait) wait.#finish(handshakeError(err));
   }
 
   static #closed(this: FramedChannel): void {
-    const wait = waiting.get(this);
+    const wait = HelloWait.#of(this);
     if (wait) wait.#finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection closed during the handshake'));
   }
 
   // A peer that half-closes without a hello will never send one: no need to
   // hold its connection until the timeout.
   static #ended(this: FramedChannel): void {
-    const wait = waiting.get(this);
+    const wait = HelloWait.#of(this);
     if (wait) wait.#finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection without a hello'));
   }
 
   #finish(err: Error | null, hello?: Hello): void {
-    const channel = this.#channel;
-    waiting.delete(channel);
+    if (this.#done) return;
+    const channel = this.channel;
+    this.#done = true;
     HelloWait.#deadlines.delete(this, this.#timeout);
     // Keep a listener for 'error' (see the constructor), but not ours.
     channel.on('error', ignoreError);
@@ -143,17 +147,19 @@ class HelloWait {
     channel.off('end', HelloWait.#ended);
     if (err) {
       channel.destroy(err);
-      this.#fail(err, channel);
+      this.fail(err, channel);
       return;
     }
     try {
-      this.#accept(hello!);
+      this.accepted(hello!);
     } finally {
       // The connection made in accept() listens for errors itself: a second
       // listener would make the channel keep a listener array (~50 bytes).
       if (channel.listenerCount('error') > 1) channel.off('error', ignoreError);
     }
   }
+
+  protected abstract accepted(hello: Hello): void;
 }
 
 function handshakeError(err: Error): RpcError {
@@ -185,21 +191,37 @@ export function serverHandshake(
 ): void {
   const maxMessageSize = receiveLimit(channel);
   if (refusal) return refuseAtOnce(channel, serverReply(ours, maxMessageSize, refusal), refusal, fail);
-  new HelloWait(channel, ours.timeout ?? DEFAULT_TIMEOUT, (hello) => {
-    const mismatched = mismatch(hello, ours.service);
+  new ServerHelloWait(channel, ours, maxMessageSize, ready, fail);
+}
+
+class ServerHelloWait extends HelloWait {
+  readonly #ours: ServerHello;
+  readonly #maxMessageSize: number;
+  readonly #ready: HelloAccepted;
+
+  constructor(channel: FramedChannel, ours: ServerHello, maxMessageSize: number, ready: HelloAccepted, fail: HandshakeFailed) {
+    super(channel, ours.timeout ?? DEFAULT_TIMEOUT, fail);
+    this.#ours = ours;
+    this.#maxMessageSize = maxMessageSize;
+    this.#ready = ready;
+  }
+
+  protected accepted(hello: Hello): void {
+    const { channel } = this;
+    const mismatched = mismatch(hello, this.#ours.service);
     if (mismatched) {
       try {
-        sendHello(channel, serverReply(ours, maxMessageSize, mismatched));
+        sendHello(channel, serverReply(this.#ours, this.#maxMessageSize, mismatched));
       } finally {
         channel.end();
-        fail(mismatched, channel);
+        this.fail(mismatched, channel);
       }
       return;
     }
-    channel.send(acceptingHello(ours, maxMessageSize));
+    channel.send(acceptingHello(this.#ours, this.#maxMessageSize));
     hello.streams = streamsOf(hello);
-    ready(hello, channel);
-  }, fail);
+    this.#ready(hello, channel);
+  }
 }
 
 function serverReply(ours: ServerHello, maxMessageSize: number, error?: RpcError): Hello {
@@ -266,17 +288,32 @@ export interface ClientHello {
 export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed): void {
   const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
-  new HelloWait(channel, ours.timeout ?? DEFAULT_TIMEOUT, (theirs) => {
+  new ClientHelloWait(channel, ours, ready, fail);
+  sendHello(channel, hello);
+}
+
+class ClientHelloWait extends HelloWait {
+  readonly #ours: ClientHello;
+  readonly #ready: HelloAccepted;
+
+  constructor(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed) {
+    super(channel, ours.timeout ?? DEFAULT_TIMEOUT, fail);
+    this.#ours = ours;
+    this.#ready = ready;
+  }
+
+  protected accepted(theirs: Hello): void {
+    const { channel } = this;
     if (theirs.error !== undefined) {
       channel.destroy();
-      return fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'), channel);
+      return this.fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'), channel);
     }
-    const refusal = mismatch({ ...theirs, service: ours.service ?? theirs.service }, theirs.service ?? '');
+    const refusal = mismatch({ ...theirs, service: this.#ours.service ?? theirs.service }, theirs.service ?? '');
     if (refusal) {
       channel.destroy(refusal);
-      return fail(refusal, channel);
+      return this.fail(refusal, channel);
     }
-    ready({ ...theirs, streams: streamsOf(theirs) }, channel);
-  }, fail);
-  sendHello(channel, hello);
+    theirs.streams = streamsOf(theirs);
+    this.#ready(theirs, channel);
+  }
 }

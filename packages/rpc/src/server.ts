@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
-import { FramedChannel } from '@afunix/framing';
+import { type FrameLimits, FramedChannel } from '@afunix/framing';
 import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, createServer as createListener } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
@@ -87,7 +87,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #closing: Promise<void> | null = null;
   // Shared by every connection: one object per connection cost ~0.4 KB.
   #connectionOptions: ConnectionOptions;
-  // Likewise for the handshake: what the server says, and where it ends.
+  // Likewise for framing and the handshake: the limits, what the server
+  // says, and where it ends.
+  #framing: FrameLimits;
   #hello: ServerHello;
   #accepted: HelloAccepted;
   #failed: HandshakeFailed;
@@ -116,6 +118,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         this.emit('disconnect', conn, reason);
       },
     };
+    this.#framing = { maxFrameSize: options.maxMessageSize };
     this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
     this.#accepted = (hello, channel) => void this.#adopt(channel, hello);
     this.#failed = (err, channel) => {
@@ -177,7 +180,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   }
 
   #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
-    const channel = new FramedChannel(transport, { maxFrameSize: this.#options.maxMessageSize });
+    const channel = new FramedChannel(transport, this.#framing);
     const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peerOf(transport));
     try {
       serverHandshake(channel, this.#hello, refusal, ready, fail);
