@@ -239,6 +239,7 @@ export class WriteQueue {
     this.#flushScheduled = false;
     const handle = this.#handle;
     if (!handle) return;
+    const had = this.#queue.length > 0;
     // An onSent callback may write: what it queues leaves in this loop.
     this.#flushing = true;
     try {
@@ -254,7 +255,12 @@ export class WriteQueue {
     // kernel buffer usually fills it again, and every watch change costs an
     // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
     // event that finds nothing queued turns it off.
-    if (this.#queue.length === 0) this.#blocked = false;
+    if (this.#queue.length === 0) {
+      this.#blocked = false;
+      // An array emptied by shift() or splice() keeps the storage it grew
+      // (~150 bytes): an idle connection should not hold it.
+      if (had) this.#queue = [];
+    }
     this.#releaseCallbacks();
   }
 
