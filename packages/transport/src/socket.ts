@@ -61,9 +61,15 @@ export class UnixSocket extends Duplex {
   #receiver: Receiver | null = null;
   #peer: Credentials | undefined;
   #maxMessage: number;
+  // The accepting server's count of open sockets; a 'close' listener for it
+  // would make the socket keep a listener array (~60 bytes).
+  #onClosed: (() => void) | null;
 
-  /** @internal Sockets come from connect(), a server, socketPair() or fromFd(). */
-  constructor(fd: number, type: Exclude<SocketType, 'dgram'>, options: UnixSocketOptions = {}) {
+  /**
+   * @internal Sockets come from connect(), a server, socketPair() or
+   * fromFd(). `onClosed` runs once, when the socket has closed.
+   */
+  constructor(fd: number, type: Exclude<SocketType, 'dgram'>, options: UnixSocketOptions = {}, onClosed: (() => void) | null = null) {
     const message = type === 'seqpacket';
     super({
       allowHalfOpen: options.allowHalfOpen ?? true,
@@ -79,6 +85,7 @@ export class UnixSocket extends Duplex {
     if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
     if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
     this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
+    this.#onClosed = onClosed;
     this.#writes = new WriteQueue(this, fd);
     const handle = new native.SocketHandle(fd, Kind[type], false, UnixSocket.#handleRead, UnixSocket.#handleWritable) as OwnedHandle;
     handle.owner = this;
@@ -203,8 +210,15 @@ export class UnixSocket extends Duplex {
     this.#handle = null;
     this.#writes.close();
     debug('socket fd=%d destroy %s', this.#fd, err?.message ?? '');
-    if (handle) handle.close(() => callback(err));
-    else callback(err);
+    if (handle) handle.close(() => this.#closed(err, callback));
+    else this.#closed(err, callback);
+  }
+
+  #closed(err: Error | null, callback: (err?: Error | null) => void): void {
+    const onClosed = this.#onClosed;
+    this.#onClosed = null;
+    onClosed?.();
+    callback(err);
   }
 
   #sockName(peer: boolean): string {
