@@ -153,7 +153,7 @@ abstract class HelloWait {
     try {
       this.accepted(hello!);
     } finally {
-      // The connection made in accept() listens for errors itself: a second
+      // The connection made in accepted() listens for errors itself: a second
       // listener would make the channel keep a listener array (~50 bytes).
       if (channel.listenerCount('error') > 1) channel.off('error', ignoreError);
     }
