@@ -4,7 +4,8 @@
 // It has to be in place before EventEmitter's constructor runs, which then
 // keeps it and marks a removed listener undefined instead of deleting its
 // field, as for Node's own streams: so this base is a function, not a
-// class, whose body runs before EventEmitter's.
+// class, whose body runs before EventEmitter's. (A Node without that
+// "shape mode" deletes the field: the table still works, as a dictionary.)
 import { EventEmitter } from 'node:events';
 
 type Table = Record<string, unknown>;

@@ -5,9 +5,11 @@ export {
   FRAME_VERSION,
   type FrameLimits,
   HEADER_SIZE,
+  type ResolvedLimits,
   MAX_FDS_PER_FRAME,
   MAX_PAYLOAD_LENGTH,
   encodeHeader,
+  resolveLimits,
   writeHeader,
 } from './header.js';
 export { FrameDecoder, type FrameHandler } from './decoder.js';
