@@ -22,9 +22,13 @@ export class Deadlines<T> {
     this.#expired = expired;
   }
 
+  /** Adds `item`, due in `ms` (a number; an item added again moves to the back). */
   add(item: T, ms: number): void {
     let queue = this.#queues.get(ms);
     if (!queue) this.#queues.set(ms, (queue = new Queue()));
+    // The Map keeps insertion order, which must be due order: an item set
+    // again would keep its old place.
+    queue.due.delete(item);
     queue.due.set(item, performance.now() + ms);
     if (!queue.timer) this.#arm(queue, ms, ms);
   }
@@ -48,8 +52,9 @@ export class Deadlines<T> {
   #fire(queue: Queue<T>, ms: number): void {
     let next = -1;
     try {
-      const now = performance.now();
       for (const [item, at] of queue.due) {
+        // Read each time: the callbacks before may have taken a while.
+        const now = performance.now();
         if (at > now) {
           next = at - now;
           break;

@@ -85,7 +85,7 @@ abstract class HelloWait {
   constructor(channel: FramedChannel, timeout: number, fail: HandshakeFailed) {
     this.channel = channel;
     this.fail = fail;
-    this.#timeout = timeout;
+    this.#timeout = Number(timeout); // as setTimeout would take it
     setOwner(channel, this);
     // A channel error (bytes that are not afunix framing, a reset) fails the
     // handshake with its reason. An 'error' listener stays afterwards: a
@@ -95,7 +95,7 @@ abstract class HelloWait {
     channel.on('close', HelloWait.#closed);
     channel.on('end', HelloWait.#ended);
     channel.onFrame = HelloWait.#frame;
-    HelloWait.#deadlines.add(this, timeout);
+    HelloWait.#deadlines.add(this, this.#timeout);
   }
 
   // The channel's HelloWait while its handshake runs (the listeners below
@@ -210,6 +210,8 @@ class ServerHelloWait extends HelloWait {
     const { channel } = this;
     const mismatched = mismatch(hello, this.#ours.service);
     if (mismatched) {
+      // Like a refusal: the peer has the reason, and a grace period to go.
+      closeAfterGrace(channel);
       try {
         sendHello(channel, serverReply(this.#ours, this.#maxMessageSize, mismatched));
       } finally {
@@ -231,16 +233,17 @@ function serverReply(ours: ServerHello, maxMessageSize: number, error?: RpcError
   return reply;
 }
 
-// The hello a server answers every client it accepts with, encoded once:
-// it is the same bytes for as long as the size limit is, which it is for
-// all the sockets of one server. (Encoding it for each connection was ~0.4
-// KB of garbage and a few µs there.)
-const accepting = new WeakMap<ServerHello, { maxMessageSize: number; bytes: Uint8Array | Uint8Array[] }>();
+// The hello a server answers the clients it accepts with, encoded once for
+// the size limit last used: the sockets of one listener share it. (Encoding
+// it for each connection was ~0.4 KB of garbage and a few µs there.) A copy
+// is kept: msgpackr's output is a view of its whole, shared write buffer.
+const accepting = new WeakMap<ServerHello, { maxMessageSize: number; bytes: Buffer }>();
 
-function acceptingHello(ours: ServerHello, maxMessageSize: number): Uint8Array | Uint8Array[] {
+function acceptingHello(ours: ServerHello, maxMessageSize: number): Buffer {
   const cached = accepting.get(ours);
   if (cached && cached.maxMessageSize === maxMessageSize) return cached.bytes;
-  const bytes = encode([Msg.HELLO, serverReply(ours, maxMessageSize)]).bytes;
+  const encoded = encode([Msg.HELLO, serverReply(ours, maxMessageSize)]).bytes;
+  const bytes = Array.isArray(encoded) ? Buffer.concat(encoded) : Buffer.from(encoded);
   accepting.set(ours, { maxMessageSize, bytes });
   return bytes;
 }
@@ -256,15 +259,21 @@ function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, f
   reply.error = refusal;
   channel.on('error', () => {}); // whatever the peer does now, the refusal stands
   channel.onFrame = (_payload, fds) => fds?.close();
-  const timer = setTimeout(() => channel.destroy(), REFUSED_GRACE_MS);
-  timer.unref();
-  channel.once('close', () => clearTimeout(timer));
+  closeAfterGrace(channel);
   try {
     sendHello(channel, reply);
   } finally {
     channel.end();
     fail(refusal, channel);
   }
+}
+
+// A refused peer that never closes its end is cut off (refusals are rare:
+// a timer each is no cost).
+function closeAfterGrace(channel: FramedChannel): void {
+  const timer = setTimeout(() => channel.destroy(), REFUSED_GRACE_MS);
+  timer.unref();
+  channel.once('close', () => clearTimeout(timer));
 }
 
 function mismatch(hello: Hello, service: string): RpcError | null {

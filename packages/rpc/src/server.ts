@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
-import { type FrameLimits, FramedChannel } from '@afunix/framing';
+import { type FrameLimits, FramedChannel, resolveLimits } from '@afunix/framing';
 import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, createServer as createListener } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
@@ -118,12 +118,17 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         this.emit('disconnect', conn, reason);
       },
     };
-    this.#framing = { maxFrameSize: options.maxMessageSize };
+    // Checked here: a bad limit would otherwise fail every connection.
+    this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
     this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
     this.#accepted = (hello, channel) => void this.#adopt(channel, hello);
     this.#failed = (err, channel) => {
       debug('handshake failed: %s', err.message);
-      this.emit('handshakeError', err, peerOf(channel.transport));
+      try {
+        this.emit('handshakeError', err, peerOf(channel.transport));
+      } catch (listenerError) {
+        this.#listenerFailed(listenerError);
+      }
     };
   }
 
@@ -159,17 +164,26 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         transport,
         (hello, channel) => resolve(this.#adopt(channel, hello)),
         (err, channel) => {
-          this.#failed(err, channel);
           reject(err);
+          this.#failed(err, channel);
         },
       );
     });
   }
 
+  // A 'handshakeError' listener that throws runs inside a timer, a socket
+  // event or the accept loop: thrown on, it would end the process. It goes
+  // to the server's 'error' listeners, or becomes a process warning.
+  #listenerFailed(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    debug('a handshakeError listener threw: %s', error.message);
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else process.emitWarning(error);
+  }
+
   // The server's own connections, with the shared callbacks: no promise and
   // no closures per connection. What serve() would reject with (a failing
-  // getsockopt; a 'handshakeError' listener that throws while a refused
-  // peer is told) must not escape into the accept loop, which would end the
+  // getsockopt) must not escape into the accept loop, which would end the
   // process with it.
   #accept(socket: UnixSocket): void {
     try {

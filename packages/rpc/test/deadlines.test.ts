@@ -66,6 +66,35 @@ describe('Deadlines (one timer per timeout value)', () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it('an item added again moves to the back, with its new time', () => {
+    const expired: string[] = [];
+    const d = new Deadlines<string>((item) => expired.push(item));
+    d.add('a', 100);
+    vi.advanceTimersByTime(10);
+    d.add('b', 100);
+    vi.advanceTimersByTime(10);
+    d.add('a', 100); // now due at 120, after b (110)
+    vi.advanceTimersByTime(90);
+    expect(expired).toEqual(['b']);
+    vi.advanceTimersByTime(10);
+    expect(expired).toEqual(['b', 'a']);
+  });
+
+  it('never fires an item with an infinite timeout, and a callback may delete a later item', () => {
+    const expired: string[] = [];
+    const d = new Deadlines<string>((item) => {
+      expired.push(item);
+      if (item === 'a') d.delete('b', 10);
+    });
+    d.add('forever', Number.POSITIVE_INFINITY);
+    d.add('a', 10);
+    d.add('b', 10);
+    vi.advanceTimersByTime(10);
+    expect(expired).toEqual(['a']);
+    vi.advanceTimersByTime(2 ** 31);
+    expect(expired).toEqual(['a']);
+  });
+
   it('uses one timer for many items with the same timeout', () => {
     const d = new Deadlines<number>(() => {});
     for (let i = 0; i < 1000; i++) d.add(i, 5_000);

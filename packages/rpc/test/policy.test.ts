@@ -10,6 +10,8 @@ import { type CallContext, type PeerPolicy, RpcCode, type RpcServer, connect, cr
 import { startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { cleanUp, runFixture } from './procs.js';
+import { helloFrame, rawPeer } from './wire.js';
+import { Msg, PROTOCOL_VERSION } from '../src/protocol.js';
 
 const NOBODY = 65534;
 const tmp = tempDir();
@@ -185,11 +187,14 @@ describe('handshake', () => {
     server.on('handshakeError', () => {
       throw new Error('a bug in the listener');
     });
+    const reported: string[] = [];
+    server.on('error', (err: Error) => reported.push(err.message));
     const address = join(tmp.dir, 'throwing-listener.sock');
     await server.listen(address);
     cleanups.push(() => server.close({ timeout: 0 }));
     // Refused while the listener throws: the refusal still reaches the client.
     await expect(connect<Who>(address)).rejects.toMatchObject({ code: RpcCode.ACCESS_DENIED });
+    expect(reported).toEqual(['a bug in the listener']);
     const c = await connect<Who>(address);
     cleanups.push(() => c.$close());
     expect((await c.whoami()).pid).toBe(2);
@@ -210,5 +215,63 @@ describe('handshake', () => {
     const c = await connect<Who>(address);
     cleanups.push(() => c.$close());
     expect((await c.whoami()).pid).toBe(1);
+  });
+});
+
+describe('handshake failures with a throwing handshakeError listener', () => {
+  function throwingServer(name: string, options: { handshakeTimeout?: number } = {}) {
+    const server = createServer<Who>({ service: 'lab', ...options, handlers: { whoami: () => ({ peer: null, pid: 3 }) } });
+    const reported: string[] = [];
+    server.on('handshakeError', (err: Error & { code?: string }) => {
+      throw new Error(`listener bug (${err.code})`);
+    });
+    server.on('error', (err: Error) => reported.push(err.message));
+    const address = join(tmp.dir, `${name}.sock`);
+    cleanups.push(() => server.close({ timeout: 0 }));
+    return { server, address, reported };
+  }
+
+  it('a timeout: the listener error reaches the server error listeners, and the server goes on', async () => {
+    const { server, address, reported } = throwingServer('throwing-timeout', { handshakeTimeout: 100 });
+    await server.listen(address);
+    const mute = netConnect(address);
+    mute.on('error', () => {});
+    await new Promise((resolve) => mute.once('end', resolve).resume());
+    mute.destroy();
+    expect(reported).toEqual(['listener bug (HANDSHAKE_TIMEOUT)']);
+    const c = await connect<Who>(address);
+    cleanups.push(() => c.$close());
+    expect((await c.whoami()).pid).toBe(3);
+  });
+
+  it('a service mismatch: the client still gets SERVICE_MISMATCH', async () => {
+    const { server, address, reported } = throwingServer('throwing-mismatch');
+    await server.listen(address);
+    await expect(connect<Who>(address, { service: 'other' })).rejects.toMatchObject({ code: RpcCode.SERVICE_MISMATCH });
+    expect(reported).toEqual(['listener bug (SERVICE_MISMATCH)']);
+  });
+
+  it('a peer told of a mismatch that keeps its end open is cut off after a grace period', async () => {
+    const server = createServer<Who>({ service: 'lab', handlers: { whoami: () => ({ peer: null, pid: 4 }) } });
+    const address = join(tmp.dir, 'stubborn.sock');
+    const listener = await server.listen(address);
+    cleanups.push(() => server.close({ timeout: 0 }));
+    const peer = await rawPeer(address);
+    cleanups.push(() => peer.destroy());
+    peer.send(helloFrame({ protocol: PROTOCOL_VERSION, service: 'other', streams: [] }));
+    const [kind, reply] = await peer.nextMessage();
+    expect(kind).toBe(Msg.HELLO);
+    expect((reply as { error?: { code?: string } }).error).toMatchObject({ code: RpcCode.SERVICE_MISMATCH });
+    // The raw peer never ends its side; the server does not wait for it forever.
+    expect(listener.connections).toBe(1);
+    const deadline = Date.now() + 6_000;
+    while (listener.connections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(listener.connections).toBe(0);
+  }, 10_000);
+
+  it('a bad maxMessageSize is refused when the server is made, not on every connection', () => {
+    expect(() => createServer<Who>({ service: 'lab', maxMessageSize: 1.5, handlers: { whoami: () => ({ peer: null, pid: 5 }) } })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+    );
   });
 });

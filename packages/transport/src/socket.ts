@@ -161,8 +161,8 @@ export class UnixSocket extends Duplex {
    * with the chunk that holds their first byte (the kernel may put earlier
    * fd-less bytes before it in the same read, and later bytes after it),
    * which is the rule a framing layer needs to attach them to a message.
-   * `receiver` is called with the socket as `this`. 'end' and 'close'
-   * still come when the peer ends.
+   * `receiver` is called with the socket as `this`. 'end' still comes when
+   * the peer ends (and 'close' once both sides are done).
    */
   setReceiver(receiver: Receiver): void {
     this.#receiver = receiver;
