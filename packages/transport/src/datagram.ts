@@ -6,7 +6,7 @@ import { decodeAddress, encodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
-import { Kind, type NativeHandle, native } from './native.js';
+import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
 import type { Credentials } from './socket.js';
 
 export interface DatagramOptions {
@@ -63,7 +63,7 @@ export class UnixDatagram extends EventEmitter {
         throw systemError(r, 'setsockopt');
       }
     }
-    const handle = new n.SocketHandle(this.#fd, Kind.dgram, false, UnixDatagram.#handleRead, UnixDatagram.#handleWritable) as OwnedHandle;
+    const handle = new n.SocketHandle(this.#fd, Kind.dgram, false, UnixDatagram.#handleRead, UnixDatagram.#handleWritable) as OwnedHandle<UnixDatagram>;
     handle.owner = this;
     this.#handle = handle;
     this.#handle.setMaxMessage(options.maxMessageSize ?? 256 * 1024);
@@ -155,14 +155,12 @@ export class UnixDatagram extends EventEmitter {
     handle?.watchWritable(false);
   }
 
-  // The handle calls back with itself as `this`: every datagram socket
-  // shares these two, and so one pair of native references (see the addon's
-  // Callbacks).
-  static #handleWritable(this: OwnedHandle): void {
+  // Shared by every datagram socket (see OwnedHandle in native.ts).
+  static #handleWritable(this: OwnedHandle<UnixDatagram>): void {
     this.owner.#flush();
   }
 
-  static #handleRead(this: OwnedHandle, status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void {
+  static #handleRead(this: OwnedHandle<UnixDatagram>, status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void {
     this.owner.#onRead(status, bytes, chunks);
   }
 
@@ -194,9 +192,6 @@ export class UnixDatagram extends EventEmitter {
   }
 }
 
-interface OwnedHandle extends NativeHandle {
-  owner: UnixDatagram;
-}
 
 export function createDatagram(options?: DatagramOptions): UnixDatagram {
   return new UnixDatagram(options);

@@ -7,7 +7,7 @@ import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { connectionType, type ConnectionType } from './connect.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { createFallbackServer } from './fallback.js';
-import { Kind, type NativeHandle, native } from './native.js';
+import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
 const debug = debuglog('afunix');
@@ -104,7 +104,7 @@ export class UnixServer extends EventEmitter {
 
   #start(fd: number): void {
     this.#fd = fd;
-    const handle = new native!.SocketHandle(fd, Kind[this.type], true, UnixServer.#handleAccept, noop) as OwnedHandle;
+    const handle = new native!.SocketHandle(fd, Kind[this.type], true, UnixServer.#handleAccept, noop) as OwnedHandle<UnixServer>;
     handle.owner = this;
     this.#handle = handle;
     check(this.#handle.readStart(), 'poll');
@@ -153,9 +153,8 @@ export class UnixServer extends EventEmitter {
     return this;
   }
 
-  // The handle calls back with itself as `this`: every server shares this
-  // one, and so one pair of native references (see the addon's Callbacks).
-  static #handleAccept(this: OwnedHandle, status: number, fds: number[]): void {
+  // Shared by every server (see OwnedHandle in native.ts).
+  static #handleAccept(this: OwnedHandle<UnixServer>, status: number, fds: number[]): void {
     this.owner.#onAccept(status, fds);
   }
 
@@ -217,9 +216,6 @@ export function createServer(
   return server;
 }
 
-interface OwnedHandle extends NativeHandle {
-  owner: UnixServer;
-}
 
 function noop(): void {
   // A listening socket is never watched for writability.

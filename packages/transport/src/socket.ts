@@ -7,7 +7,7 @@ import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
 import { check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
-import { Kind, type NativeHandle, type SocketType, native } from './native.js';
+import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
 import { WriteQueue, prepareSend } from './write-queue.js';
 
@@ -40,12 +40,6 @@ export interface UnixSocketOptions {
 
 const DEFAULT_MAX_MESSAGE = 256 * 1024;
 
-// The handle calls back with itself as `this`, and `owner` leads from it to
-// the socket: two functions shared by every socket, where closures of each
-// (and their contexts) cost an idle connection ~190 bytes.
-interface OwnedHandle extends NativeHandle {
-  owner: UnixSocket;
-}
 
 export class UnixSocket extends Duplex {
   /** 'stream' or 'seqpacket'. */
@@ -87,7 +81,7 @@ export class UnixSocket extends Duplex {
     this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     this.#onClosed = onClosed;
     this.#writes = new WriteQueue(this, fd);
-    const handle = new native.SocketHandle(fd, Kind[type], false, UnixSocket.#handleRead, UnixSocket.#handleWritable) as OwnedHandle;
+    const handle = new native.SocketHandle(fd, Kind[type], false, UnixSocket.#handleRead, UnixSocket.#handleWritable) as OwnedHandle<UnixSocket>;
     handle.owner = this;
     this.#handle = handle;
     this.#writes.attach(handle);
@@ -242,7 +236,7 @@ export class UnixSocket extends Duplex {
 
   // A read batch, called by the handle (see OwnedHandle).
   static #handleRead(
-    this: OwnedHandle,
+    this: OwnedHandle<UnixSocket>,
     status: number,
     bytes: Buffer | ArrayBuffer | undefined,
     chunks: unknown[] | null | undefined,
@@ -275,7 +269,7 @@ export class UnixSocket extends Duplex {
     }
   }
 
-  static #handleWritable(this: OwnedHandle): void {
+  static #handleWritable(this: OwnedHandle<UnixSocket>): void {
     this.owner.#writes.onWritable();
   }
 
