@@ -2,13 +2,15 @@
 // payload just to put a header in front of it, and small frames of one
 // tick packed back to back so that they cost one write, not one each.
 import type { Duplex } from 'node:stream';
-import type { FdLike } from '@afunix/transport';
+import type { BatchEndListener, FdLike } from '@afunix/transport';
 import { HEADER_SIZE, encodeHeader, writeHeader } from './header.js';
 
 /** What a native socket (or the transport's net fallback) offers for sending. */
 export interface GatheringSocket extends Duplex {
   /** `onSent` runs once the kernel has the fds, or the socket closed before it got them. */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean;
+  /** A native socket: inside one of its batches of writes, calls the listener at the batch's end and returns true. */
+  atBatchEnd?(listener: BatchEndListener): boolean;
 }
 
 // Payloads up to this size are copied (header in front) rather than written
@@ -62,7 +64,7 @@ export interface FrameWriterTarget {
  * or when the tick ends. Anything else first writes what is packed, so
  * frames leave in the order they were sent.
  */
-export class FrameWriter {
+export class FrameWriter implements BatchEndListener {
   #stream: Duplex;
   #socket: GatheringSocket | null;
   #messages: boolean;
@@ -143,9 +145,13 @@ export class FrameWriter {
 
   // A native socket coalesces one tick's writes into one sendmsg by
   // itself; any other Duplex is corked for the tick, so that they reach its
-  // _writev together (one writev for a net.Socket).
+  // _writev together (one writev for a net.Socket). Inside a native
+  // socket's batch (a read being delivered, a server's greeting) the turn
+  // ends with the batch, just before its writes leave: no tick, and what is
+  // packed leaves in the same sendmsg.
   #beginTick(): void {
     this.#inTick = true;
+    if (this.#socket?.atBatchEnd?.(this)) return;
     if (!this.#socket && !this.#corked) {
       this.#corked = true;
       this.#stream.cork();
@@ -153,8 +159,8 @@ export class FrameWriter {
     process.nextTick(endTick, this);
   }
 
-  /** @internal */
-  tickEnded(): void {
+  /** @internal The turn is over (its tick, or the socket's batch, ended). */
+  batchEnded(): void {
     this.#inTick = false;
     if (this.#stream.destroyed) return this.discard();
     const ok = this.flush();
@@ -170,5 +176,5 @@ export class FrameWriter {
 }
 
 function endTick(writer: FrameWriter): void {
-  writer.tickEnded();
+  writer.batchEnded();
 }

@@ -1,6 +1,7 @@
 // FramedChannel over real sockets in one process: socketpairs for the
 // native stream and seqpacket paths, a raw UnixSocket as a misbehaving
 // peer, and plain Duplexes for the portable path.
+import { createHook } from 'node:async_hooks';
 import { type EventEmitter, once } from 'node:events';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type ReceivedFds, type UnixSocket, socketPair } from '@afunix/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FramedChannel, encodeHeader } from '../src/index.js';
+import { FramedChannel, HEADER_SIZE, encodeHeader } from '../src/index.js';
 import { codeOf, frameBytes, openFdCount, rawHeader } from './helpers.js';
 
 let dir: string;
@@ -456,5 +457,41 @@ describe('shared callbacks and the listener table', () => {
     a.removeAllListeners();
     expect(a.eventNames()).toEqual([]);
     expect(() => a.emit('error', new Error('nobody listens'))).toThrow('nobody listens');
+  });
+});
+
+describe('frames written in reply to a read', () => {
+  it('leave together as the handler returns, before any tick, and schedule none', async () => {
+    const [a, b] = pair();
+    let ticks = 0;
+    const hook = createHook({ init: (_id, type) => void (type === 'TickObject' && ticks++) });
+    const replies = ['one', 'two', 'three', 'x'.repeat(3000), 'four', 'y'.repeat(5000), 'five'];
+    const replyBytes = replies.reduce((n, r) => n + HEADER_SIZE + r.length, 0);
+    let ticksInHandler = -1;
+    let writtenByFirstTick: Promise<number> | null = null;
+    b.onFrame = function () {
+      // Queued before the replies: it finds them gone already.
+      writtenByFirstTick = new Promise((resolve) => process.nextTick(() => resolve((this.transport as UnixSocket).bytesWritten)));
+      ticks = 0;
+      hook.enable();
+      try {
+        for (const r of replies) this.send(Buffer.from(r));
+      } finally {
+        hook.disable();
+        ticksInHandler = ticks;
+      }
+    };
+    const got: string[] = [];
+    const all = new Promise<void>((resolve) => {
+      a.onFrame = (payload) => {
+        got.push(payload.toString());
+        if (got.length === replies.length) resolve();
+      };
+    });
+    a.send(Buffer.from('ask'));
+    await all;
+    expect(got).toEqual(replies);
+    expect(ticksInHandler).toBe(0);
+    expect(await writtenByFirstTick).toBe(replyBytes);
   });
 });

@@ -182,7 +182,14 @@ export class UnixServer extends EventEmitter {
       return;
     }
     this.#open++;
-    this.emit('connection', socket);
+    // A greeting written by the listeners leaves when they return, not on a
+    // tick of its own (see UnixSocket.beginBatch()).
+    socket.beginBatch();
+    try {
+      this.emit('connection', socket);
+    } finally {
+      socket.endBatch();
+    }
   }
 
   #acceptFailed(status: number): void {

@@ -9,9 +9,10 @@ import { check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
-import { WriteQueue, prepareSend } from './write-queue.js';
+import { type BatchEndListener, WriteQueue, prepareSend } from './write-queue.js';
 
 export type { Credentials } from './read-batch.js';
+export type { BatchEndListener } from './write-queue.js';
 
 const debug = debuglog('afunix');
 
@@ -247,12 +248,12 @@ export class UnixSocket extends Duplex {
     if (bytes !== undefined) {
       const data = batchBytes(bytes, offset, length);
       // What the listeners write in reply leaves when they return.
-      socket.#writes.deliveryStarted();
+      socket.#writes.batchStarted();
       try {
         if (!chunks) socket.#deliver(data, null, null);
         else socket.#deliverAll(data, chunks);
       } finally {
-        socket.#writes.deliveryEnded();
+        socket.#writes.batchEnded();
       }
     }
     if (status === 0) return;
@@ -306,6 +307,30 @@ export class UnixSocket extends Duplex {
       // Whatever the listeners did not take is closed now, not at GC time.
       fds?.close();
     }
+  }
+
+  /**
+   * @internal Starts a batch: what is written until endBatch() leaves in one
+   * sendmsg when it ends, with no tick (a read's delivery is one too). For a
+   * server's 'connection' emission; endBatch() must follow, in a finally.
+   */
+  beginBatch(): void {
+    this.#writes.batchStarted();
+  }
+
+  /** @internal */
+  endBatch(): void {
+    this.#writes.batchEnded();
+  }
+
+  /**
+   * @internal Inside a batch (a read being delivered, a 'connection' being
+   * emitted), calls `listener.batchEnded()` at its end, just before its
+   * writes leave, and returns true; outside one returns false. A framing
+   * layer ends its packing of small frames there rather than on a tick.
+   */
+  atBatchEnd(listener: BatchEndListener): boolean {
+    return this.#writes.atBatchEnd(listener);
   }
 
   /** @internal Sends what is queued now (the queue does so by itself on the next tick). */

@@ -16,6 +16,11 @@ export interface WriteHost {
   destroy(err?: Error): unknown;
 }
 
+/** Hears that a batch of writes is about to leave (see WriteQueue.batchStarted). */
+export interface BatchEndListener {
+  batchEnded(): void;
+}
+
 interface Pending {
   bufs: Uint8Array[];
   size: number;
@@ -47,8 +52,8 @@ const STREAM_BATCHES = process.platform === 'linux';
 // A stream chunk this large fills a sendmsg by itself: waiting a tick to
 // gather it with others saves no syscall, so it is written at once.
 const DIRECT_WRITE_MIN = 16 * 1024;
-// Small writes wait for the end of the tick (or of the read being
-// delivered) to leave together, but no longer than it takes to gather this
+// Small writes wait for the end of the tick (or of the batch, see
+// batchStarted()) to leave together, but no longer than it takes to gather this
 // many bytes (measured: 4 KiB took W2 of bench/suites/rpc.mjs from 214k to
 // 272k calls/s; 1 and 2 KiB did about as well).
 const EARLY_FLUSH_BYTES = 4 * 1024;
@@ -95,8 +100,9 @@ export class WriteQueue {
   #queuedBytes = 0;
   #flushScheduled = false;
   #flushing = false;
-  #delivering = false; // a read is being delivered: a flush is due when it returns, not on the next tick
-  #flushAfterRead = false;
+  #inBatch = false; // see batchStarted(): a flush is due when the batch ends, not on the next tick
+  #flushAtBatchEnd = false;
+  #batchEndListener: BatchEndListener | null = null;
   #blocked = false; // the kernel took less than asked: wait for writable
   #watching = false; // the writable watch is on (it outlives #blocked, see flush)
   #heldCallback: Callback | null = null;
@@ -151,19 +157,41 @@ export class WriteQueue {
     this.#finalCallback = null;
   }
 
-  // What the listeners write in reply to a read leaves in one sendmsg as soon
-  // as they return: before the Readable's and Writable's own nextTicks run,
-  // and without a nextTick of ours.
-  deliveryStarted(): void {
-    this.#delivering = true;
+  // A batch is a stretch of code whose writes leave together when it ends:
+  // the delivery of a read (the listeners' replies), a server's 'connection'
+  // emission (a greeting). They go in one sendmsg as soon as the code
+  // returns, before the Readable's and Writable's own nextTicks run, and
+  // without a nextTick of ours: on a server taking thousands of
+  // connections, a tick each was a tick object and a run of Node's tick
+  // queue (with its allocations) per connection.
+  batchStarted(): void {
+    this.#inBatch = true;
   }
 
-  deliveryEnded(): void {
-    this.#delivering = false;
-    if (this.#flushAfterRead) {
-      this.#flushAfterRead = false;
-      this.flush();
+  batchEnded(): void {
+    const listener = this.#batchEndListener;
+    this.#batchEndListener = null;
+    try {
+      // What it writes still belongs to the batch.
+      listener?.batchEnded();
+    } finally {
+      this.#inBatch = false;
+      if (this.#flushAtBatchEnd) {
+        this.#flushAtBatchEnd = false;
+        this.flush();
+      }
     }
+  }
+
+  /**
+   * Calls `listener.batchEnded()` when the batch in progress ends, just
+   * before its writes leave, and returns true; returns false (and will not
+   * call it) outside a batch, or if another listener holds the one place.
+   */
+  atBatchEnd(listener: BatchEndListener): boolean {
+    if (!this.#inBatch || (this.#batchEndListener !== null && this.#batchEndListener !== listener)) return false;
+    this.#batchEndListener = listener;
+    return true;
   }
 
   // write(Buffer.alloc(0)) would put an empty message on a seqpacket socket,
@@ -195,10 +223,10 @@ export class WriteQueue {
     this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
   }
 
-  // Nothing may overtake what is queued, and a write made while a read is
-  // delivered waits to leave with the rest of the reply.
+  // Nothing may overtake what is queued, and a write made in a batch waits
+  // to leave with the rest of it.
   #mayWriteNow(): boolean {
-    return this.#host.type === 'stream' && this.#queue.length === 0 && !this.#delivering && this.#handle !== null;
+    return this.#host.type === 'stream' && this.#queue.length === 0 && !this.#inBatch && this.#handle !== null;
   }
 
   // sendmsg straight from _write, as libuv's uv_try_write does for net: no
@@ -226,7 +254,7 @@ export class WriteQueue {
     if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked) this.flush();
     if (!this.#flushScheduled && !this.#blocked && this.#queue.length > 0) {
       this.#flushScheduled = true;
-      if (this.#delivering) this.#flushAfterRead = true;
+      if (this.#inBatch) this.#flushAtBatchEnd = true;
       else process.nextTick(flushSoon, this);
     }
     if (this.#queuedBytes < this.#host.writableHighWaterMark) callback();

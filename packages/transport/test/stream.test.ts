@@ -1,3 +1,4 @@
+import { createHook } from 'node:async_hooks';
 import { once } from 'node:events';
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,6 +93,42 @@ describe('stream sockets', () => {
     expect(a.bytesWritten).toBe(expected.length);
     a.destroy();
     b.destroy();
+  });
+
+  it("what a 'connection' listener or a receiver writes leaves as it returns, before any tick, and schedules none", async () => {
+    // Counts the ticks scheduled while `run` runs (process.nextTick makes a TickObject).
+    let ticks = 0;
+    const hook = createHook({ init: (_id, type) => void (type === 'TickObject' && ticks++) });
+    const ticksDuring = (run: () => void): number => {
+      ticks = 0;
+      hook.enable();
+      try {
+        run();
+      } finally {
+        hook.disable();
+      }
+      return ticks;
+    };
+    const seen: Array<{ ticks: number; writtenByFirstTick: Promise<number> }> = [];
+    const writeTwice = (s: UnixSocket, a: string, b: string): void => {
+      // A tick queued before the writes: it finds them gone already.
+      const writtenByFirstTick = new Promise<number>((resolve) => process.nextTick(() => resolve(s.bytesWritten)));
+      seen.push({ ticks: ticksDuring(() => (s.write(a), s.write(b))), writtenByFirstTick });
+    };
+    server = createServer((s) => {
+      writeTwice(s, 'hello ', 'there;');
+      s.setReceiver(function (data) {
+        writeTwice(this, ' got ', data.toString());
+        this.end();
+      });
+    });
+    await server.listen(join(dir, 'b.sock'));
+    const c = await connect(join(dir, 'b.sock'));
+    const got = collect(c);
+    c.end('ping');
+    expect((await got).toString()).toBe('hello there; got ping');
+    expect(seen.map((s) => s.ticks)).toEqual([0, 0]);
+    expect(await Promise.all(seen.map((s) => s.writtenByFirstTick))).toEqual([12, 21]);
   });
 
   it('a write made in a send() callback while the queue is being written goes out once, in order', async () => {
