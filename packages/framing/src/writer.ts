@@ -1,6 +1,8 @@
 // Putting frames on the wire: gathered writes, never a copy of a large
 // payload just to put a header in front of it, and small frames of one
-// tick packed back to back so that they cost one write, not one each.
+// turn (a tick, or a native socket's batch: the reply to a read, a
+// server's greeting) packed back to back so that they cost one write, not
+// one each.
 import type { Duplex } from 'node:stream';
 import type { BatchEndListener, FdLike } from '@afunix/transport';
 import { HEADER_SIZE, encodeHeader, writeHeader } from './header.js';
@@ -44,7 +46,7 @@ export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount
 /** The FlushListener method's key: not a name, so it stays off the channel's public surface. */
 export const kRoomAfterFlush = Symbol('afunix.roomAfterFlush');
 
-/** Hears that a tick's packed frames went out and the stream still has room. */
+/** Hears that a turn's packed frames went out and the stream still has room. */
 export interface FlushListener {
   [kRoomAfterFlush](): void;
 }
@@ -59,10 +61,11 @@ export interface FrameWriterTarget {
 
 /**
  * Writes frames to a socket or Duplex. On a byte stream, the first small
- * fd-less frame of a tick is written at once (a lone message pays no extra
+ * fd-less frame of a turn is written at once (a lone message pays no extra
  * hop); the ones after it are packed into a slab, written when it is full
- * or when the tick ends. Anything else first writes what is packed, so
- * frames leave in the order they were sent.
+ * or when the turn ends (the tick, or the native socket's batch).
+ * Anything else first writes what is packed, so frames leave in the order
+ * they were sent.
  */
 export class FrameWriter implements BatchEndListener {
   #stream: Duplex;
@@ -121,6 +124,19 @@ export class FrameWriter implements BatchEndListener {
     return this.#stream.write(chunk);
   }
 
+  // Hands what is packed to the stream and lets go of the slab before the
+  // write: a frame that an onSent callback sends during it (the queue may
+  // flush, and fds leave, inside write()) goes to a slab of its own rather
+  // than into one about to be dropped.
+  #retireSlab(): boolean {
+    const slab = this.#slab;
+    const start = this.#start;
+    const end = this.#end;
+    this.#slab = null;
+    this.#start = this.#end = 0;
+    return end === start ? true : this.#stream.write(slab!.subarray(start, end));
+  }
+
   /** Forgets what is packed (the stream is gone). */
   discard(): void {
     this.#slab = null;
@@ -134,11 +150,9 @@ export class FrameWriter implements BatchEndListener {
 
   #pack(pieces: readonly Uint8Array[], length: number): void {
     const size = HEADER_SIZE + length;
-    if (!this.#slab || this.#end + size > this.#slab.length) {
-      this.flush();
-      this.#slab = Buffer.allocUnsafe(Math.max(SLAB_SIZE, size));
-      this.#start = this.#end = 0;
-    }
+    // (An onSent callback run by the write may have packed into a new slab.)
+    while (this.#slab && this.#end + size > this.#slab.length) this.#retireSlab();
+    this.#slab ??= Buffer.allocUnsafe(Math.max(SLAB_SIZE, size));
     writeHeader(this.#slab, this.#end, length, 0);
     this.#end = copyPieces(this.#slab, this.#end + HEADER_SIZE, pieces);
   }
@@ -163,10 +177,8 @@ export class FrameWriter implements BatchEndListener {
   batchEnded(): void {
     this.#inTick = false;
     if (this.#stream.destroyed) return this.discard();
-    const ok = this.flush();
     // The slab's tail is not kept: an idle connection holds no memory.
-    this.#slab = null;
-    this.#start = this.#end = 0;
+    const ok = this.#retireSlab();
     if (this.#corked) {
       this.#corked = false;
       this.#stream.uncork();

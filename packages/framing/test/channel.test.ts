@@ -494,4 +494,46 @@ describe('frames written in reply to a read', () => {
     expect(ticksInHandler).toBe(0);
     expect(await writtenByFirstTick).toBe(replyBytes);
   });
+
+  it('frames an onSent callback sends while the packed ones leave are neither lost nor held back', async () => {
+    // The fd frame's onSent runs inside a write of packed frames (the queue
+    // flushes once 4 KiB have gathered): at the end of the turn, and when a
+    // full slab is replaced.
+    for (const packed of [4, 5]) {
+      const [a, b] = pair();
+      const fd = openSync(file, 'r');
+      const got: string[] = [];
+      const name = (p: Buffer): string => (p.length > 100 ? `<${p.length}>` : p.toString());
+      // Fails with what did arrive rather than at the test's timeout.
+      const arrived = (n: number): Promise<void> =>
+        new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`${n} frames expected, got ${JSON.stringify(got)}`)), 5000);
+          a.onFrame = (payload, fds) => {
+            fds?.close();
+            got.push(name(payload));
+            if (got.length === n) resolve(clearTimeout(timer));
+          };
+        });
+      const replies = arrived(packed + 4);
+      b.onFrame = function () {
+        this.send(Buffer.alloc(1000, 'a'));
+        this.send(Buffer.from('fd'), [fd], () => {
+          this.send(Buffer.from('x'));
+          this.send(Buffer.from('y'));
+        });
+        for (let i = 0; i < packed; i++) this.send(Buffer.alloc(1000, 'p'));
+      };
+      a.send(Buffer.from('ask'));
+      await replies;
+      closeSync(fd);
+      expect(got.filter((g) => g === 'x' || g === 'y'), `${packed} packed`).toEqual(['x', 'y']);
+      expect(got.filter((g) => g === '<1000>').length, `${packed} packed`).toBe(packed + 1);
+      expect(got.slice(0, 2)).toEqual(['<1000>', 'fd']);
+      // Later frames from a timer go out on their own, not at the next read.
+      const later = arrived(got.length + 1);
+      setTimeout(() => b.send(Buffer.from('later')), 10);
+      await later;
+      expect(got.at(-1)).toBe('later');
+    }
+  });
 });

@@ -311,8 +311,9 @@ export class UnixSocket extends Duplex {
 
   /**
    * @internal Starts a batch: what is written until endBatch() leaves in one
-   * sendmsg when it ends, with no tick (a read's delivery is one too). For a
-   * server's 'connection' emission; endBatch() must follow, in a finally.
+   * sendmsg when it ends, with no tick of the queue's own (a read's delivery
+   * is one too). For a server's 'connection' emission; endBatch() must
+   * follow, in a finally. Batches nest: the outermost one's end counts.
    */
   beginBatch(): void {
     this.#writes.batchStarted();
@@ -326,14 +327,16 @@ export class UnixSocket extends Duplex {
   /**
    * @internal Inside a batch (a read being delivered, a 'connection' being
    * emitted), calls `listener.batchEnded()` at its end, just before its
-   * writes leave, and returns true; outside one returns false. A framing
-   * layer ends its packing of small frames there rather than on a tick.
+   * writes leave, and returns true; outside one returns false. A listener
+   * may register again from that call (something it wrote ran an onSent
+   * that wrote more): it is called again. A framing layer ends its packing
+   * of small frames there rather than on a tick.
    */
   atBatchEnd(listener: BatchEndListener): boolean {
     return this.#writes.atBatchEnd(listener);
   }
 
-  /** @internal Sends what is queued now (the queue does so by itself on the next tick). */
+  /** @internal Sends what is queued now (the queue does so by itself on the next tick, or at the end of a batch). */
   flush(): void {
     this.#writes.flush();
   }

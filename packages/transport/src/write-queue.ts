@@ -100,7 +100,7 @@ export class WriteQueue {
   #queuedBytes = 0;
   #flushScheduled = false;
   #flushing = false;
-  #inBatch = false; // see batchStarted(): a flush is due when the batch ends, not on the next tick
+  #batchDepth = 0; // see batchStarted(): a flush is due when the batch ends, not on the next tick
   #flushAtBatchEnd = false;
   #batchEndListener: BatchEndListener | null = null;
   #blocked = false; // the kernel took less than asked: wait for writable
@@ -165,17 +165,28 @@ export class WriteQueue {
   // connections, a tick each was a tick object and a run of Node's tick
   // queue (with its allocations) per connection.
   batchStarted(): void {
-    this.#inBatch = true;
+    this.#batchDepth++;
   }
 
   batchEnded(): void {
-    const listener = this.#batchEndListener;
-    this.#batchEndListener = null;
+    // Only the outermost batch ends: inner ones belong to it.
+    if (this.#batchDepth !== 1) {
+      this.#batchDepth = Math.max(0, this.#batchDepth - 1);
+      return;
+    }
     try {
-      // What it writes still belongs to the batch.
-      listener?.batchEnded();
+      // What a listener writes still belongs to the batch, and so does a
+      // listener that registers meanwhile (an onSent callback that sends).
+      for (let listener = this.#batchEndListener; listener !== null; listener = this.#batchEndListener) {
+        this.#batchEndListener = null;
+        listener.batchEnded();
+      }
     } finally {
-      this.#inBatch = false;
+      this.#batchDepth = 0;
+      // Left registered by a listener that threw: it still gets its call.
+      const left = this.#batchEndListener;
+      this.#batchEndListener = null;
+      if (left) process.nextTick(callBatchEnded, left);
       if (this.#flushAtBatchEnd) {
         this.#flushAtBatchEnd = false;
         this.flush();
@@ -189,7 +200,7 @@ export class WriteQueue {
    * call it) outside a batch, or if another listener holds the one place.
    */
   atBatchEnd(listener: BatchEndListener): boolean {
-    if (!this.#inBatch || (this.#batchEndListener !== null && this.#batchEndListener !== listener)) return false;
+    if (this.#batchDepth === 0 || (this.#batchEndListener !== null && this.#batchEndListener !== listener)) return false;
     this.#batchEndListener = listener;
     return true;
   }
@@ -226,7 +237,7 @@ export class WriteQueue {
   // Nothing may overtake what is queued, and a write made in a batch waits
   // to leave with the rest of it.
   #mayWriteNow(): boolean {
-    return this.#host.type === 'stream' && this.#queue.length === 0 && !this.#inBatch && this.#handle !== null;
+    return this.#host.type === 'stream' && this.#queue.length === 0 && this.#batchDepth === 0 && this.#handle !== null;
   }
 
   // sendmsg straight from _write, as libuv's uv_try_write does for net: no
@@ -254,7 +265,7 @@ export class WriteQueue {
     if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked) this.flush();
     if (!this.#flushScheduled && !this.#blocked && this.#queue.length > 0) {
       this.#flushScheduled = true;
-      if (this.#inBatch) this.#flushAtBatchEnd = true;
+      if (this.#batchDepth > 0) this.#flushAtBatchEnd = true;
       else process.nextTick(flushSoon, this);
     }
     if (this.#queuedBytes < this.#host.writableHighWaterMark) callback();
@@ -439,6 +450,10 @@ function notifySent(entry: Pending): void {
   const onSent = entry.onSent!;
   entry.onSent = null;
   onSent();
+}
+
+function callBatchEnded(listener: BatchEndListener): void {
+  listener.batchEnded();
 }
 
 function flushSoon(queue: WriteQueue): void {
