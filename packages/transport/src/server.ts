@@ -223,7 +223,6 @@ export function createServer(
   return server;
 }
 
-
 function noop(): void {
   // A listening socket is never watched for writability.
 }

@@ -248,12 +248,12 @@ export class UnixSocket extends Duplex {
     if (bytes !== undefined) {
       const data = batchBytes(bytes, offset, length);
       // What the listeners write in reply leaves when they return.
-      socket.#writes.batchStarted();
+      socket.beginBatch();
       try {
         if (!chunks) socket.#deliver(data, null, null);
         else socket.#deliverAll(data, chunks);
       } finally {
-        socket.#writes.batchEnded();
+        socket.endBatch();
       }
     }
     if (status === 0) return;

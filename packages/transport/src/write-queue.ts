@@ -53,9 +53,9 @@ const STREAM_BATCHES = process.platform === 'linux';
 // gather it with others saves no syscall, so it is written at once.
 const DIRECT_WRITE_MIN = 16 * 1024;
 // Small writes wait for the end of the tick (or of the batch, see
-// batchStarted()) to leave together, but no longer than it takes to gather this
-// many bytes (measured: 4 KiB took W2 of bench/suites/rpc.mjs from 214k to
-// 272k calls/s; 1 and 2 KiB did about as well).
+// batchStarted()) to leave together, but no longer than it takes to gather
+// this many bytes (measured: 4 KiB took W2 of bench/suites/rpc.mjs from 214k
+// to 272k calls/s; 1 and 2 KiB did about as well).
 const EARLY_FLUSH_BYTES = 4 * 1024;
 
 /**
