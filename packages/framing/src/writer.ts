@@ -93,10 +93,10 @@ export class FrameWriter implements BatchEndListener {
   /** Returns false when the stream (with what is packed) is over its high-water mark. */
   write(pieces: readonly Uint8Array[], length: number, fds: readonly FdLike[] | null, onSent: (() => void) | null): boolean {
     if (!fds && length <= SMALL_FRAME) {
-      if (this.#messages) return this.#stream.write(joinFrame(pieces, length, 0));
+      if (this.#messages) return this.#put(joinFrame(pieces, length, 0));
       if (!this.#inTick) {
         this.#beginTick();
-        return this.#stream.write(joinFrame(pieces, length, 0));
+        return this.#put(joinFrame(pieces, length, 0));
       }
       this.#pack(pieces, length);
       return this.#hasRoom();
@@ -121,7 +121,13 @@ export class FrameWriter implements BatchEndListener {
     if (this.#end === this.#start) return true;
     const chunk = this.#slab!.subarray(this.#start, this.#end);
     this.#start = this.#end;
-    return this.#stream.write(chunk);
+    return this.#put(chunk);
+  }
+
+  // A socket's send() takes a frame straight to its queue when nothing
+  // waits in its Writable; a plain Duplex gets a write().
+  #put(chunk: Buffer): boolean {
+    return this.#socket ? this.#socket.send(chunk) : this.#stream.write(chunk);
   }
 
   // Hands what is packed to the stream and lets go of the slab before the
@@ -134,7 +140,7 @@ export class FrameWriter implements BatchEndListener {
     const end = this.#end;
     this.#slab = null;
     this.#start = this.#end = 0;
-    return end === start ? true : this.#stream.write(slab!.subarray(start, end));
+    return end === start ? true : this.#put(slab!.subarray(start, end));
   }
 
   /** Forgets what is packed (the stream is gone). */

@@ -18,6 +18,7 @@ import { afunixError, type AfunixError, invalidArg, unsupported, uv } from './er
 import type { FdLike } from './fds.js';
 import type { ServerOptions, UnixServer } from './server.js';
 import type { Credentials, Receiver, UnixSocket } from './socket.js';
+import { sendPieces } from './send-data.js';
 
 const debug = debuglog('afunix');
 const WINDOWS = process.platform === 'win32';
@@ -101,10 +102,7 @@ function adapt(sock: net.Socket, local: string, remote: string): UnixSocket {
     address: () => local,
     send(data, fds) {
       if (fds && fds.length > 0) throw missing('fdPassing');
-      const pieces = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
-      if (pieces.reduce((n, p) => n + p.byteLength, 0) === 0) {
-        throw afunixError('ERR_AFUNIX_EMPTY', 'stream sockets cannot send an empty message');
-      }
+      const { pieces } = sendPieces('stream', data, null);
       if (pieces.length === 1) return sock.write(pieces[0]!);
       sock.cork();
       let ok = true;

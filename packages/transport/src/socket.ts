@@ -9,7 +9,8 @@ import { check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
-import { type BatchEndListener, WriteQueue, prepareSend } from './write-queue.js';
+import { prepareSend, sendPieces } from './send-data.js';
+import { type BatchEndListener, WriteQueue } from './write-queue.js';
 
 export type { Credentials } from './read-batch.js';
 export type { BatchEndListener } from './write-queue.js';
@@ -41,6 +42,10 @@ export interface UnixSocketOptions {
 
 const DEFAULT_MAX_MESSAGE = 256 * 1024;
 
+// What the Writable itself holds: bytes handed to write() whose callbacks
+// have not run.
+const writableCount = Object.getOwnPropertyDescriptor(Duplex.prototype, 'writableLength')!.get!;
+const writableNeedsDrain = Object.getOwnPropertyDescriptor(Duplex.prototype, 'writableNeedDrain')!.get!;
 
 export class UnixSocket extends Duplex {
   /** 'stream' or 'seqpacket'. */
@@ -138,16 +143,54 @@ export class UnixSocket extends Duplex {
    * Writes data with descriptors attached. On a stream socket the fds arrive
    * with the first byte of data; on a seqpacket socket, with the message.
    * Returns false when the caller should wait for 'drain', like write().
-   * `onSent` runs once the kernel has the fds (or the socket was destroyed
-   * before it got them): from then on the caller may close its copies.
+   * `onSent` runs once the kernel has the first byte of data, and so the
+   * fds (or the socket was destroyed before it got them): from then on the
+   * caller may close its copies. Throws ERR_INVALID_ARG_VALUE for data that
+   * is not a Uint8Array or an array of them.
    */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
+    if (this.#writableIdle()) {
+      const fdList = toFds(fds);
+      const { pieces, size } = sendPieces(this.type, data, fdList);
+      return this.#writes.send(pieces, size, fdList, onSent ?? null);
+    }
     const { carrier, others, sent } = prepareSend(this.type, data, toFds(fds), onSent);
     // A write still buffered in the Writable when the socket is destroyed
     // fails through its callback; that also frees the sender's fds.
     let ok = sent ? this.write(carrier, (err) => err && sent()) : this.write(carrier);
     for (const piece of others) ok = this.write(piece);
     return ok;
+  }
+
+  // Nothing waits in the Writable, which is open and not corked: a send()
+  // can go straight to the queue without overtaking any write, and skip
+  // the Writable's bookkeeping (and the carrier that takes fds through it).
+  #writableIdle(): boolean {
+    return writableCount.call(this) === 0 && !this.writableCorked && !this.writableEnded && !this.destroyed;
+  }
+
+  static {
+    // Bytes not yet handed to the kernel, as net.Socket counts them: what
+    // waits in the Writable and in the queue, whichever way it came (a
+    // write whose callback is held is in both).
+    Object.defineProperty(UnixSocket.prototype, 'writableLength', {
+      configurable: true,
+      get(this: UnixSocket) {
+        const writes = this.#writes;
+        return writableCount.call(this) - writes.heldBytes + writes.queuedBytes;
+      },
+    });
+    Object.defineProperty(UnixSocket.prototype, 'writableNeedDrain', {
+      configurable: true,
+      get(this: UnixSocket) {
+        return writableNeedsDrain.call(this) || (this.#writes.drainOwed && !this.destroyed && !this.writableEnded);
+      },
+    });
+  }
+
+  /** @internal The queue has room again after a send() that found it full. */
+  queueDrained(): void {
+    this.emit('drain');
   }
 
   /**

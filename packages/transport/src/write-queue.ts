@@ -5,6 +5,7 @@
 // backpressure (the Writable's callback is held until there is room).
 import { afunixError, systemError, uv } from './errors.js';
 import { type NativeHandle, native } from './native.js';
+import { attachmentOf } from './send-data.js';
 
 type Callback = (err?: Error | null) => void;
 
@@ -14,6 +15,8 @@ export interface WriteHost {
   readonly writableHighWaterMark: number;
   bytesWritten: number;
   destroy(err?: Error): unknown;
+  /** The queue fell below the high-water mark after a send() that found it full. */
+  queueDrained(): void;
 }
 
 /** Hears that a batch of writes is about to leave (see WriteQueue.batchStarted). */
@@ -28,16 +31,6 @@ interface Pending {
   /** Called once the fds have left (or never will): the sender's copies are free. */
   onSent: (() => void) | null;
 }
-
-// fds (and extra gathered pieces) that travel with a chunk given to send().
-// Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
-interface Attachment {
-  fds: number[] | null;
-  onSent: (() => void) | null;
-  /** seqpacket: every piece of the message, in order (the carrier among them). */
-  message: Uint8Array[] | null;
-}
-const attachments = new WeakMap<object, Attachment>();
 
 const MAX_IOV = 1024;
 // Messages handed to one writeMessages() call (the addon's kMaxBatchMessages).
@@ -58,40 +51,6 @@ const DIRECT_WRITE_MIN = 16 * 1024;
 // to 272k calls/s; 1 and 2 KiB did about as well).
 const EARLY_FLUSH_BYTES = 4 * 1024;
 
-/**
- * send()'s data as the writes to make: the first carries the fds (and, on
- * seqpacket, the whole message); `sent` is `onSent`, callable once.
- */
-export function prepareSend(
-  type: 'stream' | 'seqpacket',
-  data: Uint8Array | readonly Uint8Array[],
-  fds: number[] | null,
-  onSent: (() => void) | undefined,
-): { carrier: Buffer; others: Uint8Array[]; sent: (() => void) | null } {
-  const all = Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
-  const size = all.reduce((n, p) => n + p.byteLength, 0);
-  if (size === 0 && (type === 'stream' || !fds)) {
-    // A stream cannot carry fds without a byte; an empty seqpacket message
-    // would read as end-of-stream on the other side.
-    throw afunixError('ERR_AFUNIX_EMPTY', `${type} sockets cannot send an empty message${fds ? ' (fds need at least one byte)' : ''}`);
-  }
-  // The bytes go through the Writable, so that write()'s return value,
-  // 'drain' and writableLength count them. On a stream each piece is its
-  // own write (the queue gathers them into one sendmsg, no copy). A
-  // seqpacket message must stay one chunk: its largest piece carries it,
-  // with the others attached, so the count is off by a header at most.
-  const pieces = all.filter((p) => p.byteLength > 0);
-  const seqpacket = type === 'seqpacket' && pieces.length > 1;
-  const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
-  const carried = pieces[carrierAt] ?? Buffer.alloc(0);
-  // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
-  const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
-  const sent = onSent ? once(onSent) : null;
-  const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
-  attachments.set(carrier, { fds, onSent: sent, message });
-  return { carrier, others: seqpacket ? [] : pieces.slice(1), sent };
-}
-
 export class WriteQueue {
   #host: WriteHost;
   #fd: number;
@@ -106,6 +65,8 @@ export class WriteQueue {
   #blocked = false; // the kernel took less than asked: wait for writable
   #watching = false; // the writable watch is on (it outlives #blocked, see flush)
   #heldCallback: Callback | null = null;
+  #heldSize = 0; // what the Writable counts of the write whose callback is held
+  #drainOwed = false; // a send() found the queue full
   #finalCallback: Callback | null = null;
   #connectWaiter: (() => void) | null = null;
 
@@ -123,12 +84,12 @@ export class WriteQueue {
   write(chunk: Buffer, callback: Callback): void {
     const empty = this.#refuseEmpty(chunk);
     if (empty) return callback(empty);
-    if (chunk.length >= DIRECT_WRITE_MIN && this.#mayWriteNow() && !attachments.has(chunk)) {
+    if (chunk.length >= DIRECT_WRITE_MIN && this.#mayWriteNow() && !attachmentOf(chunk)) {
       this.#writeNow(chunk, callback);
       return;
     }
     this.#enqueue(chunk);
-    this.#afterEnqueue(callback);
+    this.#afterEnqueue(callback, chunk.length);
   }
 
   /** The Writable's _writev. */
@@ -137,8 +98,48 @@ export class WriteQueue {
       const empty = this.#refuseEmpty(chunk);
       if (empty) return callback(empty);
     }
-    for (const { chunk } of chunks) this.#enqueue(chunk);
-    this.#afterEnqueue(callback);
+    let counted = 0;
+    for (const { chunk } of chunks) {
+      this.#enqueue(chunk);
+      counted += chunk.length;
+    }
+    this.#afterEnqueue(callback, counted);
+  }
+
+  /**
+   * A send() that need not go through the Writable (nothing waits in it):
+   * the pieces are queued as they are, fds and onSent with them, with no
+   * write request, carrier view or callback. `pieces` becomes the queue's.
+   * Returns false at the high-water mark; the host's queueDrained() follows.
+   */
+  send(pieces: Uint8Array[], size: number, fds: number[] | null, onSent: (() => void) | null): boolean {
+    if (!fds && !onSent && size >= DIRECT_WRITE_MIN && this.#mayWriteNow()) {
+      const sent = this.#sendNow(pieces, size);
+      if (sent === size) return true;
+      this.#push(dropFront(pieces, sent), size - sent, null, null);
+      this.#waitWritable();
+    } else {
+      this.#push(pieces, size, fds, onSent);
+      this.#scheduleFlush();
+    }
+    if (this.#queuedBytes < this.#host.writableHighWaterMark) return true;
+    this.#drainOwed = true;
+    return false;
+  }
+
+  /** Bytes waiting for the kernel, whichever way they came. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** What the Writable still counts of them (a write whose callback is held). */
+  get heldBytes(): number {
+    return this.#heldCallback ? this.#heldSize : 0;
+  }
+
+  /** send() found the queue full and it has not drained since. */
+  get drainOwed(): boolean {
+    return this.#drainOwed;
   }
 
   /** The Writable's _final: shut our side once everything queued has left. */
@@ -155,6 +156,7 @@ export class WriteQueue {
     this.#queuedBytes = 0;
     this.#heldCallback = null;
     this.#finalCallback = null;
+    this.#drainOwed = false;
   }
 
   // A batch is a stretch of code whose writes leave together when it ends:
@@ -209,29 +211,35 @@ export class WriteQueue {
   // which the peer reads as end-of-stream; send() refuses it, so must write().
   #refuseEmpty(chunk: Buffer): Error | null {
     if (this.#host.type !== 'seqpacket' || chunk.length > 0) return null;
-    const attachment = attachments.get(chunk);
+    const attachment = attachmentOf(chunk);
     if (attachment?.fds) return null;
     return afunixError('ERR_AFUNIX_EMPTY', 'seqpacket sockets cannot send an empty message (the peer would read it as end-of-stream)');
   }
 
   #enqueue(chunk: Buffer): void {
-    const attachment = attachments.get(chunk);
-    const fds = attachment?.fds ?? null;
-    const bufs = attachment?.message ?? [chunk];
-    const size = attachment?.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
+    const attachment = attachmentOf(chunk);
+    if (!attachment) return this.#push([chunk], chunk.length, null, null);
+    const bufs = attachment.message ?? [chunk];
+    const size = attachment.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
+    this.#push(bufs, size, attachment.fds, attachment.onSent);
+  }
+
+  // Stream bytes join the previous sendmsg; fds start a new one so that
+  // they travel with their own first byte, and so does a send() waiting to
+  // hear that its data left (its onSent). Every seqpacket message is an
+  // entry of its own.
+  #push(bufs: Uint8Array[], size: number, fds: number[] | null, onSent: (() => void) | null): void {
     this.#queuedBytes += size;
     // Never index an empty array with -1: that is a named-property miss,
     // looked up through the prototype chain in the runtime on every write.
     const n = this.#queue.length;
     const last = n > 0 ? this.#queue[n - 1] : undefined;
-    // Stream bytes without fds join the previous sendmsg; fds start a new one
-    // so that they travel with their own first byte.
-    if (this.#host.type === 'stream' && last && !fds && last.bufs.length < MAX_IOV - 16) {
-      last.bufs.push(chunk);
+    if (this.#host.type === 'stream' && last && !fds && !onSent && last.bufs.length + bufs.length < MAX_IOV - 16) {
+      for (let i = 0; i < bufs.length; i++) last.bufs.push(bufs[i]!);
       last.size += size;
       return;
     }
-    this.#queue.push({ bufs, size, fds, onSent: attachment?.onSent ?? null });
+    this.#queue.push({ bufs, size, fds, onSent });
   }
 
   // Nothing may overtake what is queued, and a write made in a batch waits
@@ -254,10 +262,31 @@ export class WriteQueue {
     if (sent === chunk.length) return callback();
     this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
     this.#waitWritable();
-    this.#afterEnqueue(callback);
+    this.#afterEnqueue(callback, chunk.length);
   }
 
-  #afterEnqueue(callback: Callback): void {
+  // A large send() with nothing ahead of it, gathered in one sendmsg now;
+  // returns the bytes the kernel took (the rest is queued by the caller).
+  #sendNow(pieces: Uint8Array[], size: number): number {
+    const r = native!.write(this.#handle!.id, pieces.length === 1 ? pieces[0]! : pieces, null);
+    if (r < 0 && r !== uv.EAGAIN) {
+      this.#host.destroy(systemError(r, 'sendmsg'));
+      return size;
+    }
+    const sent = r > 0 ? r : 0;
+    this.#host.bytesWritten += sent;
+    return sent;
+  }
+
+  // `counted`: what the Writable counts of this write until its callback.
+  #afterEnqueue(callback: Callback, counted: number): void {
+    this.#scheduleFlush();
+    if (this.#queuedBytes < this.#host.writableHighWaterMark) return callback();
+    this.#heldCallback = callback;
+    this.#heldSize = counted;
+  }
+
+  #scheduleFlush(): void {
     // Coalescing saves syscalls, but a peer that hears nothing until a whole
     // read batch (up to 120 KiB of requests) has been answered sits idle
     // meanwhile: once this much is queued it leaves, and the peer can start
@@ -268,8 +297,6 @@ export class WriteQueue {
       if (this.#batchDepth > 0) this.#flushAtBatchEnd = true;
       else process.nextTick(flushSoon, this);
     }
-    if (this.#queuedBytes < this.#host.writableHighWaterMark) callback();
-    else this.#heldCallback = callback;
   }
 
   flush(): void {
@@ -395,10 +422,15 @@ export class WriteQueue {
   }
 
   #releaseCallbacks(): void {
+    const room = this.#queuedBytes < this.#host.writableHighWaterMark;
     const held = this.#heldCallback;
-    if (held && this.#queuedBytes < this.#host.writableHighWaterMark) {
+    if (held && room) {
       this.#heldCallback = null;
       held();
+    }
+    if (this.#drainOwed && room && this.#handle) {
+      this.#drainOwed = false;
+      this.#host.queueDrained();
     }
     const final = this.#finalCallback;
     if (final && this.#queue.length === 0) {
@@ -431,20 +463,16 @@ function consumePartial(head: Pending, sent: number): void {
   }
 }
 
-function indexOfLargest(pieces: readonly Uint8Array[]): number {
-  let at = 0;
-  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
-  return at;
+// The pieces after the first `sent` bytes (a partial sendmsg).
+function dropFront(pieces: Uint8Array[], sent: number): Uint8Array[] {
+  let i = 0;
+  while (sent > 0 && pieces[i]!.byteLength <= sent) sent -= pieces[i++]!.byteLength;
+  const rest = pieces.slice(i);
+  if (sent > 0) rest[0] = rest[0]!.subarray(sent);
+  return rest;
 }
 
-function once(fn: () => void): () => void {
-  let called = false;
-  return () => {
-    if (called) return;
-    called = true;
-    fn();
-  };
-}
+
 
 function notifySent(entry: Pending): void {
   const onSent = entry.onSent!;

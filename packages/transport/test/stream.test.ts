@@ -204,3 +204,99 @@ describe('stream sockets', () => {
     b.destroy();
   });
 });
+
+describe('send() straight to the queue', () => {
+  it('calls every onSent, with fds or without, on stream and seqpacket', async () => {
+    for (const type of ['stream', 'seqpacket'] as const) {
+      const [a, b] = socketPair(type);
+      const fd = openSync(join(dir, 'f'), 'w');
+      b.setReceiver((_data, fds) => fds?.close());
+      const heard: string[] = [];
+      a.send(Buffer.from('one'), null, () => heard.push('one'));
+      a.send(Buffer.from('two'), [], () => heard.push('two'));
+      a.send(Buffer.from('three'), [fd], () => heard.push('three'));
+      a.send([Buffer.from('fo'), Buffer.from('ur')], null, () => heard.push('four'));
+      await delay(50);
+      closeSync(fd);
+      expect(heard, type).toEqual(['one', 'two', 'three', 'four']);
+      a.destroy();
+      b.destroy();
+    }
+  });
+
+  it("counts what it queued in writableLength, returns false at the mark, and 'drain' follows once the peer reads", async () => {
+    const [a, b] = socketPair('stream', { highWaterMark: 16 * 1024, sendBufferSize: 16 * 1024 });
+    const sent: Buffer[] = [];
+    // Nobody reads b: the kernel fills, then the queue.
+    let ok = true;
+    for (let i = 0; ok && i < 1000; i++) {
+      const piece = pattern(3000, i);
+      sent.push(piece);
+      ok = a.send(piece);
+    }
+    expect(ok).toBe(false);
+    expect(a.writableNeedDrain).toBe(true);
+    expect(a.writableLength).toBeGreaterThanOrEqual(16 * 1024);
+    const drained = once(a, 'drain');
+    const got = collect(b);
+    await drained;
+    expect(a.writableNeedDrain).toBe(false);
+    a.end();
+    expect((await got).equals(Buffer.concat(sent))).toBe(true);
+    expect(a.writableLength).toBe(0);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('keeps its place among write()s: corked, behind a held write, and past a full kernel buffer', async () => {
+    const [a, b] = socketPair('stream', { highWaterMark: 8 * 1024, sendBufferSize: 8 * 1024 });
+    const expected: Buffer[] = [];
+    const write = (p: Buffer): void => void (a.write(p), expected.push(p));
+    const send = (p: Buffer): void => void (a.send(p), expected.push(p));
+    let n = 0;
+    a.cork();
+    write(pattern(100, n++));
+    send(pattern(200, n++)); // corked: it waits behind the write
+    a.uncork();
+    // Fill the kernel and the queue until write() holds its callback; what
+    // send() adds meanwhile goes behind it, through the Writable.
+    for (let i = 0; i < 40; i++) {
+      write(pattern(20_000 + i, n++));
+      send(pattern(10 + i, n++));
+      send(pattern(50_000 + i, n++));
+    }
+    const got = collect(b);
+    a.end();
+    const data = await got;
+    const all = Buffer.concat(expected);
+    expect(data.length).toBe(all.length);
+    expect(data.equals(all)).toBe(true);
+    expect(a.bytesWritten).toBe(all.length);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('refuses data that is not bytes with ERR_INVALID_ARG_VALUE, and sends nothing', async () => {
+    const [a, b] = socketPair();
+    for (const bad of ['text', 42, null, [Buffer.from('x'), 'y']]) {
+      expect(() => a.send(bad as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    const got = collect(b);
+    a.end('ok');
+    expect((await got).toString()).toBe('ok');
+    a.destroy();
+    b.destroy();
+  });
+
+  it('after end() fails as write() does, with ERR_STREAM_WRITE_AFTER_END', async () => {
+    const [a, b] = socketPair();
+    b.resume();
+    a.end();
+    const failed = once(a, 'error') as Promise<[NodeJS.ErrnoException]>;
+    a.send(Buffer.from('late'));
+    const [err] = await failed;
+    expect(err.code).toBe('ERR_STREAM_WRITE_AFTER_END');
+    a.destroy();
+    b.destroy();
+  });
+});

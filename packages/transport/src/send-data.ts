@@ -1,0 +1,92 @@
+// What send() hands over, made ready for the write queue: its data as
+// pieces (checked), and, for a send() that goes through the Writable, a
+// carrier chunk with the fds and the rest of the message attached.
+import { afunixError, invalidArg } from './errors.js';
+
+// fds (and extra gathered pieces) that travel with a chunk given to send().
+// Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
+export interface Attachment {
+  fds: number[] | null;
+  onSent: (() => void) | null;
+  /** seqpacket: every piece of the message, in order (the carrier among them). */
+  message: Uint8Array[] | null;
+}
+const attachments = new WeakMap<object, Attachment>();
+
+/** The fds and pieces attached to a chunk by prepareSend(), if any. */
+export function attachmentOf(chunk: object): Attachment | undefined {
+  return attachments.get(chunk);
+}
+
+/** send()'s data as pieces of the caller's bytes (none empty) and their size; refuses what cannot be sent. */
+export function sendPieces(type: 'stream' | 'seqpacket', data: Uint8Array | readonly Uint8Array[], fds: number[] | null): { pieces: Uint8Array[]; size: number } {
+  let pieces: Uint8Array[];
+  let size = 0;
+  if (Array.isArray(data)) {
+    pieces = [];
+    for (let i = 0; i < data.length; i++) {
+      const piece = checkedPiece(data[i]);
+      if (piece.byteLength === 0) continue;
+      pieces.push(piece);
+      size += piece.byteLength;
+    }
+  } else {
+    size = checkedPiece(data).byteLength;
+    pieces = size > 0 ? [data as Uint8Array] : [];
+  }
+  if (size === 0 && (type === 'stream' || !fds)) {
+    // A stream cannot carry fds without a byte; an empty seqpacket message
+    // would read as end-of-stream on the other side.
+    throw afunixError('ERR_AFUNIX_EMPTY', `${type} sockets cannot send an empty message${fds ? ' (fds need at least one byte)' : ''}`);
+  }
+  // (A seqpacket message of fds alone still needs a buffer to send.)
+  if (pieces.length === 0) pieces.push(Buffer.alloc(0));
+  return { pieces, size };
+}
+
+function checkedPiece(piece: unknown): Uint8Array {
+  if (piece instanceof Uint8Array) return piece;
+  throw invalidArg('data', 'must be a Uint8Array (a Buffer) or an array of them');
+}
+
+/**
+ * send()'s data as writes to the Writable: the first carries the fds (and,
+ * on seqpacket, the whole message); `sent` is `onSent`, callable once.
+ */
+export function prepareSend(
+  type: 'stream' | 'seqpacket',
+  data: Uint8Array | readonly Uint8Array[],
+  fds: number[] | null,
+  onSent: (() => void) | undefined,
+): { carrier: Buffer; others: Uint8Array[]; sent: (() => void) | null } {
+  // For a send() that must wait behind writes held in the Writable: it
+  // goes through the Writable too. On a stream each piece is its own write
+  // (the queue gathers them into one sendmsg, no copy). A seqpacket message
+  // must stay one chunk: its largest piece carries it, with the others
+  // attached, so the Writable's count is off by a header at most.
+  const { pieces } = sendPieces(type, data, fds);
+  const seqpacket = type === 'seqpacket' && pieces.length > 1;
+  const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
+  const carried = pieces[carrierAt] ?? Buffer.alloc(0);
+  // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
+  const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
+  const sent = onSent ? once(onSent) : null;
+  const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
+  attachments.set(carrier, { fds, onSent: sent, message });
+  return { carrier, others: seqpacket ? [] : pieces.slice(1), sent };
+}
+
+function indexOfLargest(pieces: readonly Uint8Array[]): number {
+  let at = 0;
+  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
+  return at;
+}
+
+function once(fn: () => void): () => void {
+  let called = false;
+  return () => {
+    if (called) return;
+    called = true;
+    fn();
+  };
+}
