@@ -42,7 +42,7 @@ export async function connect(address: string, options: ConnectOptions = {}): Pr
     options.signal?.throwIfAborted();
     const fd = check(n.socket(Kind[type]), 'socket');
     const r = n.connect(fd, bytes);
-    if (r === 0) return new UnixSocket(fd, type, options);
+    if (r === 0) return socketOwning(fd, type, options);
     if (r === n.EINPROGRESS) return waitConnected(fd, type, address, options, deadline);
     n.close(fd);
     if (r !== uv.EAGAIN) throw systemError(r, 'connect', address);
@@ -66,7 +66,7 @@ async function waitConnected(
   options: ConnectOptions,
   deadline: number,
 ): Promise<UnixSocket> {
-  const socket = new UnixSocket(fd, type, options);
+  const socket = socketOwning(fd, type, options);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)), Math.max(0, deadline - Date.now()));
@@ -83,13 +83,36 @@ async function waitConnected(
   }
 }
 
+// A socket takes its fd only once constructed: a constructor that throws
+// (a bad option, a failing setsockopt) leaves the fd to us to close.
+function socketOwning(fd: number, type: ConnectionType, options: UnixSocketOptions): UnixSocket {
+  try {
+    return new UnixSocket(fd, type, options);
+  } catch (err) {
+    native!.close(fd);
+    throw err;
+  }
+}
+
 /** Two connected sockets, e.g. for a parent and the child it spawns. */
 export function socketPair(type: ConnectionType = 'stream', options: UnixSocketOptions = {}): [UnixSocket, UnixSocket] {
   const n = requireNative('socketPair');
   const t = connectionType(type);
   const r = n.socketPair(Kind[t]);
   if (typeof r === 'number') throw systemError(r, 'socketpair');
-  return [new UnixSocket(r[0], t, options), new UnixSocket(r[1], t, options)];
+  let first: UnixSocket;
+  try {
+    first = socketOwning(r[0], t, options);
+  } catch (err) {
+    n.close(r[1]);
+    throw err;
+  }
+  try {
+    return [first, socketOwning(r[1], t, options)];
+  } catch (err) {
+    first.destroy();
+    throw err;
+  }
 }
 
 /** The raw fd pair, for handing one end to a child process's stdio. */

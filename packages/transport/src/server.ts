@@ -129,6 +129,8 @@ export class UnixServer extends EventEmitter {
     if (this.#retry) clearTimeout(this.#retry);
     const handle = this.#handle;
     this.#handle = null;
+    // Its number may soon belong to another socket (address() is '' now).
+    this.#fd = -1;
     if (this.#bound) unlinkBound(this.#bound);
     this.#closed = new Promise((resolve) => {
       const done = () => {

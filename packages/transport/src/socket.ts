@@ -5,7 +5,7 @@
 import { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
-import { check, systemError, unsupported, uv } from './errors.js';
+import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
@@ -94,8 +94,15 @@ export class UnixSocket extends Duplex {
     if (message) this.#handle.setMaxMessage(this.#maxMessage);
   }
 
-  /** The descriptor, for inspection; the socket owns it and closes it. */
+  /** The descriptor, for inspection (-1 once destroyed); the socket owns it and closes it. */
   get fd(): number {
+    return this.#handle ? this.#fd : -1;
+  }
+
+  // The fd for a call on the socket itself. Once destroyed its number may
+  // already belong to another socket: asking that one would be a lie.
+  #openFd(): number {
+    if (!this.#handle) throw afunixError('ERR_SOCKET_CLOSED', 'the socket is closed');
     return this.#fd;
   }
 
@@ -106,7 +113,7 @@ export class UnixSocket extends Duplex {
    */
   messageLimits(): { send: number; receive: number } | null {
     if (this.type !== 'seqpacket') return null;
-    const sndbuf = check(native!.getBufferSize(this.#fd, true), 'getsockopt');
+    const sndbuf = check(native!.getBufferSize(this.#openFd(), true), 'getsockopt');
     // Linux refuses a datagram longer than the send buffer less 32 bytes.
     return { send: Math.max(0, sndbuf - 32), receive: this.#maxMessage };
   }
@@ -124,7 +131,7 @@ export class UnixSocket extends Duplex {
   /** The peer's pid, uid and gid as the kernel recorded them at connect time. */
   peerCredentials(): Credentials {
     if (!this.#peer) {
-      const r = native!.peerCredentials(this.#fd);
+      const r = native!.peerCredentials(this.#openFd());
       if (typeof r === 'number') throw systemError(r, 'getsockopt');
       this.#peer = { pid: r[0], uid: r[1], gid: r[2] };
     }
@@ -136,7 +143,7 @@ export class UnixSocket extends Duplex {
    * cannot be confused with a recycled one. The returned fd is yours to close.
    */
   peerPidfd(): number {
-    return check(native!.peerPidfd(this.#fd), 'getsockopt');
+    return check(native!.peerPidfd(this.#openFd()), 'getsockopt');
   }
 
   /**
@@ -260,7 +267,7 @@ export class UnixSocket extends Duplex {
   }
 
   #sockName(peer: boolean): string {
-    const r = native!.sockName(this.#fd, peer);
+    const r = native!.sockName(this.#openFd(), peer);
     if (typeof r === 'number') throw systemError(r, peer ? 'getpeername' : 'getsockname');
     return decodeAddress(r);
   }
@@ -288,28 +295,37 @@ export class UnixSocket extends Duplex {
     length?: number,
   ): void {
     const socket = this.owner;
-    if (bytes !== undefined) {
-      const data = batchBytes(bytes, offset, length);
-      // What the listeners write in reply leaves when they return.
-      socket.beginBatch();
-      try {
-        if (!chunks) socket.#deliver(data, null, null);
-        else socket.#deliverAll(data, chunks);
-      } finally {
-        socket.endBatch();
-      }
+    try {
+      if (bytes !== undefined) socket.#deliverBatch(batchBytes(bytes, offset, length), chunks);
+    } finally {
+      // Also when a listener threw: the addon has stopped reading at the
+      // end or error, and the socket must still end or fail.
+      if (status !== 0) socket.#readEnded(status);
     }
-    if (status === 0) return;
-    socket.#reading = false;
+  }
+
+  #deliverBatch(data: Buffer, chunks: unknown[] | null | undefined): void {
+    // What the listeners write in reply leaves when they return.
+    this.beginBatch();
+    try {
+      if (!chunks) this.#deliver(data, null, null);
+      else this.#deliverAll(data, chunks);
+    } finally {
+      this.endBatch();
+    }
+  }
+
+  #readEnded(status: number): void {
+    this.#reading = false;
     if (status === uv.EOF) {
-      debug('socket fd=%d end of stream', socket.#fd);
+      debug('socket fd=%d end of stream', this.#fd);
       // A receiver took the bytes, so nothing reads the Readable side: only
       // flowing does it emit 'end'. (Set flowing only now: resume() at
       // setReceiver() cost every connection a tick.)
-      if (socket.#receiver) socket.resume();
-      socket.push(null);
+      if (this.#receiver) this.resume();
+      this.push(null);
     } else {
-      socket.destroy(systemError(status, 'recvmsg'));
+      this.destroy(systemError(status, 'recvmsg'));
     }
   }
 

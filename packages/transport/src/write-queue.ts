@@ -154,9 +154,13 @@ export class WriteQueue {
     for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
     this.#queue = [];
     this.#queuedBytes = 0;
-    this.#heldCallback = null;
     this.#finalCallback = null;
     this.#drainOwed = false;
+    // The Writable fails the writes it holds (and so frees the fds of the
+    // send()s among them) only once the write in flight has its callback.
+    const held = this.#heldCallback;
+    this.#heldCallback = null;
+    held?.(afunixError('ERR_STREAM_DESTROYED', 'the socket was destroyed before this write left'));
   }
 
   // A batch is a stretch of code whose writes leave together when it ends:

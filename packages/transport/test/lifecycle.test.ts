@@ -195,3 +195,75 @@ describe('worker threads', () => {
     },
   );
 });
+
+describe('when a socket goes away', () => {
+  it("destroy() fails the writes it holds with ERR_STREAM_DESTROYED and runs every send()'s onSent", async () => {
+    const [a, b] = socketPair();
+    sockets.push(a, b);
+    b.pauseReading(); // the kernel fills, then the queue holds write()'s callback
+    a.on('error', () => {});
+    const heard: string[] = [];
+    const fd = openSync(join(dir.path, 'f'), 'w');
+    a.write(Buffer.alloc(4 << 20), (err) => heard.push(`big ${err?.code ?? 'ok'}`));
+    a.send(Buffer.from('with an fd'), [fd], () => heard.push('onSent'));
+    a.write(Buffer.from('tail'), (err) => heard.push(`tail ${err?.code ?? 'ok'}`));
+    await new Promise((r) => setImmediate(r));
+    expect(heard).toEqual([]);
+    a.destroy();
+    await once(a, 'close');
+    closeSync(fd);
+    expect(heard).toEqual(['big ERR_STREAM_DESTROYED', 'onSent', 'tail ERR_STREAM_DESTROYED']);
+  });
+
+  it('connect() and socketPair() refusing an option close the fds they made', async () => {
+    server = createServer();
+    await server.listen(join(dir.path, 'opt.sock'));
+    const accepted: UnixSocket[] = [];
+    let ended = 0;
+    server.on('connection', (s: UnixSocket) => {
+      accepted.push(s);
+      s.on('end', () => (ended++, s.end())).resume();
+    });
+    const before = openFds();
+    for (let i = 0; i < 3; i++) {
+      await expect(connect(join(dir.path, 'opt.sock'), { highWaterMark: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(() => socketPair('stream', { highWaterMark: -1 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    // The server sees each connection end: our side of it was closed.
+    await waitFor(() => ended === 3, () => `${accepted.length} accepted, ${ended} ended`);
+    await destroyAll(accepted);
+    await settled(before);
+  });
+
+  it("a destroyed socket's calls fail with ERR_SOCKET_CLOSED, never reaching the socket that reuses its fd number", async () => {
+    const [a, b] = socketPair('seqpacket');
+    sockets.push(b);
+    a.destroy();
+    await once(a, 'close');
+    expect(a.fd).toBe(-1);
+    // The lowest free fd number: most likely a's old one.
+    const other = createServer();
+    await other.listen(`@afunix-test-reuse-${process.pid}`);
+    try {
+      for (const call of [() => a.address(), () => a.remoteAddress, () => a.peerCredentials(), () => a.messageLimits(), () => a.peerPidfd()]) {
+        expect(call).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
+      }
+    } finally {
+      await other.close();
+    }
+    expect(other.address()).toBe('');
+  });
+
+  it('a listener that throws on the read carrying the end still sees the socket end and close', async () => {
+    const child = nodeChild('throwing_reader.mjs');
+    const seen = [];
+    for (let i = 0; i < 4; i++) seen.push(await child.next());
+    expect(seen).toEqual([
+      { type: 'stream', how: 'data', ended: true, closed: true },
+      { type: 'stream', how: 'receiver', ended: true, closed: true },
+      { type: 'seqpacket', how: 'data', ended: true, closed: true },
+      { type: 'seqpacket', how: 'receiver', ended: true, closed: true },
+    ]);
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+});
