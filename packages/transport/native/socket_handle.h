@@ -43,6 +43,9 @@ struct Conn {
   // The last batch of seqpacket messages held only small ones.
   bool small_messages = true;
   size_t max_message = 256 * 1024;
+  // A socket error (SO_ERROR) taken when the poll reported one: it is
+  // delivered after the bytes that were queued before it.
+  int pending_error = 0;
   SocketHandle* owner = nullptr;
   EnvState* state = nullptr;
   Conn* prev = nullptr;
@@ -79,6 +82,8 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   static void FinishTeardown(EnvState* state);
 
   int UpdatePoll();
+  void OnPollError(int status);
+  int EndOfReads(int status);
   void DrainListener();
   void DrainSocket();
   bool ReadBatch();  // false when reading should stop for this event

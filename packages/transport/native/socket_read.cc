@@ -100,11 +100,16 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   // checks, as the probe does, whether JavaScript can run (napi_create_buffer,
   // napi_make_callback) and reports it as a status, or probes first where
   // node-addon-api would build arrays (listener, chunks with fds).
-  if (status < 0) {
+  if (status < 0 && c->listener) {
     c->reading = false;
     self->UpdatePoll();
-    if (self->Deliver(status, nullptr, 0, self->Env().Undefined()) != Call::kRan) BeginClose(c);
+    int err = SysSocketError(c->fd);
+    if (self->Deliver(err < 0 ? err : status, nullptr, 0, self->Env().Undefined()) != Call::kRan) BeginClose(c);
     return;
+  }
+  if (status < 0) {
+    self->OnPollError(status);
+    events = UV_READABLE;
   }
   if ((events & UV_READABLE) && c->reading) {
     if (!c->listener) {
@@ -120,6 +125,28 @@ void SocketHandle::OnPoll(uv_poll_t* poll, int status, int events) {
   // The read callback may have closed the socket: look again before writing.
   if (c->closing || c->owner == nullptr) return;
   if ((events & UV_WRITABLE) && c->want_write && self->CallJs(self->callbacks_->on_writable, {}) != Call::kRan) BeginClose(c);
+}
+
+// libuv reports EPOLLERR as UV_EBADF and stops watching. The socket's real
+// error is in SO_ERROR; taking it clears it, so the poll does not fire for
+// it again (a datagram socket would otherwise spin). What the peer sent
+// before the error is still queued: it is read first and the error follows
+// it, as net.Socket sees them.
+void SocketHandle::OnPollError(int status) {
+  Conn* c = conn_;
+  int err = SysSocketError(c->fd);
+  // No error to be found: report libuv's, still after the queued bytes.
+  if (c->pending_error == 0) c->pending_error = err < 0 ? err : status;
+  UpdatePoll();
+}
+
+// What a read that found no more (EAGAIN, or UV_EOF) reports: the pending
+// socket error comes before the end, as recvmsg orders them.
+int SocketHandle::EndOfReads(int status) {
+  int err = conn_->pending_error;
+  if (err == 0) return status;
+  conn_->pending_error = 0;
+  return err;
 }
 
 void SocketHandle::DrainListener() {
@@ -177,10 +204,10 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
     int64_t n = SysRecvMsg(c->fd, scratch.data() + *used, cap, c->kind == Kind::kDgram, &meta);
     if (n == UV_EAGAIN) {
       *more = false;
-      return 0;
+      return EndOfReads(0);
     }
     if (n < 0) return static_cast<int>(n);
-    if (n == 0 && stream && meta.fds.empty()) return UV_EOF;
+    if (n == 0 && stream && meta.fds.empty()) return EndOfReads(UV_EOF);
     if (meta.truncated && !stream) {
       for (int fd : meta.fds) SysClose(fd);
       return UV_EMSGSIZE;
@@ -198,7 +225,9 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
     // A short stream read means the kernel had no more (libuv reasons the
     // same way): asking again would only earn an EAGAIN. A read that stopped
     // at an fd or credentials boundary is short for another reason.
-    if (stream && static_cast<size_t>(n) < cap && !HasMeta(chunks->back().meta)) {
+    // With an error pending, it must read on to the EAGAIN that reports it:
+    // the poll may not fire again.
+    if (stream && static_cast<size_t>(n) < cap && !HasMeta(chunks->back().meta) && c->pending_error == 0) {
       *more = false;
       return 0;
     }
@@ -226,11 +255,12 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
   int n = SysRecvMany(c->fd, slots, count);
   if (n == UV_EAGAIN) {
     *more = false;
-    return 0;
+    return EndOfReads(0);
   }
   if (n < 0) return n;
-  // Fewer than asked for: the kernel had no more.
-  if (static_cast<size_t>(n) < count) *more = false;
+  // Fewer than asked for: the kernel had no more. (With an error pending,
+  // the next read's EAGAIN reports it: the poll may not fire again.)
+  if (static_cast<size_t>(n) < count && c->pending_error == 0) *more = false;
   c->small_messages = true;
   for (int i = 0; i < n; i++) c->small_messages &= slots[i].len <= kSmallMessage;
   int status = 0;
@@ -245,7 +275,7 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
     // A zero-length message is the end of the connection: our seqpacket
     // sockets refuse to send empty messages, so it is unambiguous.
     if (s.len == 0 && s.meta.fds.empty() && !s.meta.ctrunc) {
-      status = UV_EOF;
+      status = EndOfReads(UV_EOF);
       continue;
     }
     if (s.meta.truncated) {

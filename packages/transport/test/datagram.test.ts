@@ -189,6 +189,27 @@ describe('connected datagram sockets', () => {
     await a.send(Buffer.alloc(100, 1), { address: b.address() });
     expect((await next)[0].length).toBe(100);
   });
+
+  it('a socket error (the peer went elsewhere with our datagram unread) is one ECONNRESET, and the socket reads on', async () => {
+    const xName = unique();
+    const x = dgram().bind(xName);
+    const y = dgram().bind(unique());
+    const z = dgram().bind(unique());
+    x.connect(y.address());
+    y.connect(xName);
+    const errors: AfunixError[] = [];
+    x.on('error', (e: AfunixError) => errors.push(e));
+    // Both in this tick, before y polls: y drops the datagram it has not
+    // read when it connects elsewhere, and the kernel sets ECONNRESET on x.
+    const sent = x.send(Buffer.from('unread by y'));
+    y.connect(z.address());
+    await sent;
+    const next = nextMessage(x);
+    await y.send(Buffer.from('after the error'), { address: xName });
+    expect((await next)[0].toString()).toBe('after the error');
+    // Reading SO_ERROR cleared it: one report, not one per loop turn.
+    expect(errors.map((e) => `${e.code} ${e.syscall}`)).toEqual(['ECONNRESET recvmsg']);
+  });
 });
 
 describe('sending to nowhere', () => {
