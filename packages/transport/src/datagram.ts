@@ -186,12 +186,21 @@ export class UnixDatagram extends EventEmitter {
       }
     }
     if (status === 0 || !this.#handle) return;
-    // A datagram socket outlives a bad datagram: report it and read on.
     this.emit('error', systemError(status, 'recvmsg'));
-    if (this.#handle) this.#handle.readStart();
+    // A datagram socket outlives a bad datagram, or a socket error that the
+    // read took (and so cleared): it reads on. After any other failure
+    // reading again would fail again at once, every loop turn.
+    if (this.#handle && readsOnAfter(status)) this.#handle.readStart();
   }
 }
 
+// Errors that a read consumed: one datagram's (too large, its fds lost), or
+// the socket error that the addon took from SO_ERROR.
+function readsOnAfter(status: number): boolean {
+  return (
+    status === uv.EMSGSIZE || status === native?.SocketHandle.ERR_CTRUNC || status === uv.ECONNRESET || status === uv.ECONNREFUSED
+  );
+}
 
 export function createDatagram(options?: DatagramOptions): UnixDatagram {
   return new UnixDatagram(options);
