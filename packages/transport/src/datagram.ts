@@ -39,8 +39,9 @@ interface QueuedSend {
   reject: (err: Error) => void;
 }
 
-// A full receiver on an unconnected socket does not make ours unwritable,
-// so EAGAIN is retried on a timer as well as on writability.
+// A full receiver does not make an unconnected socket unwritable, so
+// EAGAIN is retried on a timer; only a send to the connected peer can also
+// wait for writability.
 const RETRY_MS = 5;
 
 export class UnixDatagram extends EventEmitter {
@@ -141,7 +142,9 @@ export class UnixDatagram extends EventEmitter {
       const item = this.#queue[0]!;
       const r = native!.write(handle.id, item.data.length === 1 ? item.data[0]! : item.data, item.fds, item.to);
       if (r === uv.EAGAIN) {
-        handle.watchWritable(true);
+        // Polled for writability, a socket that always has it would wake
+        // the loop at once, every turn, until the receiver reads.
+        handle.watchWritable(item.to === null);
         this.#retry ??= setTimeout(() => {
           this.#retry = null;
           this.#flush();

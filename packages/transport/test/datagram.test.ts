@@ -5,16 +5,18 @@ import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, existsSync, lstatSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type AfunixError,
   createDatagram,
+  encodeAddress,
   type DatagramInfo,
   type DatagramOptions,
   fromFd,
   socketPairFds,
   type UnixDatagram,
 } from '../src/index.js';
+import { Kind, native } from '../src/native.js';
 import { pattern, tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -209,6 +211,42 @@ describe('connected datagram sockets', () => {
     expect((await next)[0].toString()).toBe('after the error');
     // Reading SO_ERROR cleared it: one report, not one per loop turn.
     expect(errors.map((e) => `${e.code} ${e.syscall}`)).toEqual(['ECONNRESET recvmsg']);
+  });
+});
+
+describe('a receiver that does not read', () => {
+  it('an unconnected sender that meets EAGAIN tries again on its timer, not on every loop turn', async () => {
+    // A bound socket nobody reads: its queue fills after a few datagrams.
+    const name = unique();
+    const rx = native!.socket(Kind.dgram);
+    expect(native!.bind(rx, encodeAddress(name, 'bind'))).toBe(0);
+    const write = vi.spyOn(native!, 'write');
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const tx = dgram();
+      const results = Array.from({ length: 64 }, (_, i) =>
+        tx.send(Buffer.from(`m${i}`), { address: name }).then(
+          () => 'sent',
+          (e: AfunixError) => e.code,
+        ),
+      );
+      // send() wrote at once until the queue was full: the last write met EAGAIN.
+      const blocked = write.mock.calls.length;
+      expect(write.mock.results.at(-1)?.value).toBeLessThan(0);
+      // The socket is writable all along (the full queue is the receiver's):
+      // nothing but the retry timer, which has not run, may try again.
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      expect(write.mock.calls.length).toBe(blocked);
+      // The receiver goes away; the timer's retry finds that out for the rest.
+      native!.close(rx);
+      await vi.advanceTimersByTimeAsync(10);
+      const outcomes = await Promise.all(results);
+      expect(outcomes.filter((o) => o === 'sent').length).toBe(blocked - 1);
+      expect(new Set(outcomes.slice(blocked - 1))).toEqual(new Set(['ECONNREFUSED']));
+    } finally {
+      vi.useRealTimers();
+      write.mockRestore();
+    }
   });
 });
 
