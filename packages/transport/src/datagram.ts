@@ -168,26 +168,49 @@ export class UnixDatagram extends EventEmitter {
   }
 
   #onRead(status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined): void {
-    if (bytes !== undefined && chunks) {
-      let offset = 0;
-      for (let i = 0; i < chunks.length; i += 4) {
-        const len = chunks[i] as number;
-        const rawFds = chunks[i + 1] as number[] | null;
-        const fds = rawFds ? new ReceivedFds(rawFds) : null;
-        const addr = chunks[i + 2] as Buffer | null;
-        const cred = chunks[i + 3] as number[] | null;
-        try {
-          this.emit('message', bytes.subarray(offset, offset + len), {
-            address: addr ? decodeAddress(addr) : '',
-            fds,
-            credentials: cred ? { pid: cred[0]!, uid: cred[1]!, gid: cred[2]! } : null,
-          } satisfies DatagramInfo);
-        } finally {
-          fds?.close();
-        }
-        offset += len;
-      }
+    // As node:dgram, whose datagrams each come in a callback of their own:
+    // a listener's exception is uncaught, and the datagrams after it, and
+    // the batch's status, are delivered all the same.
+    const failure = bytes !== undefined && chunks ? this.#emitAll(bytes, chunks) : null;
+    if (!failure) return this.#onStatus(status);
+    try {
+      this.#onStatus(status);
+    } catch (error) {
+      rethrowLater(error);
     }
+    throw failure.error;
+  }
+
+  // Emits every datagram of a batch, each one's fds closed after its event,
+  // whatever its listener does. The first exception a listener threw is
+  // returned for the caller to rethrow; any later one is thrown on its own.
+  #emitAll(bytes: Buffer, chunks: unknown[]): { error: unknown } | null {
+    let failure: { error: unknown } | null = null;
+    let offset = 0;
+    for (let i = 0; i < chunks.length; i += 4) {
+      const len = chunks[i] as number;
+      const rawFds = chunks[i + 1] as number[] | null;
+      const fds = rawFds ? new ReceivedFds(rawFds) : null;
+      const addr = chunks[i + 2] as Buffer | null;
+      const cred = chunks[i + 3] as number[] | null;
+      try {
+        this.emit('message', bytes.subarray(offset, offset + len), {
+          address: addr ? decodeAddress(addr) : '',
+          fds,
+          credentials: cred ? { pid: cred[0]!, uid: cred[1]!, gid: cred[2]! } : null,
+        } satisfies DatagramInfo);
+      } catch (error) {
+        if (failure) rethrowLater(error);
+        else failure = { error };
+      } finally {
+        fds?.close();
+      }
+      offset += len;
+    }
+    return failure;
+  }
+
+  #onStatus(status: number): void {
     if (status === 0 || !this.#handle) return;
     this.emit('error', systemError(status, 'recvmsg'));
     // A datagram socket outlives a bad datagram, or a socket error that the
@@ -195,6 +218,13 @@ export class UnixDatagram extends EventEmitter {
     // reading again would fail again at once, every loop turn.
     if (this.#handle && readsOnAfter(status)) this.#handle.readStart();
   }
+}
+
+// An exception that cannot be the one this call throws: uncaught all the same.
+function rethrowLater(error: unknown): void {
+  process.nextTick(() => {
+    throw error;
+  });
 }
 
 // Errors that a read consumed: one datagram's (too large, its fds lost), or

@@ -17,7 +17,7 @@ import {
   type UnixDatagram,
 } from '../src/index.js';
 import { Kind, native } from '../src/native.js';
-import { pattern, tempDir } from './helpers.js';
+import { nodeChild, pattern, tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 const open: UnixDatagram[] = [];
@@ -141,6 +141,13 @@ describe('datagrams with fds and credentials', () => {
     closeSync(marker);
     await watcherEnded;
     watcher.destroy();
+  });
+
+  it('a listener that throws: the rest of the read batch is still delivered, and no fd leaks', async () => {
+    const child = nodeChild('dgram_throwing_listener.mjs', [unique()]);
+    const report = await child.next<{ seen: string[]; thrown: number; added: number }>();
+    expect(report).toEqual({ seen: ['m0', 'm1', 'm2', 'm3', 'm4'], thrown: 1, added: 0 });
+    expect(await child.exited).toEqual({ code: 0, signal: null });
   });
 
   it('passCredentials attaches the sender pid, uid and gid to every datagram', async () => {
