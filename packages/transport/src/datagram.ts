@@ -73,18 +73,18 @@ export class UnixDatagram extends EventEmitter {
 
   /** Binds a name (a path, '@name', or none for an autobound abstract name). */
   bind(address?: string, options: { mode?: number } = {}): this {
-    this.#bound = bindSafely(this.#fd, Kind.dgram, address, options.mode);
+    this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, options.mode);
     return this;
   }
 
   /** Sets the default destination, and accepts datagrams from it only. */
   connect(address: string): this {
-    check(native!.connect(this.#fd, encodeAddress(address, 'connect')), 'connect', address);
+    check(native!.connect(this.#openFd(), encodeAddress(address, 'connect')), 'connect', address);
     return this;
   }
 
   address(): string {
-    const r = native!.sockName(this.#fd, false);
+    const r = native!.sockName(this.#openFd(), false);
     if (typeof r === 'number') throw systemError(r, 'getsockname');
     return decodeAddress(r);
   }
@@ -134,6 +134,13 @@ export class UnixDatagram extends EventEmitter {
   unref(): this {
     this.#handle?.unref();
     return this;
+  }
+
+  // Once close() has begun the fd number is the kernel's to hand out again:
+  // a call with it could act on some unrelated socket.
+  #openFd(): number {
+    if (!this.#handle) throw afunixError('ERR_SOCKET_CLOSED', 'the datagram socket is closed');
+    return this.#fd;
   }
 
   #flush(): void {

@@ -13,6 +13,7 @@ import {
   type DatagramInfo,
   type DatagramOptions,
   fromFd,
+  socketPair,
   socketPairFds,
   type UnixDatagram,
 } from '../src/index.js';
@@ -253,6 +254,26 @@ describe('a receiver that does not read', () => {
     } finally {
       vi.useRealTimers();
       write.mockRestore();
+    }
+  });
+});
+
+describe('after close()', () => {
+  it('bind(), connect() and address() throw ERR_SOCKET_CLOSED, and leave the socket that reuses the fd number alone', async () => {
+    const peer = dgram().bind(unique());
+    const d = createDatagram();
+    await d.close();
+    // Takes the lowest free fd numbers: the closed socket's among them.
+    const [s1, s2] = socketPair('seqpacket');
+    try {
+      const closed = expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' });
+      expect(() => d.bind(unique())).toThrow(closed);
+      expect(() => d.connect(peer.address())).toThrow(closed);
+      expect(() => d.address()).toThrow(closed);
+      expect([s1.address(), s2.address()]).toEqual(['', '']);
+    } finally {
+      s1.destroy();
+      s2.destroy();
     }
   });
 });
