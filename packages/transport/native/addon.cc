@@ -147,8 +147,12 @@ Napi::Value SocketKind(const Napi::CallbackInfo& info) {
   return Num(info.Env(), SysSocketKind(Int(info, 0)));
 }
 
+// A socket handed in by its number (fromFd, listenFd) becomes a handle's;
+// one that an open handle already owns cannot be taken twice.
 Napi::Value Adopt(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysAdopt(Int(info, 0)));
+  int fd = Int(info, 0);
+  if (EnvState::Get(info.Env())->Owns(fd)) return Num(info.Env(), UV_EEXIST);
+  return Num(info.Env(), SysAdopt(fd));
 }
 
 Napi::Value SetBufferSize(const Napi::CallbackInfo& info) {

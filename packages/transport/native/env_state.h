@@ -69,6 +69,18 @@ struct EnvState {
   // (close()) or taken (claim()). A worker terminated mid-delivery leaves
   // some here, and only this list knows which: see SocketHandle::Settle.
   std::unordered_set<int> in_flight;
+  // fds an open handle of this environment owns, by number: adopting one of
+  // them again (fromFd, listenFd) would let two handles close the same fd.
+  std::vector<bool> owned;
+  void Own(int fd) {
+    if (fd < 0) return;
+    if (static_cast<size_t>(fd) >= owned.size()) owned.resize(static_cast<size_t>(fd) + 1);
+    owned[static_cast<size_t>(fd)] = true;
+  }
+  void Disown(int fd) {
+    if (fd >= 0 && static_cast<size_t>(fd) < owned.size()) owned[static_cast<size_t>(fd)] = false;
+  }
+  bool Owns(int fd) const { return fd >= 0 && static_cast<size_t>(fd) < owned.size() && owned[static_cast<size_t>(fd)]; }
   bool tearing_down = false;
   // Held while sockets close at teardown: Node runs the loop until released.
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;

@@ -149,6 +149,7 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   c->poll.data = c;
   conn_ = c;
   LinkConn(c);
+  state->Own(c->fd);
   // An accepted or received fd is this handle's now: closing it is for
   // close() alone, whatever becomes of the delivery that brought it.
   state->in_flight.erase(c->fd);
@@ -318,6 +319,7 @@ void SocketHandle::BeginClose(Conn* c) {
 
 void SocketHandle::OnClosed(uv_handle_t* handle) {
   Conn* c = static_cast<Conn*>(handle->data);
+  c->state->Disown(c->fd);
   SysClose(c->fd);
   UnlinkConn(c);
   EnvState* state = c->state;

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeAddress } from './address.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { fallbackConnect } from './fallback.js';
-import { Kind, type SocketType, native } from './native.js';
+import { Kind, type NativeBinding, type SocketType, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
 export type ConnectionType = Exclude<SocketType, 'dgram'>;
@@ -124,6 +124,17 @@ export function socketPairFds(type: ConnectionType = 'stream'): [number, number]
 }
 
 /**
+ * Takes a socket handed in by its number (fromFd, listenFd): non-blocking
+ * and close-on-exec from now. One that a socket of this thread already owns
+ * is refused: both would close it, and one would close the other's reuse.
+ */
+export function adoptFd(n: NativeBinding, fd: number): void {
+  const r = n.adopt(fd);
+  if (r === uv.EEXIST) throw afunixError('EEXIST', `fd ${fd} already belongs to a socket of this process`, { fd });
+  check(r, 'fcntl');
+}
+
+/**
  * Adopts an inherited connected socket (e.g. fd 3 set up by a parent). The
  * socket takes ownership of the fd: it is non-blocking and CLOEXEC from now.
  */
@@ -132,6 +143,6 @@ export function fromFd(fd: number, options: UnixSocketOptions = {}): UnixSocket 
   if (!Number.isInteger(fd) || fd < 0) throw invalidArg('fd', 'must be a non-negative integer');
   const kind = check(n.socketKind(fd), 'getsockopt');
   if (kind === Kind.dgram) throw afunixError('EPROTOTYPE', `fd ${fd} is a datagram socket: use the datagram API`);
-  check(n.adopt(fd), 'fcntl');
+  adoptFd(n, fd);
   return new UnixSocket(fd, kind === Kind.seqpacket ? 'seqpacket' : 'stream', options);
 }

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
-import { connectionType, type ConnectionType } from './connect.js';
+import { adoptFd, connectionType, type ConnectionType } from './connect.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { createFallbackServer } from './fallback.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
@@ -87,7 +87,7 @@ export class UnixServer extends EventEmitter {
     if (!n) throw unsupported('listenFd', 'the native addon is not loaded');
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
-    check(n.adopt(fd), 'fcntl');
+    adoptFd(n, fd);
     this.#inheritPassCred(fd);
     this.#start(fd);
     return this;

@@ -254,6 +254,16 @@ describe('when a socket goes away', () => {
     expect(other.address()).toBe('');
   });
 
+  it('fromFd() and listenFd() refuse an fd a socket of this process owns with EEXIST, and the owner keeps it', async () => {
+    const [a, b] = socketPair();
+    sockets.push(a, b);
+    expect(() => fromFd(a.fd)).toThrow(expect.objectContaining({ code: 'EEXIST' }));
+    expect(() => createServer().listenFd(b.fd)).toThrow(expect.objectContaining({ code: 'EEXIST' }));
+    const got = once(b, 'data') as Promise<[Buffer]>;
+    a.write('still mine');
+    expect((await got)[0].toString()).toBe('still mine');
+  });
+
   it('a listener that throws on the read carrying the end still sees the socket end and close', async () => {
     const child = nodeChild('throwing_reader.mjs');
     const seen = [];
