@@ -104,9 +104,57 @@ export function closeAll(fds: Fd[] | null): void {
   if (fds) for (const fd of fds) fd.close();
 }
 
-// Fds inside a result nobody waits for any more must not leak.
-export function releaseFds(value: unknown, depth = 0): void {
-  if (depth > 32 || value === null || typeof value !== 'object') return;
-  if (typeof (value as Fd).take === 'function' && typeof (value as Fd).close === 'function') return (value as Fd).close();
-  for (const v of Object.values(value as object)) releaseFds(v, depth + 1);
+// Levels forEachFd() descends: prepare.ts's MAX_DEPTH, plus the levels an
+// error's data and cause add, with room to spare.
+const MAX_WALK = 256;
+
+/**
+ * Calls `visit` for each Fd inside a value: in arrays, plain objects, Maps
+ * (keys and values), Sets, and errors' `data` and `cause`, wherever the
+ * codec can carry one. Objects seen once are not walked again (a value the
+ * caller built may have cycles), bytes are not walked at all, and the walk
+ * stops where the codec does (MAX_WALK: nothing deeper can travel, and a
+ * deeper walk could overflow the stack in a cleanup path).
+ */
+export function forEachFd(value: unknown, visit: (fd: Fd) => void, seen = new Set<object>(), depth = 0): void {
+  if (value === null || typeof value !== 'object' || seen.has(value) || depth > MAX_WALK) return;
+  if (value instanceof Fd) return visit(value);
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date) return;
+  seen.add(value);
+  if (value instanceof Map) {
+    for (const [k, v] of value) {
+      forEachFd(k, visit, seen, depth + 1);
+      forEachFd(v, visit, seen, depth + 1);
+    }
+  } else if (value instanceof Set) {
+    for (const v of value) forEachFd(v, visit, seen, depth + 1);
+  } else if (value instanceof Error) {
+    const { data, cause } = value as Error & { data?: unknown };
+    forEachFd(data, visit, seen, depth + 1);
+    forEachFd(cause, visit, seen, depth + 1);
+  } else {
+    for (const v of Object.values(value)) forEachFd(v, visit, seen, depth + 1);
+  }
+}
+
+// Fds inside an answer nobody waits for any more must not leak.
+export function releaseFds(value: unknown): void {
+  forEachFd(value, closeFd);
+}
+
+/**
+ * Closes the Fd.transfer() descriptors inside a value that will not be
+ * sent: the caller gave them away, and nobody else will close them.
+ * (Borrowed ones stay open; Fd.close() makes a second close harmless.)
+ */
+export function closeTransfers(value: unknown): void {
+  forEachFd(value, closeIfTransferred);
+}
+
+function closeFd(fd: Fd): void {
+  fd.close();
+}
+
+function closeIfTransferred(fd: Fd): void {
+  if (fd.transfers) fd.close();
 }

@@ -122,15 +122,19 @@ export class OutgoingCalls {
     const pending = this.#pending.get(callId);
     if (!pending) return releaseFds(value);
     this.#settle(callId, pending);
-    if (pending.stream) pending.stream.end(rpcError(RpcCode.NOT_A_STREAM, 'the method returned a value, not a stream'));
-    else pending.resolve(value);
+    if (!pending.stream) return pending.resolve(value);
+    // Nobody will see this value, so nobody will close its fds.
+    releaseFds(value);
+    pending.stream.end(rpcError(RpcCode.NOT_A_STREAM, 'the method returned a value, not a stream'));
   }
 
   onError(callId: number, error: unknown): void {
     const pending = this.#pending.get(callId);
-    if (!pending) return;
+    if (!pending) return releaseFds(error);
     this.#settle(callId, pending);
-    pending.reject(error instanceof Error ? error : rpcError(RpcCode.PROTOCOL_ERROR, 'malformed error from peer'));
+    if (error instanceof Error) return pending.reject(error);
+    releaseFds(error);
+    pending.reject(rpcError(RpcCode.PROTOCOL_ERROR, 'malformed error from peer'));
   }
 
   // An item for a call that was awaited as a promise: the peer streams a

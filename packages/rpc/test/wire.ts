@@ -1,8 +1,10 @@
 // A raw peer on the byte level, for tests that break the protocol on purpose:
 // it sends whatever bytes it is given and collects the frames it gets back.
-import { HEADER_SIZE, encodeHeader } from '@afunix/framing';
-import { type UnixSocket, connect } from '@afunix/transport';
+import { closeSync } from 'node:fs';
+import { type FramedChannel, HEADER_SIZE, encodeHeader } from '@afunix/framing';
+import { type ReceivedFds, type UnixSocket, connect } from '@afunix/transport';
 import { decode, encode, encodeToBuffer } from '../src/codec.js';
+import { releaseFds } from '../src/fd.js';
 import { Msg, PROTOCOL_VERSION } from '../src/protocol.js';
 
 /** One frame around an arbitrary payload. */
@@ -67,4 +69,56 @@ export async function rawPeer(address: string): Promise<RawPeer> {
     send: (bytes) => void socket.write(bytes),
     destroy: () => socket.destroy(),
   };
+}
+
+export interface FramedPeer {
+  channel: FramedChannel;
+  /** The server's hello. */
+  hello: unknown[];
+  /** Resolves with the next decoded message (its fds, if any, closed). */
+  nextMessage(): Promise<unknown[]>;
+  /** Sends a REQUEST (or any message) and resolves with the next message. */
+  call(message: unknown[]): Promise<unknown[]>;
+}
+
+/**
+ * A peer that speaks framing but writes its messages by hand, fds
+ * included: it sends a hello and waits for the server's.
+ */
+export async function framedPeer(channel: FramedChannel, hello: object = { protocol: PROTOCOL_VERSION, streams: [] }): Promise<FramedPeer> {
+  const received: unknown[][] = [];
+  const waiters: Array<(m: unknown[]) => void> = [];
+  channel.on('error', () => {}); // the tests look at what arrives, or does not
+  channel.on('frame', (payload: Buffer, fds: ReceivedFds | null) => {
+    const message = decode(payload, fds ? fds.take() : null, closeQuietly).message as unknown[];
+    releaseFds(message);
+    const waiter = waiters.shift();
+    if (waiter) waiter(message);
+    else received.push(message);
+  });
+  const nextMessage = () =>
+    new Promise<unknown[]>((resolve) => {
+      const m = received.shift();
+      if (m) resolve(m);
+      else waiters.push(resolve);
+    });
+  channel.send(encodeToBuffer([Msg.HELLO, hello]));
+  const serverHello = await nextMessage();
+  return {
+    channel,
+    hello: serverHello,
+    nextMessage,
+    call(message) {
+      channel.send(encode(message).bytes);
+      return nextMessage();
+    },
+  };
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // gone already
+  }
 }
