@@ -1,6 +1,7 @@
 // Streams with credit-based flow control: a producer sends at most
 // STREAM_WINDOW items beyond what the consumer has taken, so a slow consumer
 // never makes the producer buffer without bound.
+import { releaseFds } from './fd.js';
 import { STREAM_WINDOW } from './protocol.js';
 
 /** What the consumer side needs from its connection. */
@@ -27,7 +28,7 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
 
   /** @internal An item arrived. */
   push(item: T): void {
-    if (this.#finished) return;
+    if (this.#finished) return releaseFds(item);
     const waiter = this.#waiter;
     if (waiter) {
       this.#waiter = null;
@@ -77,11 +78,18 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   }
 
   cancel(): void {
+    this.#dropItems();
     if (this.#finished) return;
     this.#finished = true;
-    this.#items = [];
     this.#link.cancel(this.id);
     this.#settleWaiter(null);
+  }
+
+  // Items the consumer will never take: nobody else would close their fds.
+  #dropItems(): void {
+    const items = this.#items;
+    this.#items = [];
+    for (const item of items) releaseFds(item);
   }
 
   [Symbol.asyncIterator](): this {
