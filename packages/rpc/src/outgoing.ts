@@ -161,8 +161,12 @@ export class OutgoingCalls {
     const pending = this.#pending.get(callId);
     if (!pending) return;
     this.#settle(callId, pending);
-    if (pending.stream) pending.stream.end();
-    else pending.resolve(new RpcStream<unknown>(callId, this.#link));
+    if (pending.stream) return pending.stream.end();
+    // A stream we did not know to be one, and it had no items: the caller
+    // awaits a value and gets a stream, already over.
+    const empty = new RpcStream<unknown>(callId, this.#link);
+    empty.end();
+    pending.resolve(empty);
   }
 
   /** The connection is gone: every call fails with `lost`. */
