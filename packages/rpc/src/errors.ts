@@ -57,6 +57,11 @@ export function rpcError(code: string, message: string, data?: unknown): RpcErro
   return new RpcError(message, { code, data });
 }
 
+/** A bad argument or option, as Node's own (and @afunix/transport's) are reported. */
+export function invalidArgValue(name: string, message: string): TypeError & { code: string } {
+  return Object.assign(new TypeError(`The argument '${name}' ${message}`), { code: 'ERR_INVALID_ARG_VALUE' });
+}
+
 /** A call given up by its caller's signal: named AbortError, as Node's own are. */
 export function abortError(reason: unknown): RpcError {
   const err = new RpcError('the call was aborted', { code: RpcCode.ABORTED, cause: reason });

@@ -1,15 +1,19 @@
 // Calls to the peer: the table of those awaiting an answer, their deadlines
 // and abort signals, and the answers (RESULT, ERROR, STREAM_*) that settle them.
 import { prepareValue } from './codec.js';
-import { RpcCode, abortError, rpcError } from './errors.js';
-import { releaseFds } from './fd.js';
+import { RpcCode, abortError, invalidArgValue, rpcError } from './errors.js';
+import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
 import type { MessageSender } from './sender.js';
 import { RpcStream, type StreamLink } from './stream.js';
 
 export interface CallOptions {
   signal?: AbortSignal;
-  /** Milliseconds until the call fails with ETIMEDOUT (and is cancelled on the peer). */
+  /**
+   * Milliseconds until the call fails with ETIMEDOUT (and is cancelled on
+   * the peer); Infinity for none. Anything but a non-negative number fails
+   * the call with ERR_INVALID_ARG_VALUE.
+   */
   timeout?: number;
 }
 
@@ -27,6 +31,9 @@ interface Pending {
 const NO_PENDING: Map<number, Pending> = new Map();
 
 const noop = (): void => {};
+
+// setTimeout's longest delay (2^31-1 ms, about 24.8 days).
+const MAX_DELAY = 2 ** 31 - 1;
 
 /** The connection, as its calls see it. */
 export interface CallerLink extends StreamLink {
@@ -70,29 +77,64 @@ export class OutgoingCalls {
     reject: Pending['reject'],
     stream: Pending['stream'],
   ): void {
-    if (this.#link.closed) return reject(rpcError(RpcCode.CONNECTION_CLOSED, `cannot call ${method}: the connection is closed`));
-    const signal = options?.signal ?? null;
-    if (signal?.aborted) return reject(abortError(signal.reason));
-    const id = this.#nextId++;
-    try {
-      this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
-    } catch (err) {
-      return reject(err as Error);
+    const refused = this.#refusal(method, options);
+    if (refused) {
+      closeTransfers(args); // given away with a call that never leaves
+      return reject(refused);
     }
-    this.started++;
+    const id = this.#nextId++;
+    const signal = options?.signal ?? null;
     // Every field spelled out: a spread here made each call's record a
     // slow dictionary-mode object (17% of a pipelined call's CPU).
     const pending: Pending = { resolve, reject, stream, timer: null, signal, onAbort: null };
+    // Pending before it is sent: a send that cuts the connection off (a
+    // burst past maxOutboundBytes) fails every pending call, this one too.
     if (this.#pending === NO_PENDING) this.#pending = new Map();
     this.#pending.set(id, pending);
-    if (options?.timeout !== undefined) {
-      pending.timer = setTimeout(() => this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${options.timeout} ms`)), options.timeout);
-      pending.timer.unref();
+    try {
+      this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
+    } catch (err) {
+      closeTransfers(args);
+      return this.#fail(id, err as Error);
     }
+    this.started++;
+    if (!this.#pending.has(id)) return; // failed by the send itself
+    if (options?.timeout !== undefined && options.timeout !== Infinity) this.#armDeadline(id, pending, method, options.timeout, options.timeout);
     if (signal) {
       pending.onAbort = () => this.#abandon(id, abortError(signal.reason));
       signal.addEventListener('abort', pending.onAbort, { once: true });
     }
+  }
+
+  // Why a call cannot start at all, or null.
+  #refusal(method: string, options: CallOptions | undefined): Error | null {
+    if (this.#link.closed) return rpcError(RpcCode.CONNECTION_CLOSED, `cannot call ${method}: the connection is closed`);
+    const timeout = options?.timeout;
+    if (timeout !== undefined && !(typeof timeout === 'number' && timeout >= 0)) {
+      const shown = typeof timeout === 'number' ? String(timeout) : `a ${typeof timeout}`;
+      return invalidArgValue('options.timeout', `must be a non-negative number of milliseconds, or Infinity for none; received ${shown}`);
+    }
+    if (options?.signal?.aborted) return abortError(options.signal.reason);
+    return null;
+  }
+
+  // setTimeout() fires at once for a delay past MAX_DELAY: a longer
+  // deadline is waited for in steps.
+  #armDeadline(id: number, pending: Pending, method: string, timeout: number, left: number): void {
+    const delay = Math.min(left, MAX_DELAY);
+    pending.timer = setTimeout(() => {
+      if (left > delay) this.#armDeadline(id, pending, method, timeout, left - delay);
+      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`));
+    }, delay);
+    pending.timer.unref();
+  }
+
+  // A call that failed locally before the peer heard of it.
+  #fail(id: number, err: Error): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#settle(id, pending);
+    pending.reject(err);
   }
 
   /** The consumer of a stream stopped: forget the call, tell the peer. */

@@ -2,7 +2,7 @@
 // promise (or stream) comes to an end, never a hang.
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RpcStream, connect, createServer } from '../src/index.js';
+import { RpcCode, RpcStream, connect, createServer } from '../src/index.js';
 
 // A hang shows up as this test timing out: a liveness bound, not speed.
 const HANG = 5_000;
@@ -42,5 +42,91 @@ describe('a stream the caller did not know to be one', () => {
 
   it('empty: the awaited value is a stream that ends at once', { timeout: HANG }, async () => {
     expect(await collect(0)).toEqual([]);
+  });
+});
+
+interface Sizes {
+  methods: {
+    size(b: Buffer): number;
+    slow(ms: number): string;
+  };
+}
+
+async function sizes(): Promise<{ client: Awaited<ReturnType<typeof connect<Sizes>>>; close(): Promise<void> }> {
+  const server = createServer<Sizes>({
+    service: 'sizes',
+    handlers: {
+      size: (b) => b.length,
+      slow: async (ms) => {
+        await new Promise((r) => setTimeout(r, ms));
+        return 'done';
+      },
+    },
+  });
+  const [a, b] = socketPair();
+  void server.serve(a);
+  const client = await connect<Sizes>(b);
+  return {
+    client,
+    async close() {
+      await client.$close();
+      await server.close({ timeout: 100 });
+    },
+  };
+}
+
+describe('a burst of calls past maxOutboundBytes', () => {
+  it('fails every call, the one whose send cut the connection off included', { timeout: HANG }, async () => {
+    const { client, close } = await sizes();
+    try {
+      // 40 MiB queued at once, over the 32 MiB a connection may hold for its peer.
+      const calls = Array.from({ length: 40 }, () => client.size(Buffer.alloc(1 << 20)));
+      const outcomes = await Promise.allSettled(calls);
+      const codes = outcomes.map((o) => (o.status === 'rejected' ? (o.reason as { code?: string }).code : 'ok'));
+      expect(codes).toContain(RpcCode.CONNECTION_CLOSED);
+      expect(codes.every((c) => c === 'ok' || c === RpcCode.CONNECTION_CLOSED)).toBe(true);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('a call timeout', () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  afterAll(() => void process.off('warning', onWarning));
+
+  it('longer than setTimeout can wait (30 days) is a deadline far away, not 1 ms', { timeout: HANG }, async () => {
+    const { client, close } = await sizes();
+    try {
+      expect(await client.$with({ timeout: 30 * 24 * 3600 * 1000 }).slow(50)).toBe('done');
+      expect(warnings).not.toContain('TimeoutOverflowWarning');
+    } finally {
+      await close();
+    }
+  });
+
+  it('Infinity means no deadline', { timeout: HANG }, async () => {
+    const { client, close } = await sizes();
+    try {
+      expect(await client.$with({ timeout: Infinity }).slow(50)).toBe('done');
+      expect(warnings).not.toContain('TimeoutOverflowWarning');
+    } finally {
+      await close();
+    }
+  });
+
+  it.each([[-1], [Number.NaN], [-Infinity], ['100']])('%s fails the call with ERR_INVALID_ARG_VALUE', { timeout: HANG }, async (timeout) => {
+    const { client, close } = await sizes();
+    try {
+      await expect(client.$with({ timeout: timeout as number }).slow(50)).rejects.toMatchObject({
+        code: 'ERR_INVALID_ARG_VALUE',
+        message: expect.stringContaining('timeout'),
+      });
+      expect(await client.slow(0)).toBe('done'); // the connection carries on
+    } finally {
+      await close();
+    }
   });
 });
