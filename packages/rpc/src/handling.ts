@@ -4,7 +4,7 @@
 import { debuglog } from 'node:util';
 import { prepareValue } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
-import { type Fd, closeAll } from './fd.js';
+import { type Fd, closeAll, closeTransfers } from './fd.js';
 import { IncomingCall, type Handler, type Interceptor } from './incoming.js';
 import { Msg } from './protocol.js';
 import type { MessageSender } from './sender.js';
@@ -153,17 +153,25 @@ export class IncomingCalls {
     if (!answer) {
       this.#notifications.delete(call);
       if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
-      return;
+      return closeTransfers(value); // a notification's answer goes nowhere
     }
     this.#forget(call.id);
-    if (call.cancelled || this.#connection.closed) return;
+    if (!this.#answering(call)) return closeTransfers(value);
     this.#reply(call.id, kind, value);
+  }
+
+  // Whether the caller still waits for an answer to this call.
+  #answering(call: IncomingCall): boolean {
+    return !call.cancelled && !this.#connection.closed;
   }
 
   #reply(callId: number, kind: number, value: unknown): void {
     try {
       this.#sender.sendMessage(kind, callId, null, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result'));
     } catch (err) {
+      // (The sender closes what it was handed; a value refused before it
+      // got there still holds its own.)
+      closeTransfers(value);
       if (err instanceof RpcError && err.code === RpcCode.CONNECTION_CLOSED) return;
       // The answer could not travel (unencodable, too large, too many fds):
       // the caller still gets one that says why, or it would wait forever.
@@ -187,29 +195,77 @@ export class IncomingCalls {
   async #produce(call: IncomingCall, iterable: AsyncIterable<unknown>, fds: Fd[] | null): Promise<void> {
     const credit = (call.credit = new Credit());
     const iterator = iterable[Symbol.asyncIterator]();
-    const connection = this.#connection;
     call.onCancel = () => credit.interrupt();
+    // Why the iterator, still suspended at a yield, must be stopped; null
+    // once it is done.
+    let stop: unknown = null;
     try {
-      for (;;) {
-        await credit.wait();
-        if (call.cancelled || connection.closed) break;
-        const step = await iterator.next();
-        if (step.done || call.cancelled || connection.closed) break;
-        credit.spend();
-        if (!this.#sender.sendMessage(Msg.STREAM_ITEM, call.id, null, prepareValue(step.value, 'item'))) await this.#sender.drained();
+      if (await this.#pump(call, iterator, credit)) {
+        if (this.#answering(call)) this.#sender.send([Msg.STREAM_END, call.id]);
+      } else {
+        stop = STOPPED;
       }
-      if (!call.cancelled && !connection.closed) this.#sender.send([Msg.STREAM_END, call.id]);
     } catch (err) {
-      if (!call.cancelled && !connection.closed) this.#reply(call.id, Msg.ERROR, err);
+      // The iterator threw (it is done then), or an item could not be sent.
+      if (err instanceof ItemNotSent) stop = err.reason;
+      if (this.#answering(call)) this.#reply(call.id, Msg.ERROR, err instanceof ItemNotSent ? err.reason : err);
     } finally {
       this.#forget(call.id);
       closeAll(fds);
-      if (call.cancelled || connection.closed) await iterator.return?.().catch(() => {});
+    }
+    if (stop !== null) await stopProducer(call, iterator, stop);
+  }
+
+  // Items, as credit allows. Resolves true once the iterator is done, false
+  // if the call ended first; throws what the iterator threw, or ItemNotSent.
+  async #pump(call: IncomingCall, iterator: AsyncIterator<unknown>, credit: Credit): Promise<boolean> {
+    for (;;) {
+      await credit.wait();
+      if (!this.#answering(call)) return false;
+      const step = await iterator.next();
+      if (step.done) return true;
+      if (!this.#answering(call)) {
+        closeTransfers(step.value); // produced for nobody
+        return false;
+      }
+      credit.spend();
+      if (!this.#sendItem(call.id, step.value)) await this.#sender.drained();
+    }
+  }
+
+  #sendItem(callId: number, item: unknown): boolean {
+    try {
+      return this.#sender.sendMessage(Msg.STREAM_ITEM, callId, null, prepareValue(item, 'item'));
+    } catch (err) {
+      closeTransfers(item);
+      throw new ItemNotSent(err);
     }
   }
 
   #forget(callId: number): void {
     this.#incoming.delete(callId);
     if (this.draining && this.#incoming.size === 0) this.#connection.emit('idle');
+  }
+}
+
+// A stream item that could not be sent (unencodable, too large): the stream
+// fails with `reason`, and its producer, still at its yield, is stopped.
+class ItemNotSent {
+  constructor(readonly reason: unknown) {}
+}
+
+// The reason a stream stopped by its caller or a lost connection gives: its
+// call was cancelled with the real one already.
+const STOPPED = Symbol('stopped');
+
+// A stream that ends before its iterator did: the handler hears it through
+// ctx.signal (unless that was aborted already), and return() runs its
+// finally blocks.
+async function stopProducer(call: IncomingCall, iterator: AsyncIterator<unknown>, reason: unknown): Promise<void> {
+  call.cancel(reason);
+  try {
+    await iterator.return?.();
+  } catch {
+    // Its own failure to stop has nobody to go to.
   }
 }

@@ -3,7 +3,7 @@
 import { openSync } from 'node:fs';
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Fd, type RpcStream, connect, createServer } from '../src/index.js';
+import { Fd, RpcCode, type RpcStream, connect, createServer } from '../src/index.js';
 import { eventually, openFdCount } from './helpers.js';
 
 interface Files {
@@ -62,5 +62,50 @@ describe('a consumer that breaks out of a stream', () => {
       await takeOneAndBreak(stream);
     }
     await eventually(() => openFdCount() === before, SETTLES);
+  });
+});
+
+interface Awkward {
+  methods: {
+    awkward(kind: 'unencodable' | 'too large'): AsyncIterable<unknown>;
+  };
+}
+
+describe('a stream item that cannot be sent', () => {
+  const stops: Array<{ kind: string; aborted: boolean; reason: unknown }> = [];
+  const server = createServer<Awkward>({
+    service: 'awkward',
+    handlers: {
+      async *awkward(kind, ctx) {
+        try {
+          yield 1;
+          yield kind === 'unencodable' ? { f() {} } : 'x'.repeat(10_000);
+          yield 3;
+        } finally {
+          stops.push({ kind, aborted: ctx.signal.aborted, reason: ctx.signal.reason });
+        }
+      },
+    },
+  });
+  const [a, b] = socketPair();
+  void server.serve(a);
+  const client = connect<Awkward>(b, { maxMessageSize: 4096 });
+  afterAll(async () => {
+    await (await client).$close();
+    await server.close({ timeout: 100 });
+  });
+
+  it.each([
+    ['unencodable', RpcCode.ENCODE_ERROR],
+    ['too large', RpcCode.MESSAGE_TOO_LARGE],
+  ] as const)('%s: the consumer gets %s, the generator is closed and its signal aborted', async (kind, code) => {
+    const items: unknown[] = [];
+    const err = await (async () => {
+      for await (const item of (await client).awkward(kind)) items.push(item);
+    })().catch((e: unknown) => e);
+    expect(items).toEqual([1]);
+    expect(err).toMatchObject({ code });
+    await eventually(() => stops.some((s) => s.kind === kind), SETTLES);
+    expect(stops.find((s) => s.kind === kind)).toMatchObject({ aborted: true, reason: { code } });
   });
 });

@@ -72,3 +72,88 @@ describe('Fd.transfer() in a call that never leaves', () => {
     }
   });
 });
+
+interface Slow {
+  methods: {
+    openLater(ms: number): Fd;
+    openEach(ms: number): AsyncIterable<Fd>;
+  };
+}
+
+// Bound on the wait for fds to be closed: liveness, not speed.
+const SETTLES = 3_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('Fd.transfer() in an answer that never leaves', () => {
+  let returned = 0;
+  let produced = 0;
+  const server = createServer<Slow>({
+    service: 'slow',
+    handlers: {
+      async openLater(ms) {
+        const fd = openNull();
+        await sleep(ms);
+        returned++;
+        return Fd.transfer(fd);
+      },
+      async *openEach(ms) {
+        for (;;) {
+          const fd = openNull();
+          await sleep(ms);
+          produced++;
+          yield Fd.transfer(fd);
+        }
+      },
+    },
+  });
+  afterAll(() => server.close({ timeout: 100 }));
+
+  async function slowClient(): Promise<RpcClient<Slow>> {
+    const [a, b] = socketPair();
+    void server.serve(a);
+    return connect<Slow>(b);
+  }
+
+  it('a result returned after the caller timed out: its fd is closed', async () => {
+    const client = await slowClient();
+    try {
+      const before = openFdCount();
+      const calls = Array.from({ length: 5 }, () => client.$with({ timeout: 1 }).openLater(50));
+      for (const call of calls) await expect(call).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+      await eventually(() => returned === 5);
+      await eventually(() => openFdCount() === before, SETTLES);
+    } finally {
+      returned = 0;
+      await client.$close();
+    }
+  });
+
+  it('a result returned after the caller disconnected: its fd is closed', async () => {
+    const before = openFdCount();
+    for (let i = 0; i < 5; i++) {
+      const client = await slowClient();
+      client.openLater(50).catch(() => {});
+      await client.$close();
+    }
+    await eventually(() => returned === 5);
+    await eventually(() => openFdCount() === before, SETTLES);
+    returned = 0;
+  });
+
+  it('a stream item produced while its consumer broke out: its fd is closed', async () => {
+    const client = await slowClient();
+    try {
+      const before = openFdCount();
+      for (let round = 1; round <= 3; round++) {
+        for await (const fd of client.openEach(20)) {
+          fd.close();
+          break; // the generator is making the next one now
+        }
+        await eventually(() => produced === 2 * round);
+      }
+      await eventually(() => openFdCount() === before, SETTLES);
+    } finally {
+      await client.$close();
+    }
+  });
+});
