@@ -22,6 +22,8 @@ export const RpcCode = {
   PROTOCOL_MISMATCH: 'PROTOCOL_MISMATCH',
   SERVICE_MISMATCH: 'SERVICE_MISMATCH',
   HANDSHAKE_TIMEOUT: 'HANDSHAKE_TIMEOUT',
+  /** A hello announced a maxMessageSize below MIN_MAX_MESSAGE_SIZE: not even an error would fit. */
+  MESSAGE_SIZE_TOO_SMALL: 'MESSAGE_SIZE_TOO_SMALL',
   /** The server's peer policy refused this client. */
   ACCESS_DENIED: 'ACCESS_DENIED',
   /** The server is closing and takes no new calls. */

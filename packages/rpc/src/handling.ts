@@ -37,6 +37,18 @@ function toError(value: unknown): Error {
   return rpcError(RpcCode.INTERNAL, `the handler threw a non-Error: ${String(value)}`);
 }
 
+// The last resort answer: the code and message alone, cut short so that it
+// fits in MIN_MAX_MESSAGE_SIZE (a UTF-16 unit is at most 3 bytes of UTF-8:
+// 3 * (128 + 1000) plus the envelope is well under 4096), the least any
+// peer accepts, so that a caller always hears why.
+const BARE_CODE_UNITS = 128;
+const BARE_MESSAGE_UNITS = 1000;
+
+function bareError(err: RpcError): RpcError {
+  const message = err.message.length > BARE_MESSAGE_UNITS ? `${err.message.slice(0, BARE_MESSAGE_UNITS - 1)}…` : err.message;
+  return rpcError(err.code.slice(0, BARE_CODE_UNITS), message);
+}
+
 export class IncomingCalls {
   readonly #connection: RpcConnection;
   readonly #sender: MessageSender;
@@ -188,7 +200,7 @@ export class IncomingCalls {
       this.#sender.sendMessage(Msg.ERROR, callId, null, why);
     } catch {
       // Not even that (its data cannot travel either): the bare code and message.
-      this.#sender.trySend([Msg.ERROR, callId, rpcError(why.code, why.message)]);
+      this.#sender.trySend([Msg.ERROR, callId, bareError(why)]);
     }
   }
 

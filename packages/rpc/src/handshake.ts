@@ -7,7 +7,7 @@ import { RpcCode, RpcError, rpcError } from './errors.js';
 import { Deadlines } from './deadlines.js';
 import { ownerOf, setOwner } from './owner.js';
 import { receiveLimit } from './limits.js';
-import { type Hello, Msg, PROTOCOL_VERSION } from './protocol.js';
+import { type Hello, MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION } from './protocol.js';
 
 const DEFAULT_TIMEOUT = 10_000;
 
@@ -283,7 +283,17 @@ function mismatch(hello: Hello, service: string): RpcError | null {
   if (hello.service !== undefined && hello.service !== service) {
     return rpcError(RpcCode.SERVICE_MISMATCH, `this is ${JSON.stringify(service)}, not ${JSON.stringify(hello.service)}`);
   }
-  return null;
+  return tooSmall(hello.maxMessageSize);
+}
+
+// A peer that accepts less than the minimum could be sent no answer at all,
+// not even the error saying its answer was too large: refused up front.
+function tooSmall(maxMessageSize: number | undefined): RpcError | null {
+  if (maxMessageSize === undefined || maxMessageSize >= MIN_MAX_MESSAGE_SIZE) return null;
+  return rpcError(
+    RpcCode.MESSAGE_SIZE_TOO_SMALL,
+    `a maxMessageSize of ${maxMessageSize} bytes is below the protocol's minimum of ${MIN_MAX_MESSAGE_SIZE}`,
+  );
 }
 
 export interface ClientHello {

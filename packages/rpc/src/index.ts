@@ -9,7 +9,7 @@ export { type ErrorRecord, RpcCode, RpcError, type RpcErrorOptions } from './err
 export { Fd } from './fd.js';
 export type { CallContext, CallInfo, Interceptor } from './incoming.js';
 export type { PeerPolicy } from './policy.js';
-export { Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
+export { MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
 export { type RpcServerOptions, RpcServer, createServer } from './server.js';
 export { CHANNEL_FD, type Helper, type SpawnHelperOptions, serveParent, spawnHelper } from './spawn.js';
 export { RpcStream } from './stream.js';

@@ -32,6 +32,13 @@ export const Msg = {
   GOODBYE: 12,
 } as const;
 
+/**
+ * The smallest maxMessageSize a peer may announce in its hello: below it
+ * the handshake is refused. An error answer is bounded (handling.ts cuts
+ * the last resort to fit), so every call can always be answered.
+ */
+export const MIN_MAX_MESSAGE_SIZE = 4096;
+
 /** Items a producer may send before the first CREDIT. */
 export const STREAM_WINDOW = 32;
 
