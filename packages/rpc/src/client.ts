@@ -16,7 +16,7 @@ import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import { receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
-import { notifyProxy, remoteProxy } from './proxy.js';
+import { callRemote, notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
 
 const debug = debuglog('afunix');
@@ -222,7 +222,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
     $notify: notifyProxy(current),
     $emit: (name: string, ...args: unknown[]) => current().emitEvent(name, args),
     $close: () => core.close(),
-    $describe: () => current().call(DESCRIBE, []),
+    $describe: () => callRemote(current, DESCRIBE, []),
   };
   return new Proxy(Object.create(null), {
     get(_target, prop) {

@@ -1,6 +1,19 @@
 // The typed remote: `remote.add(1, 2)` becomes conn.call('add', [1, 2]).
 import type { CallOptions, RpcConnection } from './connection.js';
 
+/**
+ * Calls `method` on the connection `conn()` returns. Calls always answer
+ * with a promise (or a stream): even "not connected" arrives as a
+ * rejection, never as a synchronous throw.
+ */
+export function callRemote(conn: () => RpcConnection, method: string, args: unknown[], options?: CallOptions): unknown {
+  try {
+    return conn().call(method, args, options);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
 export function remoteProxy(conn: () => RpcConnection, options?: CallOptions): unknown {
   const methods = new Map<string, (...args: unknown[]) => unknown>();
   return new Proxy(Object.create(null), {
@@ -9,15 +22,7 @@ export function remoteProxy(conn: () => RpcConnection, options?: CallOptions): u
       if (typeof prop !== 'string' || prop === 'then') return undefined;
       let fn = methods.get(prop);
       if (!fn) {
-        // Calls always answer with a promise (or a stream): even "not
-        // connected" arrives as a rejection, never as a synchronous throw.
-        fn = (...args: unknown[]) => {
-          try {
-            return conn().call(prop, args, options);
-          } catch (err) {
-            return Promise.reject(err);
-          }
-        };
+        fn = (...args: unknown[]) => callRemote(conn, prop, args, options);
         methods.set(prop, fn);
       }
       return fn;

@@ -134,6 +134,18 @@ describe('a client that is not connected', () => {
   });
 });
 
+describe('$describe() on a client that is not connected', () => {
+  it('rejects with CONNECTION_CLOSED, as calls do, instead of throwing', async () => {
+    const s = await service('describe-closed');
+    const c = await client(s.address);
+    expect(await c.$describe()).toMatchObject({ service: 'lab' });
+    await c.$close();
+    let described: Promise<unknown> | undefined;
+    expect(() => (described = c.$describe())).not.toThrow();
+    await expect(described).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+  });
+});
+
 interface Closing {
   methods: {
     gated(value: number): number;
