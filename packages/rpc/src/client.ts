@@ -42,6 +42,13 @@ export interface ClientOptions<C extends Contract> {
   reconnect?: boolean | ReconnectOptions;
   maxMessageSize?: number;
   maxInFlight?: number;
+  /**
+   * Bytes queued for the server, not yet taken by the socket, before the
+   * connection is cut off with SLOW_CONSUMER (default 32 MiB). Calls are
+   * queued without waiting, so a burst of large arguments counts in full:
+   * raise this for a client that starts many large calls at once.
+   */
+  maxOutboundBytes?: number;
   exposeStack?: boolean;
   /** Wraps calls the server makes to this client's exposed methods. */
   intercept?: Interceptor;
@@ -139,6 +146,7 @@ class ClientCore<C extends Contract> {
       handlers: handlerMap(this.#options.expose ?? {}),
       exposeStack: this.#options.exposeStack,
       maxInFlight: this.#options.maxInFlight,
+      maxOutboundBytes: this.#options.maxOutboundBytes,
       intercept: this.#options.intercept,
       onEvent: (name: string, args: unknown[]) => this.events.emit(name, ...args),
     };

@@ -1,13 +1,16 @@
 // A client that stops reading while the server emits: the server's queue
 // for it is capped, it is cut off with SLOW_CONSUMER, and others go on.
+// A client's own queue has a cap it can raise.
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RpcCode, type RpcConnection, RpcServer, connect } from '../src/index.js';
 import { eventually, tempDir } from './helpers.js';
 
+const MiB = 1024 * 1024;
+
 interface Feed {
-  methods: { ping(): string };
+  methods: { ping(): string; len(data: Buffer): number };
   events: { chunk(data: Buffer): void };
 }
 
@@ -17,7 +20,7 @@ afterAll(() => tmp.cleanup());
 describe('slow consumers', () => {
   it('cuts off a client that stops reading once its queue passes the cap; others are unaffected', async () => {
     const cap = 4 * 1024 * 1024;
-    const server = new RpcServer<Feed>({ service: 'feed', maxOutboundBytes: cap, handlers: { ping: () => 'pong' } });
+    const server = new RpcServer<Feed>({ service: 'feed', maxOutboundBytes: cap, handlers: { ping: () => 'pong', len: (d) => d.length } });
     const path = join(tmp.dir, 'feed.sock');
     await server.listen(path);
     const stuck = await connect<Feed>(path);
@@ -52,5 +55,21 @@ describe('slow consumers', () => {
     await stuck.$close();
     await closed;
     await server.close();
+  });
+});
+
+describe('a client that starts many large calls at once', () => {
+  it('is not cut off when its maxOutboundBytes allows the burst', async () => {
+    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (d) => d.length } });
+    const path = join(tmp.dir, 'burst.sock');
+    await server.listen(path);
+    // 40 MiB queued at once: over the default cap of 32 MiB, under this one.
+    const c = await connect<Feed>(path, { maxOutboundBytes: 64 * MiB });
+    const lost = new Promise<unknown>((resolve) => c.$lifecycle.once('disconnect', (reason) => resolve({ lost: reason })));
+    const arg = Buffer.alloc(MiB, 1);
+    const calls = Promise.all(Array.from({ length: 40 }, () => c.len(arg)));
+    expect(await Promise.race([calls, lost])).toEqual(Array(40).fill(MiB));
+    await c.$close();
+    await server.close({ timeout: 0 });
   });
 });
