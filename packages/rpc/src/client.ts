@@ -88,34 +88,101 @@ export type RpcClient<C extends Contract> = Remote<MethodsOf<C>> & ClientControl
 
 type Target = string | UnixSocket | Duplex;
 
+type Listener = (...args: any[]) => void;
+
+/**
+ * The client's $events: an emitter whose listeners decide what the client
+ * is subscribed to. It checks after each change to its listeners, however
+ * made (on, once, off, a once listener removing itself, removeAllListeners
+ * with or without a name), whether an event gained its first listener or
+ * lost its last. 'newListener'/'removeListener' hooks on the emitter itself
+ * cannot do that: removeAllListeners() removes the hooks too, and the
+ * subscriptions then stopped following the listeners.
+ */
+class SubscribingEmitter extends EventEmitter {
+  readonly #subscribed = new Set<string>();
+  readonly #changed: (name: string, subscribed: boolean) => void;
+
+  /** `changed` runs when an event gains its first listener (true) or loses its last (false). */
+  constructor(changed: (name: string, subscribed: boolean) => void) {
+    super();
+    this.#changed = changed;
+  }
+
+  /** The events that have listeners. */
+  get subscribed(): ReadonlySet<string> {
+    return this.#subscribed;
+  }
+
+  // EventEmitter's prototype has on === addListener and off ===
+  // removeListener, each pair one function: both names are overridden.
+  override addListener(name: string | symbol, listener: Listener): this {
+    return this.#follow(name, super.addListener(name, listener));
+  }
+
+  override on(name: string | symbol, listener: Listener): this {
+    return this.#follow(name, super.on(name, listener));
+  }
+
+  override prependListener(name: string | symbol, listener: Listener): this {
+    return this.#follow(name, super.prependListener(name, listener));
+  }
+
+  // once() and prependOnceListener() add through on() and prependListener(),
+  // and their wrapper removes itself through removeListener(): all followed.
+
+  override removeListener(name: string | symbol, listener: Listener): this {
+    return this.#follow(name, super.removeListener(name, listener));
+  }
+
+  override off(name: string | symbol, listener: Listener): this {
+    return this.#follow(name, super.off(name, listener));
+  }
+
+  override removeAllListeners(name?: string | symbol): this {
+    // EventEmitter counts its arguments: removeAllListeners(undefined) would
+    // remove the listeners of an event named "undefined".
+    if (name !== undefined) return this.#follow(name, super.removeAllListeners(name));
+    super.removeAllListeners();
+    for (const subscribed of [...this.#subscribed]) this.#follow(subscribed, this);
+    return this;
+  }
+
+  #follow(name: string | symbol, self: this): this {
+    if (!isServerEvent(name)) return self;
+    const wanted = this.listenerCount(name) > 0;
+    if (wanted === this.#subscribed.has(name)) return self;
+    if (wanted) this.#subscribed.add(name);
+    else this.#subscribed.delete(name);
+    this.#changed(name, wanted);
+    return self;
+  }
+}
+
+// EventEmitter's own bookkeeping events are not server events: a listener
+// for 'newListener' must not subscribe to an event of that name.
+function isServerEvent(name: string | symbol): name is string {
+  return typeof name === 'string' && name !== 'newListener' && name !== 'removeListener';
+}
+
 class ClientCore<C extends Contract> {
-  readonly events = new EventEmitter();
+  readonly events = new SubscribingEmitter((name, subscribed) => this.#subscriptionChanged(name, subscribed));
   readonly lifecycle = new EventEmitter();
   conn: RpcConnection | null = null;
   server: Hello = { protocol: 0 };
   #target: Target;
   #options: ClientOptions<C>;
   #closed = false;
-  #subscribed = new Set<string>();
 
   constructor(target: Target, options: ClientOptions<C>) {
     this.#target = target;
     this.#options = options;
-    // Subscriptions follow listeners, and survive reconnects. The emitter's
-    // own bookkeeping events are not server events: adding the
-    // 'removeListener' listener below fires 'newListener' for it, which used
-    // to subscribe every client to an event named "removeListener".
-    const own = (name: unknown) => typeof name !== 'string' || name === 'newListener' || name === 'removeListener';
-    this.events.on('newListener', (name: string) => {
-      if (own(name) || this.events.listenerCount(name) > 0) return;
-      this.#subscribed.add(name);
-      this.conn?.subscribe([name]);
-    });
-    this.events.on('removeListener', (name: string) => {
-      if (own(name) || this.events.listenerCount(name) > 0) return;
-      this.#subscribed.delete(name);
-      this.conn?.unsubscribe([name]);
-    });
+  }
+
+  // Subscriptions follow listeners; a new connection gets them all (#adopt).
+  #subscriptionChanged(name: string, subscribed: boolean): void {
+    if (subscribed) this.conn?.subscribe([name]);
+    else this.conn?.unsubscribe([name]);
   }
 
   current(): RpcConnection {
@@ -155,7 +222,7 @@ class ClientCore<C extends Contract> {
       streams: hello.streams ?? [],
       maxMessage: sendLimit(channel, hello.maxMessageSize),
     });
-    conn.subscribe([...this.#subscribed]);
+    conn.subscribe([...this.events.subscribed]);
     conn.once('close', (reason) => this.#lost(conn, reason));
     return conn;
   }

@@ -75,6 +75,34 @@ describe('events', () => {
     }
   });
 
+  it('keeps subscriptions following the listeners however they are removed', async () => {
+    const c = await connect<Lab>(service.address);
+    try {
+      const ticks: number[] = [];
+      const listen = () => c.$events.on('tick', (n) => ticks.push(n));
+      // publish() answers with the number of subscribers, after sending the
+      // event: the server's count and what arrived, both checked.
+      listen();
+      expect(await c.publish(1)).toBe(1);
+      c.$events.removeAllListeners('tick');
+      expect(await c.publish(2)).toBe(0);
+      listen();
+      expect(await c.publish(3)).toBe(1);
+      c.$events.removeAllListeners();
+      expect(await c.publish(4)).toBe(0);
+      // Listeners added after removeAllListeners() subscribe again.
+      listen();
+      expect(await c.publish(5)).toBe(1);
+      c.$events.removeAllListeners();
+      c.$events.once('tick', (n) => ticks.push(n));
+      expect(await c.publish(6)).toBe(1);
+      expect(await c.publish(7)).toBe(0); // the once listener removed itself
+      expect(ticks).toEqual([1, 3, 5, 6]);
+    } finally {
+      await c.$close();
+    }
+  });
+
   it('carries client events to the server', async () => {
     client.$emit('progress', 42);
     await eventually(async () => (await client.seen()).progress === 42);
