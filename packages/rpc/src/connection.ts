@@ -85,6 +85,12 @@ const CLOSE_GRACE_MS = 2_000;
 // so without a bound its subscriptions would grow with every byte it sends
 // (2 000 000 names took a server from 55 to 213 MiB).
 const MAX_SUBSCRIPTIONS = 4096;
+// The longest event name a peer may subscribe to. The count above bounds
+// the names, not their size: each could be as long as a message (150 names
+// of 1 MiB took a server from 56 to 245 MiB). Event names are identifiers,
+// like method names, and the envelope writes names up to 246 characters
+// itself (envelope.ts); 256 leaves a connection's names at most ~1 MiB.
+const MAX_EVENT_NAME = 256;
 
 export class RpcConnection extends (EventEmitter as new () => TypedEmitter<ConnectionEvents>) implements StreamLink {
   /** The peer's pid/uid/gid, or null over a transport that cannot tell. */
@@ -388,7 +394,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #onSubscribe(names: unknown[]): void {
     if (this.#peerSubscriptions === NO_NAMES) this.#peerSubscriptions = new Set();
     for (const name of names) {
-      this.#peerSubscriptions.add(str(name));
+      this.#peerSubscriptions.add(eventName(name));
       if (this.#peerSubscriptions.size > MAX_SUBSCRIPTIONS) {
         throw rpcError(RpcCode.PROTOCOL_ERROR, `more than ${MAX_SUBSCRIPTIONS} event subscriptions on one connection`);
       }
@@ -416,4 +422,13 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     this.#options.onClose?.(this, reason);
     this.emit('close', reason);
   }
+}
+
+// A name in a SUBSCRIBE: a string of at most MAX_EVENT_NAME characters.
+function eventName(v: unknown): string {
+  const name = str(v);
+  if (name.length > MAX_EVENT_NAME) {
+    throw rpcError(RpcCode.PROTOCOL_ERROR, `an event name of ${name.length} characters (at most ${MAX_EVENT_NAME})`);
+  }
+  return name;
 }

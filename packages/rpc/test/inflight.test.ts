@@ -101,6 +101,38 @@ describe('event subscriptions', () => {
   });
 });
 
+describe('event names in subscriptions', () => {
+  const MAX_EVENT_NAME = 256;
+
+  it(`are at most ${MAX_EVENT_NAME} characters: a longer one is PROTOCOL_ERROR for that connection only`, async () => {
+    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (a, b) => a + b } });
+    const reasons: Array<string | undefined> = [];
+    server.on('disconnect', (_c, reason) => reasons.push((reason as { code?: string } | null)?.code));
+    const open = async () => {
+      const [a, b] = socketPair();
+      const served = server.serve(a);
+      const client = await connect<Gate>(b);
+      return { client, conn: await served };
+    };
+    const fine = await open();
+    const longest = 'n'.repeat(MAX_EVENT_NAME);
+    fine.client.$connection!.subscribe([longest]);
+    expect(await fine.client.add(1, 1)).toBe(2);
+    expect(fine.conn.isSubscribed(longest)).toBe(true);
+
+    const greedy = await open();
+    greedy.client.$connection!.subscribe([`${longest}n`]);
+    await expect(greedy.client.add(1, 1)).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    await eventually(() => reasons.includes(RpcCode.PROTOCOL_ERROR));
+    expect(greedy.conn.closed).toBe(true);
+    expect(greedy.conn.isSubscribed(`${longest}n`)).toBe(false);
+    expect(await fine.client.add(2, 2)).toBe(4);
+    await fine.client.$close();
+    await greedy.client.$close();
+    await server.close({ timeout: 0 });
+  });
+});
+
 describe('a stream producer that ignores credit', () => {
   it('is cut off with PROTOCOL_ERROR once more than the window is waiting to be taken', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'afunix-credit-'));
