@@ -48,6 +48,8 @@ type ServerEvents = {
   disconnect: (conn: RpcConnection, reason: Error | null) => void;
   /** A connection that failed before it was established (refused, bad hello, timeout). */
   handshakeError: (err: Error, peer: Credentials | null) => void;
+  /** publish() could not send `event` to this subscriber (e.g. MESSAGE_TOO_LARGE); the others got it. */
+  publishError: (err: Error, conn: RpcConnection, event: string) => void;
   error: (err: Error) => void;
   close: () => void;
 };
@@ -206,10 +208,26 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     }
   }
 
-  /** Broadcasts an event to every connection that subscribed to it. */
+  /**
+   * Broadcasts an event to every connection that subscribed to it; returns
+   * how many it was sent to. A subscriber that cannot take it (its peer
+   * accepts smaller messages, its connection fails under the send) is
+   * skipped and reported with 'publishError' once the others have it: one
+   * peer must not keep an event from the rest. Arguments that cannot
+   * travel at all (ENCODE_ERROR) are the caller's mistake, and throw.
+   */
   publish<K extends keyof EventsOf<C> & string>(name: K, ...args: EventArgs<EventsOf<C>, K>): number {
     let sent = 0;
-    for (const conn of this.#connections) if (conn.emitEvent(name, args)) sent++;
+    let failed: Array<{ err: Error; conn: RpcConnection }> | null = null;
+    for (const conn of this.#connections) {
+      try {
+        if (conn.emitEvent(name, args)) sent++;
+      } catch (err) {
+        if (isEncodeError(err)) throw err;
+        (failed ??= []).push({ err: err as Error, conn });
+      }
+    }
+    if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
     return sent;
   }
 
@@ -245,6 +263,10 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('connection', conn);
     return conn;
   }
+}
+
+function isEncodeError(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === RpcCode.ENCODE_ERROR;
 }
 
 function peerOf(transport: UnixSocket | Duplex): Credentials | null {
