@@ -8,7 +8,7 @@ import { type Credentials, type ServerOptions as ListenOptions, type UnixServer,
 import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
-import { RpcCode, rpcError } from './errors.js';
+import { RpcCode, type RpcError, rpcError } from './errors.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
@@ -86,6 +86,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #validators: Map<string, Validator>;
   #listeners: UnixServer[] = [];
   #connections = new Set<RpcConnection>();
+  // Channels whose handshake has not ended, each with what reports its
+  // failure: close() refuses them, or they would be adopted after it.
+  #handshakes = new Map<FramedChannel, HandshakeFailed>();
   #closing: Promise<void> | null = null;
   // Shared by every connection: one object per connection cost ~0.4 KB.
   #connectionOptions: ConnectionOptions;
@@ -123,14 +126,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     // Checked here: a bad limit would otherwise fail every connection.
     this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
     this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
-    this.#accepted = (hello, channel) => void this.#adopt(channel, hello);
+    this.#accepted = (hello, channel) => {
+      if (this.#handshakeEnded(channel)) this.#adopt(channel, hello);
+    };
     this.#failed = (err, channel) => {
-      debug('handshake failed: %s', err.message);
-      try {
-        this.emit('handshakeError', err, peerOf(channel.transport));
-      } catch (listenerError) {
-        this.#listenerFailed(listenerError);
-      }
+      if (this.#handshakeEnded(channel)) this.#reportHandshakeError(err, channel);
     };
   }
 
@@ -164,13 +164,32 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     return new Promise((resolve, reject) => {
       this.#serve(
         transport,
-        (hello, channel) => resolve(this.#adopt(channel, hello)),
+        (hello, channel) => {
+          if (this.#handshakeEnded(channel)) resolve(this.#adopt(channel, hello));
+        },
         (err, channel) => {
+          if (!this.#handshakeEnded(channel)) return;
           reject(err);
-          this.#failed(err, channel);
+          this.#reportHandshakeError(err, channel);
         },
       );
     });
+  }
+
+  // True once for each handshake, when it ends: a handshake that close()
+  // refused is ended, and what its first HelloWait reports later (the
+  // channel closing) is not news.
+  #handshakeEnded(channel: FramedChannel): boolean {
+    return this.#handshakes.delete(channel);
+  }
+
+  #reportHandshakeError(err: Error, channel: FramedChannel): void {
+    debug('handshake failed: %s', err.message);
+    try {
+      this.emit('handshakeError', err, peerOf(channel.transport));
+    } catch (listenerError) {
+      this.#listenerFailed(listenerError);
+    }
   }
 
   // A 'handshakeError' listener that throws runs inside a timer, a socket
@@ -197,15 +216,24 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
     const channel = new FramedChannel(transport, this.#framing);
-    const refusal = this.#closing ? rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down') : checkPeer(this.#options.allow, peerOf(transport));
+    const refusal = this.#closing ? shuttingDown() : checkPeer(this.#options.allow, peerOf(transport));
+    this.#handshakes.set(channel, fail);
     try {
       serverHandshake(channel, this.#hello, refusal, ready, fail);
     } catch (err) {
       // Thrown before the handshake began, nothing else would ever close the
       // connection (once it began, its timeout or grace period does).
       if (channel.onFrame === null) channel.destroy();
+      this.#handshakes.delete(channel);
       throw err;
     }
+  }
+
+  // A client whose hello is still awaited gets the answer it would get had
+  // it connected now. Its hello is then never read: the refusal replaces
+  // the handshake's frame handler, as for any refusal.
+  #refuseHandshakes(): void {
+    for (const [channel, fail] of this.#handshakes) serverHandshake(channel, this.#hello, shuttingDown(), neverReady, fail);
   }
 
   /**
@@ -241,6 +269,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   }
 
   async #shutdown(timeout: number): Promise<void> {
+    this.#refuseHandshakes();
     await Promise.all(this.#listeners.map((l) => l.close()));
     for (const conn of this.#connections) conn.drain();
     let timer: NodeJS.Timeout | undefined;
@@ -263,6 +292,14 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('connection', conn);
     return conn;
   }
+}
+
+function shuttingDown(): RpcError {
+  return rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down');
+}
+
+function neverReady(): void {
+  // A refused handshake is never accepted.
 }
 
 function isEncodeError(err: unknown): boolean {

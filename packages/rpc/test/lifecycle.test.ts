@@ -4,10 +4,12 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type CallContext, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
+import { socketPair } from '@afunix/transport';
+import { type CallContext, Msg, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
 import { type Service, eventually, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { cleanUp, runFixture } from './procs.js';
+import { helloFrame, messageFrame, rawPeer } from './wire.js';
 
 const tmp = tempDir();
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -213,5 +215,51 @@ describe('server.close({ timeout })', () => {
     expect(hangAborted).toBe(true);
     expect(server.connections.size).toBe(0);
     expect(existsSync(path)).toBe(false);
+  });
+});
+
+describe('server.close() while a handshake is under way', () => {
+  const closingServer = () =>
+    createServer<Closing>({ service: 'closing', handlers: { gated: (v) => v, hang: () => new Promise<never>(() => {}), add: (a, b) => a + b } });
+
+  it('refuses an accepted connection that has not said hello with SHUTTING_DOWN, and never serves it', async () => {
+    const path = join(tmp.dir, 'closing-handshake.sock');
+    const server = closingServer();
+    cleanups.push(() => server.close({ timeout: 0 }));
+    const listener = await server.listen(path);
+    const adopted: unknown[] = [];
+    const refused: Array<string | undefined> = [];
+    server.on('connection', (conn) => adopted.push(conn));
+    server.on('handshakeError', (err) => refused.push((err as { code?: string }).code));
+    const accepted = once(listener as never, 'connection');
+    const peer = await rawPeer(path);
+    cleanups.push(() => peer.destroy());
+    await accepted; // the server has it, waiting for its hello
+
+    await server.close({ timeout: 0 });
+    peer.send(helloFrame());
+    peer.send(messageFrame([Msg.REQUEST, 1, 'add', [1, 2]]));
+    expect(await peer.nextMessage()).toMatchObject([Msg.HELLO, { error: { code: RpcCode.SHUTTING_DOWN } }]);
+    await peer.closed;
+    expect(peer.received).toEqual([]); // no answer to the call
+    expect(adopted).toEqual([]);
+    expect(refused).toEqual([RpcCode.SHUTTING_DOWN]); // reported once, though the channel closed afterwards
+    expect(server.connections.size).toBe(0);
+  });
+
+  it('rejects serve() of a transport whose hello had not come with SHUTTING_DOWN', async () => {
+    const server = closingServer();
+    const [ours, theirs] = socketPair();
+    let outcome = 'pending';
+    const served = server.serve(ours).then(
+      () => (outcome = 'served'),
+      (err: { code?: string }) => (outcome = err.code ?? 'no code'),
+    );
+    await server.close({ timeout: 0 });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(outcome).toBe(RpcCode.SHUTTING_DOWN);
+    await expect(connect<Closing>(theirs)).rejects.toMatchObject({ code: RpcCode.SHUTTING_DOWN });
+    await served;
+    expect(server.connections.size).toBe(0);
   });
 });
