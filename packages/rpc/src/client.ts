@@ -14,7 +14,7 @@ import { RpcCode, rpcError } from './errors.js';
 import { clientHandshake } from './handshake.js';
 import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
-import { receiveLimit, sendLimit } from './limits.js';
+import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
 import { callRemote, notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
@@ -175,6 +175,7 @@ class ClientCore<C extends Contract> {
   #closed = false;
 
   constructor(target: Target, options: ClientOptions<C>) {
+    checkMaxMessageSize(options.maxMessageSize);
     this.#target = target;
     this.#options = options;
   }

@@ -3,6 +3,17 @@
 // larger than the sender's send buffer or the receiver's maxMessageSize.
 import { type FramedChannel, HEADER_SIZE } from '@afunix/framing';
 import { UnixSocket } from '@afunix/transport';
+import { invalidArgValue } from './errors.js';
+import { MIN_MAX_MESSAGE_SIZE } from './protocol.js';
+
+/**
+ * Refuses a maxMessageSize option below the protocol's minimum at once:
+ * every handshake would be refused for it (MESSAGE_SIZE_TOO_SMALL).
+ */
+export function checkMaxMessageSize(value: number | undefined): void {
+  if (value === undefined || value >= MIN_MAX_MESSAGE_SIZE) return;
+  throw invalidArgValue('maxMessageSize', `must be at least ${MIN_MAX_MESSAGE_SIZE} bytes (the protocol's minimum), received ${String(value)}`);
+}
 
 function packetLimits(channel: FramedChannel): { send: number; receive: number } | null {
   const t = channel.transport;

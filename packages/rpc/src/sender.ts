@@ -107,7 +107,7 @@ export class MessageSender {
     const cap = this.#options.maxOutboundBytes ?? DEFAULT_MAX_OUTBOUND;
     if (queued <= cap) return;
     debug('peer is not reading: %d bytes queued, over the cap of %d', queued, cap);
-    const err = rpcError(RpcCode.SLOW_CONSUMER, `the peer stopped reading: more than ${cap} bytes were waiting for it`);
+    const err = rpcError(RpcCode.SLOW_CONSUMER, `${queued} bytes were waiting for the peer to read, over the cap of ${cap} (maxOutboundBytes)`);
     this.#owner.destroy(err);
   }
 }

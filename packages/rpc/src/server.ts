@@ -12,7 +12,7 @@ import { RpcCode, type RpcError, rpcError } from './errors.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
-import { sendLimit } from './limits.js';
+import { checkMaxMessageSize, sendLimit } from './limits.js';
 import { DESCRIBE, describeService } from './describe.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
@@ -124,6 +124,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       },
     };
     // Checked here: a bad limit would otherwise fail every connection.
+    checkMaxMessageSize(options.maxMessageSize);
     this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
     this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
     this.#accepted = (hello, channel) => {

@@ -67,6 +67,20 @@ describe('the smallest maxMessageSize a peer may announce', () => {
     }
   });
 
+  it('an option below the minimum is refused where it is given, with ERR_INVALID_ARG_VALUE', async () => {
+    const small = { maxMessageSize: MIN_MAX_MESSAGE_SIZE - 1 };
+    expect(() => createServer<Big>({ service: 'big', handlers: { big: () => '', unsendableUnderLongKey: () => 1, ping: () => 1 }, ...small })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+    );
+    const [a, b] = socketPair();
+    try {
+      await expect(connect<Big>(b, small)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  });
+
   describe('a client accepting exactly the minimum', () => {
     const client = (async () => {
       const [a, b] = socketPair();
