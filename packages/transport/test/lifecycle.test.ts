@@ -204,9 +204,9 @@ describe('when a socket goes away', () => {
     a.on('error', () => {});
     const heard: string[] = [];
     const fd = openSync(join(dir.path, 'f'), 'w');
-    a.write(Buffer.alloc(4 << 20), (err) => heard.push(`big ${err?.code ?? 'ok'}`));
+    a.write(Buffer.alloc(4 << 20), (err) => heard.push(`big ${(err as NodeJS.ErrnoException | null | undefined)?.code ?? 'ok'}`));
     a.send(Buffer.from('with an fd'), [fd], () => heard.push('onSent'));
-    a.write(Buffer.from('tail'), (err) => heard.push(`tail ${err?.code ?? 'ok'}`));
+    a.write(Buffer.from('tail'), (err) => heard.push(`tail ${(err as NodeJS.ErrnoException | null | undefined)?.code ?? 'ok'}`));
     await new Promise((r) => setImmediate(r));
     expect(heard).toEqual([]);
     a.destroy();
