@@ -234,7 +234,16 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   // it connected now. Its hello is then never read: the refusal replaces
   // the handshake's frame handler, as for any refusal.
   #refuseHandshakes(): void {
-    for (const [channel, fail] of this.#handshakes) serverHandshake(channel, this.#hello, shuttingDown(), neverReady, fail);
+    for (const [channel, fail] of this.#handshakes) {
+      try {
+        serverHandshake(channel, this.#hello, shuttingDown(), neverReady, fail);
+      } catch (err) {
+        // Its channel failed under the refusal (already ended): it goes, and
+        // the shutdown goes on.
+        debug('a handshake could not be refused: %s', err instanceof Error ? err.message : String(err));
+        channel.destroy();
+      }
+    }
   }
 
   /**

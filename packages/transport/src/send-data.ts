@@ -13,6 +13,11 @@ export interface Attachment {
 }
 const attachments = new WeakMap<object, Attachment>();
 
+// The most pieces one sendmsg takes (IOV_MAX is 1024 on Linux and macOS),
+// with room for the queue to gather a few more writes after them.
+export const MAX_IOV = 1024;
+const MAX_SEND_PIECES = MAX_IOV - 16;
+
 /** The fds and pieces attached to a chunk by prepareSend(), if any. */
 export function attachmentOf(chunk: object): Attachment | undefined {
   return attachments.get(chunk);
@@ -41,6 +46,9 @@ export function sendPieces(type: 'stream' | 'seqpacket', data: Uint8Array | read
   }
   // (A seqpacket message of fds alone still needs a buffer to send.)
   if (pieces.length === 0) pieces.push(Buffer.alloc(0));
+  // More than a sendmsg takes: one copy, rather than a send the kernel
+  // refuses (EINVAL) or a seqpacket message cut in two.
+  if (pieces.length > MAX_SEND_PIECES) pieces = [Buffer.concat(pieces, size)];
   return { pieces, size };
 }
 

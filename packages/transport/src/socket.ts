@@ -197,7 +197,8 @@ export class UnixSocket extends Duplex {
 
   /** @internal The queue has room again after a send() that found it full. */
   queueDrained(): void {
-    this.emit('drain');
+    // A write() that returned false meanwhile gets the Writable's own 'drain'.
+    if (!writableNeedsDrain.call(this)) this.emit('drain');
   }
 
   /**
@@ -253,7 +254,7 @@ export class UnixSocket extends Duplex {
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const handle = this.#handle;
     this.#handle = null;
-    this.#writes.close();
+    this.#writes.close(err);
     debug('socket fd=%d destroy %s', this.#fd, err?.message ?? '');
     if (handle) handle.close(() => this.#closed(err, callback));
     else this.#closed(err, callback);

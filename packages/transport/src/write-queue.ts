@@ -5,7 +5,7 @@
 // backpressure (the Writable's callback is held until there is room).
 import { afunixError, systemError, uv } from './errors.js';
 import { type NativeHandle, native } from './native.js';
-import { attachmentOf } from './send-data.js';
+import { MAX_IOV, attachmentOf } from './send-data.js';
 
 type Callback = (err?: Error | null) => void;
 
@@ -32,7 +32,6 @@ interface Pending {
   onSent: (() => void) | null;
 }
 
-const MAX_IOV = 1024;
 // Messages handed to one writeMessages() call (the addon's kMaxBatchMessages).
 const MAX_BATCH_MESSAGES = 64;
 // A stream write this small is one skb in Linux, taken whole or not at all
@@ -122,7 +121,7 @@ export class WriteQueue {
       this.#push(pieces, size, fds, onSent);
       this.#scheduleFlush();
     }
-    if (this.#queuedBytes < this.#host.writableHighWaterMark) return true;
+    if (this.#hasRoom()) return true;
     this.#drainOwed = true;
     return false;
   }
@@ -148,19 +147,21 @@ export class WriteQueue {
     else this.#shutdown(callback);
   }
 
-  /** The socket is being destroyed: nothing queued will leave. */
-  close(): void {
+  /** The socket is being destroyed (with `err`, if any): nothing queued will leave. */
+  close(err: Error | null): void {
     this.#handle = null;
     for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#finalCallback = null;
     this.#drainOwed = false;
-    // The Writable fails the writes it holds (and so frees the fds of the
-    // send()s among them) only once the write in flight has its callback.
+    // The Writable fails the writes it holds (ERR_STREAM_DESTROYED, which
+    // also frees the fds of the send()s among them) only once the write in
+    // flight has its callback. That one gets the socket's error, if any; a
+    // plain destroy() leaves the stream unerrored, as net's does.
     const held = this.#heldCallback;
     this.#heldCallback = null;
-    held?.(afunixError('ERR_STREAM_DESTROYED', 'the socket was destroyed before this write left'));
+    if (held) held(err);
   }
 
   // A batch is a stretch of code whose writes leave together when it ends:
@@ -285,9 +286,15 @@ export class WriteQueue {
   // `counted`: what the Writable counts of this write until its callback.
   #afterEnqueue(callback: Callback, counted: number): void {
     this.#scheduleFlush();
-    if (this.#queuedBytes < this.#host.writableHighWaterMark) return callback();
+    if (this.#hasRoom()) return callback();
     this.#heldCallback = callback;
     this.#heldSize = counted;
+  }
+
+  // Under the high-water mark; an empty queue has room whatever the mark
+  // (a mark of 0 would otherwise hold every write back for good).
+  #hasRoom(): boolean {
+    return this.#queuedBytes === 0 || this.#queuedBytes < this.#host.writableHighWaterMark;
   }
 
   #scheduleFlush(): void {
@@ -426,15 +433,18 @@ export class WriteQueue {
   }
 
   #releaseCallbacks(): void {
-    const room = this.#queuedBytes < this.#host.writableHighWaterMark;
-    const held = this.#heldCallback;
-    if (held && room) {
-      this.#heldCallback = null;
-      held();
-    }
+    const room = this.#hasRoom();
+    // Before the held callback: while the Writable still owes its own
+    // 'drain' (a write() returned false too), the host leaves it to that one.
     if (this.#drainOwed && room && this.#handle) {
       this.#drainOwed = false;
       this.#host.queueDrained();
+    }
+    const held = this.#heldCallback;
+    // (A 'drain' listener may have filled the queue again.)
+    if (held && this.#hasRoom()) {
+      this.#heldCallback = null;
+      held();
     }
     const final = this.#finalCallback;
     if (final && this.#queue.length === 0) {

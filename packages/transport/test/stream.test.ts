@@ -8,7 +8,7 @@ import { Readable, Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connect, createServer, socketPair, type UnixServer, type UnixSocket } from '../src/index.js';
-import { pattern } from './helpers.js';
+import { pattern, waitFor } from './helpers.js';
 
 let dir: string;
 let server: UnixServer | undefined;
@@ -272,6 +272,47 @@ describe('send() straight to the queue', () => {
     expect(data.length).toBe(all.length);
     expect(data.equals(all)).toBe(true);
     expect(a.bytesWritten).toBe(all.length);
+    a.destroy();
+    b.destroy();
+  });
+
+  it('takes more pieces than one sendmsg can (IOV_MAX), on stream and seqpacket', async () => {
+    for (const type of ['stream', 'seqpacket'] as const) {
+      const [a, b] = socketPair(type);
+      const received: Buffer[] = [];
+      b.setReceiver((data) => void received.push(Buffer.from(data)));
+      const small = Array.from({ length: 2000 }, (_, i) => Buffer.from([i & 0xff]));
+      const large = Array.from({ length: 2000 }, (_, i) => pattern(16, i)); // 32 KB: a send that leaves at once
+      a.send(small);
+      a.send(large);
+      const expected = type === 'stream' ? [Buffer.concat([...small, ...large])] : [Buffer.concat(small), Buffer.concat(large)];
+      await waitFor(
+        () => Buffer.concat(received).length === 2000 + 32_000,
+        () => `${type}: ${Buffer.concat(received).length} bytes`,
+        5000,
+      );
+      expect(a.destroyed, type).toBe(false);
+      if (type === 'stream') expect(Buffer.concat(received).equals(expected[0]!)).toBe(true);
+      else expect(received).toEqual(expected);
+      a.destroy();
+      b.destroy();
+    }
+  });
+
+  it("with a high-water mark of 0, every write and send leaves and 'drain' comes once for each full episode", async () => {
+    const [a, b] = socketPair('stream', { highWaterMark: 0 });
+    const got = collect(b);
+    let drains = 0;
+    a.on('drain', () => drains++);
+    // The send() fills the queue (its 'drain' is owed), then the write()
+    // is held back by the Writable (which owes one too): one 'drain' comes.
+    expect(a.send(Buffer.from('one'))).toBe(false);
+    expect(a.write('two')).toBe(false);
+    await once(a, 'drain');
+    await new Promise((r) => setImmediate(r));
+    expect(drains).toBe(1);
+    a.end();
+    expect((await got).toString()).toBe('onetwo');
     a.destroy();
     b.destroy();
   });
