@@ -139,7 +139,7 @@ export function forEachFd(value: unknown, visit: (fd: Fd) => void, seen = new Se
 
 // Fds inside an answer nobody waits for any more must not leak.
 export function releaseFds(value: unknown): void {
-  forEachFd(value, closeFd);
+  if (value !== null && typeof value === 'object') forEachFd(value, closeFd);
 }
 
 /**
@@ -148,7 +148,8 @@ export function releaseFds(value: unknown): void {
  * (Borrowed ones stay open; Fd.close() makes a second close harmless.)
  */
 export function closeTransfers(value: unknown): void {
-  forEachFd(value, closeIfTransferred);
+  // (Most answers are no objects: no walk, and no Set made for one.)
+  if (value !== null && typeof value === 'object') forEachFd(value, closeIfTransferred);
 }
 
 function closeFd(fd: Fd): void {

@@ -6,7 +6,7 @@ import type { FramedChannel } from '@afunix/framing';
 import { type Encoded, encode } from './codec.js';
 import { encodeMessage } from './envelope.js';
 import { RpcCode, rpcError } from './errors.js';
-import type { Fd } from './fd.js';
+import { closeAll } from './fd.js';
 
 const debug = debuglog('afunix');
 
@@ -23,10 +23,6 @@ export interface SenderOwner {
   readonly closed: boolean;
   /** Cuts the connection off (a peer that stopped reading). */
   destroy(err: Error): void;
-}
-
-function closeTransfers(transfers: Fd[]): void {
-  for (const fd of transfers) fd.close();
 }
 
 export class MessageSender {
@@ -55,7 +51,7 @@ export class MessageSender {
 
   #sendEncoded(encoded: Encoded): boolean {
     const { bytes, length, fds, transfers } = encoded;
-    const release = transfers ? () => closeTransfers(transfers) : undefined;
+    const release = transfers ? () => closeAll(transfers) : undefined;
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
       release?.();
