@@ -25,7 +25,10 @@ export interface ReconnectOptions {
   /** First delay in ms (default 100), doubled each attempt up to maxDelay (default 5000). */
   initialDelay?: number;
   maxDelay?: number;
-  /** Give up after this many attempts in a row (default: never). */
+  /**
+   * Give up after this many attempts in a row (default: never). A connection
+   * that drops within maxDelay of its handshake does not end the row.
+   */
   maxAttempts?: number;
 }
 
@@ -173,6 +176,14 @@ class ClientCore<C extends Contract> {
   #target: Target;
   #options: ClientOptions<C>;
   #closed = false;
+  // The channel of a handshake under way: close() ends it, or a reconnect
+  // that close() overtook would bring the connection back.
+  #opening: FramedChannel | null = null;
+  // Reconnecting: the attempts in a row and the next delay. A connection
+  // that drops soon after each handshake continues the same count.
+  #attempt = 0;
+  #delay = 0;
+  #upSince = 0;
 
   constructor(target: Target, options: ClientOptions<C>) {
     checkMaxMessageSize(options.maxMessageSize);
@@ -193,20 +204,31 @@ class ClientCore<C extends Contract> {
 
   async open(transport?: UnixSocket | Duplex): Promise<void> {
     const t = transport ?? (await this.#dial());
+    if (this.#closed) {
+      t.destroy();
+      throw rpcError(RpcCode.CONNECTION_CLOSED, 'the client is closed');
+    }
     const channel = new FramedChannel(t, { maxFrameSize: this.#options.maxMessageSize });
     const peer = t instanceof UnixSocket ? safePeer(t) : null;
     const expose = this.#options.expose ?? {};
-    this.conn = await new Promise<RpcConnection>((resolve, reject) => {
-      clientHandshake(
-        channel,
-        { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: receiveLimit(channel), timeout: this.#options.timeout },
-        (hello) => {
-          this.server = hello;
-          resolve(this.#adopt(channel, peer, hello));
-        },
-        reject,
-      );
-    });
+    this.#opening = channel;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        clientHandshake(
+          channel,
+          { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: receiveLimit(channel), timeout: this.#options.timeout },
+          (hello) => {
+            this.server = hello;
+            this.conn = this.#adopt(channel, peer, hello);
+            this.#upSince = Date.now();
+            resolve();
+          },
+          reject,
+        );
+      });
+    } finally {
+      if (this.#opening === channel) this.#opening = null;
+    }
   }
 
   #adopt(channel: FramedChannel, peer: Credentials | null, hello: Hello): RpcConnection {
@@ -244,20 +266,30 @@ class ClientCore<C extends Contract> {
 
   async #reconnect(): Promise<void> {
     const r = typeof this.#options.reconnect === 'object' ? this.#options.reconnect : {};
-    let delay = r.initialDelay ?? 100;
-    for (let attempt = 1; !this.#closed; attempt++) {
-      await sleep(delay, undefined, { ref: false });
+    const maxDelay = r.maxDelay ?? 5_000;
+    // Only a connection that stayed up longer than the longest delay starts
+    // the count again: one dropped at once after each handshake would
+    // otherwise be retried every initialDelay, for ever.
+    if (this.#attempt === 0 || Date.now() - this.#upSince > maxDelay) {
+      this.#attempt = 0;
+      this.#delay = r.initialDelay ?? 100;
+    }
+    while (!this.#closed) {
+      if (r.maxAttempts !== undefined && this.#attempt >= r.maxAttempts) return this.#finish();
+      const attempt = ++this.#attempt;
+      await sleep(this.#delay, undefined, { ref: false });
+      this.#delay = Math.min(this.#delay * 2, maxDelay);
       if (this.#closed) return;
       try {
         await this.open();
-        debug('reconnected to %s after %d attempt(s)', String(this.#target), attempt);
-        this.lifecycle.emit('reconnect');
-        return;
       } catch (err) {
         debug('reconnect attempt %d failed: %s', attempt, (err as Error).message);
-        if (r.maxAttempts !== undefined && attempt >= r.maxAttempts) return this.#finish();
-        delay = Math.min(delay * 2, r.maxDelay ?? 5_000);
+        continue;
       }
+      if (this.#closed) return; // close() got the connection first
+      debug('reconnected to %s after %d attempt(s)', String(this.#target), attempt);
+      this.lifecycle.emit('reconnect');
+      return;
     }
   }
 
@@ -270,6 +302,8 @@ class ClientCore<C extends Contract> {
   async close(): Promise<void> {
     const conn = this.conn;
     this.#closed = true;
+    // A handshake under way (a reconnect) fails, and brings nothing back.
+    this.#opening?.destroy();
     if (conn && !conn.channel.closed) {
       const closed = new Promise((resolve) => conn.channel.once('close', resolve));
       conn.close();

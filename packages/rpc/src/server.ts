@@ -142,21 +142,34 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   /** Listens on a path or '@abstract' name; `mode` locks the file down before anyone can connect. */
   async listen(address?: string, options: ListenOptions = {}): Promise<UnixServer> {
-    // transport's createServer: without the native addon, a server on Node's net.
-    const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
-    listener.on('error', (err: Error) => this.emit('error', err));
+    const listener = this.#listener(options);
     await listener.listen(address);
+    // close() began while the socket was being bound: it closed the
+    // listeners it knew of, not this one.
+    if (this.#closing) {
+      await listener.close();
+      throw serverClosed();
+    }
     this.#listeners.push(listener);
     return listener;
   }
 
   /** Serves on a listening fd handed over by systemd or a parent. */
   listenFd(fd: number, options: ListenOptions = {}): UnixServer {
-    const listener = createListener(options);
-    listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
+    const listener = this.#listener(options);
     listener.listenFd(fd);
     this.#listeners.push(listener);
+    return listener;
+  }
+
+  // transport's createServer (without the native addon, a server on Node's
+  // net), with its connections and its errors ours. A closed server takes no
+  // new listeners: nothing would ever close them.
+  #listener(options: ListenOptions): UnixServer {
+    if (this.#closing) throw serverClosed();
+    const listener = createListener(options);
+    listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
+    listener.on('error', (err: Error) => this.emit('error', err));
     return listener;
   }
 
@@ -302,6 +315,10 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('connection', conn);
     return conn;
   }
+}
+
+function serverClosed(): RpcError {
+  return rpcError(RpcCode.SHUTTING_DOWN, 'the server is closed: it takes no new listeners');
 }
 
 function shuttingDown(): RpcError {

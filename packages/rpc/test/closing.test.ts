@@ -1,0 +1,86 @@
+// Closing and reconnecting, where a late step could undo an earlier one: a
+// reconnect that finishes after $close(), a listener added after close(),
+// a server that drops every connection as soon as it is made.
+import { closeSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { socketPairFds } from '@afunix/transport';
+import { RpcCode, connect, createServer } from '../src/index.js';
+import { tempDir } from './helpers.js';
+
+interface Adder {
+  methods: { add(a: number, b: number): number };
+}
+
+let dir: ReturnType<typeof tempDir>;
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  dir?.cleanup();
+});
+
+function adder() {
+  dir = tempDir();
+  const server = createServer<Adder>({ service: 's', handlers: { add: (a, b) => a + b } });
+  cleanups.push(() => server.close({ timeout: 100 }));
+  return server;
+}
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('closing while reconnecting', () => {
+  it('$close() during a reconnect handshake brings no connection back', async () => {
+    const server = adder();
+    const listener = await server.listen(join(dir.dir, 'r.sock'));
+    const client = await connect<Adder>(join(dir.dir, 'r.sock'), { service: 's', reconnect: { initialDelay: 10 } });
+    let reconnected = 0;
+    client.$lifecycle.on('reconnect', () => reconnected++);
+    let closing: Promise<void> | null = null;
+    // The next accepted connection is the reconnect: close the client mid-handshake.
+    listener.once('connection', () => void (closing = client.$close()));
+    for (const conn of server.connections) conn.close();
+    while (!closing) await settle(5);
+    await closing;
+    await settle(200);
+    expect(reconnected).toBe(0);
+    expect(client.$connection).toBe(null);
+    expect(server.connections.size).toBe(0);
+    await expect(client.add(1, 2)).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+  });
+
+  it('against a server that drops every connection at once, reconnects back off and stop after maxAttempts', async () => {
+    const server = adder();
+    await server.listen(join(dir.dir, 'flap.sock'));
+    const client = await connect<Adder>(join(dir.dir, 'flap.sock'), { service: 's', reconnect: { initialDelay: 20, maxDelay: 1000, maxAttempts: 3 } });
+    cleanups.push(() => client.$close());
+    server.on('connection', (conn) => conn.close());
+    let reconnects = 0;
+    client.$lifecycle.on('reconnect', () => reconnects++);
+    const gaveUp = new Promise<void>((resolve) => client.$lifecycle.once('close', () => resolve()));
+    for (const conn of server.connections) conn.close();
+    await gaveUp;
+    expect(reconnects).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('a closed server', () => {
+  it('refuses new listeners with SHUTTING_DOWN and leaves none behind', async () => {
+    const server = adder();
+    await server.close();
+    await expect(server.listen(join(dir.dir, 'late.sock'))).rejects.toMatchObject({ code: RpcCode.SHUTTING_DOWN });
+    await expect(connect(join(dir.dir, 'late.sock'), { service: 's' })).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it("listenFd() hands its listener's errors to the server's 'error' listeners", async () => {
+    const server = adder();
+    const errors: Array<{ code?: string }> = [];
+    server.on('error', (err) => errors.push(err as { code?: string }));
+    // A connected socket where a listening one belongs: accept() fails.
+    const [fd, other] = socketPairFds();
+    cleanups.push(() => closeSync(other));
+    server.listenFd(fd);
+    writeSync(other, 'x'); // readable: the server tries to accept
+    while (errors.length === 0) await settle(5);
+    expect(errors[0]).toMatchObject({ code: 'EINVAL' });
+  });
+});
