@@ -11,7 +11,9 @@ type Outcome = StandardSchemaV1.Result<unknown>;
 function invalid(method: string, issues: ReadonlyArray<StandardSchemaV1.Issue>): RpcError {
   const data = issues.map((i) => ({
     message: i.message,
-    path: (i.path ?? []).map((p) => (typeof p === 'object' && p !== null ? (p as StandardSchemaV1.PathSegment).key : p)),
+    // A key may be a symbol (Standard Schema allows it), which neither a
+    // message nor msgpack can hold as such: it travels as its String().
+    path: (i.path ?? []).map((p) => pathKey(typeof p === 'object' && p !== null ? (p as StandardSchemaV1.PathSegment).key : p)),
   }));
   const first = data[0];
   const where = first && first.path.length ? ` at ${first.path.join('.')}` : '';
@@ -19,6 +21,10 @@ function invalid(method: string, issues: ReadonlyArray<StandardSchemaV1.Issue>):
     code: RpcCode.INVALID_ARGUMENTS,
     data: { issues: data },
   });
+}
+
+function pathKey(key: PropertyKey): string | number {
+  return typeof key === 'symbol' ? String(key) : key;
 }
 
 function accept(method: string, outcome: Outcome): unknown[] {

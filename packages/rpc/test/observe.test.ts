@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { type CallInfo, RpcCode, RpcError, RpcServer, connect } from '../src/index.js';
+import { type Validator, validateArgs } from '../src/validation.js';
 import { fixtures, tempDir } from './helpers.js';
 
 interface Users {
@@ -40,6 +41,17 @@ async function start(intercept?: (call: CallInfo, next: () => Promise<unknown>) 
 }
 
 describe('validation', () => {
+  it('an issue whose path holds a symbol is INVALID_ARGUMENTS, the key shown as a string', () => {
+    const validator = { '~standard': { version: 1, vendor: 'test', validate: () => ({ issues: [{ message: 'bad', path: [Symbol('s')] }] }) } };
+    let thrown: unknown;
+    try {
+      validateArgs(validator as unknown as Validator, 'add', [1]);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toMatchObject({ code: RpcCode.INVALID_ARGUMENTS, message: expect.stringContaining('Symbol(s)'), data: { issues: [{ path: ['Symbol(s)'] }] } });
+  });
+
   it('rejects bad arguments with INVALID_ARGUMENTS and the issues, before the handler runs', async () => {
     const { server, client } = await start();
     try {

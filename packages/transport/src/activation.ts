@@ -6,6 +6,8 @@ import { afunixError } from './errors.js';
 /** The first inherited socket's fd (SD_LISTEN_FDS_START). */
 export const LISTEN_FDS_START = 3;
 
+const DIGITS = /^[0-9]+$/;
+
 export interface ListenFd {
   fd: number;
   /** From LISTEN_FDNAMES (FileDescriptorName= in the .socket unit), or 'unknown'. */
@@ -25,8 +27,10 @@ export function listenFds(env: NodeJS.ProcessEnv = process.env): ListenFd[] {
   delete env.LISTEN_PID;
   delete env.LISTEN_FDS;
   delete env.LISTEN_FDNAMES;
-  if (Number(pid) !== process.pid) return [];
-  const n = Number(count);
+  // Digits only, as sd_listen_fds() reads them: Number() would also take
+  // ' 2', '0x2', '2.0' or '' (as 0).
+  if (!DIGITS.test(pid) || Number(pid) !== process.pid) return [];
+  const n = DIGITS.test(count) ? Number(count) : NaN;
   if (!Number.isInteger(n) || n < 0 || n > 4096) {
     throw afunixError('ERR_AFUNIX_LISTEN_FDS', `LISTEN_FDS must be a small non-negative integer, got ${JSON.stringify(count)}`);
   }

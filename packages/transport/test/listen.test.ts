@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type AfunixError, connect, createServer, type ServerOptions, type UnixServer, type UnixSocket } from '../src/index.js';
+import { type AfunixError, connect, createServer, listenFds, type ServerOptions, type UnixServer, type UnixSocket } from '../src/index.js';
 import { destroyAll, nodeChild, tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -247,5 +247,19 @@ describe('accepting', () => {
     // other four of the batch were closed: 5 client sockets + 1 accepted.
     expect(seen).toEqual({ connections: 1, thrown: 1, added: 6 });
     expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('socket activation', () => {
+  it('reads LISTEN_FDS and LISTEN_PID as digits only, as sd_listen_fds() does', () => {
+    for (const bad of [' 2', '0x2', '2.0', '1e0', '', '-0']) {
+      expect(() => listenFds({ LISTEN_PID: String(process.pid), LISTEN_FDS: bad }), JSON.stringify(bad)).toThrow(
+        expect.objectContaining({ code: 'ERR_AFUNIX_LISTEN_FDS' }),
+      );
+    }
+    for (const pid of [` ${process.pid}`, `${process.pid}.0`, `0x${process.pid.toString(16)}`]) {
+      expect(listenFds({ LISTEN_PID: pid, LISTEN_FDS: '1' }), pid).toEqual([]);
+    }
+    expect(listenFds({ LISTEN_PID: String(process.pid), LISTEN_FDS: '0' })).toEqual([]);
   });
 });
