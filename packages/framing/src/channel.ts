@@ -106,6 +106,9 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   #ended = false;
   #destroyed = false;
   #closeEmitted = false;
+  // The transport closed cleanly while frames it had read were held by
+  // pause(): they are delivered on resume(), and 'close' follows them.
+  #closeOnResume = false;
   #pendingError: Error | null = null;
   #hadError = false;
 
@@ -163,9 +166,9 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     return { framesIn: this.#framesIn, framesOut: this.#framesOut, bytesIn: this.#bytesIn, bytesOut: this.#bytesOut };
   }
 
-  /** True once the channel was destroyed or its transport closed. */
+  /** True once the channel was destroyed or its transport closed (held frames may still be delivered by resume()). */
   get closed(): boolean {
-    return this.#destroyed;
+    return this.#destroyed || this.#closeOnResume;
   }
 
   /**
@@ -177,8 +180,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * channel closed before they could): the sender may then close its copies.
    */
   send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
-    if (this.#destroyed || this.#ended) {
-      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#destroyed ? 'closed' : 'ended'}`);
+    if (this.#destroyed || this.#ended || this.#closeOnResume) {
+      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#ended ? 'ended' : 'closed'}`);
     }
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
     const length = byteLengthOf(pieces);
@@ -249,6 +252,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     this.#paused = false;
     this.#drainBacklog();
     if (this.#paused || this.#destroyed) return;
+    if (this.#closeOnResume) return this.#closeAfterBacklog();
     if (this.#receiver) this.#receiver.resumeReading();
     else this.transport.resume();
     this.#maybeEmitEnd();
@@ -256,7 +260,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Sends what is queued, then half-closes: the peer sees 'end', and we can still receive. */
   end(): void {
-    if (this.#ended || this.#destroyed) return;
+    if (this.#ended || this.#destroyed || this.#closeOnResume) return;
     this.#ended = true;
     this.#writer.flush();
     this.transport.end();
@@ -366,10 +370,24 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   #onTransportClose(): void {
     if (!this.#destroyed) {
+      // Both sides ended while frames read before the end were held: they
+      // are still the user's, delivered on resume(), and 'close' waits.
+      if (this.#backlog && this.#peerEnded) {
+        this.#closeOnResume = true;
+        return;
+      }
       // Closed under us (both sides ended, or destroyed by its owner).
       this.#destroyed = true;
       this.#releaseFds();
     }
+    this.#emitClose();
+  }
+
+  #closeAfterBacklog(): void {
+    this.#closeOnResume = false;
+    this.#maybeEmitEnd();
+    this.#destroyed = true;
+    this.#releaseFds();
     this.#emitClose();
   }
 

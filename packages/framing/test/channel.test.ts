@@ -165,6 +165,34 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect(got).toEqual(['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9', 'end']);
     });
 
+    it('frames held by pause() outlive a clean close of the transport: resume() delivers them, fds too, then end and close', async () => {
+      const start = openFdCount();
+      const [a, b] = pair(type);
+      const got: string[] = [];
+      b.on('frame', (payload: Buffer, fds: ReceivedFds | null) => {
+        got.push(payload.toString() + (fds ? `+${fds.length}fd` : ''));
+        if (got.length === 1) b.pause();
+      });
+      b.on('end', () => got.push('end'));
+      const closed = once(b, 'close');
+      const fd = openSync(join(dir, 'held'), 'w');
+      a.send(Buffer.from('one'));
+      a.send(Buffer.from('two'));
+      a.send(Buffer.from('three'), [fd], () => closeSync(fd));
+      a.end();
+      while (got.length === 0) await delay(5);
+      await delay(20); // the rest is read and held
+      b.end(); // both sides have ended: the transport closes
+      await once(b.transport, 'close');
+      expect(b.closed).toBe(true);
+      expect(got).toEqual(['one']);
+      b.resume();
+      await closed;
+      expect(got).toEqual(['one', 'two', 'three+1fd', 'end']);
+      if (!a.transport.closed) await once(a.transport, 'close');
+      expect(openFdCount()).toBe(start); // both sockets, the sent fd and the received one
+    });
+
     it('keeps each channel to its own limits when channels share resolved ones', async () => {
       const [small, smallPeer] = pair(type, { maxFrameSize: 1000 });
       const [large, largePeer] = pair(type);
