@@ -12,6 +12,8 @@ export const Exit = {
   CONNECTION: 3,
   /** Interrupted by SIGINT/SIGTERM during a call (128 + SIGINT). */
   INTERRUPTED: 130,
+  /** stdout's reader went away (EPIPE): 128 + SIGPIPE, what \`yes | head\` gives. */
+  BROKEN_PIPE: 141,
   /** Something the CLI did not foresee: a bug worth reporting (sysexits' EX_SOFTWARE). */
   INTERNAL: 70,
 } as const;

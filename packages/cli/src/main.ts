@@ -7,7 +7,7 @@ import { info } from './commands/info.js';
 import { ls } from './commands/ls.js';
 import { methods } from './commands/methods.js';
 import { watch } from './commands/watch.js';
-import { CliError, Exit, formatFailure, usageError } from './errors.js';
+import { CliError, Exit, codeOf, formatFailure, messageOf, usageError } from './errors.js';
 
 const commands: readonly Command[] = [info, methods, call, watch, ls];
 
@@ -28,7 +28,9 @@ Run afunix <command> --help for a command's options.
 Exit status: 0 success; 1 the remote method threw; 2 usage (or an
 unusable local file or directory); 3 connection problems (no socket,
 stale, permission denied, not afunix, access denied, timed out, connection
-lost); 130 interrupted; 70 an unexpected failure in afunix itself.
+lost); 130 interrupted; 141 the reader of the output went away (a
+closed pipe, as in afunix ... | head); 70 an unexpected failure in afunix
+itself.
 `;
 }
 
@@ -46,7 +48,22 @@ async function run(argv: string[]): Promise<number> {
   return command.run(rest);
 }
 
+/**
+ * stdout that cannot be written. A reader that went away (\`afunix call s
+ * count 100000 | head -2\`) is how pipelines end: stop at once, quietly, with
+ * the status a process killed by SIGPIPE has (141), as \`yes | head\` does.
+ * Anything else (ENOSPC on a full disk, EIO) is one line on stderr and
+ * status 2, like any local file that cannot be used. Exiting here abandons
+ * whatever runs: a call or a stream ends as the connection closes.
+ */
+function onStdoutError(err: Error): void {
+  if (codeOf(err) === 'EPIPE') process.exit(Exit.BROKEN_PIPE);
+  process.stderr.write(`${formatFailure(new CliError(`cannot write the output: ${messageOf(err)}`, codeOf(err) || 'EIO', Exit.USAGE))}\n`);
+  process.exit(Exit.USAGE);
+}
+
 async function main(): Promise<void> {
+  process.stdout.on('error', onStdoutError);
   let status: number;
   try {
     status = await run(process.argv.slice(2));

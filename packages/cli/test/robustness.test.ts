@@ -1,0 +1,63 @@
+// Defects a review found: output that cannot be written, long timeouts,
+// arguments that cannot travel, keys and numbers that changed on the way,
+// and error lines that were not one line. Real CLI processes, real sockets.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Fixture, afunix, cliMain, oneLineError, outcomeOf, requireBuiltCli, spawnCli, startFixture, tempDir } from './helpers.js';
+
+const tmp = tempDir();
+const sock = join(tmp.dir, 'fixture.sock');
+const running: Fixture[] = [];
+
+async function fixture(script: string, ...args: string[]): Promise<Fixture> {
+  const f = await startFixture(script, args);
+  running.push(f);
+  return f;
+}
+
+beforeAll(async () => {
+  requireBuiltCli();
+  await fixture('service.mjs', sock);
+});
+afterAll(async () => {
+  await Promise.all(running.map((f) => f.stop()));
+  tmp.cleanup();
+});
+
+/** `afunix <args>` with stdout on a file opened for writing (e.g. /dev/full). */
+async function afunixTo(path: string, args: string[]) {
+  const fd = openSync(path, 'w');
+  try {
+    return await outcomeOf(spawnCli(args, { stdio: ['ignore', fd, 'pipe'] }));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe('output that cannot be written', () => {
+  // As a shell runs it: `afunix ... | head -1`, and the status the CLI ended with.
+  const piped = (command: string) =>
+    outcomeOf(spawn('bash', ['-c', `${command} | head -1; echo "status \${PIPESTATUS[0]}"`], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const cli = `'${process.execPath}' '${cliMain}'`;
+
+  it('a reader that goes away (| head) ends the CLI quietly with 141', async () => {
+    const call = await piped(`${cli} call '${sock}' count 1000000`);
+    expect(call.stdout).toBe('{"i":0,"square":0}\nstatus 141\n');
+    expect(call.stderr).toBe('');
+    // watch: the first event fills head, the second finds the pipe closed.
+    const publish = `${cli} call '${sock}' publish '"tick"'`;
+    const watch = await piped(`(sleep 1; ${publish} 1; sleep 0.5; ${publish} 2) >/dev/null & ${cli} watch '${sock}' tick`);
+    expect(watch.stdout).toBe('{"event":"tick","args":[1]}\nstatus 141\n');
+    expect(watch.stderr).toMatch(/^afunix: watching tick on .*\n$/);
+  });
+
+  it('a full disk is one line and exit 2, for results, tables and help alike', async () => {
+    for (const args of [['info', sock], ['call', sock, 'add', '1', '2'], ['--help'], ['methods', sock]]) {
+      const r = await afunixTo('/dev/full', args);
+      expect(r.code).toBe(2);
+      expect(oneLineError(r.stderr)).toMatch(/^afunix: cannot write the output: .* \[ENOSPC\]$/);
+    }
+  });
+});
