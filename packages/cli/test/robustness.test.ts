@@ -61,3 +61,12 @@ describe('output that cannot be written', () => {
     }
   });
 });
+
+describe('call --timeout', () => {
+  it('longer than setTimeout can wait (2^31 - 1 ms) still waits for the call', async () => {
+    const r = await afunix(['call', sock, 'slow', '300', '--timeout', '3000000000']);
+    expect(r.stderr).toBe(''); // no TimeoutOverflowWarning either
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toBe('done');
+  });
+});

@@ -37,6 +37,10 @@ stderr); 2 usage; 3 connection problems (no socket, refused, not afunix,
 access denied, timed out, connection lost); 130 interrupted.
 `;
 
+// setTimeout's largest delay: a longer one fires after 1 ms (with a
+// TimeoutOverflowWarning), so a longer --timeout is waited for in steps.
+const MAX_DELAY = 2 ** 31 - 1;
+
 /** Ends a call early on --timeout or on SIGINT/SIGTERM, and remembers which. */
 class Interruption {
   readonly controller = new AbortController();
@@ -45,9 +49,14 @@ class Interruption {
   #onSignal = () => this.#stop('signal');
 
   constructor(readonly timeout: number | undefined) {
-    if (timeout !== undefined) this.#timer = setTimeout(() => this.#stop('timeout'), timeout);
+    if (timeout !== undefined) this.#arm(timeout);
     process.once('SIGINT', this.#onSignal);
     process.once('SIGTERM', this.#onSignal);
+  }
+
+  #arm(left: number): void {
+    const delay = Math.min(left, MAX_DELAY);
+    this.#timer = setTimeout(() => (left > delay ? this.#arm(left - delay) : this.#stop('timeout')), delay);
   }
 
   #stop(reason: 'timeout' | 'signal'): void {
