@@ -16,6 +16,10 @@ import { Fd } from '@afunix/rpc';
 import { codeOf, usageError } from './errors.js';
 
 const FD_PLACEHOLDER = /^\$fd(\d+)$/;
+// Levels of nesting an argument may have: what @afunix/rpc sends (its
+// MAX_DEPTH, 128, counts the argument list too). Deeper input is refused
+// here, before the recursion below runs out of stack.
+const MAX_NESTING = 127;
 
 function parseToken(token: string, position: number): unknown {
   try {
@@ -35,13 +39,14 @@ class Reviver {
   readonly used = new Set<number>();
   constructor(private readonly fds: readonly Fd[]) {}
 
-  revive(value: unknown): unknown {
+  revive(value: unknown, depth = 0): unknown {
     if (typeof value === 'string') return this.#placeholder(value);
     if (value === null || typeof value !== 'object') return value;
-    if (Array.isArray(value)) return value.map((v) => this.revive(v));
+    if (depth >= MAX_NESTING) throw usageError(`the arguments nest deeper than ${MAX_NESTING} levels, more than can be sent`);
+    if (Array.isArray(value)) return value.map((v) => this.revive(v, depth + 1));
     if (isBase64Marker(value)) return Buffer.from(value.$base64, 'base64');
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = this.revive(v);
+    for (const [k, v] of Object.entries(value)) out[k] = this.revive(v, depth + 1);
     return out;
   }
 

@@ -70,3 +70,25 @@ describe('call --timeout', () => {
     expect(JSON.parse(r.stdout)).toBe('done');
   });
 });
+
+describe('arguments that cannot be sent are a usage error (exit 2)', () => {
+  const nested = (levels: number) => '['.repeat(levels) + ']'.repeat(levels);
+
+  it('too deeply nested: refused before sending, not a stack overflow nor a remote failure', async () => {
+    for (const levels of [129, 2000, 50_000]) {
+      const r = await afunix(['call', sock, 'echo', '1', nested(levels)]);
+      expect(r.code).toBe(2);
+      expect(oneLineError(r.stderr)).toBe('afunix: the arguments nest deeper than 127 levels, more than can be sent [USAGE]');
+    }
+    const deepest = await afunix(['call', sock, 'echo', '1', nested(127)]);
+    expect(deepest.code).toBe(0);
+  });
+
+  it('too large for the server: said locally, not "<method> threw"', async () => {
+    const small = join(tmp.dir, 'small.sock');
+    await fixture('service.mjs', small, JSON.stringify({ maxMessageSize: 4096 }));
+    const r = await afunix(['call', small, 'echo', JSON.stringify('x'.repeat(10_000))]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(/^afunix: arguments cannot be sent: .*more than the peer accepts \(4096\) \[MESSAGE_TOO_LARGE\]$/);
+  });
+});

@@ -94,14 +94,30 @@ function explainCallFailure(err: unknown, method: string, address: string, stop:
   return remoteFailure(err, method);
 }
 
+/** A call that failed before it was sent: why, as a usage error when the arguments cannot travel. */
+async function unsent(pending: unknown): Promise<never> {
+  try {
+    await (pending instanceof RpcStream ? pending[Symbol.asyncIterator]().next() : pending);
+  } catch (err) {
+    const code = codeOf(err);
+    if (code === RpcCode.ENCODE_ERROR || code === RpcCode.MESSAGE_TOO_LARGE) throw new CliError(`arguments cannot be sent: ${messageOf(err)}`, code, Exit.USAGE);
+    throw err;
+  }
+  throw new Error('a call that was not sent did not fail');
+}
+
 async function callOnce(client: RpcClient<Contract>, address: string, method: string, args: unknown[], timeout?: number): Promise<void> {
   const conn = client.$connection;
   if (!conn) throw connectionError(`the connection to ${address} closed before the call`, RpcCode.CONNECTION_CLOSED);
   const stop = new Interruption(timeout);
+  const sentBefore = conn.stats.callsOut;
   try {
     const pending = conn.call(method, args, { signal: stop.controller.signal });
+    // The request never left: what failed is our arguments, not the method.
+    if (conn.stats.callsOut === sentBefore) await unsent(pending);
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
+    if (err instanceof CliError) throw err;
     throw explainCallFailure(err, method, address, stop, client);
   } finally {
     stop.dispose();
