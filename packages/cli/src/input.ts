@@ -46,7 +46,8 @@ class Reviver {
     if (Array.isArray(value)) return value.map((v) => this.revive(v, depth + 1));
     if (isBase64Marker(value)) return Buffer.from(value.$base64, 'base64');
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = this.revive(v, depth + 1);
+    // defineProperty: an assignment to "__proto__" would set the prototype, and the key would be lost.
+    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: this.revive(v, depth + 1), enumerable: true, writable: true, configurable: true });
     return out;
   }
 

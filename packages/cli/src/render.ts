@@ -39,6 +39,14 @@ function fdToJson(fd: Fd): unknown {
   return { $fd: target };
 }
 
+/**
+ * out[key] = value, as an own property even for "__proto__" (an assignment
+ * would set the prototype, and the key would vanish from the output).
+ */
+function setOwn(out: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function errorToJson(err: Error, depth: number): unknown {
   const e = err as Error & { code?: unknown; data?: unknown };
   const out: Record<string, unknown> = { name: e.name, message: e.message };
@@ -51,7 +59,7 @@ function mapToJson(map: Map<unknown, unknown>, depth: number): unknown {
   const keys = [...map.keys()];
   if (keys.every((k) => typeof k === 'string')) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of map) out[k as string] = toJson(v, depth + 1);
+    for (const [k, v] of map) setOwn(out, k as string, toJson(v, depth + 1));
     return out;
   }
   return { $map: [...map].map(([k, v]) => [toJson(k, depth + 1), toJson(v, depth + 1)]) };
@@ -67,7 +75,7 @@ function objectToJson(obj: object, depth: number): unknown {
   if (ArrayBuffer.isView(obj)) return typedArrayToJson(obj);
   if (Array.isArray(obj)) return obj.map((v) => toJson(v, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(obj)) out[k] = toJson(v, depth + 1);
+  for (const [k, v] of Object.entries(obj)) setOwn(out, k, toJson(v, depth + 1));
   return out;
 }
 

@@ -92,3 +92,16 @@ describe('arguments that cannot be sent are a usage error (exit 2)', () => {
     expect(oneLineError(r.stderr)).toMatch(/^afunix: arguments cannot be sent: .*more than the peer accepts \(4096\) \[MESSAGE_TOO_LARGE\]$/);
   });
 });
+
+describe('keys and numbers arrive as written, or not at all', () => {
+  it('a "__proto__" key is kept: in arguments and in printed results', async () => {
+    const sent = await afunix(['call', sock, 'keys', '{"__proto__": {"x": 1}, "a": 2}']);
+    expect(sent.code).toBe(0);
+    // Both keys reach the server (whose msgpack decoder spells the first "__proto_").
+    expect(JSON.parse(sent.stdout)).toHaveLength(2);
+    const printed = await afunix(['call', sock, 'protoMap']);
+    expect(printed.code).toBe(0);
+    expect(printed.stdout).toBe('{\n  "__proto__": 1,\n  "a": 2\n}\n');
+  });
+
+});
