@@ -20,19 +20,43 @@ const FD_PLACEHOLDER = /^\$fd(\d+)$/;
 // MAX_DEPTH, 128, counts the argument list too). Deeper input is refused
 // here, before the recursion below runs out of stack.
 const MAX_NESTING = 127;
+// JSON strings (skipped) and number literals, in valid JSON text.
+const JSON_NUMBERS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const BASE64 = /^(?:[A-Za-z0-9+/]*={0,2}|[A-Za-z0-9_-]*)$/;
+
+/** JSON.parse turns 12345678901234567890 into 12345678901234567000 and 1e400 into Infinity: refuse both. */
+function checkNumbers(token: string, position: number): void {
+  for (const [literal] of token.matchAll(JSON_NUMBERS)) {
+    if (literal.startsWith('"')) continue;
+    const n = Number(literal);
+    if (!Number.isFinite(n)) throw usageError(`argument ${position}: ${literal} is beyond what a number can hold`);
+    if (/^-?\d+$/.test(literal) && !Number.isSafeInteger(n)) {
+      throw usageError(`argument ${position}: ${literal} is beyond Number.MAX_SAFE_INTEGER, where a number no longer holds every integer exactly (it would be sent as ${n}; the CLI cannot send a BigInt; pass it as a string if the method takes one)`);
+    }
+  }
+}
 
 function parseToken(token: string, position: number): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(token);
+    value = JSON.parse(token);
   } catch {
     const hint = /^[\w.-]+$/.test(token) ? ` (a string needs JSON quotes: '"${token}"')` : '';
     throw usageError(`argument ${position} is not JSON: ${token}${hint}`);
   }
+  checkNumbers(token, position);
+  return value;
 }
 
 function isBase64Marker(value: object): value is { $base64: string } {
   const keys = Object.keys(value);
   return keys.length === 1 && keys[0] === '$base64' && typeof (value as { $base64: unknown }).$base64 === 'string';
+}
+
+/** Buffer.from() skips what is not base64 (and gives an empty Buffer for "!!!"): refuse it instead. */
+function base64(text: string): Buffer {
+  if (!BASE64.test(text) || text.replace(/=+$/, '').length % 4 === 1) throw usageError(`{"$base64": ${JSON.stringify(text)}} is not valid base64`);
+  return Buffer.from(text, 'base64');
 }
 
 class Reviver {
@@ -44,7 +68,7 @@ class Reviver {
     if (value === null || typeof value !== 'object') return value;
     if (depth >= MAX_NESTING) throw usageError(`the arguments nest deeper than ${MAX_NESTING} levels, more than can be sent`);
     if (Array.isArray(value)) return value.map((v) => this.revive(v, depth + 1));
-    if (isBase64Marker(value)) return Buffer.from(value.$base64, 'base64');
+    if (isBase64Marker(value)) return base64(value.$base64);
     const out: Record<string, unknown> = {};
     // defineProperty: an assignment to "__proto__" would set the prototype, and the key would be lost.
     for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: this.revive(v, depth + 1), enumerable: true, writable: true, configurable: true });

@@ -104,4 +104,23 @@ describe('keys and numbers arrive as written, or not at all', () => {
     expect(printed.stdout).toBe('{\n  "__proto__": 1,\n  "a": 2\n}\n');
   });
 
+  it.each([
+    ['12345678901234567890', /12345678901234567890 is beyond Number\.MAX_SAFE_INTEGER.*BigInt/],
+    ['[1, -9007199254740993]', /-9007199254740993 is beyond Number\.MAX_SAFE_INTEGER/],
+    ['1e400', /1e400 is beyond what a number can hold/],
+    ['{"n": -1e999}', /-1e999 is beyond what a number can hold/],
+    ['{"$base64": "!!!"}', /\{"\$base64": "!!!"\} is not valid base64/],
+    ['{"$base64": "AAECA"}', /is not valid base64/],
+  ])('%s is refused (exit 2) rather than changed', async (token, message) => {
+    const r = await afunix(['call', sock, 'echo', token]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(message);
+    expect(r.stdout).toBe('');
+  });
+
+  it('what a number holds exactly, numbers inside strings, and valid base64 still pass', async () => {
+    const r = await afunix(['call', sock, 'echo', '[9007199254740991, 1.5e300, "1e400", {"$base64": "aGk"}, {"$base64": "aGk="}]']);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([9007199254740991, 1.5e300, '1e400', { $base64: 'aGk=' }, { $base64: 'aGk=' }]);
+  });
 });
