@@ -51,13 +51,18 @@ export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** A message on one line: line breaks (a remote error's message may have any) shown as \\n and \\r. */
+export function oneLine(text: string): string {
+  return text.replace(/\r/g, '\\r').replace(/\n/g, '\\n').replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+}
+
 /** The line printed for a failure: never a stack trace. */
 export function formatFailure(err: unknown): string {
   if (err instanceof CliError) {
-    const line = `afunix: ${err.message} [${err.code}]`;
+    const line = `afunix: ${oneLine(err.message)} [${oneLine(err.code)}]`;
     return err.detail ? `${line}\n${err.detail}` : line;
   }
   // Something we did not foresee: still one line, with whatever code it has.
   const code = codeOf(err);
-  return `afunix: ${messageOf(err)}${code ? ` [${code}]` : ''}`;
+  return `afunix: ${oneLine(messageOf(err))}${code ? ` [${oneLine(code)}]` : ''}`;
 }

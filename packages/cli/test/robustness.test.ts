@@ -124,3 +124,11 @@ describe('keys and numbers arrive as written, or not at all', () => {
     expect(JSON.parse(r.stdout)).toEqual([9007199254740991, 1.5e300, '1e400', { $base64: 'aGk=' }, { $base64: 'aGk=' }]);
   });
 });
+
+describe('one line per error', () => {
+  it('a remote message with line breaks is printed on one line', async () => {
+    const r = await afunix(['call', sock, 'failLines']);
+    expect(r.code).toBe(1);
+    expect(oneLineError(r.stderr)).toBe('afunix: failLines threw RpcError: first line\\nsecond line\\r\\nthird [E_LINES]');
+  });
+});
