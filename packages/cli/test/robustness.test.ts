@@ -132,3 +132,12 @@ describe('one line per error', () => {
     expect(oneLineError(r.stderr)).toBe('afunix: failLines threw RpcError: first line\\nsecond line\\r\\nthird [E_LINES]');
   });
 });
+
+describe('watch', () => {
+  it.each(['newListener', 'removeListener'])('refuses %s, an EventEmitter name, with a usage error', async (name) => {
+    const r = await afunix(['watch', sock, 'tick', name]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(new RegExp(`cannot watch an event named "${name}": the name is reserved by Node's EventEmitter.*\\[USAGE\\]$`));
+    expect(r.stdout).toBe('');
+  });
+});

@@ -1,7 +1,7 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { describeService, dial, hangUp } from '../dial.js';
-import { Exit, connectionError } from '../errors.js';
+import { Exit, connectionError, usageError } from '../errors.js';
 import { printLine } from '../render.js';
 
 const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>]
@@ -17,6 +17,8 @@ so on stderr ("watching ..."): events published after that line are seen.
 Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
 be made or is lost while watching.
 `;
+
+const RESERVED_EVENTS = ['newListener', 'removeListener'];
 
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
@@ -54,6 +56,11 @@ export const watch: Command = {
     const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, TIMEOUT_OPTION);
     if (wantsHelp) return printHelp(help);
     const [address, ...events] = requirePositionals('watch', positionals, ['socket', 'event'], true);
+    // The CLI listens on an EventEmitter, whose own 'newListener' and
+    // 'removeListener' would print our own subscribing as an event.
+    for (const name of events.filter((e) => RESERVED_EVENTS.includes(e))) {
+      throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(name)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
+    }
     const timeout = timeoutFrom(values);
     const { client } = await dial(address!, timeout);
     // Listening before anything else, so SIGINT during setup also ends cleanly.
