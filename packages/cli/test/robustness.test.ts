@@ -141,3 +141,13 @@ describe('watch', () => {
     expect(r.stdout).toBe('');
   });
 });
+
+describe('ls @', () => {
+  it('lists an abstract name with spaces in full', async () => {
+    const name = `@afunix cli test ${process.pid} with spaces`;
+    await fixture('service.mjs', name);
+    const r = await afunix(['ls', '@', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(JSON.stringify(name));
+  });
+});

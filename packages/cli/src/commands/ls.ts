@@ -59,8 +59,10 @@ function abstractSockets(): string[] {
   }
   const names = new Set<string>();
   for (const line of text.split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    const [flags, path] = [fields[3], fields[7]];
+    // Num RefCount Protocol Flags Type St Inode Path: the path is the rest
+    // of the line, spaces included (an abstract name may have any).
+    const fields = /^\s*(?:\S+\s+){3}(\S+)\s+(?:\S+\s+){2}\S+ (.*)$/.exec(line);
+    const [flags, path] = [fields?.[1], fields?.[2]];
     if (path?.startsWith('@') && flags && (parseInt(flags, 16) & SO_ACCEPTCON) !== 0) names.add(path);
   }
   return [...names].sort();
