@@ -13,7 +13,20 @@ import { SERVICE, defaultSocketPath } from './paths.mjs';
 /** @typedef {import('./contract.js').Config} Config */
 /** @typedef {import('./contract.js').Control} Control */
 
-const { values: options } = parseArgs({ options: { socket: { type: 'string' }, config: { type: 'string' } } });
+// setInterval's longest period: a longer one fires every 1 ms instead.
+const MAX_HEARTBEAT_MS = 2 ** 31 - 1;
+
+/** The command line; a bad one ends the daemon with one line, not a stack. */
+function commandLine() {
+  try {
+    return parseArgs({ options: { socket: { type: 'string' }, config: { type: 'string' } } });
+  } catch (err) {
+    console.error(`${SERVICE}: ${/** @type {Error} */ (err).message.split('\n')[0]} (usage: daemon.mjs [--socket <path>] [--config <file.json>])`);
+    return process.exit(2);
+  }
+}
+
+const { values: options } = commandLine();
 const configFile = options.config ?? null;
 /** @type {Config} */
 const DEFAULTS = { greeting: 'hello', heartbeatMs: 1000 };
@@ -34,8 +47,8 @@ function readConfig() {
     throw new RpcError(`cannot use ${configFile}: ${/** @type {Error} */ (err).message}`, { code: 'E_BAD_CONFIG' });
   }
   const next = { ...DEFAULTS, ...parsed };
-  if (typeof next.greeting !== 'string' || !Number.isInteger(next.heartbeatMs) || next.heartbeatMs < 10) {
-    throw new RpcError(`${configFile} needs a string "greeting" and an integer "heartbeatMs" of at least 10`, { code: 'E_BAD_CONFIG' });
+  if (typeof next.greeting !== 'string' || !Number.isInteger(next.heartbeatMs) || next.heartbeatMs < 10 || next.heartbeatMs > MAX_HEARTBEAT_MS) {
+    throw new RpcError(`${configFile} needs a string "greeting" and an integer "heartbeatMs" from 10 to ${MAX_HEARTBEAT_MS}`, { code: 'E_BAD_CONFIG' });
   }
   return next;
 }

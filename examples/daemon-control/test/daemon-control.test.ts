@@ -148,7 +148,21 @@ describe('daemon.mjs and ctl.mjs', () => {
     writeFileSync(config, JSON.stringify({ greeting: 7 }));
     const r = await run(process.execPath, [here('daemon.mjs'), '--config', config], { env: sessionEnv(freshDir()) });
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`daemon-control: ${config} needs a string "greeting" and an integer "heartbeatMs" of at least 10\n`);
+    expect(r.stderr).toBe(`daemon-control: ${config} needs a string "greeting" and an integer "heartbeatMs" from 10 to 2147483647\n`);
+  });
+
+  it('a heartbeatMs past what setInterval can wait is a broken config, not a 1 ms heartbeat', async () => {
+    const config = join(freshDir(), 'config.json');
+    writeFileSync(config, JSON.stringify({ heartbeatMs: 3_000_000_000 }));
+    const r = await run(process.execPath, [here('daemon.mjs'), '--config', config], { env: sessionEnv(freshDir()) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`daemon-control: ${config} needs a string "greeting" and an integer "heartbeatMs" from 10 to 2147483647\n`);
+  });
+
+  it('an unknown option ends it with one line and exit 2, not a stack trace', async () => {
+    const r = await run(process.execPath, [here('daemon.mjs'), '--bogus'], { env: sessionEnv(freshDir()) });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^daemon-control: Unknown option '--bogus'.*\(usage: daemon\.mjs \[--socket <path>\] \[--config <file\.json>\]\)\n$/);
   });
 
   // Root ignores file modes, so only the peer check stands between root and a
