@@ -6,20 +6,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  type Fixture, NOBODY, afunix, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, startFixture, stderrMatching, tempDir,
+  type Fixture, Fixtures, NOBODY, afunix, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir,
 } from './helpers.js';
 
 const tmp = tempDir();
 const sock = join(tmp.dir, 'fixture.sock');
 const abstract = `@afunix-cli-test-${process.pid}`;
-const running: Fixture[] = [];
+const running = new Fixtures();
 let service: Fixture;
 
-async function fixture(script: string, ...args: string[]): Promise<Fixture> {
-  const f = await startFixture(script, args);
-  running.push(f);
-  return f;
-}
+const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
 
 beforeAll(async () => {
   requireBuiltCli();
@@ -27,7 +23,7 @@ beforeAll(async () => {
   service = await fixture('service.mjs', sock, JSON.stringify({ mode: 0o600 }));
 });
 afterAll(async () => {
-  await Promise.all(running.map((f) => f.stop()));
+  await running.stopAll();
   tmp.cleanup();
 });
 

@@ -69,6 +69,21 @@ export async function startFixture(script: string, args: string[]): Promise<Fixt
   };
 }
 
+/** Fixtures started for a test file, all stopped by stopAll() (its afterAll). */
+export class Fixtures {
+  readonly #running: Fixture[] = [];
+
+  async start(script: string, ...args: string[]): Promise<Fixture> {
+    const f = await startFixture(script, args);
+    this.#running.push(f);
+    return f;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.#running.splice(0).map((f) => f.stop()));
+  }
+}
+
 /** Resolves with the first stderr text matching `pattern` (the child's stderr must be piped). */
 export function stderrMatching(child: ChildProcess, pattern: RegExp, ms = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -5,24 +5,20 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, afunix, cliMain, oneLineError, outcomeOf, requireBuiltCli, spawnCli, startFixture, tempDir } from './helpers.js';
+import { type Fixture, Fixtures, afunix, cliMain, oneLineError, outcomeOf, requireBuiltCli, spawnCli, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 const sock = join(tmp.dir, 'fixture.sock');
-const running: Fixture[] = [];
+const running = new Fixtures();
 
-async function fixture(script: string, ...args: string[]): Promise<Fixture> {
-  const f = await startFixture(script, args);
-  running.push(f);
-  return f;
-}
+const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
 
 beforeAll(async () => {
   requireBuiltCli();
   await fixture('service.mjs', sock);
 });
 afterAll(async () => {
-  await Promise.all(running.map((f) => f.stop()));
+  await running.stopAll();
   tmp.cleanup();
 });
 
