@@ -14,6 +14,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { Fd } from '@afunix/rpc';
 import { codeOf, usageError } from './errors.js';
+import { setOwn } from './render.js';
 
 const FD_PLACEHOLDER = /^\$fd(\d+)$/;
 // Levels of nesting an argument may have: what @afunix/rpc sends (its
@@ -70,8 +71,7 @@ class Reviver {
     if (Array.isArray(value)) return value.map((v) => this.revive(v, depth + 1));
     if (isBase64Marker(value)) return base64(value.$base64);
     const out: Record<string, unknown> = {};
-    // defineProperty: an assignment to "__proto__" would set the prototype, and the key would be lost.
-    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: this.revive(v, depth + 1), enumerable: true, writable: true, configurable: true });
+    for (const [k, v] of Object.entries(value)) setOwn(out, k, this.revive(v, depth + 1));
     return out;
   }
 

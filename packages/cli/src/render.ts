@@ -43,7 +43,7 @@ function fdToJson(fd: Fd): unknown {
  * out[key] = value, as an own property even for "__proto__" (an assignment
  * would set the prototype, and the key would vanish from the output).
  */
-function setOwn(out: Record<string, unknown>, key: string, value: unknown): void {
+export function setOwn(out: Record<string, unknown>, key: string, value: unknown): void {
   Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
 }
 

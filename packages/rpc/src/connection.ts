@@ -14,7 +14,7 @@ import type { Credentials, ReceivedFds } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
 import { NO_ID, readMessage } from './envelope.js';
-import { RpcCode, RpcError, abortError, rpcError } from './errors.js';
+import { RpcCode, RpcError, abortError, invalidArgValue, rpcError } from './errors.js';
 import { type Fd, closeAll, closeFdQuietly } from './fd.js';
 import { count, id, list, str } from './fields.js';
 import { IncomingCalls } from './handling.js';
@@ -116,7 +116,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     // none: a server's connections mostly never get a listener.
     (this as unknown as { _events: unknown })._events = undefined;
     if (ownerOf(channel) instanceof RpcConnection) {
-      throw Object.assign(new TypeError("The argument 'channel' already carries an RpcConnection"), { code: 'ERR_INVALID_ARG_VALUE' });
+      throw invalidArgValue('channel', 'already carries an RpcConnection');
     }
     // The channel listeners below are shared by every connection and find
     // theirs here (see owner.ts).

@@ -4,8 +4,8 @@
 // each handshake was ~0.2 KB of garbage and an async resource per
 // connection.
 
-// setTimeout's largest delay; a longer one would fire at once.
-const MAX_DELAY = 2 ** 31 - 1;
+/** setTimeout's largest delay; a longer one would fire at once. */
+export const MAX_DELAY = 2 ** 31 - 1;
 
 class Queue<T> {
   // Item -> when it is due (performance.now() ms), oldest first.

@@ -1,6 +1,7 @@
 // Calls to the peer: the table of those awaiting an answer, their deadlines
 // and abort signals, and the answers (RESULT, ERROR, STREAM_*) that settle them.
 import { prepareValue } from './codec.js';
+import { MAX_DELAY } from './deadlines.js';
 import { RpcCode, abortError, invalidArgValue, rpcError } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
@@ -31,9 +32,6 @@ interface Pending {
 const NO_PENDING: Map<number, Pending> = new Map();
 
 const noop = (): void => {};
-
-// setTimeout's longest delay (2^31-1 ms, about 24.8 days).
-const MAX_DELAY = 2 ** 31 - 1;
 
 /** The connection, as its calls see it. */
 export interface CallerLink extends StreamLink {

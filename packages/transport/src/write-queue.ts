@@ -113,9 +113,12 @@ export class WriteQueue {
    */
   send(pieces: Uint8Array[], size: number, fds: number[] | null, onSent: (() => void) | null): boolean {
     if (!fds && !onSent && size >= DIRECT_WRITE_MIN && this.#mayWriteNow()) {
-      const sent = this.#sendNow(pieces, size);
-      if (sent === size) return true;
-      this.#push(dropFront(pieces, sent), size - sent, null, null);
+      const sent = this.#sendNow(pieces.length === 1 ? pieces[0]! : pieces);
+      if (sent < 0 || sent === size) return true;
+      // The queue was empty: what the kernel did not take is its head.
+      this.#push(pieces, size, null, null);
+      this.#queuedBytes -= sent;
+      consumePartial(this.#queue[0]!, sent);
       this.#waitWritable();
     } else {
       this.#push(pieces, size, fds, onSent);
@@ -257,26 +260,22 @@ export class WriteQueue {
   // queue entry, no tick of ours, and the Writable learns at once that the
   // chunk is gone. What the kernel does not take is queued as usual.
   #writeNow(chunk: Buffer, callback: Callback): void {
-    const r = native!.write(this.#handle!.id, chunk, null);
-    if (r < 0 && r !== uv.EAGAIN) {
-      this.#host.destroy(systemError(r, 'sendmsg'));
-      return;
-    }
-    const sent = r > 0 ? r : 0;
-    this.#host.bytesWritten += sent;
+    const sent = this.#sendNow(chunk);
+    if (sent < 0) return;
     if (sent === chunk.length) return callback();
     this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
     this.#waitWritable();
     this.#afterEnqueue(callback, chunk.length);
   }
 
-  // A large send() with nothing ahead of it, gathered in one sendmsg now;
-  // returns the bytes the kernel took (the rest is queued by the caller).
-  #sendNow(pieces: Uint8Array[], size: number): number {
-    const r = native!.write(this.#handle!.id, pieces.length === 1 ? pieces[0]! : pieces, null);
+  // One sendmsg now, with nothing queued ahead: returns the bytes the
+  // kernel took (the caller queues the rest), or -1 if the write failed
+  // and destroyed the socket.
+  #sendNow(data: Uint8Array | Uint8Array[]): number {
+    const r = native!.write(this.#handle!.id, data, null);
     if (r < 0 && r !== uv.EAGAIN) {
       this.#host.destroy(systemError(r, 'sendmsg'));
-      return size;
+      return -1;
     }
     const sent = r > 0 ? r : 0;
     this.#host.bytesWritten += sent;
@@ -476,17 +475,6 @@ function consumePartial(head: Pending, sent: number): void {
     }
   }
 }
-
-// The pieces after the first `sent` bytes (a partial sendmsg).
-function dropFront(pieces: Uint8Array[], sent: number): Uint8Array[] {
-  let i = 0;
-  while (sent > 0 && pieces[i]!.byteLength <= sent) sent -= pieces[i++]!.byteLength;
-  const rest = pieces.slice(i);
-  if (sent > 0) rest[0] = rest[0]!.subarray(sent);
-  return rest;
-}
-
-
 
 function notifySent(entry: Pending): void {
   const onSent = entry.onSent!;

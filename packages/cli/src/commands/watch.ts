@@ -58,8 +58,9 @@ export const watch: Command = {
     const [address, ...events] = requirePositionals('watch', positionals, ['socket', 'event'], true);
     // The CLI listens on an EventEmitter, whose own 'newListener' and
     // 'removeListener' would print our own subscribing as an event.
-    for (const name of events.filter((e) => RESERVED_EVENTS.includes(e))) {
-      throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(name)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
+    const reserved = events.find((e) => RESERVED_EVENTS.includes(e));
+    if (reserved !== undefined) {
+      throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(reserved)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
     }
     const timeout = timeoutFrom(values);
     const { client } = await dial(address!, timeout);
