@@ -4,7 +4,7 @@
 // frame's ReceivedFds, then whoever takes them from it; every path that
 // drops a frame closes its fds.
 import type { Duplex } from 'node:stream';
-import { type FdLike, ReceivedFds, UnixSocket, features } from '@afunix/transport';
+import { type FdLike, ReceivedFds, type SentCallback, UnixSocket, features } from '@afunix/transport';
 // typed-emitter is CommonJS: under NodeNext its default export is the
 // module object, and the interface sits on it as `default`.
 import type TypedEmitterModule from 'typed-emitter';
@@ -178,8 +178,11 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * CONNECTION_CLOSED after end() or close, ERR_AFUNIX_UNSUPPORTED for fds
    * where they cannot travel. `onSent` runs once the fds have left (or the
    * channel closed before they could): the sender may then close its copies.
+   * If the kernel refuses the fds (EBADF: one is not open), `onSent` gets
+   * that error and the frame is not sent; the channel goes on. (Without an
+   * `onSent` to hear it, the channel fails with it.)
    */
-  send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
+  send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
     if (this.#destroyed || this.#ended || this.#closeOnResume) {
       throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#ended ? 'ended' : 'closed'}`);
     }

@@ -4,13 +4,13 @@
 // server's greeting) packed back to back so that they cost one write, not
 // one each.
 import type { Duplex } from 'node:stream';
-import type { BatchEndListener, FdLike } from '@afunix/transport';
+import type { BatchEndListener, FdLike, SentCallback } from '@afunix/transport';
 import { HEADER_SIZE, encodeHeader, writeHeader } from './header.js';
 
 /** What a native socket (or the transport's net fallback) offers for sending. */
 export interface GatheringSocket extends Duplex {
-  /** `onSent` runs once the kernel has the fds, or the socket closed before it got them. */
-  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean;
+  /** `onSent` runs once the kernel has the fds (or refused them: with the error), or the socket closed before it got them. */
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean;
   /** A native socket: inside one of its batches of writes, calls the listener at the batch's end and returns true. */
   atBatchEnd?(listener: BatchEndListener): boolean;
 }
@@ -91,7 +91,7 @@ export class FrameWriter implements BatchEndListener {
   }
 
   /** Returns false when the stream (with what is packed) is over its high-water mark. */
-  write(pieces: readonly Uint8Array[], length: number, fds: readonly FdLike[] | null, onSent: (() => void) | null): boolean {
+  write(pieces: readonly Uint8Array[], length: number, fds: readonly FdLike[] | null, onSent: SentCallback | null): boolean {
     if (!fds && length <= SMALL_FRAME) {
       if (this.#messages) return this.#put(joinFrame(pieces, length, 0));
       if (!this.#inTick) {

@@ -330,7 +330,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
         contents = readFd(got!);
         closeSync(got!);
       };
-      const sent = new Promise<void>((resolve) => a.send(Buffer.from('x'), [fd], resolve));
+      const sent = new Promise<void>((resolve) => a.send(Buffer.from('x'), [fd], () => resolve()));
       await sent;
       closeSync(fd); // safe: the kernel holds its own reference now
       await delay(20);

@@ -7,4 +7,4 @@ export { type Features, features } from './features.js';
 export { type FdLike, MAX_FDS, ReceivedFds } from './fds.js';
 export { loadError, type SocketType } from './native.js';
 export { type ServerOptions, UnixServer, createServer } from './server.js';
-export { type BatchEndListener, type Credentials, type Receiver, UnixSocket, type UnixSocketOptions } from './socket.js';
+export { type BatchEndListener, type Credentials, type Receiver, type SentCallback, UnixSocket, type UnixSocketOptions } from './socket.js';

@@ -3,12 +3,20 @@
 // carrier chunk with the fds and the rest of the message attached.
 import { afunixError, invalidArg } from './errors.js';
 
+/**
+ * Called once the kernel has a send()'s first byte and its fds, or never
+ * will: with an error if it refused the fds (EBADF: one is not open), and
+ * nothing of that send() left; with none if they left, or the socket was
+ * destroyed first.
+ */
+export type SentCallback = (err?: Error) => void;
+
 // fds (and extra gathered pieces) that travel with a chunk given to send().
 // Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
 export interface Attachment {
   fds: number[] | null;
-  onSent: (() => void) | null;
-  /** seqpacket: every piece of the message, in order (the carrier among them). */
+  onSent: SentCallback | null;
+  /** Every piece of the send(), in order (the carrier among them), where they must stay one entry: seqpacket, or fds. */
   message: Uint8Array[] | null;
 }
 const attachments = new WeakMap<object, Attachment>();
@@ -59,29 +67,32 @@ function checkedPiece(piece: unknown): Uint8Array {
 
 /**
  * send()'s data as writes to the Writable: the first carries the fds (and,
- * on seqpacket, the whole message); `sent` is `onSent`, callable once.
+ * on seqpacket or with fds, the whole message); `sent` is `onSent`,
+ * callable once.
  */
 export function prepareSend(
   type: 'stream' | 'seqpacket',
   data: Uint8Array | readonly Uint8Array[],
   fds: number[] | null,
-  onSent: (() => void) | undefined,
-): { carrier: Buffer; others: Uint8Array[]; sent: (() => void) | null } {
+  onSent: SentCallback | undefined,
+): { carrier: Buffer; others: Uint8Array[]; sent: SentCallback | null } {
   // For a send() that must wait behind writes held in the Writable: it
   // goes through the Writable too. On a stream each piece is its own write
-  // (the queue gathers them into one sendmsg, no copy). A seqpacket message
-  // must stay one chunk: its largest piece carries it, with the others
-  // attached, so the Writable's count is off by a header at most.
+  // (the queue gathers them into one sendmsg, no copy). A seqpacket
+  // message must stay one chunk, and so must a send() with fds (a refusal
+  // of its fds takes back all of it, see WriteQueue): its largest piece
+  // carries it, with the others attached, so the Writable's count is off
+  // by a header at most.
   const { pieces } = sendPieces(type, data, fds);
-  const seqpacket = type === 'seqpacket' && pieces.length > 1;
-  const carrierAt = seqpacket ? indexOfLargest(pieces) : 0;
+  const whole = pieces.length > 1 && (type === 'seqpacket' || fds !== null);
+  const carrierAt = whole ? indexOfLargest(pieces) : 0;
   const carried = pieces[carrierAt] ?? Buffer.alloc(0);
   // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
   const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
   const sent = onSent ? once(onSent) : null;
-  const message = seqpacket ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
+  const message = whole ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
   attachments.set(carrier, { fds, onSent: sent, message });
-  return { carrier, others: seqpacket ? [] : pieces.slice(1), sent };
+  return { carrier, others: whole ? [] : pieces.slice(1), sent };
 }
 
 function indexOfLargest(pieces: readonly Uint8Array[]): number {
@@ -90,11 +101,11 @@ function indexOfLargest(pieces: readonly Uint8Array[]): number {
   return at;
 }
 
-function once(fn: () => void): () => void {
+function once(fn: SentCallback): SentCallback {
   let called = false;
-  return () => {
+  return (err) => {
     if (called) return;
     called = true;
-    fn();
+    fn(err);
   };
 }

@@ -9,11 +9,12 @@ import { afunixError, check, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
-import { prepareSend, sendPieces } from './send-data.js';
+import { type SentCallback, prepareSend, sendPieces } from './send-data.js';
 import { type BatchEndListener, WriteQueue } from './write-queue.js';
 
 export type { Credentials } from './read-batch.js';
 export type { BatchEndListener } from './write-queue.js';
+export type { SentCallback } from './send-data.js';
 
 const debug = debuglog('afunix');
 
@@ -152,10 +153,13 @@ export class UnixSocket extends Duplex {
    * Returns false when the caller should wait for 'drain', like write().
    * `onSent` runs once the kernel has the first byte of data, and so the
    * fds (or the socket was destroyed before it got them): from then on the
-   * caller may close its copies. Throws ERR_INVALID_ARG_VALUE for data that
+   * caller may close its copies. If the kernel refuses the fds (EBADF: one
+   * is not open), `onSent` gets that error, nothing of this send() leaves,
+   * and the socket goes on; without an `onSent` to hear it, the socket is
+   * destroyed with it instead. Throws ERR_INVALID_ARG_VALUE for data that
    * is not a Uint8Array or an array of them.
    */
-  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: () => void): boolean {
+  send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
     if (this.#writableIdle()) {
       const fdList = toFds(fds);
       const { pieces, size } = sendPieces(this.type, data, fdList);

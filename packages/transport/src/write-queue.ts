@@ -5,7 +5,7 @@
 // backpressure (the Writable's callback is held until there is room).
 import { afunixError, systemError, uv } from './errors.js';
 import { type NativeHandle, native } from './native.js';
-import { MAX_IOV, attachmentOf } from './send-data.js';
+import { MAX_IOV, type SentCallback, attachmentOf } from './send-data.js';
 
 type Callback = (err?: Error | null) => void;
 
@@ -28,8 +28,10 @@ interface Pending {
   bufs: Uint8Array[];
   size: number;
   fds: number[] | null;
+  /** Bytes of the send() that brought the fds: later writes may join its entry. */
+  sendBytes: number;
   /** Called once the fds have left (or never will): the sender's copies are free. */
-  onSent: (() => void) | null;
+  onSent: SentCallback | null;
 }
 
 // Messages handed to one writeMessages() call (the addon's kMaxBatchMessages).
@@ -111,7 +113,7 @@ export class WriteQueue {
    * write request, carrier view or callback. `pieces` becomes the queue's.
    * Returns false at the high-water mark; the host's queueDrained() follows.
    */
-  send(pieces: Uint8Array[], size: number, fds: number[] | null, onSent: (() => void) | null): boolean {
+  send(pieces: Uint8Array[], size: number, fds: number[] | null, onSent: SentCallback | null): boolean {
     if (!fds && !onSent && size >= DIRECT_WRITE_MIN && this.#mayWriteNow()) {
       const sent = this.#sendNow(pieces.length === 1 ? pieces[0]! : pieces);
       if (sent < 0 || sent === size) return true;
@@ -236,7 +238,7 @@ export class WriteQueue {
   // they travel with their own first byte, and so does a send() waiting to
   // hear that its data left (its onSent). Every seqpacket message is an
   // entry of its own.
-  #push(bufs: Uint8Array[], size: number, fds: number[] | null, onSent: (() => void) | null): void {
+  #push(bufs: Uint8Array[], size: number, fds: number[] | null, onSent: SentCallback | null): void {
     this.#queuedBytes += size;
     // Never index an empty array with -1: that is a named-property miss,
     // looked up through the prototype chain in the runtime on every write.
@@ -247,7 +249,7 @@ export class WriteQueue {
       last.size += size;
       return;
     }
-    this.#queue.push({ bufs, size, fds, onSent });
+    this.#queue.push({ bufs, size, fds, sendBytes: size, onSent });
   }
 
   // Nothing may overtake what is queued, and a write made in a batch waits
@@ -392,12 +394,30 @@ export class WriteQueue {
     return false;
   }
 
-  // A write that returned an error code: EAGAIN waits for room, anything
-  // else ends the socket. Either way nothing more is written now.
-  #failedWrite(r: number): false {
+  // A write that returned an error code: EAGAIN waits for room, and
+  // nothing more is written now; a refusal of the head's fds fails that
+  // send() alone, and writing goes on; anything else ends the socket.
+  // Returns whether to go on.
+  #failedWrite(r: number): boolean {
     if (r === uv.EAGAIN) this.#waitWritable();
+    else if (r === uv.EBADF && this.#refuseHead(r)) return true;
     else this.#host.destroy(systemError(r, 'sendmsg'));
     return false;
+  }
+
+  // The kernel checks a sendmsg's fds before it takes a byte: when one is
+  // not open (EBADF) nothing of the head's send() left, and the stream is
+  // whole without it (an entry with fds was never partly sent). A send()
+  // that asked to hear (onSent) is told why and taken out; one that did
+  // not would be lost unnoticed, so the socket fails instead.
+  #refuseHead(r: number): boolean {
+    const head = this.#queue[0]!;
+    if (!head.fds || !head.onSent) return false;
+    this.#queuedBytes -= head.sendBytes;
+    if (head.sendBytes === head.size) this.#queue.shift();
+    else consumePartial(head, head.sendBytes);
+    notifySent(head, systemError(r, 'sendmsg'));
+    return true;
   }
 
   #waitWritable(): void {
@@ -476,10 +496,10 @@ function consumePartial(head: Pending, sent: number): void {
   }
 }
 
-function notifySent(entry: Pending): void {
+function notifySent(entry: Pending, err?: Error): void {
   const onSent = entry.onSent!;
   entry.onSent = null;
-  onSent();
+  onSent(err);
 }
 
 function callBatchEnded(listener: BatchEndListener): void {

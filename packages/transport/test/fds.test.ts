@@ -190,6 +190,61 @@ describe('fds in batches', () => {
   });
 });
 
+// An fd number that is open nowhere in this process: the kernel answers EBADF.
+const NOT_OPEN = 999_999;
+
+describe('fds the kernel refuses', () => {
+  for (const type of ['stream', 'seqpacket'] as const) {
+    it(`${type}: a send whose fd is not open fails alone through onSent, and the sends around it arrive intact`, async () => {
+      const [a, b] = pair(type);
+      const got: Got[] = [];
+      receiveAll(b, got);
+      const refused: Array<Error & { code?: string; syscall?: string }> = [];
+      const sent: string[] = [];
+      // In one tick: the three leave together (a sendmmsg), the bad one in the middle.
+      a.send(Buffer.from('before'), [fileWith('before', 'before fd')], (err) => (err ? refused.push(err) : sent.push('before')));
+      a.send([Buffer.from('bad '), Buffer.from('one')], [NOT_OPEN], (err) => (err ? refused.push(err) : sent.push('bad')));
+      a.send(Buffer.from('after'), [fileWith('after', 'after fd')], (err) => (err ? refused.push(err) : sent.push('after')));
+      a.send(Buffer.from('plain'));
+      const text = () => Buffer.concat(got.map((g) => g.data)).toString();
+      await waitFor(() => text().length >= 'beforeafterplain'.length, () => `received ${JSON.stringify(text())}`);
+      expect(refused.map((e) => [e.code, e.syscall])).toEqual([['EBADF', 'sendmsg']]);
+      expect(sent).toEqual(['before', 'after']);
+      expect(text()).toBe('beforeafterplain');
+      expect(got.flatMap((g) => g.fds.map((fd) => readAll(fd)))).toEqual(['before fd', 'after fd']);
+      expect(a.destroyed).toBe(false);
+      // And the socket goes on.
+      a.send(Buffer.from('!'));
+      await waitFor(() => text().endsWith('!'), () => `received ${JSON.stringify(text())}`);
+    });
+  }
+
+  it('a send held behind the Writable (corked) is refused whole, pieces and all', async () => {
+    const [a, b] = pair('stream');
+    const got: Got[] = [];
+    receiveAll(b, got);
+    let refused: (Error & { code?: string }) | undefined;
+    a.cork();
+    a.write('first ');
+    a.send([Buffer.from('bad '), Buffer.from('pieces '), Buffer.alloc(20_000, 0x78)], [NOT_OPEN], (err) => (refused = err));
+    a.write('last');
+    a.uncork();
+    const text = () => Buffer.concat(got.map((g) => g.data)).toString();
+    await waitFor(() => text().endsWith('last'), () => `received ${JSON.stringify(text())}`);
+    expect(refused?.code).toBe('EBADF');
+    expect(text()).toBe('first last');
+    expect(a.destroyed).toBe(false);
+  });
+
+  it('without an onSent to hear it, the socket fails with EBADF rather than lose the send unnoticed', async () => {
+    const [a] = pair('stream');
+    a.send(Buffer.from('bad'), [NOT_OPEN]);
+    const [err] = (await once(a, 'error')) as [Error & { code?: string }];
+    expect(err.code).toBe('EBADF');
+    expect(a.destroyed).toBe(true);
+  });
+});
+
 describe('fds over seqpacket and limits', () => {
   it('carries 253 fds in one message, on stream and on seqpacket', async () => {
     expect(MAX_FDS).toBe(253);
