@@ -263,6 +263,15 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     if (!this.#closed) this.#teardown(err ?? rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was destroyed'));
   }
 
+  /** @internal SenderOwner: the kernel refused a message's fds (EBADF), so it was not sent; the connection goes on. */
+  fdsRefused(kind: number, callId: number, err: Error): void {
+    debug('a message (kind %d) was not sent: %s', kind, err.message);
+    if (this.#closed) return;
+    if (kind === Msg.REQUEST) return this.#outgoing.failUnsent(callId, err);
+    if (kind === Msg.RESULT || kind === Msg.ERROR || kind === Msg.STREAM_ITEM) return this.#incoming.answerUnsent(callId, kind, err);
+    // A notification or an event has nobody waiting to hear of it.
+  }
+
   /** @internal StreamLink: the consumer took n items. */
   grant(id: number, n: number): void {
     this.#sender.trySend([Msg.CREDIT, id, n]);

@@ -77,6 +77,16 @@ export class IncomingCalls {
     this.#incoming.get(callId)?.cancel(reason);
   }
 
+  /**
+   * An answer could not be sent after all (its fds were refused): the
+   * caller hears why instead, and a stream stops there (items already
+   * queued behind the refused one may still reach the caller first).
+   */
+  answerUnsent(callId: number, kind: number, err: Error): void {
+    this.#replyFailed(callId, err);
+    if (kind === Msg.STREAM_ITEM) this.cancel(callId, err);
+  }
+
   /** CREDIT from the peer, for one of our streams. */
   credit(callId: number, n: number): void {
     this.#incoming.get(callId)?.credit?.add(n);

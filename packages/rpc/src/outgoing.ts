@@ -127,6 +127,11 @@ export class OutgoingCalls {
     pending.timer.unref();
   }
 
+  /** The call's message could not be sent after all (its fds were refused): it fails with `err`. */
+  failUnsent(id: number, err: Error): void {
+    this.#fail(id, err);
+  }
+
   // A call that failed locally before the peer heard of it.
   #fail(id: number, err: Error): void {
     const pending = this.#pending.get(id);

@@ -3,10 +3,11 @@
 // stops reading is cut off before its backlog grows without bound.
 import { debuglog } from 'node:util';
 import type { FramedChannel } from '@afunix/framing';
+import type { SentCallback } from '@afunix/transport';
 import { type Encoded, encode } from './codec.js';
-import { encodeMessage } from './envelope.js';
+import { NO_ID, encodeMessage } from './envelope.js';
 import { RpcCode, rpcError } from './errors.js';
-import { closeAll } from './fd.js';
+import { type Fd, closeAll } from './fd.js';
 
 const debug = debuglog('afunix');
 
@@ -23,6 +24,8 @@ export interface SenderOwner {
   readonly closed: boolean;
   /** Cuts the connection off (a peer that stopped reading). */
   destroy(err: Error): void;
+  /** The kernel refused the fds of a message (EBADF: one is not open): it was not sent. */
+  fdsRefused(kind: number, id: number, err: Error): void;
 }
 
 export class MessageSender {
@@ -41,34 +44,43 @@ export class MessageSender {
 
   /** Encodes and sends; throws ENCODE_ERROR or MESSAGE_TOO_LARGE. Returns false once the peer should be waited for. */
   send(message: unknown[]): boolean {
-    return this.#sendEncoded(encode(message, this.#options.exposeStack));
+    const id = typeof message[1] === 'number' ? message[1] : NO_ID;
+    return this.#sendEncoded(encode(message, this.#options.exposeStack), message[0] as number, id);
   }
 
   /** send() of [kind, id, name, value] (envelope.ts), without building the array. */
   sendMessage(kind: number, id: number, name: string | null, value: unknown): boolean {
-    return this.#sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack));
+    return this.#sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack), kind, id);
   }
 
-  #sendEncoded(encoded: Encoded): boolean {
+  #sendEncoded(encoded: Encoded, kind: number, id: number): boolean {
     const { bytes, length, fds, transfers } = encoded;
-    const release = transfers ? () => closeAll(transfers) : undefined;
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
-      release?.();
+      closeAll(transfers);
       throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
     }
     try {
-      const ok = this.#channel.send(bytes, fds, release);
+      const ok = this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers) : undefined);
       if (!ok) this.#checkOutbound();
       return ok;
     } catch (err) {
-      release?.();
+      closeAll(transfers);
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', 'this transport cannot carry file descriptors');
       if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
       throw err;
     }
+  }
+
+  // A message with fds hears whether they left: transferred ones are closed
+  // then, and a refusal of them (one is not open) fails this message alone.
+  #whenSent(kind: number, id: number, transfers: Fd[] | null): SentCallback {
+    return (err) => {
+      closeAll(transfers);
+      if (err) this.#owner.fdsRefused(kind, id, err);
+    };
   }
 
   /** For control messages where failure only means the peer is gone. */

@@ -59,3 +59,40 @@ describe('fds as values', () => {
     }
   });
 });
+
+// An fd number open nowhere in either process: the kernel refuses a
+// sendmsg that carries it (EBADF) before it takes a byte.
+const NOT_OPEN = 999_999;
+
+describe('fds the kernel refuses', () => {
+  it('a call whose fd is not open fails alone with EBADF; the calls around it and the connection carry on', async () => {
+    const around = lab.client.delay(50, 42);
+    const bad = lab.client.readFd(Fd.from(NOT_OPEN));
+    const transferred = openSync(__filename, 'r');
+    const alsoBad = lab.client.echo([Fd.transfer(transferred), Fd.from(NOT_OPEN)]);
+    await expect(bad).rejects.toMatchObject({ code: 'EBADF', syscall: 'sendmsg' });
+    await expect(alsoBad).rejects.toMatchObject({ code: 'EBADF' });
+    // A transferred fd is ours no longer, sent or not: closed here.
+    expect(() => readFileSync(transferred)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(await around).toBe(42);
+    expect(await lab.client.add(2, 3)).toBe(5);
+    expect((await lab.client.troubles()).disconnects).toEqual([]);
+  });
+
+  it('an answer whose fd is not open reaches the caller as an EBADF error', async () => {
+    await expect(lab.client.unsendable()).rejects.toMatchObject({ code: 'EBADF', message: expect.stringContaining('could not be sent') });
+    expect(await lab.client.add(1, 1)).toBe(2);
+  });
+
+  it('a stream item whose fd is not open ends the stream with EBADF and stops its producer', async () => {
+    const cancelledBefore = (await lab.client.seen()).streamsCancelled;
+    const items: unknown[] = [];
+    const reading = (async () => {
+      for await (const item of lab.client.unsendableItem()) items.push(item);
+    })();
+    await expect(reading).rejects.toMatchObject({ code: 'EBADF' });
+    expect(items).toEqual([1]);
+    await eventually(async () => (await lab.client.seen()).streamsCancelled === cancelledBefore + 1);
+    expect((await lab.client.troubles()).disconnects).toEqual([]);
+  });
+});

@@ -21,6 +21,10 @@ export interface Lab {
     count(to: number): AsyncIterable<number>;
     readFd(fd: Fd): string;
     open(path: string): Fd;
+    /** Answers with an fd that is not open (the kernel refuses it). */
+    unsendable(): { fd: Fd };
+    /** Streams 1, then an item with an fd that is not open, then waits to be stopped. */
+    unsendableItem(): AsyncIterable<unknown>;
     askClient(question: string): boolean;
     whoami(): { peer: Credentials | null; pid: number };
     publish(n: number): number;
