@@ -1,6 +1,6 @@
 // What send() hands over, made ready for the write queue: its data as
 // pieces (checked), and, for a send() that goes through the Writable, a
-// carrier chunk with the fds and the rest of the message attached.
+// carrier chunk with the fds attached.
 import { afunixError, invalidArg } from './errors.js';
 
 /**
@@ -11,13 +11,11 @@ import { afunixError, invalidArg } from './errors.js';
  */
 export type SentCallback = (err?: Error) => void;
 
-// fds (and extra gathered pieces) that travel with a chunk given to send().
+// The fds that travel with a chunk given to send(), and who hears of them.
 // Keyed by a fresh view made in send(), so a user's Buffer is never tagged.
 export interface Attachment {
   fds: number[] | null;
   onSent: SentCallback | null;
-  /** Every piece of the send(), in order (the carrier among them), where they must stay one entry: seqpacket, or fds. */
-  message: Uint8Array[] | null;
 }
 const attachments = new WeakMap<object, Attachment>();
 
@@ -66,8 +64,8 @@ function checkedPiece(piece: unknown): Uint8Array {
 }
 
 /**
- * send()'s data as writes to the Writable: the first carries the fds (and,
- * on seqpacket or with fds, the whole message); `sent` is `onSent`,
+ * send()'s data as writes to the Writable: the first carries the fds (on
+ * seqpacket, or with fds, it is the whole send); `sent` is `onSent`,
  * callable once.
  */
 export function prepareSend(
@@ -80,25 +78,17 @@ export function prepareSend(
   // goes through the Writable too. On a stream each piece is its own write
   // (the queue gathers them into one sendmsg, no copy). A seqpacket
   // message must stay one chunk, and so must a send() with fds (a refusal
-  // of its fds takes back all of it, see WriteQueue): its largest piece
-  // carries it, with the others attached, so the Writable's count is off
-  // by a header at most.
-  const { pieces } = sendPieces(type, data, fds);
+  // of its fds takes back all of it, see WriteQueue): its pieces are
+  // joined, a copy on this path only, so that the Writable counts every
+  // byte of it.
+  const { pieces, size } = sendPieces(type, data, fds);
   const whole = pieces.length > 1 && (type === 'seqpacket' || fds !== null);
-  const carrierAt = whole ? indexOfLargest(pieces) : 0;
-  const carried = pieces[carrierAt] ?? Buffer.alloc(0);
+  const first = whole ? Buffer.concat(pieces, size) : pieces[0]!;
   // A fresh view to hang the attachment on, so a caller's Buffer is never tagged.
-  const carrier = Buffer.from(carried.buffer, carried.byteOffset, carried.byteLength);
+  const carrier = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
   const sent = onSent ? once(onSent) : null;
-  const message = whole ? pieces.map((p, i) => (i === carrierAt ? carrier : p)) : null;
-  attachments.set(carrier, { fds, onSent: sent, message });
+  attachments.set(carrier, { fds, onSent: sent });
   return { carrier, others: whole ? [] : pieces.slice(1), sent };
-}
-
-function indexOfLargest(pieces: readonly Uint8Array[]): number {
-  let at = 0;
-  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.byteLength > pieces[at]!.byteLength) at = i;
-  return at;
 }
 
 function once(fn: SentCallback): SentCallback {

@@ -228,10 +228,7 @@ export class WriteQueue {
 
   #enqueue(chunk: Buffer): void {
     const attachment = attachmentOf(chunk);
-    if (!attachment) return this.#push([chunk], chunk.length, null, null);
-    const bufs = attachment.message ?? [chunk];
-    const size = attachment.message ? bufs.reduce((n, p) => n + p.byteLength, 0) : chunk.length;
-    this.#push(bufs, size, attachment.fds, attachment.onSent);
+    this.#push([chunk], chunk.length, attachment?.fds ?? null, attachment?.onSent ?? null);
   }
 
   // Stream bytes join the previous sendmsg; fds start a new one so that

@@ -236,6 +236,24 @@ describe('fds the kernel refuses', () => {
     expect(a.destroyed).toBe(false);
   });
 
+  it('a send with fds waiting in the Writable counts every byte of it', async () => {
+    // It waits there as one chunk (so that a refusal takes all of it back),
+    // and writableLength, the Writable's high-water mark among them, sees
+    // all of its bytes, not only one piece's.
+    const [a, b] = pair('stream');
+    const got: Got[] = [];
+    receiveAll(b, got);
+    a.cork();
+    const before = a.writableLength;
+    const pieces = Array.from({ length: 10 }, (_, i) => Buffer.alloc(10_000, 0x30 + i));
+    a.send(pieces, [fileWith('counted', 'counted fd')]);
+    expect(a.writableLength - before).toBe(100_000);
+    a.uncork();
+    await waitFor(() => got.reduce((n, g) => n + g.data.length, 0) === 100_000, () => `${got.length} chunks`);
+    expect(Buffer.concat(got.map((g) => g.data)).equals(Buffer.concat(pieces))).toBe(true);
+    expect(got.flatMap((g) => g.fds.map((fd) => readAll(fd)))).toEqual(['counted fd']);
+  });
+
   it('without an onSent to hear it, the socket fails with EBADF rather than lose the send unnoticed', async () => {
     const [a] = pair('stream');
     a.send(Buffer.from('bad'), [NOT_OPEN]);
