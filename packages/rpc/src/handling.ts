@@ -77,14 +77,9 @@ export class IncomingCalls {
     this.#incoming.get(callId)?.cancel(reason);
   }
 
-  /**
-   * An answer could not be sent after all (its fds were refused): the
-   * caller hears why instead, and a stream stops there (items already
-   * queued behind the refused one may still reach the caller first).
-   */
-  answerUnsent(callId: number, kind: number, err: Error): void {
+  /** An answer could not be sent after all (its fds were refused): the caller hears why instead. */
+  answerUnsent(callId: number, err: Error): void {
     this.#replyFailed(callId, err);
-    if (kind === Msg.STREAM_ITEM) this.cancel(callId, err);
   }
 
   /** CREDIT from the peer, for one of our streams. */
@@ -251,17 +246,26 @@ export class IncomingCalls {
         return false;
       }
       credit.spend();
-      if (!this.#sendItem(call.id, step.value)) await this.#sender.drained();
+      const sent = this.#sendItem(call.id, step.value);
+      if (!(typeof sent === 'boolean' ? sent : await sent)) await this.#sender.drained();
     }
   }
 
-  #sendItem(callId: number, item: unknown): boolean {
+  // An item with fds is waited for until they have left: if the kernel
+  // refuses them, the stream fails right there, before any item after it
+  // (or its end) is sent.
+  #sendItem(callId: number, item: unknown): boolean | Promise<boolean> {
+    let sent: boolean | Promise<boolean>;
     try {
-      return this.#sender.sendMessage(Msg.STREAM_ITEM, callId, null, prepareValue(item, 'item'));
+      sent = this.#sender.sendAwaitingFds(Msg.STREAM_ITEM, callId, prepareValue(item, 'item'));
     } catch (err) {
       closeTransfers(item);
       throw new ItemNotSent(err);
     }
+    if (typeof sent === 'boolean') return sent;
+    return sent.catch((err: unknown) => {
+      throw new ItemNotSent(err);
+    });
   }
 
   #forget(callId: number): void {

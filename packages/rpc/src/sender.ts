@@ -53,7 +53,30 @@ export class MessageSender {
     return this.#sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack), kind, id);
   }
 
-  #sendEncoded(encoded: Encoded, kind: number, id: number): boolean {
+  /**
+   * sendMessage() for a message that nothing may follow until its fds have
+   * left (a stream item): what send() returns, or, if it carries fds, a
+   * promise of that, settled once they left, rejected with the kernel's
+   * refusal of them.
+   */
+  sendAwaitingFds(kind: number, id: number, value: unknown): boolean | Promise<boolean> {
+    const encoded = encodeMessage(kind, id, null, value, this.#options.exposeStack);
+    if (!encoded.fds) return this.#sendEncoded(encoded, kind, id);
+    return new Promise((resolve, reject) => {
+      let ok: boolean | undefined;
+      let left = false;
+      // (The queue may send it, and call this, before #sendEncoded returns.)
+      const onSent: SentCallback = (err) => {
+        if (err) return reject(err);
+        left = true;
+        if (ok !== undefined) resolve(ok);
+      };
+      ok = this.#sendEncoded(encoded, kind, id, onSent);
+      if (left) resolve(ok);
+    });
+  }
+
+  #sendEncoded(encoded: Encoded, kind: number, id: number, onFdsSent?: SentCallback): boolean {
     const { bytes, length, fds, transfers } = encoded;
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
@@ -61,7 +84,7 @@ export class MessageSender {
       throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
     }
     try {
-      const ok = this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers) : undefined);
+      const ok = this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers, onFdsSent) : undefined);
       if (!ok) this.#checkOutbound();
       return ok;
     } catch (err) {
@@ -75,11 +98,13 @@ export class MessageSender {
   }
 
   // A message with fds hears whether they left: transferred ones are closed
-  // then, and a refusal of them (one is not open) fails this message alone.
-  #whenSent(kind: number, id: number, transfers: Fd[] | null): SentCallback {
+  // then, and a refusal of them (one is not open) fails this message alone,
+  // through `onFdsSent` if the caller waits for it, else the owner.
+  #whenSent(kind: number, id: number, transfers: Fd[] | null, onFdsSent: SentCallback | undefined): SentCallback {
     return (err) => {
       closeAll(transfers);
-      if (err) this.#owner.fdsRefused(kind, id, err);
+      if (onFdsSent) onFdsSent(err);
+      else if (err) this.#owner.fdsRefused(kind, id, err);
     };
   }
 

@@ -84,15 +84,18 @@ describe('fds the kernel refuses', () => {
     expect(await lab.client.add(1, 1)).toBe(2);
   });
 
-  it('a stream item whose fd is not open ends the stream with EBADF and stops its producer', async () => {
-    const cancelledBefore = (await lab.client.seen()).streamsCancelled;
-    const items: unknown[] = [];
-    const reading = (async () => {
-      for await (const item of lab.client.unsendableItem()) items.push(item);
-    })();
-    await expect(reading).rejects.toMatchObject({ code: 'EBADF' });
-    expect(items).toEqual([1]);
-    await eventually(async () => (await lab.client.seen()).streamsCancelled === cancelledBefore + 1);
-    expect((await lab.client.troubles()).disconnects).toEqual([]);
-  });
+  for (const last of [false, true]) {
+    it(`a stream item whose fd is not open ends the stream there with EBADF and stops its producer (${last ? 'the last item' : 'items after it'})`, async () => {
+      const cancelledBefore = (await lab.client.seen()).streamsCancelled;
+      const items: unknown[] = [];
+      const reading = (async () => {
+        for await (const item of lab.client.unsendableItem(last)) items.push(item);
+      })();
+      // Nothing after the refused item arrives, and the stream does not end as if complete.
+      await expect(reading).rejects.toMatchObject({ code: 'EBADF' });
+      expect(items).toEqual([1]);
+      await eventually(async () => (await lab.client.seen()).streamsCancelled === cancelledBefore + 1);
+      expect((await lab.client.troubles()).disconnects).toEqual([]);
+    });
+  }
 });

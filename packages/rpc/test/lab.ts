@@ -23,8 +23,8 @@ export interface Lab {
     open(path: string): Fd;
     /** Answers with an fd that is not open (the kernel refuses it). */
     unsendable(): { fd: Fd };
-    /** Streams 1, then an item with an fd that is not open, then waits to be stopped. */
-    unsendableItem(): AsyncIterable<unknown>;
+    /** Streams 1, then an item with an fd that is not open, then (unless `last`) 3. */
+    unsendableItem(last: boolean): AsyncIterable<unknown>;
     askClient(question: string): boolean;
     whoami(): { peer: Credentials | null; pid: number };
     publish(n: number): number;
