@@ -4,7 +4,7 @@ import { type FramedChannel, FramingError } from '@afunix/framing';
 import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
-import { Deadlines } from './deadlines.js';
+import { Deadlines, Timed } from './deadlines.js';
 import { ownerOf, setOwner } from './owner.js';
 import { receiveLimit } from './limits.js';
 import { type Hello, MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION } from './protocol.js';
@@ -73,8 +73,8 @@ function noClose(): void {
  * that follows in the same read. A subclass for each side says what a hello
  * leads to (a subclass rather than a callback: no closure per connection).
  */
-abstract class HelloWait {
-  protected readonly channel: FramedChannel;
+abstract class HelloWait extends Timed {
+  readonly channel: FramedChannel;
   protected readonly fail: HandshakeFailed;
   readonly #timeout: number;
   #done = false;
@@ -83,6 +83,7 @@ abstract class HelloWait {
   );
 
   constructor(channel: FramedChannel, timeout: number, fail: HandshakeFailed) {
+    super();
     this.channel = channel;
     this.fail = fail;
     this.#timeout = Number(timeout); // as setTimeout would take it
@@ -135,16 +136,27 @@ abstract class HelloWait {
     if (wait) wait.#finish(rpcError(RpcCode.CONNECTION_CLOSED, 'the peer ended the connection without a hello'));
   }
 
-  #finish(err: Error | null, hello?: Hello): void {
-    if (this.#done) return;
+  /** The handshakes still waiting for a hello, of every server and client. */
+  static pending(): HelloWait[] {
+    return HelloWait.#deadlines.items();
+  }
+
+  // No more waiting: the deadline goes, and so do the listeners (but for
+  // one on 'error', see the constructor). Nothing is reported after this.
+  protected stopWaiting(): void {
     const channel = this.channel;
     this.#done = true;
-    HelloWait.#deadlines.delete(this, this.#timeout);
-    // Keep a listener for 'error' (see the constructor), but not ours.
+    HelloWait.#deadlines.delete(this);
     channel.on('error', ignoreError);
     channel.off('error', HelloWait.#failed);
     channel.off('close', HelloWait.#closed);
     channel.off('end', HelloWait.#ended);
+  }
+
+  #finish(err: Error | null, hello?: Hello): void {
+    if (this.#done) return;
+    const channel = this.channel;
+    this.stopWaiting();
     if (err) {
       channel.destroy(err);
       this.fail(err, channel);
@@ -194,6 +206,25 @@ export function serverHandshake(
   new ServerHelloWait(channel, ours, maxMessageSize, ready, fail);
 }
 
+/**
+ * Refuses, with `refusal`, every client whose hello the server that says
+ * `ours` still awaits: it gets the answer it would get had it connected
+ * now (a server that shuts down), and its hello is never read. Each is
+ * reported once, through the `fail` its handshake was given.
+ */
+export function refusePending(ours: ServerHello, refusal: RpcError): void {
+  for (const wait of HelloWait.pending()) {
+    if (!(wait instanceof ServerHelloWait) || !wait.serves(ours)) continue;
+    try {
+      wait.refuse(refusal);
+    } catch {
+      // Its channel failed under the refusal (already ended): it goes, and
+      // the others are refused all the same.
+      wait.channel.destroy();
+    }
+  }
+}
+
 class ServerHelloWait extends HelloWait {
   readonly #ours: ServerHello;
   readonly #maxMessageSize: number;
@@ -204,6 +235,17 @@ class ServerHelloWait extends HelloWait {
     this.#ours = ours;
     this.#maxMessageSize = maxMessageSize;
     this.#ready = ready;
+  }
+
+  /** Whether this waits for a client of the server that says `ours`. */
+  serves(ours: ServerHello): boolean {
+    return this.#ours === ours;
+  }
+
+  /** Answers with `refusal` now, as if the client had connected now; reported through `fail`, once. */
+  refuse(refusal: RpcError): void {
+    this.stopWaiting();
+    refuseAtOnce(this.channel, serverReply(this.#ours, this.#maxMessageSize, refusal), refusal, this.fail);
   }
 
   protected accepted(hello: Hello): void {

@@ -9,7 +9,7 @@ import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, type RpcError, rpcError } from './errors.js';
-import { type HandshakeFailed, type HelloAccepted, type ServerHello, serverHandshake } from './handshake.js';
+import { type HandshakeFailed, type HelloAccepted, type ServerHello, refusePending, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
 import { checkMaxMessageSize, sendLimit } from './limits.js';
@@ -86,9 +86,6 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #validators: Map<string, Validator>;
   #listeners: UnixServer[] = [];
   #connections = new Set<RpcConnection>();
-  // Channels whose handshake has not ended, each with what reports its
-  // failure: close() refuses them, or they would be adopted after it.
-  #handshakes = new Map<FramedChannel, HandshakeFailed>();
   #closing: Promise<void> | null = null;
   // Shared by every connection: one object per connection cost ~0.4 KB.
   #connectionOptions: ConnectionOptions;
@@ -127,12 +124,8 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     checkMaxMessageSize(options.maxMessageSize);
     this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
     this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
-    this.#accepted = (hello, channel) => {
-      if (this.#handshakeEnded(channel)) this.#adopt(channel, hello);
-    };
-    this.#failed = (err, channel) => {
-      if (this.#handshakeEnded(channel)) this.#reportHandshakeError(err, channel);
-    };
+    this.#accepted = (hello, channel) => this.#adopt(channel, hello);
+    this.#failed = (err, channel) => this.#reportHandshakeError(err, channel);
   }
 
   /** Open connections. */
@@ -178,23 +171,13 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     return new Promise((resolve, reject) => {
       this.#serve(
         transport,
-        (hello, channel) => {
-          if (this.#handshakeEnded(channel)) resolve(this.#adopt(channel, hello));
-        },
+        (hello, channel) => resolve(this.#adopt(channel, hello)),
         (err, channel) => {
-          if (!this.#handshakeEnded(channel)) return;
           reject(err);
           this.#reportHandshakeError(err, channel);
         },
       );
     });
-  }
-
-  // True once for each handshake, when it ends: a handshake that close()
-  // refused is ended, and what its first HelloWait reports later (the
-  // channel closing) is not news.
-  #handshakeEnded(channel: FramedChannel): boolean {
-    return this.#handshakes.delete(channel);
   }
 
   #reportHandshakeError(err: Error, channel: FramedChannel): void {
@@ -231,31 +214,13 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
     const channel = new FramedChannel(transport, this.#framing);
     const refusal = this.#closing ? shuttingDown() : checkPeer(this.#options.allow, peerOf(transport));
-    this.#handshakes.set(channel, fail);
     try {
       serverHandshake(channel, this.#hello, refusal, ready, fail);
     } catch (err) {
       // Thrown before the handshake began, nothing else would ever close the
       // connection (once it began, its timeout or grace period does).
       if (channel.onFrame === null) channel.destroy();
-      this.#handshakes.delete(channel);
       throw err;
-    }
-  }
-
-  // A client whose hello is still awaited gets the answer it would get had
-  // it connected now. Its hello is then never read: the refusal replaces
-  // the handshake's frame handler, as for any refusal.
-  #refuseHandshakes(): void {
-    for (const [channel, fail] of this.#handshakes) {
-      try {
-        serverHandshake(channel, this.#hello, shuttingDown(), neverReady, fail);
-      } catch (err) {
-        // Its channel failed under the refusal (already ended): it goes, and
-        // the shutdown goes on.
-        debug('a handshake could not be refused: %s', err instanceof Error ? err.message : String(err));
-        channel.destroy();
-      }
     }
   }
 
@@ -292,7 +257,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   }
 
   async #shutdown(timeout: number): Promise<void> {
-    this.#refuseHandshakes();
+    // A client whose hello is still awaited gets the answer it would get had
+    // it connected now, or it would be adopted after the shutdown.
+    refusePending(this.#hello, shuttingDown());
     await Promise.all(this.#listeners.map((l) => l.close()));
     for (const conn of this.#connections) conn.drain();
     let timer: NodeJS.Timeout | undefined;
@@ -323,10 +290,6 @@ function serverClosed(): RpcError {
 
 function shuttingDown(): RpcError {
   return rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down');
-}
-
-function neverReady(): void {
-  // A refused handshake is never accepted.
 }
 
 function isEncodeError(err: unknown): boolean {
