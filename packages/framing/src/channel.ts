@@ -79,6 +79,21 @@ type FramedEventMap = { [E in keyof FramedEvents]: FramedEvents[E] };
 const kChannel = Symbol('afunix.channel');
 type FramedTransport = (UnixSocket | Duplex) & { [kChannel]?: FramedChannel };
 
+// A channel's flags (FramedChannel.#flags).
+const NEED_DRAIN = 1 << 0; // a send() returned false: 'drain' is owed
+const PAUSED = 1 << 1;
+const DRAINING = 1 << 2; // the backlog is being delivered
+const PUSHING = 1 << 3; // the decoder is running
+const PEER_ENDED = 1 << 4;
+const END_EMITTED = 1 << 5;
+const ENDED = 1 << 6; // our side: end() was called
+const DESTROYED = 1 << 7;
+const CLOSE_EMITTED = 1 << 8;
+// The transport closed cleanly while frames it had read were held by
+// pause(): they are delivered on resume(), and 'close' follows them.
+const CLOSE_ON_RESUME = 1 << 9;
+const HAD_ERROR = 1 << 10;
+
 export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitterModule.default<FramedEventMap>) {
   readonly transport: UnixSocket | Duplex;
   /** fds can travel: a native UnixSocket on a platform with SCM_RIGHTS. */
@@ -91,26 +106,16 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   #seqpacket: boolean;
   #decoder: FrameDecoder;
   #writer: FrameWriter;
-  #needDrain = false;
-  #paused = false;
   #framesIn = 0;
   #framesOut = 0;
   #bytesIn = 0;
   #bytesOut = 0;
   // Frames held while paused; most channels never pause.
   #backlog: Queued[] | null = null;
-  #draining = false;
-  #pushing = false;
-  #peerEnded = false;
-  #endEmitted = false;
-  #ended = false;
-  #destroyed = false;
-  #closeEmitted = false;
-  // The transport closed cleanly while frames it had read were held by
-  // pause(): they are delivered on resume(), and 'close' follows them.
-  #closeOnResume = false;
+  // NEED_DRAIN and the other flags above, in one field: as eleven booleans
+  // they were 80 bytes of every idle connection.
+  #flags = 0;
   #pendingError: Error | null = null;
-  #hadError = false;
 
   /**
    * Throws ERR_INVALID_ARG_VALUE if `transport` ever carried a channel: two
@@ -161,6 +166,11 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     this[kChannel]!.#onTransportClose();
   }
 
+  // Whether any of `flags` is set.
+  #is(flags: number): boolean {
+    return (this.#flags & flags) !== 0;
+  }
+
   /** Frames and payload bytes so far, as a snapshot. */
   get stats(): FramedStats {
     return { framesIn: this.#framesIn, framesOut: this.#framesOut, bytesIn: this.#bytesIn, bytesOut: this.#bytesOut };
@@ -168,7 +178,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** True once the channel was destroyed or its transport closed (held frames may still be delivered by resume()). */
   get closed(): boolean {
-    return this.#destroyed || this.#closeOnResume;
+    return this.#is(DESTROYED | CLOSE_ON_RESUME);
   }
 
   /**
@@ -183,8 +193,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * `onSent` to hear it, the channel fails with it.)
    */
   send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
-    if (this.#destroyed || this.#ended || this.#closeOnResume) {
-      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#ended ? 'ended' : 'closed'}`);
+    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME)) {
+      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#is(ENDED) ? 'ended' : 'closed'}`);
     }
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
     const length = byteLengthOf(pieces);
@@ -195,7 +205,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     if (fdList) this.#checkSendableFds(fdList.length);
     const ok = this.#writer.write(pieces, length, fdList, fdList ? (onSent ?? null) : null);
     if (!fdList) onSent?.();
-    if (!ok) this.#needDrain = true;
+    if (!ok) this.#flags |= NEED_DRAIN;
     this.#framesOut++;
     this.#bytesOut += length;
     return ok;
@@ -213,8 +223,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   // 'drain' follows a send() that returned false, once: either the
   // transport drained, or the tick's packed frames went out without filling it.
   #onDrain(): void {
-    if (!this.#needDrain || this.#destroyed) return;
-    this.#needDrain = false;
+    if (!this.#is(NEED_DRAIN) || this.#is(DESTROYED)) return;
+    this.#flags &= ~NEED_DRAIN;
     this.emit('drain');
   }
 
@@ -225,8 +235,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
   drained(): Promise<void> {
-    if (this.#destroyed) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
-    if (!this.#needDrain) return Promise.resolve();
+    if (this.#is(DESTROYED)) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
+    if (!this.#is(NEED_DRAIN)) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const onDrain = (): void => {
         this.off('close', onClose);
@@ -243,19 +253,19 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Stops delivering frames and reading from the transport, so the kernel pushes back on the peer. */
   pause(): void {
-    if (this.#paused || this.#destroyed) return;
-    this.#paused = true;
+    if (this.#is(PAUSED | DESTROYED)) return;
+    this.#flags |= PAUSED;
     if (this.#receiver) this.#receiver.pauseReading();
     else this.transport.pause();
   }
 
   /** Delivers the frames held while paused, then reads again. */
   resume(): void {
-    if (!this.#paused || this.#destroyed) return;
-    this.#paused = false;
+    if (!this.#is(PAUSED) || this.#is(DESTROYED)) return;
+    this.#flags &= ~PAUSED;
     this.#drainBacklog();
-    if (this.#paused || this.#destroyed) return;
-    if (this.#closeOnResume) return this.#closeAfterBacklog();
+    if (this.#is(PAUSED | DESTROYED)) return;
+    if (this.#is(CLOSE_ON_RESUME)) return this.#closeAfterBacklog();
     if (this.#receiver) this.#receiver.resumeReading();
     else this.transport.resume();
     this.#maybeEmitEnd();
@@ -263,19 +273,19 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Sends what is queued, then half-closes: the peer sees 'end', and we can still receive. */
   end(): void {
-    if (this.#ended || this.#destroyed || this.#closeOnResume) return;
-    this.#ended = true;
+    if (this.#is(ENDED | DESTROYED | CLOSE_ON_RESUME)) return;
+    this.#flags |= ENDED;
     this.#writer.flush();
     this.transport.end();
   }
 
   /** Closes now: the transport, and every fd of a frame not yet delivered. 'error' (if err), then 'close'. */
   destroy(err?: Error): void {
-    if (this.#destroyed) return;
-    this.#destroyed = true;
+    if (this.#is(DESTROYED)) return;
+    this.#flags |= DESTROYED;
     if (err) {
       this.#pendingError = err;
-      this.#hadError = true;
+      this.#flags |= HAD_ERROR;
       process.nextTick(() => this.#emitPendingError());
     }
     this.#releaseFds();
@@ -289,8 +299,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   #onChunk(data: Buffer, fds: ReceivedFds | null): void {
     const fdList = fds ? fds.take() : null;
-    if (this.#destroyed) return closeFds(fdList);
-    this.#pushing = true;
+    if (this.#is(DESTROYED)) return closeFds(fdList);
+    this.#flags |= PUSHING;
     try {
       if (this.#seqpacket) this.#decoder.pushMessage(data, fdList);
       else this.#decoder.push(data, fdList);
@@ -300,16 +310,16 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
       if (err instanceof FramingError) closeFds(fdList);
       this.destroy(err as Error);
     } finally {
-      this.#pushing = false;
-      if (this.#destroyed) this.#releaseFds();
+      this.#flags &= ~PUSHING;
+      if (this.#is(DESTROYED)) this.#releaseFds();
     }
   }
 
   #onDecoded(payload: Buffer, fds: number[] | null): void {
     this.#framesIn++;
     this.#bytesIn += payload.length;
-    if (this.#destroyed) return closeFds(fds);
-    if (this.#paused || this.#backlog) {
+    if (this.#is(DESTROYED)) return closeFds(fds);
+    if (this.#is(PAUSED) || this.#backlog) {
       (this.#backlog ??= []).push({ payload, fds });
       return;
     }
@@ -333,37 +343,37 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   }
 
   #drainBacklog(): void {
-    if (this.#draining) return;
-    this.#draining = true;
+    if (this.#is(DRAINING)) return;
+    this.#flags |= DRAINING;
     try {
-      while (this.#backlog && !this.#paused && !this.#destroyed) {
+      while (this.#backlog && !this.#is(PAUSED | DESTROYED)) {
         const { payload, fds } = this.#backlog.shift()!;
         if (this.#backlog.length === 0) this.#backlog = null;
         this.#dispatch(payload, fds);
       }
     } finally {
-      this.#draining = false;
+      this.#flags &= ~DRAINING;
     }
   }
 
   // ------------------------------------------------------------ endings
 
   #onTransportEnd(): void {
-    if (this.#destroyed) return;
+    if (this.#is(DESTROYED)) return;
     if (this.#decoder.buffered > 0) {
       const err = new FramingError('TRUNCATED_FRAME', `the peer ended the stream ${this.#decoder.buffered} bytes into a frame`);
       this.destroy(err);
       return;
     }
-    this.#peerEnded = true;
+    this.#flags |= PEER_ENDED;
     // A Duplex without half-open support ends its own side along with the peer's.
-    if (!this.transport.allowHalfOpen) this.#ended = true;
+    if (!this.transport.allowHalfOpen) this.#flags |= ENDED;
     this.#maybeEmitEnd();
   }
 
   #maybeEmitEnd(): void {
-    if (!this.#peerEnded || this.#endEmitted || this.#paused || this.#backlog || this.#destroyed) return;
-    this.#endEmitted = true;
+    if (!this.#is(PEER_ENDED) || this.#is(END_EMITTED | PAUSED | DESTROYED) || this.#backlog) return;
+    this.#flags |= END_EMITTED;
     this.emit('end');
   }
 
@@ -372,24 +382,24 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   }
 
   #onTransportClose(): void {
-    if (!this.#destroyed) {
+    if (!this.#is(DESTROYED)) {
       // Both sides ended while frames read before the end were held: they
       // are still the user's, delivered on resume(), and 'close' waits.
-      if (this.#backlog && this.#peerEnded) {
-        this.#closeOnResume = true;
+      if (this.#backlog && this.#is(PEER_ENDED)) {
+        this.#flags |= CLOSE_ON_RESUME;
         return;
       }
       // Closed under us (both sides ended, or destroyed by its owner).
-      this.#destroyed = true;
+      this.#flags |= DESTROYED;
       this.#releaseFds();
     }
     this.#emitClose();
   }
 
   #closeAfterBacklog(): void {
-    this.#closeOnResume = false;
+    this.#flags &= ~CLOSE_ON_RESUME;
     this.#maybeEmitEnd();
-    this.#destroyed = true;
+    this.#flags |= DESTROYED;
     this.#releaseFds();
     this.#emitClose();
   }
@@ -398,7 +408,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     for (const { fds } of this.#backlog ?? []) closeFds(fds);
     this.#backlog = null;
     // Mid-push the decoder is still running; the push's end releases it.
-    if (!this.#pushing) closeFds(this.#decoder.reset());
+    if (!this.#is(PUSHING)) closeFds(this.#decoder.reset());
   }
 
   #emitPendingError(): void {
@@ -409,10 +419,10 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   }
 
   #emitClose(): void {
-    if (this.#closeEmitted) return;
-    this.#closeEmitted = true;
+    if (this.#is(CLOSE_EMITTED)) return;
+    this.#flags |= CLOSE_EMITTED;
     this.#emitPendingError();
-    this.emit('close', this.#hadError);
+    this.emit('close', this.#is(HAD_ERROR));
   }
 }
 
