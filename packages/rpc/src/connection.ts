@@ -10,12 +10,12 @@
 import { EventEmitter } from 'node:events';
 import { debuglog } from 'node:util';
 import { type FramedChannel, FramingError } from '@afunix/framing';
-import type { Credentials, ReceivedFds } from '@afunix/transport';
+import { type Credentials, type ReceivedFds, closeFd } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
 import { NO_ID, readMessage } from './envelope.js';
 import { RpcCode, RpcError, abortError, invalidArgValue, rpcError } from './errors.js';
-import { type Fd, closeAll, closeFdQuietly } from './fd.js';
+import { type Fd, closeAll } from './fd.js';
 import { count, id, list, str } from './fields.js';
 import { IncomingCalls } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
@@ -305,7 +305,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     let value: unknown;
     let wrapped: Fd[] | null;
     try {
-      const m = readMessage(payload, fds, closeFdQuietly);
+      const m = readMessage(payload, fds, closeFd);
       if (!m) return this.#onOtherFrame(payload, fds);
       // Out of the shared record before anything else can read a message.
       ({ kind, id: callId, name, value, fds: wrapped } = m);
@@ -343,7 +343,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #onOtherFrame(payload: Buffer, fds: number[] | null): void {
     let decoded: Decoded;
     try {
-      decoded = decode(payload, fds, closeFdQuietly);
+      decoded = decode(payload, fds, closeFd);
     } catch (err) {
       return this.#protocolError((err as Error).message);
     }

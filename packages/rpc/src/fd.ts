@@ -1,18 +1,11 @@
 // File descriptors as values: put an Fd anywhere in arguments or results and
 // it travels by SCM_RIGHTS inside the same message.
-import { closeSync } from 'node:fs';
-import type { FdLike } from '@afunix/transport';
+import { type FdLike, closeFd } from '@afunix/transport';
 
 // A received Fd nobody took or closed is closed when it is collected: a safety
 // net only. Handlers' argument fds are closed deterministically when the
 // handler settles; see RpcPeer.
-const orphans = new FinalizationRegistry<number>((fd) => {
-  try {
-    closeSync(fd);
-  } catch {
-    // Closed by other means already.
-  }
-});
+const orphans = new FinalizationRegistry<number>(closeFd);
 
 function checkedFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
@@ -79,24 +72,13 @@ export class Fd {
     this.#fd = -1;
     this.#owned = false;
     orphans.unregister(this);
-    try {
-      closeSync(fd);
-    } catch {
-      // Already closed through a raw number someone peeked at.
-    }
+    // (Through the transport: fs.closeSync() would warn in a worker thread,
+    // and one already closed through a raw number someone peeked at is fine.)
+    closeFd(fd);
   }
 
   [Symbol.dispose](): void {
     this.close();
-  }
-}
-
-/** Closes a raw descriptor that nobody will take; one already gone is fine. */
-export function closeFdQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // Nothing to release.
   }
 }
 
@@ -139,7 +121,7 @@ export function forEachFd(value: unknown, visit: (fd: Fd) => void, seen = new Se
 
 // Fds inside an answer nobody waits for any more must not leak.
 export function releaseFds(value: unknown): void {
-  if (value !== null && typeof value === 'object') forEachFd(value, closeFd);
+  if (value !== null && typeof value === 'object') forEachFd(value, closeOne);
 }
 
 /**
@@ -152,7 +134,7 @@ export function closeTransfers(value: unknown): void {
   if (value !== null && typeof value === 'object') forEachFd(value, closeIfTransferred);
 }
 
-function closeFd(fd: Fd): void {
+function closeOne(fd: Fd): void {
   fd.close();
 }
 

@@ -1,8 +1,7 @@
 // The Electron main/helper pattern without Electron: one call spawns a child
 // with a socketpair channel on fd 3 and returns a typed client for it.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
-import { fromFd, socketPairFds } from '@afunix/transport';
+import { closeFd, fromFd, socketPairFds } from '@afunix/transport';
 import { type ClientOptions, type RpcClient, connect } from './client.js';
 import type { RpcConnection } from './connection.js';
 import type { Contract } from './contract.js';
@@ -45,10 +44,10 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
       ...(options.gid !== undefined ? { gid: options.gid } : {}),
     });
   } catch (err) {
-    closeSync(ours);
+    closeFd(ours);
     throw err;
   } finally {
-    closeSync(theirs); // the child has its copy on fd 3
+    closeFd(theirs); // the child has its copy on fd 3
   }
   const socket = fromFd(ours);
   const died = new Promise<never>((_, reject) => {

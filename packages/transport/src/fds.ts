@@ -5,12 +5,22 @@ import { closeSync } from 'node:fs';
 import { invalidArg } from './errors.js';
 import { native } from './native.js';
 
-// Through the addon when it is loaded: fs.closeSync() in a worker_thread
-// warns "closed but not opened in unmanaged mode" for every fd that the
-// thread did not open with fs.open, which received fds never are.
-function closeFd(fd: number): void {
-  if (native) native.close(fd);
-  else closeSync(fd);
+/**
+ * Closes a descriptor that did not come from `fs.open` (one received, or
+ * made by socketPairFds()); one that is not open is no error. Through the
+ * addon when it is loaded: fs.closeSync() in a worker_thread warns "closed
+ * but not opened in unmanaged mode" for every such fd.
+ */
+export function closeFd(fd: number): void {
+  if (native) {
+    native.close(fd);
+    return;
+  }
+  try {
+    closeSync(fd);
+  } catch {
+    // Not open: nothing to release.
+  }
 }
 
 /** Something that names an open descriptor we may send: a number or `{ fd }` (e.g. a FileHandle). */
