@@ -103,7 +103,7 @@ function targets(doc) {
   if (w1?.pinned_median_us && w1b?.pinned_median_us) {
     row('W1 pinned median below the baseline’s', `${fmt(w1.pinned_median_us, 1)} µs vs ${fmt(w1b.pinned_median_us, 1)} µs`, w1.pinned_median_us < w1b.pinned_median_us);
   }
-  if (w1 && w1b) row('W1 unpinned median no worse than the baseline’s', `${fmt(w1.median_us, 1)} µs vs ${fmt(w1b.median_us, 1)} µs`, w1.median_us <= w1b.median_us * 1.03);
+  if (w1 && w1b) row('W1 unpinned median no worse than the baseline’s (within 3%, the run-to-run noise of this VM)', `${fmt(w1.median_us, 1)} µs vs ${fmt(w1b.median_us, 1)} µs`, w1.median_us <= w1b.median_us * 1.03);
   const w4 = m(ours, 'W4');
   if (w4) row('W4 ≥ 100,000 fds/s, none leaked', `${fmt(w4.fds_per_s)} fds/s, ${fmt(w4.fds_leaked)} leaked`, w4.fds_per_s >= 1e5 && w4.fds_leaked === 0);
   const w6 = m(ours, 'W6');
