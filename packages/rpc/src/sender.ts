@@ -118,18 +118,13 @@ export class MessageSender {
     }
   }
 
-  /** Resolves once the channel drained (or closed). */
+  /**
+   * Resolves once sending may go on: at once if the channel owes no 'drain'
+   * (it may have come already, while a stream item waited for its fds to
+   * leave), else at the next 'drain', or when the channel closes.
+   */
   drained(): Promise<void> {
-    const channel = this.#channel;
-    return new Promise((resolve) => {
-      const done = () => {
-        channel.off('drain', done);
-        channel.off('close', done);
-        resolve();
-      };
-      channel.on('drain', done);
-      channel.on('close', done);
-    });
+    return this.#channel.drained().catch(() => {});
   }
 
   // Results and events do not wait for 'drain' (streams do): a peer that

@@ -104,6 +104,42 @@ describe('fds the kernel refuses', () => {
     expect(await lab.client.add(1, 1)).toBe(2);
   });
 
+  it('a stream of items with fds goes on after the reader pauses and resumes (back-pressure)', async () => {
+    interface Files {
+      methods: { files(n: number): AsyncIterable<{ fd: Fd; data: Buffer }> };
+    }
+    const file = openSync(__filename, 'r');
+    const server = new RpcServer<Files>({
+      service: 'files',
+      handlers: {
+        async *files(n) {
+          for (let i = 0; i < n; i++) yield { fd: Fd.from(file), data: Buffer.alloc(100_000, i) };
+        },
+      },
+    });
+    const path = join(lab.dir, 'paused.sock');
+    await server.listen(path);
+    const c = await connect<Files>(path);
+    try {
+      // Paused, the socket fills: the server's sends return false while
+      // items with fds are still waiting to leave.
+      const channel = c.$connection!.channel;
+      channel.pause();
+      setTimeout(() => channel.resume(), 300);
+      let received = 0;
+      for await (const item of c.files(20)) {
+        expect(item.data[99_999]).toBe(received);
+        item.fd.close();
+        received++;
+      }
+      expect(received).toBe(20);
+    } finally {
+      closeSync(file);
+      await c.$close();
+      await server.close();
+    }
+  });
+
   for (const last of [false, true]) {
     it(`a stream item whose fd is not open ends the stream there with EBADF and stops its producer (${last ? 'the last item' : 'items after it'})`, async () => {
       const cancelledBefore = (await lab.client.seen()).streamsCancelled;
