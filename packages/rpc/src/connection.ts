@@ -268,9 +268,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
     debug('a message (kind %d) was not sent: %s', kind, err.message);
     if (this.#closed) return;
     if (kind === Msg.REQUEST) return this.#outgoing.failUnsent(callId, err);
-    if (kind === Msg.RESULT || kind === Msg.ERROR) return this.#incoming.answerUnsent(callId, err);
-    // A notification or an event has nobody waiting to hear of it. (A
-    // stream item's producer waits for its fds itself: see IncomingCalls.)
+    // A notification or an event has nobody waiting to hear of it. (Answers
+    // and stream items wait for their fds themselves: see IncomingCalls.)
   }
 
   /** @internal StreamLink: the consumer took n items. */

@@ -77,11 +77,6 @@ export class IncomingCalls {
     this.#incoming.get(callId)?.cancel(reason);
   }
 
-  /** An answer could not be sent after all (its fds were refused): the caller hears why instead. */
-  answerUnsent(callId: number, err: Error): void {
-    this.#replyFailed(callId, err);
-  }
-
   /** CREDIT from the peer, for one of our streams. */
   credit(callId: number, n: number): void {
     this.#incoming.get(callId)?.credit?.add(n);
@@ -116,7 +111,8 @@ export class IncomingCalls {
     const refuse = this.#refusal(callId, method);
     if (refuse) {
       closeAll(fds);
-      return this.#reply(callId, Msg.ERROR, refuse);
+      void this.#reply(callId, Msg.ERROR, refuse); // (an RpcError: no fds)
+      return;
     }
     const call = new IncomingCall(callId, method, this.#connection, this.#connection.peer);
     if (this.#incoming === NO_INCOMING) this.#incoming = new Map();
@@ -172,9 +168,15 @@ export class IncomingCalls {
       if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
       return closeTransfers(value); // a notification's answer goes nowhere
     }
-    this.#forget(call.id);
-    if (!this.#answering(call)) return closeTransfers(value);
-    this.#reply(call.id, kind, value);
+    if (!this.#answering(call)) {
+      this.#forget(call.id);
+      return closeTransfers(value);
+    }
+    // Still handled until the answer's fds have left: a closing server
+    // waits for that, so a refusal of them still reaches the caller.
+    const replied = this.#reply(call.id, kind, value);
+    if (replied) void replied.then(() => this.#forget(call.id));
+    else this.#forget(call.id);
   }
 
   // Whether the caller still waits for an answer to this call.
@@ -182,9 +184,12 @@ export class IncomingCalls {
     return !call.cancelled && !this.#connection.closed;
   }
 
-  #reply(callId: number, kind: number, value: unknown): void {
+  // Sends the answer; if it carries fds, returns a promise settled once
+  // they left, or once the caller heard that the kernel refused them.
+  #reply(callId: number, kind: number, value: unknown): Promise<void> | undefined {
+    let sent: boolean | Promise<boolean>;
     try {
-      this.#sender.sendMessage(kind, callId, null, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result'));
+      sent = this.#sender.sendAwaitingFds(kind, callId, kind === Msg.ERROR ? toError(value) : prepareValue(value, 'result'));
     } catch (err) {
       // (The sender closes what it was handed; a value refused before it
       // got there still holds its own.)
@@ -193,7 +198,13 @@ export class IncomingCalls {
       // The answer could not travel (unencodable, too large, too many fds):
       // the caller still gets one that says why, or it would wait forever.
       this.#replyFailed(callId, err);
+      return;
     }
+    if (typeof sent === 'boolean') return;
+    return sent.then(
+      () => {},
+      (err: unknown) => this.#replyFailed(callId, err),
+    );
   }
 
   #replyFailed(callId: number, err: unknown): void {
@@ -225,7 +236,7 @@ export class IncomingCalls {
     } catch (err) {
       // The iterator threw (it is done then), or an item could not be sent.
       if (err instanceof ItemNotSent) stop = err.reason;
-      if (this.#answering(call)) this.#reply(call.id, Msg.ERROR, err instanceof ItemNotSent ? err.reason : err);
+      if (this.#answering(call)) await this.#reply(call.id, Msg.ERROR, err instanceof ItemNotSent ? err.reason : err);
     } finally {
       this.#forget(call.id);
       closeAll(fds);

@@ -104,6 +104,55 @@ describe('fds the kernel refuses', () => {
     expect(await lab.client.add(1, 1)).toBe(2);
   });
 
+  it('an answer whose fd is refused while the server closes still reaches the caller as EBADF', async () => {
+    interface Later {
+      methods: { later(): { fd: Fd }; big(): Buffer };
+    }
+    let started!: () => void;
+    const handling = new Promise<void>((resolve) => (started = resolve));
+    let answeredBig!: () => void;
+    const bigAnswered = new Promise<void>((resolve) => (answeredBig = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const server = new RpcServer<Later>({
+      service: 'later',
+      handlers: {
+        later: async () => {
+          started();
+          await gate;
+          return { fd: Fd.from(999_999) }; // open nowhere: the kernel refuses it
+        },
+        big: () => {
+          setImmediate(answeredBig);
+          return Buffer.alloc(4 << 20);
+        },
+      },
+    });
+    const path = join(lab.dir, 'closing-fds.sock');
+    await server.listen(path);
+    const c = await connect<Later>(path);
+    try {
+      const call = c.later();
+      await handling;
+      // A big answer the client does not read yet keeps the server's
+      // writes queued: the refusal of the fd comes only once it reads.
+      c.$connection!.channel.pause();
+      const big = c.big();
+      await bigAnswered;
+      // Once its last call is answered, a closing server closes the
+      // connection: not before that answer's refusal has been told.
+      const closing = server.close();
+      release();
+      setTimeout(() => c.$connection!.channel.resume(), 100);
+      expect((await big).length).toBe(4 << 20);
+      await expect(call).rejects.toMatchObject({ code: 'EBADF' });
+      await closing;
+    } finally {
+      await c.$close();
+      await server.close();
+    }
+  });
+
   it('a stream of items with fds goes on after the reader pauses and resumes (back-pressure)', async () => {
     interface Files {
       methods: { files(n: number): AsyncIterable<{ fd: Fd; data: Buffer }> };
