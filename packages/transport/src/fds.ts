@@ -12,6 +12,8 @@ import { native } from './native.js';
  * but not opened in unmanaged mode" for every such fd.
  */
 export function closeFd(fd: number): void {
+  // (The addon would truncate 1.5 to 1 and close stdout.)
+  if (!Number.isInteger(fd) || fd < 0) throw invalidArg('fd', `must be a non-negative integer; received ${String(fd)}`);
   if (native) {
     native.close(fd);
     return;

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ConnectionType,
+  closeFd,
   fromFd,
   MAX_FDS,
   type ReceivedFds,
@@ -376,6 +377,18 @@ describe('ownership of received fds', () => {
     expect(seen).toBe(600);
     await waitFor(() => addedSince(before).length === 0, () => `still open: ${addedSince(before).join(', ')}`);
     expect(addedSince(before)).toEqual([]);
+  });
+
+  it('closeFd closes a descriptor, ignores one not open, and refuses what is not an fd number', () => {
+    const [x, y] = socketPairFds('stream');
+    for (const bad of [x + 0.5, -1, Number.NaN, '3' as unknown as number]) {
+      expect(() => closeFd(bad), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    expect(isOpen(x)).toBe(true); // not closed as Math.trunc(x + 0.5)
+    closeFd(x);
+    closeFd(y);
+    expect([isOpen(x), isOpen(y)]).toEqual([false, false]);
+    expect(() => closeFd(x)).not.toThrow(); // closed already: no error
   });
 
   it('fds taken in an fds listener stay open and readable after the event', async () => {
