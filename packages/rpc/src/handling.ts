@@ -56,6 +56,9 @@ export class IncomingCalls {
   #incoming: Map<number, IncomingCall> = NO_INCOMING;
   // Notifications being handled: they count against maxInFlight too.
   #notifications: Set<IncomingCall> = NO_CALLS;
+  // Answers sent whose fds have not left yet: a closing server waits for
+  // them (so a refusal still reaches the caller), but their calls are done.
+  #answersInTransit = 0;
   /** Set by drain(): new calls are refused with SHUTTING_DOWN. */
   draining = false;
   /** Calls received, for stats. */
@@ -67,9 +70,9 @@ export class IncomingCalls {
     this.#options = options;
   }
 
-  /** Calls (not notifications) still being handled. */
+  /** Calls (not notifications) still being handled, or answered with fds not yet gone. */
   get size(): number {
-    return this.#incoming.size;
+    return this.#incoming.size + this.#answersInTransit;
   }
 
   /** CANCEL from the peer. */
@@ -172,11 +175,17 @@ export class IncomingCalls {
       this.#forget(call.id);
       return closeTransfers(value);
     }
-    // Still handled until the answer's fds have left: a closing server
-    // waits for that, so a refusal of them still reaches the caller.
     const replied = this.#reply(call.id, kind, value);
-    if (replied) void replied.then(() => this.#forget(call.id));
-    else this.#forget(call.id);
+    // Answered: a CANCEL or the connection's end no longer aborts the
+    // handler, even while the answer's fds wait to leave.
+    if (replied) {
+      this.#answersInTransit++;
+      void replied.then(() => {
+        this.#answersInTransit--;
+        this.#checkIdle();
+      });
+    }
+    this.#forget(call.id);
   }
 
   // Whether the caller still waits for an answer to this call.
@@ -281,7 +290,11 @@ export class IncomingCalls {
 
   #forget(callId: number): void {
     this.#incoming.delete(callId);
-    if (this.draining && this.#incoming.size === 0) this.#connection.emit('idle');
+    this.#checkIdle();
+  }
+
+  #checkIdle(): void {
+    if (this.draining && this.size === 0) this.#connection.emit('idle');
   }
 }
 

@@ -153,6 +153,51 @@ describe('fds the kernel refuses', () => {
     }
   });
 
+  it('a handler that answered with fds is not aborted while they wait to leave', async () => {
+    interface Give {
+      methods: { big(): Buffer; give(): { fd: Fd } };
+    }
+    let aborts = 0;
+    let answered = 0;
+    const file = openSync(__filename, 'r');
+    const server = new RpcServer<Give>({
+      service: 'give',
+      handlers: {
+        big: () => Buffer.alloc(4 << 20),
+        give: (ctx) => {
+          ctx.signal.addEventListener('abort', () => aborts++);
+          answered++;
+          return { fd: Fd.from(file) };
+        },
+      },
+    });
+    const path = join(lab.dir, 'give.sock');
+    await server.listen(path);
+    const c = await connect<Give>(path);
+    try {
+      // The client does not read: the big answer fills the socket, and the
+      // answers with fds after it wait in the server's queue.
+      const channel = c.$connection!.channel;
+      channel.pause();
+      const big = c.big();
+      big.catch(() => {}); // (awaited below; if the test fails first, $close rejects it)
+      const impatient = c.$with({ timeout: 100 });
+      const gives = [impatient.give(), impatient.give()];
+      // They time out here, and the server hears CANCEL for calls it answered.
+      for (const give of gives) await expect(give).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+      expect(answered).toBe(2);
+      channel.resume();
+      expect((await big).length).toBe(4 << 20);
+      // Read after those CANCELs: by its answer they were handled.
+      (await c.give()).fd.close();
+      expect(aborts).toBe(0);
+    } finally {
+      closeSync(file);
+      await c.$close();
+      await server.close();
+    }
+  });
+
   it('a stream of items with fds goes on after the reader pauses and resumes (back-pressure)', async () => {
     interface Files {
       methods: { files(n: number): AsyncIterable<{ fd: Fd; data: Buffer }> };
