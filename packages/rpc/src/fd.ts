@@ -1,6 +1,6 @@
 // File descriptors as values: put an Fd anywhere in arguments or results and
 // it travels by SCM_RIGHTS inside the same message.
-import { type FdLike, closeFd } from '@afunix/transport';
+import { type FdLike, closeFd, isFdNumber } from '@afunix/transport';
 
 // A received Fd nobody took or closed is closed when it is collected: a safety
 // net only. Handlers' argument fds are closed deterministically when the
@@ -9,7 +9,7 @@ const orphans = new FinalizationRegistry<number>(closeFd);
 
 function checkedFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
-  if (!Number.isInteger(fd) || fd < 0) throw new TypeError('Fd needs a non-negative integer fd or an object with one');
+  if (!isFdNumber(fd)) throw new TypeError('Fd needs an fd number (an integer from 0 to 2^31 - 1) or an object with one');
   return fd;
 }
 

@@ -34,6 +34,13 @@ describe('fds as values', () => {
     expect(fd.owned).toBe(false);
   });
 
+  it('Fd.from() and Fd.transfer() refuse what is no fd number (2 ** 32 + 1 would travel as stdout)', () => {
+    for (const bad of [2 ** 32 + 1, 1.5, -1, Number.NaN]) {
+      expect(() => Fd.from(bad), String(bad)).toThrow(TypeError);
+      expect(() => Fd.transfer({ fd: bad }), String(bad)).toThrow(TypeError);
+    }
+  });
+
   it('closes fds that a handler does not take, once it settles', async () => {
     const server = new RpcServer<{ methods: { ignore(fd: Fd): number; keep(fd: Fd): number } }>({
       service: 'fds',

@@ -5,6 +5,15 @@ import { closeSync } from 'node:fs';
 import { invalidArg } from './errors.js';
 import { native } from './native.js';
 
+// The addon reads an fd as an Int32: a larger number would wrap onto another
+// descriptor (2 ** 32 + 2 is stderr).
+const MAX_FD = 0x7fff_ffff;
+
+/** Whether `value` can name a descriptor: an integer from 0 to 2^31 - 1. */
+export function isFdNumber(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= MAX_FD;
+}
+
 /**
  * Closes a descriptor that did not come from `fs.open` (one received, or
  * made by socketPairFds()); one that is not open is no error. Through the
@@ -12,8 +21,8 @@ import { native } from './native.js';
  * but not opened in unmanaged mode" for every such fd.
  */
 export function closeFd(fd: number): void {
-  // (The addon would truncate 1.5 to 1 and close stdout.)
-  if (!Number.isInteger(fd) || fd < 0) throw invalidArg('fd', `must be a non-negative integer; received ${String(fd)}`);
+  // (The addon would close stdout for 1.5, stderr for 2 ** 32 + 2.)
+  if (!isFdNumber(fd)) throw invalidArg('fd', `must be an fd number (an integer from 0 to 2^31 - 1); received ${String(fd)}`);
   if (native) {
     native.close(fd);
     return;
@@ -30,10 +39,10 @@ export type FdLike = number | { readonly fd: number };
 
 export function toFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
-  if (!Number.isInteger(fd) || (fd as number) < 0) {
-    throw invalidArg('fds', 'must hold non-negative integer fds or objects with an integer `fd`');
+  if (!isFdNumber(fd)) {
+    throw invalidArg('fds', 'must hold fd numbers (integers from 0 to 2^31 - 1) or objects with one as `fd`');
   }
-  return fd as number;
+  return fd;
 }
 
 export function toFds(values: readonly FdLike[] | undefined | null): number[] | null {

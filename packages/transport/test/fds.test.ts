@@ -310,6 +310,15 @@ describe('fds over seqpacket and limits', () => {
     expect((await first)[0].toString()).toBe('the next message');
   });
 
+  it('refuses fd numbers the kernel could not hold (2 ** 32 + n would wrap onto n), and sends nothing', async () => {
+    const [a, b] = pair('seqpacket');
+    const fd = fileWith('w', 'wrapped');
+    expect(() => a.send(Buffer.from('x'), [fd + 2 ** 32])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    const got = once(b, 'data') as Promise<[Buffer]>;
+    a.send(Buffer.from('after'));
+    expect((await got)[0].toString()).toBe('after');
+  });
+
   it('passes any kind of fd: regular file, pipe, socket, memfd', async () => {
     // Node can make neither a pipe nor a memfd, so a python3 child makes
     // them and hands them over first (that hop is over our stream socket too).
@@ -381,10 +390,11 @@ describe('ownership of received fds', () => {
 
   it('closeFd closes a descriptor, ignores one not open, and refuses what is not an fd number', () => {
     const [x, y] = socketPairFds('stream');
-    for (const bad of [x + 0.5, -1, Number.NaN, '3' as unknown as number]) {
+    // (The addon reads an Int32: x + 0.5 and x + 2 ** 32 would close x.)
+    for (const bad of [x + 0.5, x + 2 ** 32, -1, Number.NaN, '3' as unknown as number]) {
       expect(() => closeFd(bad), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     }
-    expect(isOpen(x)).toBe(true); // not closed as Math.trunc(x + 0.5)
+    expect(isOpen(x)).toBe(true);
     closeFd(x);
     closeFd(y);
     expect([isOpen(x), isOpen(y)]).toEqual([false, false]);

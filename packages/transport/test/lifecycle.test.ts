@@ -8,7 +8,7 @@ import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connect, createServer, fromFd, socketPair, socketPairFds, type UnixServer, type UnixSocket } from '../src/index.js';
+import { closeFd, connect, createServer, fromFd, socketPair, socketPairFds, type UnixServer, type UnixSocket } from '../src/index.js';
 import { addedSince, destroyAll, fixtures, nodeChild, openFds, pattern, requireDist, tempDir, waitFor } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -265,6 +265,20 @@ describe('when a socket goes away', () => {
     const got = once(b, 'data') as Promise<[Buffer]>;
     a.write('still mine');
     expect((await got)[0].toString()).toBe('still mine');
+  });
+
+  it('fromFd() and listenFd() refuse what is no fd number (2 ** 32 + n would wrap onto n), and adopt nothing', () => {
+    const [x, y] = socketPairFds('stream');
+    try {
+      for (const bad of [x + 2 ** 32, x + 0.5, -1]) {
+        expect(() => fromFd(bad), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+        expect(() => createServer().listenFd(bad), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+      }
+      // x is nobody's: it can still be adopted.
+      sockets.push(fromFd(x));
+    } finally {
+      closeFd(y);
+    }
   });
 
   it('a listener that throws on the read carrying the end still sees the socket end and close', async () => {
