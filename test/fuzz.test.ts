@@ -21,13 +21,14 @@ import { Fd, Msg, PROTOCOL_VERSION, RpcCode, RpcError } from '../packages/rpc/sr
 import type { Hello } from '../packages/rpc/src/protocol.js';
 import { report } from './helpers.js';
 
-// A received fd wrapped in an Fd is closed with fs.closeSync() when a
-// message fails to decode after it: those closes are counted here too.
-const { closedBySync } = vi.hoisted(() => ({ closedBySync: [] as number[] }));
-vi.mock('node:fs', async (importOriginal) => {
-  const fs = await importOriginal<typeof import('node:fs')>();
-  const closeSync = (fd: number) => (fd >= 1_000_000 ? void closedBySync.push(fd) : fs.closeSync(fd));
-  return { ...fs, closeSync, default: { ...fs, closeSync } };
+// A received fd wrapped in an Fd is closed by Fd.close(), through the
+// transport's closeFd(), when a message fails to decode after it: those
+// closes are counted here too.
+const { closedByFd } = vi.hoisted(() => ({ closedByFd: [] as number[] }));
+vi.mock('../packages/transport/dist/index.js', async (importOriginal) => {
+  const transport = await importOriginal<typeof import('../packages/transport/dist/index.js')>();
+  const closeFd = (fd: number) => (fd >= 1_000_000 ? void closedByFd.push(fd) : transport.closeFd(fd));
+  return { ...transport, closeFd };
 });
 
 const SEED = process.env.FUZZ_SEED === 'random' ? Date.now() % 2 ** 31 : Number(process.env.FUZZ_SEED ?? 20_251_125);
@@ -137,7 +138,7 @@ describe(`msgpack payload (seed ${SEED})`, () => {
         expect(err).toBeInstanceOf(RpcError);
         expect((err as RpcError).code).toBe(RpcCode.PROTOCOL_ERROR);
       }
-      expect([...closed, ...closedBySync.splice(0), ...wrapped].sort()).toEqual(fds);
+      expect([...closed, ...closedByFd.splice(0), ...wrapped].sort()).toEqual(fds);
       unpolluted();
     }, RUNS * 5);
   }, TIMEOUT);
@@ -274,7 +275,7 @@ describe(`handshake (seed ${SEED})`, () => {
           for (const s of o.hello.streams!) expect(typeof s).toBe('string');
           if (side === 'server') expect([undefined, 'fuzz']).toContain(o.hello.service);
         } else if (side === 'server') {
-          expect([RpcCode.PROTOCOL_ERROR, RpcCode.PROTOCOL_MISMATCH, RpcCode.SERVICE_MISMATCH]).toContain(o.code);
+          expect([RpcCode.PROTOCOL_ERROR, RpcCode.PROTOCOL_MISMATCH, RpcCode.SERVICE_MISMATCH, RpcCode.MESSAGE_SIZE_TOO_SMALL]).toContain(o.code);
         } else {
           // A server's refusal carries the server's own error, code and all.
           expect(typeof o.code === 'string' || o.code === undefined).toBe(true);
