@@ -4,12 +4,31 @@ import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { Fd, RpcServer, connect } from '../src/index.js';
+import { type Contract, Fd, type RpcClient, RpcServer, type RpcServerOptions, connect } from '../src/index.js';
 import { eventually } from './helpers.js';
 import { useLab } from './lab.js';
 
 const lab = useLab();
 const fdCount = () => readdirSync('/proc/self/fd').length;
+
+let served = 0;
+// A server in this process, on its own socket in the lab's directory, and a
+// client of it for `use`; both closed after.
+async function withServer<C extends Contract>(
+  handlers: RpcServerOptions<C>['handlers'],
+  use: (client: RpcClient<C>, server: RpcServer<C>) => Promise<void>,
+): Promise<void> {
+  const server = new RpcServer<C>({ service: 'fds', handlers });
+  const path = join(lab.dir, `fds-${++served}.sock`);
+  await server.listen(path);
+  const client = await connect<C>(path);
+  try {
+    await use(client, server);
+  } finally {
+    await client.$close();
+    await server.close();
+  }
+}
 
 describe('fds as values', () => {
   it('passes an fd as an argument: the other process reads the file through it', async () => {
@@ -121,9 +140,8 @@ describe('fds the kernel refuses', () => {
     const bigAnswered = new Promise<void>((resolve) => (answeredBig = resolve));
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const server = new RpcServer<Later>({
-      service: 'later',
-      handlers: {
+    await withServer<Later>(
+      {
         later: async () => {
           started();
           await gate;
@@ -134,30 +152,24 @@ describe('fds the kernel refuses', () => {
           return Buffer.alloc(4 << 20);
         },
       },
-    });
-    const path = join(lab.dir, 'closing-fds.sock');
-    await server.listen(path);
-    const c = await connect<Later>(path);
-    try {
-      const call = c.later();
-      await handling;
-      // A big answer the client does not read yet keeps the server's
-      // writes queued: the refusal of the fd comes only once it reads.
-      c.$connection!.channel.pause();
-      const big = c.big();
-      await bigAnswered;
-      // Once its last call is answered, a closing server closes the
-      // connection: not before that answer's refusal has been told.
-      const closing = server.close();
-      release();
-      setTimeout(() => c.$connection!.channel.resume(), 100);
-      expect((await big).length).toBe(4 << 20);
-      await expect(call).rejects.toMatchObject({ code: 'EBADF' });
-      await closing;
-    } finally {
-      await c.$close();
-      await server.close();
-    }
+      async (c, server) => {
+        const call = c.later();
+        await handling;
+        // A big answer the client does not read yet keeps the server's
+        // writes queued: the refusal of the fd comes only once it reads.
+        c.$connection!.channel.pause();
+        const big = c.big();
+        await bigAnswered;
+        // Once its last call is answered, a closing server closes the
+        // connection: not before that answer's refusal has been told.
+        const closing = server.close();
+        release();
+        setTimeout(() => c.$connection!.channel.resume(), 100);
+        expect((await big).length).toBe(4 << 20);
+        await expect(call).rejects.toMatchObject({ code: 'EBADF' });
+        await closing;
+      },
+    );
   });
 
   it('a handler that answered with fds is not aborted while they wait to leave', async () => {
@@ -167,41 +179,37 @@ describe('fds the kernel refuses', () => {
     let aborts = 0;
     let answered = 0;
     const file = openSync(__filename, 'r');
-    const server = new RpcServer<Give>({
-      service: 'give',
-      handlers: {
-        big: () => Buffer.alloc(4 << 20),
-        give: (ctx) => {
-          ctx.signal.addEventListener('abort', () => aborts++);
-          answered++;
-          return { fd: Fd.from(file) };
-        },
-      },
-    });
-    const path = join(lab.dir, 'give.sock');
-    await server.listen(path);
-    const c = await connect<Give>(path);
     try {
-      // The client does not read: the big answer fills the socket, and the
-      // answers with fds after it wait in the server's queue.
-      const channel = c.$connection!.channel;
-      channel.pause();
-      const big = c.big();
-      big.catch(() => {}); // (awaited below; if the test fails first, $close rejects it)
-      const impatient = c.$with({ timeout: 100 });
-      const gives = [impatient.give(), impatient.give()];
-      // They time out here, and the server hears CANCEL for calls it answered.
-      for (const give of gives) await expect(give).rejects.toMatchObject({ code: 'ETIMEDOUT' });
-      expect(answered).toBe(2);
-      channel.resume();
-      expect((await big).length).toBe(4 << 20);
-      // Read after those CANCELs: by its answer they were handled.
-      (await c.give()).fd.close();
-      expect(aborts).toBe(0);
+      await withServer<Give>(
+        {
+          big: () => Buffer.alloc(4 << 20),
+          give: (ctx) => {
+            ctx.signal.addEventListener('abort', () => aborts++);
+            answered++;
+            return { fd: Fd.from(file) };
+          },
+        },
+        async (c) => {
+          // The client does not read: the big answer fills the socket, and
+          // the answers with fds after it wait in the server's queue.
+          const channel = c.$connection!.channel;
+          channel.pause();
+          const big = c.big();
+          big.catch(() => {}); // (awaited below; if the test fails first, $close rejects it)
+          const impatient = c.$with({ timeout: 100 });
+          const gives = [impatient.give(), impatient.give()];
+          // They time out here, and the server hears CANCEL for calls it answered.
+          for (const give of gives) await expect(give).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+          expect(answered).toBe(2);
+          channel.resume();
+          expect((await big).length).toBe(4 << 20);
+          // Read after those CANCELs: by its answer they were handled.
+          (await c.give()).fd.close();
+          expect(aborts).toBe(0);
+        },
+      );
     } finally {
       closeSync(file);
-      await c.$close();
-      await server.close();
     }
   });
 
@@ -210,34 +218,30 @@ describe('fds the kernel refuses', () => {
       methods: { files(n: number): AsyncIterable<{ fd: Fd; data: Buffer }> };
     }
     const file = openSync(__filename, 'r');
-    const server = new RpcServer<Files>({
-      service: 'files',
-      handlers: {
-        async *files(n) {
-          for (let i = 0; i < n; i++) yield { fd: Fd.from(file), data: Buffer.alloc(100_000, i) };
-        },
-      },
-    });
-    const path = join(lab.dir, 'paused.sock');
-    await server.listen(path);
-    const c = await connect<Files>(path);
     try {
-      // Paused, the socket fills: the server's sends return false while
-      // items with fds are still waiting to leave.
-      const channel = c.$connection!.channel;
-      channel.pause();
-      setTimeout(() => channel.resume(), 300);
-      let received = 0;
-      for await (const item of c.files(20)) {
-        expect(item.data[99_999]).toBe(received);
-        item.fd.close();
-        received++;
-      }
-      expect(received).toBe(20);
+      await withServer<Files>(
+        {
+          async *files(n) {
+            for (let i = 0; i < n; i++) yield { fd: Fd.from(file), data: Buffer.alloc(100_000, i) };
+          },
+        },
+        async (c) => {
+          // Paused, the socket fills: the server's sends return false while
+          // items with fds are still waiting to leave.
+          const channel = c.$connection!.channel;
+          channel.pause();
+          setTimeout(() => channel.resume(), 300);
+          let received = 0;
+          for await (const item of c.files(20)) {
+            expect(item.data[99_999]).toBe(received);
+            item.fd.close();
+            received++;
+          }
+          expect(received).toBe(20);
+        },
+      );
     } finally {
       closeSync(file);
-      await c.$close();
-      await server.close();
     }
   });
 
