@@ -175,9 +175,12 @@ export class IncomingCalls {
       this.#forget(call.id);
       return closeTransfers(value);
     }
-    const replied = this.#reply(call.id, kind, value);
-    // Answered: a CANCEL or the connection's end no longer aborts the
-    // handler, even while the answer's fds wait to leave.
+    this.#answered(call.id, this.#reply(call.id, kind, value));
+  }
+
+  // The call is done: a CANCEL or the connection's end no longer aborts its
+  // handler, even while its answer's fds (if `replied`) wait to leave.
+  #answered(callId: number, replied: Promise<void> | undefined): void {
     if (replied) {
       this.#answersInTransit++;
       void replied.then(() => {
@@ -185,7 +188,7 @@ export class IncomingCalls {
         this.#checkIdle();
       });
     }
-    this.#forget(call.id);
+    this.#forget(callId);
   }
 
   // Whether the caller still waits for an answer to this call.
@@ -236,6 +239,7 @@ export class IncomingCalls {
     // Why the iterator, still suspended at a yield, must be stopped; null
     // once it is done.
     let stop: unknown = null;
+    let replied: Promise<void> | undefined;
     try {
       if (await this.#pump(call, iterator, credit)) {
         if (this.#answering(call)) this.#sender.send([Msg.STREAM_END, call.id]);
@@ -245,9 +249,9 @@ export class IncomingCalls {
     } catch (err) {
       // The iterator threw (it is done then), or an item could not be sent.
       if (err instanceof ItemNotSent) stop = err.reason;
-      if (this.#answering(call)) await this.#reply(call.id, Msg.ERROR, err instanceof ItemNotSent ? err.reason : err);
+      if (this.#answering(call)) replied = this.#reply(call.id, Msg.ERROR, err instanceof ItemNotSent ? err.reason : err);
     } finally {
-      this.#forget(call.id);
+      this.#answered(call.id, replied);
       closeAll(fds);
     }
     if (stop !== null) await stopProducer(call, iterator, stop);
