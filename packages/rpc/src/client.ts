@@ -16,7 +16,7 @@ import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
-import { callRemote, notifyProxy, remoteProxy } from './proxy.js';
+import { type Callee, callRemote, notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
 
 const debug = debuglog('afunix');
@@ -168,7 +168,7 @@ function isServerEvent(name: string | symbol): name is string {
   return typeof name === 'string' && name !== 'newListener' && name !== 'removeListener';
 }
 
-class ClientCore<C extends Contract> {
+class ClientCore<C extends Contract> implements Callee {
   readonly events = new SubscribingEmitter((name, subscribed) => this.#subscriptionChanged(name, subscribed));
   readonly lifecycle = new EventEmitter();
   conn: RpcConnection | null = null;
@@ -195,6 +195,11 @@ class ClientCore<C extends Contract> {
   #subscriptionChanged(name: string, subscribed: boolean): void {
     if (subscribed) this.conn?.subscribe([name]);
     else this.conn?.unsubscribe([name]);
+  }
+
+  /** Callee: whether `method` streams, as the server's last hello said (also while not connected). */
+  streams(method: string): boolean {
+    return this.server.streams?.includes(method) ?? false;
   }
 
   current(): RpcConnection {
@@ -324,15 +329,15 @@ function safePeer(socket: UnixSocket): Credentials | null {
 
 function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
   const current = () => core.current();
-  const remote = remoteProxy(current) as Record<string, unknown>;
+  const remote = remoteProxy(core) as Record<string, unknown>;
   const controls: Record<string, unknown> = {
     $events: core.events,
     $lifecycle: core.lifecycle,
-    $with: (options: CallOptions) => remoteProxy(current, options),
+    $with: (options: CallOptions) => remoteProxy(core, options),
     $notify: notifyProxy(current),
     $emit: (name: string, ...args: unknown[]) => current().emitEvent(name, args),
     $close: () => core.close(),
-    $describe: () => callRemote(current, DESCRIBE, []),
+    $describe: () => callRemote(core, DESCRIBE, []),
   };
   return new Proxy(Object.create(null), {
     get(_target, prop) {

@@ -179,7 +179,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   /** The peer's methods as a proxy (untyped here; the client and context type it). */
   get remote(): unknown {
-    return (this.#remote ??= remoteProxy(() => this));
+    return (this.#remote ??= remoteProxy({ current: () => this, streams: (method) => this.#peerStreams.has(method) }));
   }
 
   get stats(): ConnectionStats {

@@ -10,6 +10,15 @@ export interface StreamLink {
   cancel(id: number): void;
 }
 
+const NO_LINK: StreamLink = { grant() {}, cancel() {} };
+
+/** @internal A stream call that could not start: its first next() rejects with `err`. */
+export function failedStream<T>(err: Error): RpcStream<T> {
+  const stream = new RpcStream<T>(-1, NO_LINK);
+  stream.end(err);
+  return stream;
+}
+
 /** The consumer side of a streamed result: `for await` it; `break` cancels it. */
 export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   readonly id: number;

@@ -134,6 +134,22 @@ describe('a client that is not connected', () => {
     expect(() => (call = c.add(1, 1))).not.toThrow();
     await expect(call).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
   });
+
+  it('answers a stream method with a stream that fails, while reconnecting and after close', async () => {
+    const s = await service('not-connected-stream');
+    const c = await client(s.address, { reconnect: { initialDelay: 60_000 } });
+    const disconnected = once(c.$lifecycle as never, 'disconnect');
+    await s.stop();
+    await disconnected;
+    const drain = async (stream: AsyncIterable<number>) => {
+      for await (const _ of stream) throw new Error('no item can come');
+    };
+    // (A promise here would fail `for await` with a TypeError, and its
+    // rejection would go unhandled and end the process.)
+    await expect(drain(c.count(3))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    await c.$close();
+    await expect(drain(c.count(3))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+  });
 });
 
 describe('$describe() on a client that is not connected', () => {
