@@ -99,8 +99,9 @@ export class OutgoingCalls {
     if (!this.#pending.has(id)) return; // failed by the send itself
     if (options?.timeout !== undefined && options.timeout !== Infinity) this.#armDeadline(id, pending, method, options.timeout, options.timeout);
     if (signal) {
-      pending.onAbort = () => this.#abandon(id, abortError(signal.reason));
-      signal.addEventListener('abort', pending.onAbort, { once: true });
+      const onAbort = () => this.#abandon(id, abortError(signal.reason));
+      signal.addEventListener('abort', onAbort, { once: true });
+      pending.onAbort = onAbort;
     }
   }
 
@@ -112,7 +113,11 @@ export class OutgoingCalls {
       const shown = typeof timeout === 'number' ? String(timeout) : `a ${typeof timeout}`;
       return invalidArgValue('options.timeout', `must be a non-negative number of milliseconds, or Infinity for none; received ${shown}`);
     }
-    if (options?.signal?.aborted) return abortError(options.signal.reason);
+    const signal = options?.signal;
+    if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
+      return invalidArgValue('options.signal', `must be an AbortSignal; received ${typeof signal === 'object' ? 'another object' : `a ${typeof signal}`}`);
+    }
+    if (signal?.aborted) return abortError(signal.reason);
     return null;
   }
 
@@ -221,4 +226,17 @@ export class OutgoingCalls {
       pending.reject(lost);
     }
   }
+}
+
+// As Node's own APIs check a signal: by its shape, so that one from another
+// realm (a vm context, a polyfill) is taken too.
+function isAbortSignal(value: unknown): value is AbortSignal {
+  const signal = value as Partial<AbortSignal> | null;
+  return (
+    typeof signal === 'object' &&
+    signal !== null &&
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  );
 }

@@ -26,6 +26,22 @@ describe('cancellation', () => {
     await expect(call).rejects.toMatchObject({ code: RpcCode.ABORTED });
   });
 
+  it('refuses a signal that is no AbortSignal with ERR_INVALID_ARG_VALUE, sending nothing; the connection goes on', async () => {
+    const disconnects = (await lab.client.troubles()).disconnects.length;
+    for (const signal of [{}, 'abort', { aborted: false }] as unknown as AbortSignal[]) {
+      const odd = lab.client.$with({ signal });
+      await expect(odd.add(1, 2)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      const items: number[] = [];
+      const streaming = (async () => {
+        for await (const n of odd.count(2)) items.push(n);
+      })();
+      await expect(streaming).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(items).toEqual([]);
+    }
+    expect(await lab.client.add(2, 2)).toBe(4);
+    expect((await lab.client.troubles()).disconnects).toHaveLength(disconnects);
+  });
+
   it('fails a call past its deadline with ETIMEDOUT and cancels it on the server', async () => {
     const before = (await lab.client.seen()).aborted;
     await expect(lab.client.$with({ timeout: 50 }).delay(60_000, 1)).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
