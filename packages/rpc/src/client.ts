@@ -10,7 +10,8 @@ import { type ConnectionType, type Credentials, UnixSocket, connect as connectSo
 import type { TypedEmitter } from './emitter.js';
 import { type CallOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
-import { RpcCode, rpcError } from './errors.js';
+import { RpcCode, invalidArgValue, rpcError } from './errors.js';
+import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { clientHandshake } from './handshake.js';
 import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
@@ -176,6 +177,7 @@ class ClientCore<C extends Contract> implements Callee {
   #target: Target;
   #options: ClientOptions<C>;
   #closed = false;
+  #closing: Promise<void> | null = null;
   // The channel of a handshake under way: close() ends it, or a reconnect
   // that close() overtook would bring the connection back.
   #opening: FramedChannel | null = null;
@@ -187,6 +189,9 @@ class ClientCore<C extends Contract> implements Callee {
 
   constructor(target: Target, options: ClientOptions<C>) {
     checkMaxMessageSize(options.maxMessageSize);
+    const badTime = badTimeout('timeout', options.timeout);
+    if (badTime) throw badTime;
+    checkReconnect(options.reconnect);
     this.#target = target;
     this.#options = options;
   }
@@ -282,7 +287,9 @@ class ClientCore<C extends Contract> implements Callee {
     while (!this.#closed) {
       if (r.maxAttempts !== undefined && this.#attempt >= r.maxAttempts) return this.#finish();
       const attempt = ++this.#attempt;
-      await sleep(this.#delay, undefined, { ref: false });
+      // (Referenced, as the socket was: a client that only listens to
+      // events must not let its process end because the server restarts.)
+      await sleep(this.#delay);
       this.#delay = Math.min(this.#delay * 2, maxDelay);
       if (this.#closed) return;
       try {
@@ -304,8 +311,13 @@ class ClientCore<C extends Contract> implements Callee {
     this.lifecycle.emit('close');
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close());
+  }
+
+  async #close(): Promise<void> {
     const conn = this.conn;
+    const wasClosed = this.#closed; // (given up reconnecting: 'close' was said)
     this.#closed = true;
     // A handshake under way (a reconnect) fails, and brings nothing back.
     this.#opening?.destroy();
@@ -315,8 +327,30 @@ class ClientCore<C extends Contract> implements Callee {
       await closed;
     }
     this.conn = null;
-    this.lifecycle.emit('close');
+    if (!wasClosed) this.lifecycle.emit('close');
   }
+}
+
+function checkReconnect(reconnect: ClientOptions<Contract>['reconnect']): void {
+  if (reconnect === undefined || typeof reconnect === 'boolean') return;
+  if (typeof reconnect !== 'object' || reconnect === null) {
+    throw invalidArgValue('reconnect', 'must be true, false or { initialDelay, maxDelay, maxAttempts }');
+  }
+  const { initialDelay, maxDelay, maxAttempts } = reconnect;
+  // A delay of 0 would stay 0 (redialling in a tight loop), and one past
+  // MAX_DELAY would fire at once.
+  for (const [name, ms] of [['initialDelay', initialDelay], ['maxDelay', maxDelay]] as const) {
+    if (ms !== undefined && !(typeof ms === 'number' && ms >= 1 && ms <= MAX_DELAY)) {
+      throw invalidArgValue(`reconnect.${name}`, `must be a number of milliseconds from 1 to ${MAX_DELAY}; received ${shown(ms)}`);
+    }
+  }
+  if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 0)) {
+    throw invalidArgValue('reconnect.maxAttempts', `must be a whole number of attempts; received ${shown(maxAttempts)}`);
+  }
+}
+
+function shown(value: unknown): string {
+  return typeof value === 'number' ? String(value) : `a ${typeof value}`;
 }
 
 function safePeer(socket: UnixSocket): Credentials | null {

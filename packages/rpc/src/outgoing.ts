@@ -1,7 +1,7 @@
 // Calls to the peer: the table of those awaiting an answer, their deadlines
 // and abort signals, and the answers (RESULT, ERROR, STREAM_*) that settle them.
 import { prepareValue } from './codec.js';
-import { MAX_DELAY } from './deadlines.js';
+import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { RpcCode, abortError, invalidArgValue, rpcError } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
@@ -108,11 +108,8 @@ export class OutgoingCalls {
   // Why a call cannot start at all, or null.
   #refusal(method: string, options: CallOptions | undefined): Error | null {
     if (this.#link.closed) return rpcError(RpcCode.CONNECTION_CLOSED, `cannot call ${method}: the connection is closed`);
-    const timeout = options?.timeout;
-    if (timeout !== undefined && !(typeof timeout === 'number' && timeout >= 0)) {
-      const shown = typeof timeout === 'number' ? String(timeout) : `a ${typeof timeout}`;
-      return invalidArgValue('options.timeout', `must be a non-negative number of milliseconds, or Infinity for none; received ${shown}`);
-    }
+    const badTime = badTimeout('options.timeout', options?.timeout);
+    if (badTime) return badTime;
     const signal = options?.signal;
     if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
       return invalidArgValue('options.signal', `must be an AbortSignal; received ${typeof signal === 'object' ? 'another object' : `a ${typeof signal}`}`);

@@ -119,6 +119,69 @@ describe('reconnect', () => {
   });
 });
 
+describe('reconnect keeps a process alive', () => {
+  it('a client that only listens to events outlives a server restart, and its process ends once it closes', async () => {
+    const path = join(tmp.dir, 'listening.sock');
+    const first = await startService(path);
+    cleanups.push(() => first.stop());
+    const listener = runFixture('listening-client.mjs', [path]);
+    cleanups.push(() => listener.kill());
+    expect(await listener.next()).toEqual({ listening: true });
+    await first.stop();
+    expect(await listener.next()).toEqual({ disconnected: true });
+    // Nothing but the redial is left to keep it running: still up 500 ms on.
+    const exitedEarly = await Promise.race([listener.exited(), new Promise((r) => setTimeout(() => r(null), 500))]);
+    expect(exitedEarly).toBeNull();
+    const second = await startService(path);
+    cleanups.push(() => second.stop());
+    expect(await listener.next()).toEqual({ reconnected: true });
+    const c = await client(path);
+    await eventually(async () => (await c.publish('last' as unknown as number)) === 1);
+    expect(await listener.exited()).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('client options', () => {
+  it('refuses a timeout or reconnect option it could not keep with ERR_INVALID_ARG_VALUE, before dialling', async () => {
+    const s = await service('options');
+    const bad: Array<Parameters<typeof connect<Lab>>[1]> = [
+      { timeout: Number.NaN },
+      { timeout: -1 },
+      { timeout: 'abc' as unknown as number },
+      { reconnect: { initialDelay: '5' as unknown as number } },
+      { reconnect: { initialDelay: -1 } },
+      { reconnect: { initialDelay: 0 } },
+      { reconnect: { maxDelay: 2 ** 31 } },
+      { reconnect: { maxAttempts: 1.5 } },
+      { reconnect: 'yes' as unknown as boolean },
+    ];
+    for (const options of bad) {
+      await expect(connect<Lab>(s.address, options), JSON.stringify(options)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    const c = await client(s.address, { timeout: Infinity, reconnect: { initialDelay: 1, maxDelay: 2 ** 31 - 1, maxAttempts: 0 } });
+    expect(await c.add(1, 2)).toBe(3);
+  });
+
+  it("says 'close' once, however often $close() is called and after giving up reconnecting", async () => {
+    const s = await service('close-once');
+    const c = await client(s.address);
+    const said: string[] = [];
+    c.$lifecycle.on('close', () => said.push('close'));
+    await Promise.all([c.$close(), c.$close()]);
+    await c.$close();
+    expect(said).toEqual(['close']);
+
+    const gone = await service('close-once-gone');
+    const giving = await client(gone.address, { reconnect: { initialDelay: 10, maxAttempts: 2 } });
+    const saidToo: string[] = [];
+    giving.$lifecycle.on('close', () => saidToo.push('close'));
+    await gone.stop();
+    await eventually(() => saidToo.length === 1);
+    await giving.$close();
+    expect(saidToo).toEqual(['close']);
+  });
+});
+
 describe('a client that is not connected', () => {
   it('fails calls with a rejected promise, not a synchronous throw, while reconnecting and after close', async () => {
     const s = await service('not-connected');
