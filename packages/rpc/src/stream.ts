@@ -27,7 +27,9 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   #taken = 0;
   #finished = false;
   #error: Error | null = null;
-  #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: Error) => void } | null = null;
+  // next() calls waiting for an item, in order: a caller may make several
+  // without awaiting each.
+  #waiters: Array<{ resolve: (r: IteratorResult<T>) => void; reject: (e: Error) => void }> = [];
 
   /** @internal */
   constructor(id: number, link: StreamLink) {
@@ -38,9 +40,8 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   /** @internal An item arrived. */
   push(item: T): void {
     if (this.#finished) return releaseFds(item);
-    const waiter = this.#waiter;
+    const waiter = this.#waiters.shift();
     if (waiter) {
-      this.#waiter = null;
       this.#took();
       waiter.resolve({ value: item, done: false });
     } else {
@@ -55,7 +56,7 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
     // Kept until the consumer has taken the items before it (or is waiting
     // now): an error must never pass for a normal end.
     if (err) this.#error = err;
-    if (this.#items.length === 0) this.#settleWaiter(err ?? null);
+    if (this.#items.length === 0) this.#settleWaiters(err ?? null);
   }
 
   /** Items received but not yet consumed (never more than the window). */
@@ -76,7 +77,7 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
     }
     if (this.#finished) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
+      this.#waiters.push({ resolve, reject });
     });
   }
 
@@ -91,7 +92,7 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
     if (this.#finished) return;
     this.#finished = true;
     this.#link.cancel(this.id);
-    this.#settleWaiter(null);
+    this.#settleWaiters(null);
   }
 
   // Items the consumer will never take: nobody else would close their fds.
@@ -113,15 +114,20 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
     }
   }
 
-  #settleWaiter(err: Error | null): void {
-    const waiter = this.#waiter;
-    if (!waiter) return;
-    this.#waiter = null;
-    if (err) {
-      this.#error = null;
-      waiter.reject(err);
-    } else {
-      waiter.resolve({ value: undefined, done: true });
+  // The stream is over: the first waiter hears why (if it failed), the
+  // others that it is done, as their next() would say after that.
+  #settleWaiters(err: Error | null): void {
+    const waiters = this.#waiters;
+    if (waiters.length === 0) return;
+    this.#waiters = [];
+    for (const waiter of waiters) {
+      if (err) {
+        this.#error = null;
+        waiter.reject(err);
+        err = null;
+      } else {
+        waiter.resolve({ value: undefined, done: true });
+      }
     }
   }
 }

@@ -15,6 +15,26 @@ describe('streams', () => {
     expect(items).toEqual(Array.from({ length: 1000 }, (_, i) => i));
   });
 
+  it('answers next() called several times without waiting, each in turn, and the calls past the end', async () => {
+    const stream = lab.client.count(3);
+    const results = await Promise.all([stream.next(), stream.next(), stream.next(), stream.next(), stream.next()]);
+    expect(results).toEqual([
+      { value: 0, done: false },
+      { value: 1, done: false },
+      { value: 2, done: false },
+      { value: undefined, done: true },
+      { value: undefined, done: true },
+    ]);
+    // Waiting when the stream fails: the next in line hears why, those after it that it ended.
+    const failing = lab.client.unsendableItem(true);
+    const settled = await Promise.allSettled([failing.next(), failing.next(), failing.next()]);
+    expect(settled).toMatchObject([
+      { status: 'fulfilled', value: { value: 1, done: false } },
+      { status: 'rejected', reason: { code: 'EBADF' } },
+      { status: 'fulfilled', value: { value: undefined, done: true } },
+    ]);
+  });
+
   it('bounds the producer by the consumer: a slow consumer never makes it run ahead', async () => {
     const before = (await lab.client.seen()).produced;
     const stream = lab.client.count(1_000_000);
