@@ -24,7 +24,14 @@ interface Pending {
   stream: RpcStream<unknown> | null;
   timer: NodeJS.Timeout | null;
   signal: AbortSignal | null;
-  onAbort: (() => void) | null;
+}
+
+// The calls of one connection that share a signal, and the one 'abort'
+// listener they share: a listener per call would make Node warn of a leak
+// past ten calls in flight with one AbortController, a common pattern.
+interface SignalWatch {
+  readonly ids: Set<number>;
+  readonly onAbort: () => void;
 }
 
 // Shared, only ever read: the table gets its own Map before its first write,
@@ -44,6 +51,7 @@ export class OutgoingCalls {
   readonly #link: CallerLink;
   #nextId = 1;
   #pending: Map<number, Pending> = NO_PENDING;
+  #watches: Map<AbortSignal, SignalWatch> | null = null;
   /** Calls started, for stats. */
   started = 0;
 
@@ -84,7 +92,7 @@ export class OutgoingCalls {
     const signal = options?.signal ?? null;
     // Every field spelled out: a spread here made each call's record a
     // slow dictionary-mode object (17% of a pipelined call's CPU).
-    const pending: Pending = { resolve, reject, stream, timer: null, signal, onAbort: null };
+    const pending: Pending = { resolve, reject, stream, timer: null, signal };
     // Pending before it is sent: a send that cuts the connection off (a
     // burst past maxOutboundBytes) fails every pending call, this one too.
     if (this.#pending === NO_PENDING) this.#pending = new Map();
@@ -98,11 +106,32 @@ export class OutgoingCalls {
     this.started++;
     if (!this.#pending.has(id)) return; // failed by the send itself
     if (options?.timeout !== undefined && options.timeout !== Infinity) this.#armDeadline(id, pending, method, options.timeout, options.timeout);
-    if (signal) {
-      const onAbort = () => this.#abandon(id, abortError(signal.reason));
-      signal.addEventListener('abort', onAbort, { once: true });
-      pending.onAbort = onAbort;
+    if (signal) this.#watch(signal, id);
+  }
+
+  #watch(signal: AbortSignal, id: number): void {
+    const watches = (this.#watches ??= new Map());
+    let watch = watches.get(signal);
+    if (!watch) {
+      watch = { ids: new Set(), onAbort: () => this.#aborted(signal) };
+      signal.addEventListener('abort', watch.onAbort, { once: true });
+      watches.set(signal, watch);
     }
+    watch.ids.add(id);
+  }
+
+  #unwatch(signal: AbortSignal, id: number): void {
+    const watch = this.#watches?.get(signal);
+    if (!watch?.ids.delete(id) || watch.ids.size > 0) return;
+    this.#watches!.delete(signal);
+    signal.removeEventListener('abort', watch.onAbort);
+  }
+
+  #aborted(signal: AbortSignal): void {
+    const watch = this.#watches?.get(signal);
+    if (!watch) return;
+    this.#watches!.delete(signal); // (so #settle's #unwatch leaves the set alone)
+    for (const id of watch.ids) this.#abandon(id, abortError(signal.reason));
   }
 
   // Why a call cannot start at all, or null.
@@ -162,7 +191,7 @@ export class OutgoingCalls {
   #settle(id: number, pending: Pending): void {
     this.#pending.delete(id);
     if (pending.timer) clearTimeout(pending.timer);
-    if (pending.onAbort) pending.signal!.removeEventListener('abort', pending.onAbort);
+    if (pending.signal) this.#unwatch(pending.signal, id);
   }
 
   onResult(callId: number, value: unknown): void {

@@ -1,7 +1,7 @@
 // Cancellation and deadlines: the caller's promise settles at once, the
 // handler sees ctx.signal aborted, and no timer keeps a process alive.
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { RpcCode } from '../src/index.js';
@@ -40,6 +40,28 @@ describe('cancellation', () => {
     }
     expect(await lab.client.add(2, 2)).toBe(4);
     expect((await lab.client.troubles()).disconnects).toHaveLength(disconnects);
+  });
+
+  it('one signal shared by many calls in flight: one abort listener, no leak warning, and abort fails them all', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    try {
+      const batch = new AbortController();
+      const calls = Array.from({ length: 50 }, () => lab.client.$with({ signal: batch.signal }).delay(60_000, 1));
+      expect(getEventListeners(batch.signal, 'abort')).toHaveLength(1);
+      batch.abort();
+      for (const call of calls) await expect(call).rejects.toMatchObject({ code: RpcCode.ABORTED });
+      // Calls that settle give the listener back with the last of them.
+      const quick = new AbortController();
+      const sums = await Promise.all(Array.from({ length: 20 }, (_, i) => lab.client.$with({ signal: quick.signal }).add(i, 1)));
+      expect(sums[19]).toBe(20);
+      expect(getEventListeners(quick.signal, 'abort')).toHaveLength(0);
+      await new Promise((resolve) => setImmediate(resolve)); // (warnings are emitted on the next tick)
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 
   it('fails a call past its deadline with ETIMEDOUT and cancels it on the server', async () => {
