@@ -10,7 +10,7 @@ import { type ConnectionType, type Credentials, UnixSocket, connect as connectSo
 import type { TypedEmitter } from './emitter.js';
 import { type CallOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
-import { RpcCode, invalidArgValue, rpcError } from './errors.js';
+import { RpcCode, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { clientHandshake } from './handshake.js';
 import { DESCRIBE, type ServiceDescription } from './describe.js';
@@ -178,6 +178,7 @@ class ClientCore<C extends Contract> implements Callee {
   #options: ClientOptions<C>;
   #closed = false;
   #closing: Promise<void> | null = null;
+  #backoff: AbortController | null = null;
   // The channel of a handshake under way: close() ends it, or a reconnect
   // that close() overtook would bring the connection back.
   #opening: FramedChannel | null = null;
@@ -288,8 +289,9 @@ class ClientCore<C extends Contract> implements Callee {
       if (r.maxAttempts !== undefined && this.#attempt >= r.maxAttempts) return this.#finish();
       const attempt = ++this.#attempt;
       // (Referenced, as the socket was: a client that only listens to
-      // events must not let its process end because the server restarts.)
-      await sleep(this.#delay);
+      // events must not let its process end because the server restarts.
+      // close() ends it.)
+      if (!(await this.#backOff(this.#delay))) return;
       this.#delay = Math.min(this.#delay * 2, maxDelay);
       if (this.#closed) return;
       try {
@@ -302,6 +304,19 @@ class ClientCore<C extends Contract> implements Callee {
       debug('reconnected to %s after %d attempt(s)', String(this.#target), attempt);
       this.lifecycle.emit('reconnect');
       return;
+    }
+  }
+
+  // Resolves false if close() ended the wait.
+  async #backOff(ms: number): Promise<boolean> {
+    const backoff = (this.#backoff = new AbortController());
+    try {
+      await sleep(ms, undefined, { signal: backoff.signal });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.#backoff = null;
     }
   }
 
@@ -319,7 +334,9 @@ class ClientCore<C extends Contract> implements Callee {
     const conn = this.conn;
     const wasClosed = this.#closed; // (given up reconnecting: 'close' was said)
     this.#closed = true;
-    // A handshake under way (a reconnect) fails, and brings nothing back.
+    // A reconnect stops: in its backoff, or in a handshake under way, which
+    // fails and brings nothing back.
+    this.#backoff?.abort();
     this.#opening?.destroy();
     if (conn && !conn.channel.closed) {
       const closed = new Promise((resolve) => conn.channel.once('close', resolve));
@@ -331,9 +348,9 @@ class ClientCore<C extends Contract> implements Callee {
   }
 }
 
-function checkReconnect(reconnect: ClientOptions<Contract>['reconnect']): void {
-  if (reconnect === undefined || typeof reconnect === 'boolean') return;
-  if (typeof reconnect !== 'object' || reconnect === null) {
+function checkReconnect(reconnect: ClientOptions<Contract>['reconnect'] | null): void {
+  if (reconnect === undefined || reconnect === null || typeof reconnect === 'boolean') return;
+  if (typeof reconnect !== 'object') {
     throw invalidArgValue('reconnect', 'must be true, false or { initialDelay, maxDelay, maxAttempts }');
   }
   const { initialDelay, maxDelay, maxAttempts } = reconnect;
@@ -341,16 +358,12 @@ function checkReconnect(reconnect: ClientOptions<Contract>['reconnect']): void {
   // MAX_DELAY would fire at once.
   for (const [name, ms] of [['initialDelay', initialDelay], ['maxDelay', maxDelay]] as const) {
     if (ms !== undefined && !(typeof ms === 'number' && ms >= 1 && ms <= MAX_DELAY)) {
-      throw invalidArgValue(`reconnect.${name}`, `must be a number of milliseconds from 1 to ${MAX_DELAY}; received ${shown(ms)}`);
+      throw invalidArgValue(`reconnect.${name}`, `must be a number of milliseconds from 1 to ${MAX_DELAY}; received ${shownValue(ms)}`);
     }
   }
   if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 0)) {
-    throw invalidArgValue('reconnect.maxAttempts', `must be a whole number of attempts; received ${shown(maxAttempts)}`);
+    throw invalidArgValue('reconnect.maxAttempts', `must be a whole number of attempts; received ${shownValue(maxAttempts)}`);
   }
-}
-
-function shown(value: unknown): string {
-  return typeof value === 'number' ? String(value) : `a ${typeof value}`;
 }
 
 function safePeer(socket: UnixSocket): Credentials | null {

@@ -6,16 +6,15 @@
 // connection; a Map per timeout, in which a server's handshakes come and
 // go, reallocated its table as it grew and shrank (~150 B per connection).
 
-import { invalidArgValue } from './errors.js';
+import { invalidArgValue, shownValue } from './errors.js';
 
 /** setTimeout's largest delay; a longer one would fire at once. */
 export const MAX_DELAY = 2 ** 31 - 1;
 
-/** The error for a timeout option that is not a number of ms ≥ 0 (Infinity: none), or null. */
+/** The error for a timeout option that is not a number of ms ≥ 0 (Infinity: none; null or undefined: the default), or null. */
 export function badTimeout(name: string, value: unknown): TypeError | null {
-  if (value === undefined || (typeof value === 'number' && value >= 0)) return null;
-  const shown = typeof value === 'number' ? String(value) : `a ${typeof value}`;
-  return invalidArgValue(name, `must be a non-negative number of milliseconds, or Infinity for none; received ${shown}`);
+  if (value === undefined || value === null || (typeof value === 'number' && value >= 0)) return null;
+  return invalidArgValue(name, `must be a non-negative number of milliseconds, or Infinity for none; received ${shownValue(value)}`);
 }
 
 /** Something Deadlines can hold: the links are its own fields, so that adding and removing it allocates nothing. */

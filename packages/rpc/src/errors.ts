@@ -64,6 +64,12 @@ export function invalidArgValue(name: string, message: string): TypeError & { co
   return Object.assign(new TypeError(`The argument '${name}' ${message}`), { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
+/** How an error message names a value it refused: `-1`, `null`, `an object`, `a string`. */
+export function shownValue(value: unknown): string {
+  if (typeof value === 'number' || value === null) return String(value);
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
 /** A call given up by its caller's signal: named AbortError, as Node's own are. */
 export function abortError(reason: unknown): RpcError {
   const err = new RpcError('the call was aborted', { code: RpcCode.ABORTED, cause: reason });

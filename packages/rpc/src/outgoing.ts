@@ -2,7 +2,7 @@
 // and abort signals, and the answers (RESULT, ERROR, STREAM_*) that settle them.
 import { prepareValue } from './codec.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
-import { RpcCode, abortError, invalidArgValue, rpcError } from './errors.js';
+import { RpcCode, abortError, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
 import type { MessageSender } from './sender.js';
@@ -30,7 +30,9 @@ interface Pending {
 // listener they share: a listener per call would make Node warn of a leak
 // past ten calls in flight with one AbortController, a common pattern.
 interface SignalWatch {
-  readonly ids: Set<number>;
+  // One call's id (a signal per call is as common), or the Set of them
+  // once calls share the signal.
+  ids: number | Set<number>;
   readonly onAbort: () => void;
 }
 
@@ -105,24 +107,29 @@ export class OutgoingCalls {
     }
     this.started++;
     if (!this.#pending.has(id)) return; // failed by the send itself
-    if (options?.timeout !== undefined && options.timeout !== Infinity) this.#armDeadline(id, pending, method, options.timeout, options.timeout);
+    const timeout = options?.timeout;
+    if (timeout != null && timeout !== Infinity) this.#armDeadline(id, pending, method, timeout, timeout);
     if (signal) this.#watch(signal, id);
   }
 
   #watch(signal: AbortSignal, id: number): void {
     const watches = (this.#watches ??= new Map());
-    let watch = watches.get(signal);
+    const watch = watches.get(signal);
     if (!watch) {
-      watch = { ids: new Set(), onAbort: () => this.#aborted(signal) };
-      signal.addEventListener('abort', watch.onAbort, { once: true });
-      watches.set(signal, watch);
+      const onAbort = () => this.#aborted(signal);
+      signal.addEventListener('abort', onAbort, { once: true });
+      watches.set(signal, { ids: id, onAbort });
+    } else if (typeof watch.ids === 'number') {
+      watch.ids = new Set([watch.ids, id]);
+    } else {
+      watch.ids.add(id);
     }
-    watch.ids.add(id);
   }
 
   #unwatch(signal: AbortSignal, id: number): void {
     const watch = this.#watches?.get(signal);
-    if (!watch?.ids.delete(id) || watch.ids.size > 0) return;
+    if (!watch) return;
+    if (typeof watch.ids === 'number' ? watch.ids !== id : !watch.ids.delete(id) || watch.ids.size > 0) return;
     this.#watches!.delete(signal);
     signal.removeEventListener('abort', watch.onAbort);
   }
@@ -130,8 +137,9 @@ export class OutgoingCalls {
   #aborted(signal: AbortSignal): void {
     const watch = this.#watches?.get(signal);
     if (!watch) return;
-    this.#watches!.delete(signal); // (so #settle's #unwatch leaves the set alone)
-    for (const id of watch.ids) this.#abandon(id, abortError(signal.reason));
+    this.#watches!.delete(signal); // (so #settle's #unwatch leaves the ids alone)
+    const ids = typeof watch.ids === 'number' ? [watch.ids] : watch.ids;
+    for (const id of ids) this.#abandon(id, abortError(signal.reason));
   }
 
   // Why a call cannot start at all, or null.
@@ -141,7 +149,7 @@ export class OutgoingCalls {
     if (badTime) return badTime;
     const signal = options?.signal;
     if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
-      return invalidArgValue('options.signal', `must be an AbortSignal; received ${typeof signal === 'object' ? 'another object' : `a ${typeof signal}`}`);
+      return invalidArgValue('options.signal', `must be an AbortSignal; received ${shownValue(signal)}`);
     }
     if (signal?.aborted) return abortError(signal.reason);
     return null;

@@ -89,6 +89,7 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
 
   cancel(): void {
     this.#dropItems();
+    this.#error = null; // stopped by the consumer: from now on only done
     if (this.#finished) return;
     this.#finished = true;
     this.#link.cancel(this.id);

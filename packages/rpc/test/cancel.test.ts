@@ -57,6 +57,13 @@ describe('cancellation', () => {
       const sums = await Promise.all(Array.from({ length: 20 }, (_, i) => lab.client.$with({ signal: quick.signal }).add(i, 1)));
       expect(sums[19]).toBe(20);
       expect(getEventListeners(quick.signal, 'abort')).toHaveLength(0);
+      // A signal per call: aborting one fails that call alone.
+      const own = Array.from({ length: 5 }, () => new AbortController());
+      const each = own.map((controller, i) => lab.client.$with({ signal: controller.signal }).delay(i === 2 ? 60_000 : 20, i));
+      own[2]!.abort();
+      const settled = await Promise.allSettled(each);
+      expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      for (const controller of own) expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
       await new Promise((resolve) => setImmediate(resolve)); // (warnings are emitted on the next tick)
       expect(warnings).toEqual([]);
     } finally {

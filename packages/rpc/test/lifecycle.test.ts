@@ -141,6 +141,21 @@ describe('reconnect keeps a process alive', () => {
   });
 });
 
+describe('$close() during a reconnect backoff', () => {
+  it('ends the backoff: the process exits at once, not when the delay is over', async () => {
+    const path = join(tmp.dir, 'backoff.sock');
+    const s = await startService(path);
+    cleanups.push(() => s.stop());
+    const listener = runFixture('listening-client.mjs', [path, 'close-on-disconnect']);
+    cleanups.push(() => listener.kill());
+    expect(await listener.next()).toEqual({ listening: true });
+    await s.stop();
+    expect(await listener.next()).toEqual({ disconnected: true });
+    // Its backoff is a minute long: within the test's 30 s only if $close() ended it.
+    expect(await listener.exited()).toEqual({ code: 0, signal: null });
+  });
+});
+
 describe('client options', () => {
   it('refuses a timeout or reconnect option it could not keep with ERR_INVALID_ARG_VALUE, before dialling', async () => {
     const s = await service('options');
@@ -158,8 +173,13 @@ describe('client options', () => {
     for (const options of bad) {
       await expect(connect<Lab>(s.address, options), JSON.stringify(options)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     }
+    await expect(connect<Lab>(s.address, { timeout: {} as unknown as number })).rejects.toThrow(/received an object$/);
     const c = await client(s.address, { timeout: Infinity, reconnect: { initialDelay: 1, maxDelay: 2 ** 31 - 1, maxAttempts: 0 } });
     expect(await c.add(1, 2)).toBe(3);
+    // null, as a config file would give it, is "not given": the defaults.
+    const unset = null as unknown as undefined;
+    const d = await client(s.address, { timeout: unset, reconnect: unset });
+    expect(await d.$with({ timeout: unset }).delay(50, 7)).toBe(7);
   });
 
   it("says 'close' once, however often $close() is called and after giving up reconnecting", async () => {
@@ -212,6 +232,10 @@ describe('a client that is not connected', () => {
     await expect(drain(c.count(3))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
     await c.$close();
     await expect(drain(c.count(3))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    // Stopped by its consumer first, it is only done, as any stream would be.
+    const stopped = c.count(3);
+    await stopped.return();
+    expect(await stopped.next()).toEqual({ value: undefined, done: true });
   });
 });
 
