@@ -202,13 +202,19 @@ describe('client options', () => {
   });
 });
 
+// A client whose service is gone: it is in a (minute-long) reconnect backoff.
+async function reconnecting(name: string): Promise<RpcClient<Lab>> {
+  const s = await service(name);
+  const c = await client(s.address, { reconnect: { initialDelay: 60_000 } });
+  const disconnected = once(c.$lifecycle as never, 'disconnect');
+  await s.stop();
+  await disconnected;
+  return c;
+}
+
 describe('a client that is not connected', () => {
   it('fails calls with a rejected promise, not a synchronous throw, while reconnecting and after close', async () => {
-    const s = await service('not-connected');
-    const c = await client(s.address, { reconnect: { initialDelay: 60_000 } });
-    const disconnected = once(c.$lifecycle as never, 'disconnect');
-    await s.stop();
-    await disconnected;
+    const c = await reconnecting('not-connected');
     // A typed method returns a promise: `c.add(1, 1).catch(...)` must catch this.
     let call: Promise<number> | undefined;
     expect(() => (call = c.add(1, 1))).not.toThrow();
@@ -219,11 +225,7 @@ describe('a client that is not connected', () => {
   });
 
   it('answers a stream method with a stream that fails, while reconnecting and after close', async () => {
-    const s = await service('not-connected-stream');
-    const c = await client(s.address, { reconnect: { initialDelay: 60_000 } });
-    const disconnected = once(c.$lifecycle as never, 'disconnect');
-    await s.stop();
-    await disconnected;
+    const c = await reconnecting('not-connected-stream');
     const drain = async (stream: AsyncIterable<number>) => {
       for await (const _ of stream) throw new Error('no item can come');
     };
