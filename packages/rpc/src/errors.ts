@@ -64,6 +64,19 @@ export function invalidArgValue(name: string, message: string): TypeError & { co
   return Object.assign(new TypeError(`The argument '${name}' ${message}`), { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
+/**
+ * What was thrown, for a message: an Error's message, or the value as a
+ * string; never throws itself (a getter that throws, an object without
+ * toString), as a handler's hostile value must not take the server down.
+ */
+export function describeThrown(value: unknown): string {
+  try {
+    return value instanceof Error ? String(value.message) : String(value);
+  } catch {
+    return 'a value that cannot be shown';
+  }
+}
+
 /** How an error message names a value it refused: `-1`, `null`, `an object`, `a string`. */
 export function shownValue(value: unknown): string {
   if (typeof value === 'number' || value === null) return String(value);

@@ -121,7 +121,7 @@ export function forEachFd(value: unknown, visit: (fd: Fd) => void, seen = new Se
 
 // Fds inside an answer nobody waits for any more must not leak.
 export function releaseFds(value: unknown): void {
-  if (value !== null && typeof value === 'object') forEachFd(value, closeOne);
+  if (value !== null && typeof value === 'object') walkQuietly(value, closeOne);
 }
 
 /**
@@ -131,7 +131,17 @@ export function releaseFds(value: unknown): void {
  */
 export function closeTransfers(value: unknown): void {
   // (Most answers are no objects: no walk, and no Set made for one.)
-  if (value !== null && typeof value === 'object') forEachFd(value, closeIfTransferred);
+  if (value !== null && typeof value === 'object') walkQuietly(value, closeIfTransferred);
+}
+
+// A value whose walk throws (a getter, a Proxy) stops the walk there: the
+// fds before it are closed, and a cleanup path must not throw.
+function walkQuietly(value: object, visit: (fd: Fd) => void): void {
+  try {
+    forEachFd(value, visit);
+  } catch {
+    // (Nothing more can be found in it.)
+  }
 }
 
 function closeOne(fd: Fd): void {

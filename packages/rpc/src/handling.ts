@@ -3,7 +3,7 @@
 // RESULT or ERROR, or a credit-paced stream of items.
 import { debuglog } from 'node:util';
 import { prepareValue } from './codec.js';
-import { RpcCode, RpcError, rpcError } from './errors.js';
+import { RpcCode, RpcError, describeThrown, rpcError } from './errors.js';
 import { type Fd, closeAll, closeTransfers } from './fd.js';
 import { IncomingCall, type Handler, type Interceptor } from './incoming.js';
 import { Msg } from './protocol.js';
@@ -34,7 +34,17 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 
 function toError(value: unknown): Error {
   if (value instanceof Error) return value;
-  return rpcError(RpcCode.INTERNAL, `the handler threw a non-Error: ${String(value)}`);
+  return rpcError(RpcCode.INTERNAL, `the handler threw a non-Error: ${describeThrown(value)}`);
+}
+
+// An error's string code, if reading it does not throw.
+function codeOf(err: unknown): string | null {
+  try {
+    const code = (err as { code?: unknown } | null)?.code;
+    return typeof code === 'string' ? code : null;
+  } catch {
+    return null;
+  }
 }
 
 // The last resort answer: the code and message alone, cut short so that it
@@ -147,16 +157,36 @@ export class IncomingCalls {
     let result: unknown;
     try {
       result = this.#invoke(call, handler, args);
+      if (result instanceof Promise) {
+        result.then(
+          (value) => this.#finish(call, fds, answer, Msg.RESULT, value),
+          (err) => this.#finish(call, fds, answer, Msg.ERROR, err),
+        );
+        return;
+      }
+      if (isThenable(result)) return this.#awaitThenable(call, fds, answer, result);
     } catch (err) {
       return this.#finish(call, fds, answer, Msg.ERROR, err);
     }
-    if (isThenable(result)) {
-      result.then(
-        (value) => this.#finish(call, fds, answer, Msg.RESULT, value),
-        (err) => this.#finish(call, fds, answer, Msg.ERROR, err),
+    this.#finish(call, fds, answer, Msg.RESULT, result);
+  }
+
+  // Another library's thenable may call back twice, or call back and then
+  // throw: its first word counts, as a Promise would take it.
+  #awaitThenable(call: IncomingCall, fds: Fd[] | null, answer: boolean, thenable: PromiseLike<unknown>): void {
+    let settled = false;
+    const settle = (kind: number, value: unknown): void => {
+      if (settled) return;
+      settled = true;
+      this.#finish(call, fds, answer, kind, value);
+    };
+    try {
+      thenable.then(
+        (value) => settle(Msg.RESULT, value),
+        (err) => settle(Msg.ERROR, err),
       );
-    } else {
-      this.#finish(call, fds, answer, Msg.RESULT, result);
+    } catch (err) {
+      settle(Msg.ERROR, err);
     }
   }
 
@@ -168,7 +198,7 @@ export class IncomingCalls {
     closeAll(fds);
     if (!answer) {
       this.#notifications.delete(call);
-      if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, (value as Error)?.message);
+      if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, describeThrown(value));
       return closeTransfers(value); // a notification's answer goes nowhere
     }
     if (!this.#answering(call)) {
@@ -220,10 +250,7 @@ export class IncomingCalls {
   }
 
   #replyFailed(callId: number, err: unknown): void {
-    const code = (err as { code?: unknown } | null)?.code;
-    const why = err instanceof RpcError
-      ? err
-      : rpcError(typeof code === 'string' ? code : RpcCode.ENCODE_ERROR, `the answer could not be sent: ${err instanceof Error ? err.message : String(err)}`);
+    const why = err instanceof RpcError ? err : rpcError(codeOf(err) ?? RpcCode.ENCODE_ERROR, `the answer could not be sent: ${describeThrown(err)}`);
     try {
       this.#sender.sendMessage(Msg.ERROR, callId, null, why);
     } catch {

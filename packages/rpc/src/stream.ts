@@ -134,7 +134,12 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
 }
 
 export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+  if (value === null || typeof value !== 'object') return false;
+  try {
+    return typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+  } catch {
+    return false; // (a getter that throws: a value, sent as one)
+  }
 }
 
 /** The producer side's credit: how many items may go out now. */

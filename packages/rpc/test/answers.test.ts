@@ -13,8 +13,35 @@ interface Awkward {
     itemThatCannotTravel(): AsyncIterable<unknown>;
     errorMap(): never;
     add(a: number, b: number): number;
+    hostile(kind: string): unknown;
   };
 }
+
+// Values a handler may hand back that throw when they are looked at.
+const throwing = (what: string) => () => {
+  throw new Error(what);
+};
+const hostile: Record<string, () => unknown> = {
+  asyncGetter: async () => ({ get x() { return throwing('getter in result')(); } }),
+  syncGetter: () => ({ get x() { return throwing('getter in result')(); } }),
+  asyncIteratorGetter: async () => ({ get [Symbol.asyncIterator]() { return throwing('asyncIterator getter')(); } }),
+  messageGetter: async () => {
+    const err = new Error('x');
+    Object.defineProperty(err, 'message', { get: () => { throw Object.create(null); } });
+    throw err;
+  },
+  thenThrows: () => ({ then: throwing('then boom') }),
+  thenTwiceThenThrows: () => ({
+    then(ok: (v: unknown) => void, fail: (e: unknown) => void) {
+      ok(1);
+      fail(new Error('second word'));
+      throw new Error('and a throw');
+    },
+  }),
+  nullProtoThrown: () => {
+    throw Object.create(null);
+  },
+};
 
 const nulls = Array.from({ length: 300 }, () => openSync('/dev/null', 'r'));
 afterAll(() => nulls.forEach((fd) => closeSync(fd)));
@@ -36,6 +63,7 @@ const server = createServer<Awkward>({
       throw new RpcError('with a map', { code: 'E_MAP', data: { byId: new Map([[1, 'one']]) } });
     },
     add: (a, b) => a + b,
+    hostile: (kind) => hostile[kind]!(),
   },
 });
 const [a, b] = socketPair();
@@ -44,6 +72,30 @@ const client = await connect<Awkward>(b);
 afterAll(() => client.$close());
 
 describe('answers that cannot travel', () => {
+  // The server runs in this process: an unhandled rejection or an uncaught
+  // throw from one of these would fail the test run.
+  it('values that throw when looked at (getters, thenables, message getters) get an answer with a code; the server lives on', async () => {
+    const outcomes: Record<string, string> = {};
+    for (const kind of Object.keys(hostile)) {
+      outcomes[kind] = await client.hostile(kind).then(
+        (value) => `value ${JSON.stringify(value)}`,
+        (err: RpcError) => `error ${err.code}`,
+      );
+    }
+    expect(outcomes).toEqual({
+      asyncGetter: 'error ENCODE_ERROR',
+      syncGetter: 'error ENCODE_ERROR',
+      asyncIteratorGetter: 'value {}', // not iterable, then: sent as the value it is
+      messageGetter: 'error ENCODE_ERROR',
+      thenThrows: 'error INTERNAL',
+      thenTwiceThenThrows: 'value 1', // its first word counts
+      nullProtoThrown: 'error INTERNAL',
+    });
+    // As notifications, whose answers go nowhere: nothing to hear, nothing thrown.
+    for (const kind of Object.keys(hostile)) client.$notify.hostile(kind);
+    expect(await client.add(2, 2)).toBe(4);
+  });
+
   it('a result with an unencodable value under an object Map key: ENCODE_ERROR, not a hang', async () => {
     await expect(client.$with({ timeout: 5_000 }).mapWithObjectKey()).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR });
   });
