@@ -8,7 +8,10 @@ import { type Credentials, type ServerOptions as ListenOptions, type UnixServer,
 import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
-import { RpcCode, type RpcError, rpcError } from './errors.js';
+import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from './errors.js';
+import { prepareValue } from './prepare.js';
+import { MAX_DELAY, badTimeout } from './deadlines.js';
+import { checkServerOptions } from './server-options.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, refusePending, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
@@ -69,7 +72,7 @@ export function handlerMap(handlers: object, extra?: Record<string, Handler>): M
   // Own properties only: a method name like "constructor" or "__proto__"
   // must never reach Object.prototype.
   for (const [name, fn] of Object.entries(handlers)) {
-    if (name.startsWith('$')) throw new TypeError(`method names starting with '$' are reserved (${name})`);
+    if (name.startsWith('$')) throw invalidArgValue(`handlers.${name}`, "is a reserved name: names starting with '$' are the client's own");
     if (typeof fn === 'function') map.set(name, fn.bind(handlers) as Handler);
   }
   for (const [name, fn] of Object.entries(extra ?? {})) map.set(name, fn);
@@ -98,7 +101,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
 
   constructor(options: RpcServerOptions<C>) {
     super();
-    if (typeof options.service !== 'string' || !options.service) throw new TypeError('RpcServer needs a service name');
+    checkServerOptions(options);
     this.service = options.service;
     this.#options = options;
     this.#streams = streamMethods(options.handlers);
@@ -233,6 +236,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
    * travel at all (ENCODE_ERROR) are the caller's mistake, and throw.
    */
   publish<K extends keyof EventsOf<C> & string>(name: K, ...args: EventArgs<EventsOf<C>, K>): number {
+    if (typeof name !== 'string') throw invalidArgValue('name', `must be an event name (a string); received ${shownValue(name)}`);
     let sent = 0;
     let failed: Array<{ err: Error; conn: RpcConnection }> | null = null;
     for (const conn of this.#connections) {
@@ -244,6 +248,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       }
     }
     if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
+    // Nobody encoded them: arguments that cannot travel still throw, so
+    // that the mistake shows before the first subscriber comes.
+    else if (sent === 0) prepareValue(args, 'args');
     return sent;
   }
 
@@ -252,7 +259,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
    * (new calls fail with SHUTTING_DOWN), then closes every connection.
    */
   close(options: { timeout?: number } = {}): Promise<void> {
-    this.#closing ??= this.#shutdown(options.timeout ?? 5_000);
+    const badTime = badTimeout('options.timeout', options?.timeout);
+    if (badTime) return Promise.reject(badTime);
+    this.#closing ??= this.#shutdown(options?.timeout ?? 5_000);
     return this.#closing;
   }
 
@@ -263,8 +272,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     await Promise.all(this.#listeners.map((l) => l.close()));
     for (const conn of this.#connections) conn.drain();
     let timer: NodeJS.Timeout | undefined;
+    // (Infinity, or past setTimeout's range, which would fire at once: no deadline.)
     const deadline = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeout);
+      if (timeout < MAX_DELAY) timer = setTimeout(resolve, timeout);
     });
     await Promise.race([Promise.all([...this.#connections].map((c) => c.idle())), deadline]);
     clearTimeout(timer);

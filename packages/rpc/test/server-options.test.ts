@@ -1,0 +1,70 @@
+// A server's options and publish() arguments are checked where they are
+// given: a wrong one would otherwise show later and elsewhere (every
+// handshake refused, a limit silently gone, every call failing).
+import { describe, expect, it } from 'vitest';
+import { RpcCode, RpcServer, connect, createServer } from '../src/index.js';
+import { tempDir } from './helpers.js';
+
+const base = { service: 'opts', handlers: { add: (a: number, b: number) => a + b } };
+
+describe('server options', () => {
+  it('refuses each option that cannot work with ERR_INVALID_ARG_VALUE, naming it', () => {
+    const bad: Array<[string, Record<string, unknown>]> = [
+      ['service', { service: '' }],
+      ['version', { version: 3 }],
+      ['handlers', { handlers: null }],
+      ['handlers.add', { handlers: { add: 42 } }],
+      ['handlers.$x', { handlers: { $x: () => 1 } }],
+      ['schemas.add', { schemas: { add: 42 } }],
+      ['allow', { allow: 'same_user' }],
+      ['allow', { allow: null }],
+      ['allow', { allow: { uids: 1000 } }],
+      ['exposeStack', { exposeStack: 'yes' }],
+      ['maxInFlight', { maxInFlight: 'x' }],
+      ['maxInFlight', { maxInFlight: Number.NaN }],
+      ['maxOutboundBytes', { maxOutboundBytes: '64mb' }],
+      ['maxOutboundBytes', { maxOutboundBytes: -1 }],
+      ['intercept', { intercept: 'x' }],
+      ['handshakeTimeout', { handshakeTimeout: 'abc' }],
+      ['handshakeTimeout', { handshakeTimeout: -5 }],
+      ['events', { events: 'tick' }],
+    ];
+    for (const [name, options] of bad) {
+      expect(() => new RpcServer({ ...base, ...options } as never), JSON.stringify(options)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining(`'${name}'`) }),
+      );
+    }
+    expect(() => new RpcServer({ ...base, allow: { uids: [0] }, maxOutboundBytes: Infinity, handshakeTimeout: Infinity })).not.toThrow();
+  });
+
+  it('close({ timeout }): a bad one is refused; Infinity waits for the calls in flight however long', async () => {
+    const dir = tempDir();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const server = createServer<{ methods: { slow(): number } }>({ service: 'slow', handlers: { slow: async () => (await gate, 7) } });
+    try {
+      const path = `${dir.dir}/slow.sock`;
+      await server.listen(path);
+      const c = await connect<{ methods: { slow(): number } }>(path);
+      await expect(server.close({ timeout: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      const call = c.slow();
+      await new Promise((resolve) => setTimeout(resolve, 50)); // (the call reaches the handler)
+      const closing = server.close({ timeout: Infinity });
+      setTimeout(release, 300); // past setTimeout's 1 ms for an out-of-range delay
+      expect(await call).toBe(7);
+      await closing;
+      await c.$close();
+    } finally {
+      release();
+      await server.close();
+      dir.cleanup();
+    }
+  });
+
+  it('publish(): a name that is not a string, or arguments that cannot travel, throw even with no subscriber', () => {
+    const server = new RpcServer<{ events: { tick(n: unknown): void } }>({ service: 'pub', handlers: {} });
+    expect(() => server.publish(7 as never, 1)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => server.publish('tick', () => {})).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR }));
+    expect(server.publish('tick', 1)).toBe(0);
+  });
+});
