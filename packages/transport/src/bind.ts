@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { encodeAddress, isAbstract } from './address.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
-import { type NativeBinding, native } from './native.js';
+import { Kind, type NativeBinding, native } from './native.js';
 
 /** What we created on disk, so that close() removes only our own file. */
 export interface BoundName {
@@ -37,6 +37,26 @@ function addressInUse(address: string, why: string) {
 }
 
 /**
+ * How long a new socket file of a connection-oriented socket may refuse
+ * connections before it is taken for stale: between its bind() and its
+ * listen(), another server's file refuses too, and taking it for stale
+ * then would leave both servers believing they listen there. (A server
+ * spends microseconds in that window; this leaves room for a loaded machine.)
+ */
+export const SETUP_GRACE_MS = 500;
+
+/** The EADDRINUSE of a socket file that may be another server's, still starting: worth trying again shortly. */
+export function isStartingThere(err: unknown): boolean {
+  return (err as { starting?: boolean } | null)?.starting === true;
+}
+
+function serverStarting(address: string) {
+  return Object.assign(addressInUse(address, 'a socket file made moments ago refuses connections: a server may be starting there'), {
+    starting: true,
+  });
+}
+
+/**
  * Binds fd to address (undefined: a kernel-chosen abstract name). `mode` is
  * applied to the file before listen(), so there is no moment when a peer
  * could connect through looser permissions.
@@ -61,6 +81,8 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
     const st = lstatOrNull(address);
     if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
     if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
+    // (A datagram socket is live from its bind(): no such window.)
+    if (st && kind !== Kind.dgram && Date.now() - st.ctimeMs < SETUP_GRACE_MS) throw serverStarting(address);
     if (st) unlinkSync(address);
     r = n.bind(fd, bytes);
   }
@@ -102,6 +124,13 @@ function setModeNoFollow(address: string, mode: number | undefined): Stats {
   } finally {
     if (fd >= 0) closeSync(fd);
   }
+}
+
+/** Whether the path still leads to the socket file we created (another server may have taken it over). */
+export function stillBound(name: BoundName): boolean {
+  if (!name.identity) return true;
+  const st = lstatOrNull(name.address);
+  return st !== null && st.isSocket() && st.dev === name.identity.dev && st.ino === name.identity.ino;
 }
 
 /** Removes the socket file, but only if it is still the one we created. */

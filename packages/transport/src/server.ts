@@ -1,9 +1,10 @@
 // UnixServer: listens on a path, an @abstract name or an autobound name, or
 // adopts a listening fd (socket activation), and accepts in batches.
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
-import { type BoundName, bindSafely, unlinkBound } from './bind.js';
+import { type BoundName, SETUP_GRACE_MS, bindSafely, isStartingThere, stillBound, unlinkBound } from './bind.js';
 import { adoptFd, connectionType, type ConnectionType } from './connect.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { isFdNumber } from './fds.js';
@@ -31,6 +32,7 @@ export class UnixServer extends EventEmitter {
   #fd = -1;
   #handle: NativeHandle | null = null;
   #bound: BoundName | null = null;
+  #listening = false;
   #backoff = 0;
   #retry: NodeJS.Timeout | null = null;
   #closed: Promise<void> | null = null;
@@ -66,16 +68,25 @@ export class UnixServer extends EventEmitter {
   async listen(address?: string): Promise<this> {
     const n = native;
     if (!n) throw unsupported('UnixServer', 'the native addon is not loaded');
-    if (this.#handle || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server');
+    if (this.#handle || this.#listening || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listen() was already called on this server');
+    this.#listening = true;
     const fd = check(n.socket(Kind[this.type]), 'socket');
     try {
       this.#inheritPassCred(fd);
-      this.#bound = bindSafely(fd, Kind[this.type], address, this.#options.mode);
+      this.#bound = await this.#bind(fd, address);
       check(n.listen(fd, this.#options.backlog ?? 511), 'listen', address);
+      // Another server that took our file for stale, between our bind() and
+      // listen(), has the path now: ours would listen where nobody can reach.
+      if (!stillBound(this.#bound)) {
+        this.#bound = null;
+        throw afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (another server took the path while this one started)`, { syscall: 'bind', address });
+      }
+      if (this.#closed) throw afunixError('ERR_SERVER_NOT_RUNNING', 'close() was called while listen() was binding');
     } catch (err) {
       n.close(fd);
       if (this.#bound) unlinkBound(this.#bound);
       this.#bound = null;
+      this.#listening = false;
       throw err;
     }
     this.#start(fd);
@@ -126,6 +137,21 @@ export class UnixServer extends EventEmitter {
    * Stops accepting and removes the socket file (if it is still ours).
    * Connections already accepted stay open; end them as you see fit.
    */
+  // bindSafely(), waiting out a socket file that another server may be
+  // starting on (SETUP_GRACE_MS): it soon either listens, and this one gets
+  // EADDRINUSE, or, still silent, is old enough to be replaced as stale.
+  async #bind(fd: number, address: string | undefined): Promise<BoundName> {
+    const giveUp = Date.now() + 4 * SETUP_GRACE_MS; // (a file made anew each time)
+    for (;;) {
+      try {
+        return bindSafely(fd, Kind[this.type], address, this.#options.mode);
+      } catch (err) {
+        if (!isStartingThere(err) || Date.now() > giveUp) throw err;
+      }
+      await sleep(SETUP_GRACE_MS / 10);
+    }
+  }
+
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
     if (this.#retry) clearTimeout(this.#retry);

@@ -3,7 +3,7 @@
 // once, long paths refused whole, abstract and autobound names, and the
 // errors connect() gives, shaped like Node's.
 import { once } from 'node:events';
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AfunixError, connect, createServer, listenFds, type ServerOptions, type UnixServer, type UnixSocket } from '../src/index.js';
@@ -64,6 +64,23 @@ describe('binding a path', () => {
     await s.listen(path);
     // The path leads to the new server now (the stale file refused connections).
     await reaches(s, path);
+  });
+
+  it('two processes listening on one path at once: exactly one gets it and answers there, the other EADDRINUSE', async () => {
+    // Between one server's bind() and listen() its file refuses connections,
+    // as a stale one does: the other must not take it for stale then.
+    const path = join(dir.path, 'race.sock');
+    for (let round = 0; round < 8; round++) {
+      rmSync(path, { force: true });
+      const startAt = String(Date.now() + 250);
+      const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
+      const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
+      await Promise.all(racers.map((r) => r.exited));
+      const winners = said.filter((s) => s.listen === 'ok');
+      expect(winners, JSON.stringify(said)).toHaveLength(1);
+      expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
+      expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
+    }
   });
 
   it('refuses a path where a live server listens (EADDRINUSE), and that server keeps working', async () => {
