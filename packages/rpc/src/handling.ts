@@ -157,7 +157,8 @@ export class IncomingCalls {
     let result: unknown;
     try {
       result = this.#invoke(call, handler, args);
-      if (result instanceof Promise) {
+      // (A native Promise calls back once and never throws: no guard needed.)
+      if (result instanceof Promise && Object.getPrototypeOf(result) === Promise.prototype) {
         result.then(
           (value) => this.#finish(call, fds, answer, Msg.RESULT, value),
           (err) => this.#finish(call, fds, answer, Msg.ERROR, err),

@@ -10,6 +10,7 @@ import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { prepareValue } from './prepare.js';
+import { closeTransfers } from './fd.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { checkServerOptions } from './server-options.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, refusePending, serverHandshake } from './handshake.js';
@@ -249,8 +250,15 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     }
     if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
     // Nobody encoded them: arguments that cannot travel still throw, so
-    // that the mistake shows before the first subscriber comes.
-    else if (sent === 0) prepareValue(args, 'args');
+    // that the mistake shows before the first subscriber comes, and fds
+    // given away with Fd.transfer() are closed, as a sent event's would be.
+    else if (sent === 0) {
+      try {
+        prepareValue(args, 'args');
+      } finally {
+        closeTransfers(args);
+      }
+    }
     return sent;
   }
 

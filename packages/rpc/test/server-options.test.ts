@@ -1,8 +1,10 @@
 // A server's options and publish() arguments are checked where they are
 // given: a wrong one would otherwise show later and elsewhere (every
 // handshake refused, a limit silently gone, every call failing).
+import { fstatSync } from 'node:fs';
+import { closeFd, socketPairFds } from '@afunix/transport';
 import { describe, expect, it } from 'vitest';
-import { RpcCode, RpcServer, connect, createServer } from '../src/index.js';
+import { Fd, RpcCode, RpcServer, connect, createServer } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
 const base = { service: 'opts', handlers: { add: (a: number, b: number) => a + b } };
@@ -66,5 +68,10 @@ describe('server options', () => {
     expect(() => server.publish(7 as never, 1)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => server.publish('tick', () => {})).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR }));
     expect(server.publish('tick', 1)).toBe(0);
+    // Given away, and sent to nobody: closed all the same.
+    const [mine, other] = socketPairFds();
+    expect(server.publish('tick', { fd: Fd.transfer(mine) })).toBe(0);
+    expect(() => fstatSync(mine)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    closeFd(other);
   });
 });
