@@ -81,7 +81,7 @@ export class UnixServer extends EventEmitter {
         this.#bound = null;
         throw afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (another server took the path while this one started)`, { syscall: 'bind', address });
       }
-      if (this.#closed) throw afunixError('ERR_SERVER_NOT_RUNNING', 'close() was called while listen() was binding');
+      if (this.#closed) throw closedWhileListening();
     } catch (err) {
       n.close(fd);
       if (this.#bound) unlinkBound(this.#bound);
@@ -133,10 +133,6 @@ export class UnixServer extends EventEmitter {
     return decodeAddress(r);
   }
 
-  /**
-   * Stops accepting and removes the socket file (if it is still ours).
-   * Connections already accepted stay open; end them as you see fit.
-   */
   // bindSafely(), waiting out a socket file that another server may be
   // starting on (SETUP_GRACE_MS): it soon either listens, and this one gets
   // EADDRINUSE, or, still silent, is old enough to be replaced as stale.
@@ -149,9 +145,14 @@ export class UnixServer extends EventEmitter {
         if (!isStartingThere(err) || Date.now() > giveUp) throw err;
       }
       await sleep(SETUP_GRACE_MS / 10);
+      if (this.#closed) throw closedWhileListening();
     }
   }
 
+  /**
+   * Stops accepting and removes the socket file (if it is still ours).
+   * Connections already accepted stay open; end them as you see fit.
+   */
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
     if (this.#retry) clearTimeout(this.#retry);
@@ -255,4 +256,8 @@ export function createServer(
 
 function noop(): void {
   // A listening socket is never watched for writability.
+}
+
+function closedWhileListening() {
+  return afunixError('ERR_SERVER_NOT_RUNNING', 'close() was called while listen() was binding');
 }

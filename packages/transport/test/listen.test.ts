@@ -2,12 +2,14 @@
 // alone, our own file removed on close (and only ours), mode in force at
 // once, long paths refused whole, abstract and autobound names, and the
 // errors connect() gives, shaped like Node's.
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AfunixError, connect, createServer, listenFds, type ServerOptions, type UnixServer, type UnixSocket } from '../src/index.js';
 import { destroyAll, nodeChild, tempDir } from './helpers.js';
+import { SETUP_GRACE_MS } from '../src/bind.js';
 
 let dir: ReturnType<typeof tempDir>;
 const servers: UnixServer[] = [];
@@ -81,6 +83,28 @@ describe('binding a path', () => {
       expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
       expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
     }
+  });
+
+  it('a socket file made moments ago that refuses connections is waited out: replaced once old enough, or given up by close()', async () => {
+    // A bound socket that never listened, its process gone: young and silent.
+    const boundOnly = (path: string) =>
+      execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', path]);
+    const path = join(dir.path, 'young.sock');
+    boundOnly(path);
+    const s = server();
+    const started = Date.now();
+    await s.listen(path);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(SETUP_GRACE_MS / 2); // (it waited, rather than taking it at once)
+    await reaches(s, path);
+
+    const other = join(dir.path, 'young-closed.sock');
+    boundOnly(other);
+    const giving = server();
+    const listening = giving.listen(other);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await giving.close();
+    await expect(listening).rejects.toMatchObject({ code: 'ERR_SERVER_NOT_RUNNING' });
+    expect(lstatSync(other).isSocket()).toBe(true); // the other file, left alone
   });
 
   it('refuses a path where a live server listens (EADDRINUSE), and that server keeps working', async () => {
