@@ -1,12 +1,14 @@
 // Binding a name safely: permissions in force before any peer can connect,
 // stale socket files replaced, live servers and non-sockets left alone.
 import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
 /** What we created on disk, so that close() removes only our own file. */
 export interface BoundName {
+  /** The file's absolute path (a chdir() later must not lead elsewhere). */
   address: string;
   identity: { dev: number; ino: number } | null;
 }
@@ -81,14 +83,29 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
     const st = lstatOrNull(address);
     if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
     if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
-    // (A datagram socket is live from its bind(): no such window.)
-    if (st && kind !== Kind.dgram && Date.now() - st.ctimeMs < SETUP_GRACE_MS) throw serverStarting(address);
-    if (st) unlinkSync(address);
+    // (A datagram socket is live from its bind(): no such window. A ctime
+    // ahead of the clock says nothing of age: taken for old.)
+    const age = st ? Date.now() - st.ctimeMs : 0;
+    if (st && kind !== Kind.dgram && age >= 0 && age < SETUP_GRACE_MS) throw serverStarting(address);
+    // Another server may have replaced the stale file since it was probed
+    // (and be starting on it): only the file probed is removed.
+    if (st && !unlinkIfSame(address, st)) throw serverStarting(address);
     r = n.bind(fd, bytes);
   }
   check(r, 'bind', address);
   const st = setModeNoFollow(address, mode);
-  return { address, identity: { dev: st.dev, ino: st.ino } };
+  return { address: resolve(address), identity: { dev: st.dev, ino: st.ino } };
+}
+
+function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
+  return a !== null && a.isSocket() && a.dev === b.dev && a.ino === b.ino;
+}
+
+// Unlinks the path if it is still the file `st` described; false if not.
+function unlinkIfSame(path: string, st: Stats): boolean {
+  if (!sameFile(lstatOrNull(path), st)) return false;
+  unlinkSync(path);
+  return true;
 }
 
 // Linux's O_PATH, which fs.constants does not name.
@@ -104,10 +121,12 @@ const O_PATH = 0o10000000;
  */
 function setModeNoFollow(address: string, mode: number | undefined): Stats {
   let fd = -1;
+  let mine: Stats | null = null;
   try {
     if (process.platform === 'linux') fd = openSync(address, O_PATH | constants.O_NOFOLLOW);
     const st = fd >= 0 ? fstatSync(fd) : lstatSync(address);
     if (!st.isSocket()) throw addressInUse(address, 'the socket file was replaced before its mode was set; it was left alone');
+    mine = st;
     if (mode !== undefined) {
       try {
         chmodSync(fd >= 0 ? `/proc/self/fd/${fd}` : address, mode);
@@ -118,8 +137,9 @@ function setModeNoFollow(address: string, mode: number | undefined): Stats {
     }
     return st;
   } catch (err) {
-    // Ours, if it is still there and still a socket: nobody can connect to it.
-    if ((err as { code?: string }).code !== 'EADDRINUSE' && lstatOrNull(address)?.isSocket()) unlinkSync(address);
+    // Ours, if it is still there (another server's, if it replaced ours, is
+    // left alone): nobody can connect to it.
+    if (mine) unlinkIfSame(address, mine);
     throw err;
   } finally {
     if (fd >= 0) closeSync(fd);
@@ -128,16 +148,13 @@ function setModeNoFollow(address: string, mode: number | undefined): Stats {
 
 /** Whether the path still leads to the socket file we created (another server may have taken it over). */
 export function stillBound(name: BoundName): boolean {
-  if (!name.identity) return true;
-  const st = lstatOrNull(name.address);
-  return st !== null && st.isSocket() && st.dev === name.identity.dev && st.ino === name.identity.ino;
+  return !name.identity || sameFile(lstatOrNull(name.address), name.identity);
 }
 
 /** Removes the socket file, but only if it is still the one we created. */
 export function unlinkBound(name: BoundName): void {
   if (!name.identity) return;
-  const st = lstatOrNull(name.address);
-  if (st && st.isSocket() && st.dev === name.identity.dev && st.ino === name.identity.ino) {
+  if (sameFile(lstatOrNull(name.address), name.identity)) {
     try {
       unlinkSync(name.address);
     } catch {
