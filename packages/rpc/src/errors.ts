@@ -79,7 +79,7 @@ export function describeThrown(value: unknown): string {
 
 /** How an error message names a value it refused: `-1`, `null`, `an object`, `a string`. */
 export function shownValue(value: unknown): string {
-  if (typeof value === 'number' || value === null) return String(value);
+  if (typeof value === 'number' || value === null || value === undefined) return String(value);
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 

@@ -25,40 +25,39 @@ export function checkServerOptions(options: UncheckedOptions): void {
   if (typeof options !== 'object' || options === null) throw invalidArgValue('options', `must be an object; received ${shownValue(options)}`);
   const { service, version, handlers, schemas, exposeStack, maxInFlight, maxOutboundBytes, intercept, events } = options;
   if (typeof service !== 'string' || service === '') throw invalidArgValue('service', `must be a non-empty string; received ${shownValue(service)}`);
-  if (version !== undefined && typeof version !== 'string') throw invalidArgValue('version', `must be a string; received ${shownValue(version)}`);
+  // (null, as a config file gives it, is an option left out, as undefined is.)
+  if (version != null && typeof version !== 'string') throw invalidArgValue('version', `must be a string; received ${shownValue(version)}`);
   checkHandlers(handlers);
   checkSchemas(schemas);
   if (!isPolicy(options.allow)) {
     throw invalidArgValue('allow', `must be 'any', 'same-user', 'root', { uids, gids } or a function; received ${shownValue(options.allow)}`);
   }
-  if (exposeStack !== undefined && typeof exposeStack !== 'boolean') throw invalidArgValue('exposeStack', `must be a boolean; received ${shownValue(exposeStack)}`);
-  if (maxInFlight !== undefined && !(Number.isInteger(maxInFlight) && (maxInFlight as number) >= 1)) {
-    throw invalidArgValue('maxInFlight', `must be a whole number of calls, at least 1; received ${shownValue(maxInFlight)}`);
+  if (exposeStack != null && typeof exposeStack !== 'boolean') throw invalidArgValue('exposeStack', `must be a boolean; received ${shownValue(exposeStack)}`);
+  if (maxInFlight != null && !((Number.isInteger(maxInFlight) || maxInFlight === Infinity) && (maxInFlight as number) >= 1)) {
+    throw invalidArgValue('maxInFlight', `must be a whole number of calls, at least 1 (Infinity: no limit); received ${shownValue(maxInFlight)}`);
   }
-  if (maxOutboundBytes !== undefined && !(typeof maxOutboundBytes === 'number' && maxOutboundBytes >= 1)) {
+  if (maxOutboundBytes != null && !(typeof maxOutboundBytes === 'number' && maxOutboundBytes >= 1)) {
     throw invalidArgValue('maxOutboundBytes', `must be a number of bytes, at least 1 (Infinity: no cap); received ${shownValue(maxOutboundBytes)}`);
   }
-  if (intercept !== undefined && typeof intercept !== 'function') throw invalidArgValue('intercept', `must be a function; received ${shownValue(intercept)}`);
+  if (intercept != null && typeof intercept !== 'function') throw invalidArgValue('intercept', `must be a function; received ${shownValue(intercept)}`);
   const badTime = badTimeout('handshakeTimeout', options.handshakeTimeout);
   if (badTime) throw badTime;
-  if (events !== undefined && !(Array.isArray(events) && events.every((name) => typeof name === 'string'))) {
+  if (events != null && !(Array.isArray(events) && events.every((name) => typeof name === 'string'))) {
     throw invalidArgValue('events', 'must be an array of event names');
   }
 }
 
+// (Its other own fields are its data, which handlers reach through `this`.)
 function checkHandlers(handlers: unknown): void {
   if (typeof handlers !== 'object' || handlers === null) throw invalidArgValue('handlers', `must be an object of functions; received ${shownValue(handlers)}`);
-  for (const [name, fn] of Object.entries(handlers)) {
-    if (typeof fn !== 'function') throw invalidArgValue(`handlers.${name}`, `must be a function; received ${shownValue(fn)}`);
-  }
 }
 
 function checkSchemas(schemas: unknown): void {
-  if (schemas === undefined) return;
+  if (schemas == null) return;
   if (typeof schemas !== 'object' || schemas === null) throw invalidArgValue('schemas', `must be an object of Standard Schema validators; received ${shownValue(schemas)}`);
   for (const [name, schema] of Object.entries(schemas)) {
     const standard = (schema as { '~standard'?: { validate?: unknown } } | undefined)?.['~standard'];
-    if (schema !== undefined && typeof standard?.validate !== 'function') {
+    if (schema != null && typeof standard?.validate !== 'function') {
       throw invalidArgValue(`schemas.${name}`, 'must be a Standard Schema validator (zod, valibot, arktype...)');
     }
   }

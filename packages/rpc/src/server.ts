@@ -9,7 +9,6 @@ import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from './errors.js';
-import { prepareValue } from './prepare.js';
 import { closeTransfers } from './fd.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { checkServerOptions } from './server-options.js';
@@ -234,7 +233,8 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
    * accepts smaller messages, its connection fails under the send) is
    * skipped and reported with 'publishError' once the others have it: one
    * peer must not keep an event from the rest. Arguments that cannot
-   * travel at all (ENCODE_ERROR) are the caller's mistake, and throw.
+   * travel at all (ENCODE_ERROR) are the caller's mistake, and throw (once
+   * a subscriber makes them be encoded).
    */
   publish<K extends keyof EventsOf<C> & string>(name: K, ...args: EventArgs<EventsOf<C>, K>): number {
     if (typeof name !== 'string') throw invalidArgValue('name', `must be an event name (a string); received ${shownValue(name)}`);
@@ -249,16 +249,10 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       }
     }
     if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
-    // Nobody encoded them: arguments that cannot travel still throw, so
-    // that the mistake shows before the first subscriber comes, and fds
-    // given away with Fd.transfer() are closed, as a sent event's would be.
-    else if (sent === 0) {
-      try {
-        prepareValue(args, 'args');
-      } finally {
-        closeTransfers(args);
-      }
-    }
+    // Sent to nobody: fds given away with Fd.transfer() are closed, as a
+    // sent event's would be. (Arguments are not checked for nobody: a
+    // publisher in a loop with no subscriber pays no encoding.)
+    else if (sent === 0) closeTransfers(args);
     return sent;
   }
 
@@ -267,6 +261,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
    * (new calls fail with SHUTTING_DOWN), then closes every connection.
    */
   close(options: { timeout?: number } = {}): Promise<void> {
+    if (this.#closing) return this.#closing;
     const badTime = badTimeout('options.timeout', options?.timeout);
     if (badTime) return Promise.reject(badTime);
     this.#closing ??= this.#shutdown(options?.timeout ?? 5_000);
