@@ -107,6 +107,22 @@ describe('binding a path', () => {
     expect(lstatSync(other).isSocket()).toBe(true); // the other file, left alone
   });
 
+  it('a relative path stays the same file when the process changes directory while listen() runs', async () => {
+    const before = process.cwd();
+    process.chdir(dir.path);
+    try {
+      const s = server();
+      const listening = s.listen('relative.sock');
+      process.chdir(before); // (listen() checks its file again after an await)
+      await listening;
+      await reaches(s, join(dir.path, 'relative.sock'));
+      await s.close();
+      expect(existsSync(join(dir.path, 'relative.sock'))).toBe(false);
+    } finally {
+      process.chdir(before);
+    }
+  });
+
   it('refuses a path where a live server listens (EADDRINUSE), and that server keeps working', async () => {
     const path = join(dir.path, 'live.sock');
     const first = server();
