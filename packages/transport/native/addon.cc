@@ -93,6 +93,11 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return Num(info.Env(), SysClose(fd));
 }
 
+// tryLock(fd): fd is a file opened by node:fs, never a socket of ours.
+Napi::Value TryLock(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), SysTryLock(Int(info, 0)));
+}
+
 // claim(fds): JavaScript code took these received fds (ReceivedFds.take):
 // they are its own from now on, never closed for it if a delivery is cut
 // short. Where they went (another thread, a net.Socket) is unknown here.
@@ -190,6 +195,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
   exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("tryLock", Napi::Function::New<TryLock>(env, "tryLock"));
   exports.Set("claim", Napi::Function::New<Claim>(env, "claim"));
   exports.Set("sockName", Napi::Function::New<SockName>(env, "sockName"));
   exports.Set("peerCredentials", Napi::Function::New<PeerCredentials>(env, "peerCredentials"));

@@ -50,6 +50,9 @@ int SysAccept(int fd);
 int SysConnect(int fd, const uint8_t* path, size_t len);
 int SysShutdown(int fd, int how);  // 0 = read, 1 = write, 2 = both
 int SysClose(int fd);
+// An exclusive flock() on a file, without waiting: UV_EAGAIN if another
+// open file holds it. Released when the file is closed (or its process ends).
+int SysTryLock(int fd);
 int SysSockName(int fd, bool peer, Address* out);
 int SysPeerCred(int fd, PeerCred* out);
 int SysPeerPidfd(int fd);

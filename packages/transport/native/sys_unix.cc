@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -225,6 +226,14 @@ int SysShutdown(int fd, int how) {
 int SysClose(int fd) {
   // EINTR after close() still means the fd is gone (Linux, POSIX 2024).
   return (close(fd) == -1 && errno != EINTR) ? Err() : 0;
+}
+
+int SysTryLock(int fd) {
+  int r;
+  do r = flock(fd, LOCK_EX | LOCK_NB);
+  while (r == -1 && errno == EINTR);
+  // EWOULDBLOCK is EAGAIN on Linux, not on every system.
+  return r == -1 ? (errno == EWOULDBLOCK ? UV_EAGAIN : Err()) : 0;
 }
 
 int SysSockName(int fd, bool peer, Address* out) {

@@ -293,6 +293,9 @@ int SysClose(int fd) {
   return closesocket(ToSocket(fd)) == SOCKET_ERROR ? SockErr() : 0;
 }
 
+// fs fds are CRT descriptors here, and a bound socket's file is no lock.
+int SysTryLock(int) { return UV_ENOTSUP; }
+
 int SysSockName(int fd, bool peer, Address* out) {
   SOCKET s = ToSocket(fd);
   sockaddr_un sa;

@@ -3,6 +3,7 @@
 import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
+import { type BindLock, lockPathOf, lstatOrNull, releaseBindLock, takeBindLock } from './bind-lock.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
@@ -11,14 +12,8 @@ export interface BoundName {
   /** The file's absolute path (a chdir() later must not lead elsewhere). */
   address: string;
   identity: { dev: number; ino: number } | null;
-}
-
-function lstatOrNull(path: string): Stats | null {
-  try {
-    return lstatSync(path);
-  } catch {
-    return null;
-  }
+  /** `<address>.lock`, held while bound (see bind-lock.ts); null where none could be had. */
+  lock: BindLock | null;
 }
 
 // A socket file nobody listens on answers ECONNREFUSED: that one is stale.
@@ -52,8 +47,8 @@ export function isStartingThere(err: unknown): boolean {
   return (err as { starting?: boolean } | null)?.starting === true;
 }
 
-function serverStarting(address: string) {
-  return Object.assign(addressInUse(address, 'a socket file made moments ago refuses connections: a server may be starting there'), {
+function serverStarting(address: string, why = 'a socket file made moments ago refuses connections: a server may be starting there') {
+  return Object.assign(addressInUse(address, why), {
     starting: true,
   });
 }
@@ -68,7 +63,7 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
   if (address === undefined) {
     if (mode !== undefined) throw invalidArg('mode', 'has no meaning for an autobound (abstract) address');
     check(n.bind(fd, null), 'bind');
-    return { address: '', identity: null };
+    return { address: '', identity: null, lock: null };
   }
   const bytes = encodeAddress(address, 'bind');
   if (isAbstract(address)) {
@@ -76,13 +71,30 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
     // let the caller believe the socket is locked down.
     if (mode !== undefined) throw invalidArg('mode', 'has no meaning for an abstract address (use a peer-credentials check)');
     check(n.bind(fd, bytes), 'bind', address);
-    return { address, identity: null };
+    return { address, identity: null, lock: null };
   }
+  // Absolute, so that a chdir() before close() still finds both files.
+  const absolute = resolve(address);
+  const lock = takeBindLock(n, absolute);
+  const mine = lock === 'held' ? null : lock;
+  try {
+    // Under another server's lock the path is that server's to clean up:
+    // only a free path is bound, a stale file is left to it.
+    const identity = bindPath(n, fd, kind, address, bytes, mode, lock !== 'held');
+    return { address: absolute, identity, lock: mine };
+  } catch (err) {
+    if (mine) releaseBindLock(mine);
+    throw err;
+  }
+}
+
+function bindPath(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined, mayReplace: boolean) {
   let r = n.bind(fd, bytes);
   if (r === uv.EADDRINUSE) {
     const st = lstatOrNull(address);
     if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
     if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
+    if (!mayReplace) throw serverStarting(address, `another server holds ${lockPathOf(address)}: it may be starting there`);
     // (A datagram socket is live from its bind(): no such window. A ctime
     // ahead of the clock says nothing of age: taken for old.)
     const age = st ? Date.now() - st.ctimeMs : 0;
@@ -94,7 +106,7 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
   }
   check(r, 'bind', address);
   const st = setModeNoFollow(address, mode);
-  return { address: resolve(address), identity: { dev: st.dev, ino: st.ino } };
+  return { dev: st.dev, ino: st.ino };
 }
 
 function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
@@ -151,15 +163,17 @@ export function stillBound(name: BoundName): boolean {
   return !name.identity || sameFile(lstatOrNull(name.address), name.identity);
 }
 
-/** Removes the socket file, but only if it is still the one we created. */
+/** Removes the socket file, but only if it is still the one we created, then its lock. Once only. */
 export function unlinkBound(name: BoundName): void {
-  if (!name.identity) return;
-  if (sameFile(lstatOrNull(name.address), name.identity)) {
+  if (name.identity && sameFile(lstatOrNull(name.address), name.identity)) {
     try {
       unlinkSync(name.address);
     } catch {
       // Someone removed it between the check and now: the goal is met.
     }
   }
+  if (name.lock) releaseBindLock(name.lock);
+  name.identity = null;
+  name.lock = null;
 }
 

@@ -55,6 +55,8 @@ export interface NativeBinding {
   listen(fd: number, backlog: number): number;
   shutdown(fd: number, how: 0 | 1 | 2): number;
   close(fd: number): number;
+  /** flock(LOCK_EX | LOCK_NB) on a file opened by node:fs: 0, EAGAIN if held, or another error. */
+  tryLock(fd: number): number;
   /** Received fds that JavaScript code took: never closed for it if a delivery is cut short. */
   claim(fds: number[]): void;
   sockName(fd: number, peer: boolean): number | Buffer;

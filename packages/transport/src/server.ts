@@ -78,7 +78,7 @@ export class UnixServer extends EventEmitter {
       // Another server that took our file for stale, between our bind() and
       // listen(), has the path now: ours would listen where nobody can reach.
       if (!stillBound(this.#bound)) {
-        this.#bound = null;
+        this.#bound.identity = null; // (its file is the other server's now; its lock is ours)
         throw afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (another server took the path while this one started)`, { syscall: 'bind', address });
       }
       if (this.#closed) throw closedWhileListening();
