@@ -1,29 +1,31 @@
-// A lock file beside a socket path, held by the server bound there.
+// A lock file beside a socket path, held while a server binds there.
 //
 // Replacing a stale socket file is lstat, probe, unlink, bind: between the
 // probe and the unlink another server may have done the same and bound a
 // new file, which ours would then remove. POSIX has no "unlink if this is
-// still that inode", so servers that mean to bind one path take
-// `<path>.lock` first (flock: the kernel drops it when its holder exits, so
-// a crashed server leaves no lock behind, only the empty file). The lock
-// orders afunix servers only; anything else binding the path is still met
-// by the probe and the checks around it.
+// still that inode", so servers binding one path take `<path>.lock` (an
+// flock, which the kernel drops if its holder dies) from before they look
+// at the path until they listen on it. Once a server listens, its file
+// answers for it and needs no lock: none is held afterwards, so a server
+// that later loses its path (its file deleted) holds nobody else off.
+// The lock orders afunix servers only; anything else binding the path is
+// still met by the probe and the checks around it.
 import { closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { uv } from './errors.js';
 import { type NativeBinding } from './native.js';
 
-export interface BindLock {
+/** Whether the lock was had: `'held'` by another server, or `'none'` to be had here. */
+export type LockState = 'mine' | 'held' | 'none';
+
+interface BindLock {
   readonly path: string;
   readonly fd: number;
   readonly dev: number;
   readonly ino: number;
 }
 
-/** What takeBindLock() found: the lock, `'held'` by another server, or null where locks are not to be had. */
-export type LockOutcome = BindLock | 'held' | null;
-
-// The holder removes the file at release, while still holding it; a lock
-// taken meanwhile on the removed file is dropped and taken again.
+// The holder removes the file as it lets go, so a lock taken meanwhile may
+// be on a file no longer at the path: that one is dropped and taken again.
 const ATTEMPTS = 8;
 
 export function lockPathOf(address: string): string {
@@ -31,30 +33,39 @@ export function lockPathOf(address: string): string {
 }
 
 /**
- * Takes the lock of `address` without waiting. Null where no lock can be
- * had (no flock on this platform or file system, a lock file that cannot be
- * opened or is not a regular file): binding then goes on as it did before
- * locks, with the probe alone.
+ * Runs `locked` with the lock of `address` (absolute) taken if it can be:
+ * 'mine', 'held' by another server, or 'none' where no lock is to be had
+ * (no flock here, or a file at the lock's path that is not an empty file of
+ * ours): binding then goes on as it did before locks, with the probe alone.
  */
-export function takeBindLock(n: NativeBinding, address: string): LockOutcome {
-  if (n.platform !== 'unix') return null;
-  const path = lockPathOf(address);
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const fd = openLockFile(path);
-    if (fd < 0) return null;
-    const r = n.tryLock(fd);
-    const st = r === 0 ? fstatSync(fd) : null;
-    if (r === 0 && sameFile(lstatOrNull(path), st!)) return { path, fd, dev: st!.dev, ino: st!.ino };
-    closeSync(fd);
-    if (r === uv.EAGAIN) return 'held';
-    if (r !== 0) return null;
+export function withBindLock<T>(n: NativeBinding, address: string, locked: (state: LockState) => T): T {
+  const lock = takeBindLock(n, lockPathOf(address));
+  try {
+    return locked(typeof lock === 'string' ? lock : 'mine');
+  } finally {
+    if (typeof lock !== 'string') releaseBindLock(lock);
   }
-  return null;
 }
 
-/** Removes the lock file (if it is still ours) and then lets go of the lock. */
-export function releaseBindLock(lock: BindLock): void {
-  if (sameFile(lstatOrNull(lock.path), lock)) {
+function takeBindLock(n: NativeBinding, path: string): BindLock | 'held' | 'none' {
+  if (n.platform !== 'unix' || typeof n.tryLock !== 'function') return 'none';
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const fd = openLockFile(path);
+    if (fd < 0) return 'none';
+    const r = n.tryLock(fd);
+    const st = r === 0 ? fstatSync(fd) : null;
+    if (st && sameInode(lstatOrNull(path), st)) return { path, fd, dev: st.dev, ino: st.ino };
+    closeSync(fd);
+    if (r === uv.EAGAIN) return 'held';
+    if (r !== 0) return 'none';
+  }
+  return 'none';
+}
+
+// Removed while still held (see ATTEMPTS), unless it is no longer ours.
+function releaseBindLock(lock: BindLock): void {
+  const st = lstatOrNull(lock.path);
+  if (st && sameInode(st, lock) && isOurLockFile(st)) {
     try {
       unlinkSync(lock.path);
     } catch {
@@ -64,19 +75,26 @@ export function releaseBindLock(lock: BindLock): void {
   closeSync(lock.fd);
 }
 
-// 0600: whoever can open the file can hold it, and so keep every server off
-// the path. Non-blocking, so that a FIFO planted there cannot hang the open;
-// never through a symlink, which would create or lock a file elsewhere.
+// Created 0600: whoever can open the file can hold it, and so keep every
+// server off the path. Read-write, as flock over NFS needs for an exclusive
+// lock; non-blocking, so that a FIFO planted there cannot hang the open;
+// never through a symlink, which would create or lock a file elsewhere. A
+// file we did not make (not empty, or another user's) is none of ours to
+// lock or to remove.
 function openLockFile(path: string): number {
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+    fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
   } catch {
     return -1;
   }
-  if (fstatSync(fd).isFile()) return fd;
+  if (isOurLockFile(fstatSync(fd))) return fd;
   closeSync(fd);
   return -1;
+}
+
+function isOurLockFile(st: Stats): boolean {
+  return st.isFile() && st.size === 0 && (typeof process.geteuid !== 'function' || st.uid === process.geteuid());
 }
 
 export function lstatOrNull(path: string): Stats | null {
@@ -87,6 +105,7 @@ export function lstatOrNull(path: string): Stats | null {
   }
 }
 
-function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
-  return a !== null && a.isFile() && a.dev === b.dev && a.ino === b.ino;
+/** Whether `a` is the file `b` described (same device and inode); its type is the caller's to check. */
+export function sameInode(a: Stats | null, b: { dev: number; ino: number }): boolean {
+  return a !== null && a.dev === b.dev && a.ino === b.ino;
 }

@@ -3,7 +3,7 @@
 import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
-import { type BindLock, lockPathOf, lstatOrNull, releaseBindLock, takeBindLock } from './bind-lock.js';
+import { type LockState, lockPathOf, lstatOrNull, sameInode, withBindLock } from './bind-lock.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
@@ -12,8 +12,6 @@ export interface BoundName {
   /** The file's absolute path (a chdir() later must not lead elsewhere). */
   address: string;
   identity: { dev: number; ino: number } | null;
-  /** `<address>.lock`, held while bound (see bind-lock.ts); null where none could be had. */
-  lock: BindLock | null;
 }
 
 // A socket file nobody listens on answers ECONNREFUSED: that one is stale.
@@ -56,14 +54,17 @@ function serverStarting(address: string, why = 'a socket file made moments ago r
 /**
  * Binds fd to address (undefined: a kernel-chosen abstract name). `mode` is
  * applied to the file before listen(), so there is no moment when a peer
- * could connect through looser permissions.
+ * could connect through looser permissions. `afterBind` (a server's
+ * listen()) runs while the path's lock is still held; if it throws, our
+ * socket file is removed again.
  */
-export function bindSafely(fd: number, kind: number, address: string | undefined, mode?: number): BoundName {
+export function bindSafely(fd: number, kind: number, address: string | undefined, mode?: number, afterBind?: () => void): BoundName {
   const n = native!;
   if (address === undefined) {
     if (mode !== undefined) throw invalidArg('mode', 'has no meaning for an autobound (abstract) address');
     check(n.bind(fd, null), 'bind');
-    return { address: '', identity: null, lock: null };
+    afterBind?.();
+    return { address: '', identity: null };
   }
   const bytes = encodeAddress(address, 'bind');
   if (isAbstract(address)) {
@@ -71,30 +72,32 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
     // let the caller believe the socket is locked down.
     if (mode !== undefined) throw invalidArg('mode', 'has no meaning for an abstract address (use a peer-credentials check)');
     check(n.bind(fd, bytes), 'bind', address);
-    return { address, identity: null, lock: null };
+    afterBind?.();
+    return { address, identity: null };
   }
-  // Absolute, so that a chdir() before close() still finds both files.
-  const absolute = resolve(address);
-  const lock = takeBindLock(n, absolute);
-  const mine = lock === 'held' ? null : lock;
-  try {
-    // Under another server's lock the path is that server's to clean up:
-    // only a free path is bound, a stale file is left to it.
-    const identity = bindPath(n, fd, kind, address, bytes, mode, lock !== 'held');
-    return { address: absolute, identity, lock: mine };
-  } catch (err) {
-    if (mine) releaseBindLock(mine);
-    throw err;
-  }
+  // Absolute, so that a chdir() before close() still finds the file.
+  const bound: BoundName = { address: resolve(address), identity: null };
+  withBindLock(n, bound.address, (lock) => {
+    bound.identity = bindPath(n, fd, kind, address, bytes, mode, lock);
+    try {
+      afterBind?.();
+    } catch (err) {
+      unlinkBound(bound);
+      throw err;
+    }
+  });
+  return bound;
 }
 
-function bindPath(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined, mayReplace: boolean) {
+function bindPath(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined, lock: LockState) {
   let r = n.bind(fd, bytes);
   if (r === uv.EADDRINUSE) {
     const st = lstatOrNull(address);
     if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
     if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
-    if (!mayReplace) throw serverStarting(address, `another server holds ${lockPathOf(address)}: it may be starting there`);
+    // Another server is binding here, its lock held: the stale file is its
+    // to replace (only a free path was worth trying).
+    if (lock === 'held') throw serverStarting(address, `another server is binding there (it holds ${lockPathOf(resolve(address))})`);
     // (A datagram socket is live from its bind(): no such window. A ctime
     // ahead of the clock says nothing of age: taken for old.)
     const age = st ? Date.now() - st.ctimeMs : 0;
@@ -110,7 +113,7 @@ function bindPath(n: NativeBinding, fd: number, kind: number, address: string, b
 }
 
 function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
-  return a !== null && a.isSocket() && a.dev === b.dev && a.ino === b.ino;
+  return a !== null && a.isSocket() && sameInode(a, b);
 }
 
 // Unlinks the path if it is still the file `st` described; false if not.
@@ -163,17 +166,15 @@ export function stillBound(name: BoundName): boolean {
   return !name.identity || sameFile(lstatOrNull(name.address), name.identity);
 }
 
-/** Removes the socket file, but only if it is still the one we created, then its lock. Once only. */
+/** Removes the socket file, but only if it is still the one we created. */
 export function unlinkBound(name: BoundName): void {
-  if (name.identity && sameFile(lstatOrNull(name.address), name.identity)) {
+  if (!name.identity) return;
+  if (sameFile(lstatOrNull(name.address), name.identity)) {
     try {
       unlinkSync(name.address);
     } catch {
       // Someone removed it between the check and now: the goal is met.
     }
   }
-  if (name.lock) releaseBindLock(name.lock);
-  name.identity = null;
-  name.lock = null;
 }
 

@@ -73,12 +73,11 @@ export class UnixServer extends EventEmitter {
     const fd = check(n.socket(Kind[this.type]), 'socket');
     try {
       this.#inheritPassCred(fd);
-      this.#bound = await this.#bind(fd, address);
-      check(n.listen(fd, this.#options.backlog ?? 511), 'listen', address);
+      this.#bound = await this.#bindAndListen(fd, address);
       // Another server that took our file for stale, between our bind() and
       // listen(), has the path now: ours would listen where nobody can reach.
       if (!stillBound(this.#bound)) {
-        this.#bound.identity = null; // (its file is the other server's now; its lock is ours)
+        this.#bound = null;
         throw afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (another server took the path while this one started)`, { syscall: 'bind', address });
       }
       if (this.#closed) throw closedWhileListening();
@@ -133,14 +132,17 @@ export class UnixServer extends EventEmitter {
     return decodeAddress(r);
   }
 
-  // bindSafely(), waiting out a socket file that another server may be
-  // starting on (SETUP_GRACE_MS): it soon either listens, and this one gets
-  // EADDRINUSE, or, still silent, is old enough to be replaced as stale.
-  async #bind(fd: number, address: string | undefined): Promise<BoundName> {
+  // bindSafely() and listen(), waiting out a socket file that another
+  // server may be starting on (SETUP_GRACE_MS, or its lock held): it soon
+  // either listens, and this one gets EADDRINUSE, or, still silent, is old
+  // enough to be replaced as stale.
+  async #bindAndListen(fd: number, address: string | undefined): Promise<BoundName> {
     const giveUp = Date.now() + 4 * SETUP_GRACE_MS; // (a file made anew each time)
+    // Under the path's lock (see bind-lock.ts): once it listens, our file answers for us.
+    const listen = () => check(native!.listen(fd, this.#options.backlog ?? 511), 'listen', address);
     for (;;) {
       try {
-        return bindSafely(fd, Kind[this.type], address, this.#options.mode);
+        return bindSafely(fd, Kind[this.type], address, this.#options.mode, listen);
       } catch (err) {
         if (!isStartingThere(err) || Date.now() > giveUp) throw err;
       }

@@ -1,11 +1,11 @@
-// The lock a server holds beside its socket path (`<path>.lock`): what
-// makes replacing a stale socket file safe when several servers start on
-// one path at once. Its life (taken at listen, gone at close, dropped by
-// the kernel when a server is killed), what a held lock means to another
-// server, and the files that must not be mistaken for it.
+// The lock a server takes beside its socket path (`<path>.lock`) while it
+// binds and starts listening: what makes replacing a stale socket file
+// safe when several servers start on one path at once. What a held lock
+// means to another server, that none outlives listen(), and the files
+// that must not be mistaken for it.
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, lstatSync, symlinkSync, unlinkSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -67,39 +67,22 @@ async function answers(path: string): Promise<boolean> {
 
 /** Another process holding the lock of `path` with flock(), until killed. */
 async function foreignLockHolder(path: string) {
-  const child = spawn('python3', ['-c', 'import fcntl,sys; f=open(sys.argv[1],"a"); fcntl.flock(f,fcntl.LOCK_EX); print("locked",flush=True); sys.stdin.read()', `${path}.lock`]);
+  const child = spawn('python3', ['-c', 'import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600); fcntl.flock(fd,fcntl.LOCK_EX); print("locked",flush=True); sys.stdin.read()', `${path}.lock`]);
   const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
   expect(line).toBe('locked');
   return child;
 }
 
 describe('the lock beside a socket path', () => {
-  it('is taken at listen(), not inherited by child processes, and removed with the socket file at close()', async () => {
+  it('lasts only while listen() binds: no lock file is left once it listens, nor after close()', async () => {
     const path = join(dir.path, 'app.sock');
+    await staleFiles(path); // (the path taken over under the lock)
     const s = await server().listen(path);
-    const lock = lstatSync(`${path}.lock`);
-    expect(lock.isFile()).toBe(true);
-    expect(lock.mode & 0o777).toBe(0o600); // (whoever can open it can hold it)
-    if (process.platform === 'linux') {
-      // A child that inherited it would keep the path locked after we exit.
-      const childFds = execFileSync('sh', ['-c', 'ls -l /proc/$$/fd/'], { encoding: 'utf8' });
-      expect(childFds).not.toContain('.lock');
-    }
+    expect(await answers(path)).toBe(true);
+    expect(existsSync(`${path}.lock`)).toBe(false);
     await s.close();
     expect(existsSync(path)).toBe(false);
     expect(existsSync(`${path}.lock`)).toBe(false);
-  });
-
-  it('of a SIGKILLed server is free again: the next server replaces the stale socket file', async () => {
-    const path = join(dir.path, 'killed.sock');
-    const child = nodeChild('cred_child.mjs', ['listen', path]);
-    expect(await child.next()).toEqual({ listening: true });
-    child.kill('SIGKILL');
-    await child.exited;
-    expect(existsSync(`${path}.lock`)).toBe(true); // left behind, but held by nobody
-    await sleep(SETUP_GRACE_MS + 100);
-    await server().listen(path);
-    expect(await answers(path)).toBe(true);
   });
 
   it('held by another process: a stale socket file is left to it, and listen() fails with EADDRINUSE until it lets go', async () => {
@@ -112,25 +95,33 @@ describe('the lock beside a socket path', () => {
         .listen(path)
         .then(() => null, (e: unknown) => e);
       expect(err).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind' });
-      expect(String((err as Error).message)).toContain('.lock');
+      expect(String((err as Error).message)).toContain(`${path}.lock`);
       expect(lstatSync(path).ino).toBe(stale);
     } finally {
       holder.kill('SIGKILL');
       await once(holder, 'exit');
     }
+    // The lock file of a holder that died is taken over, and removed.
     await server().listen(path);
     expect(await answers(path)).toBe(true);
+    expect(existsSync(`${path}.lock`)).toBe(false);
   });
 
-  it('held by a server whose socket file was deleted: a new server may still bind the free path', async () => {
-    const path = join(dir.path, 'deleted.sock');
-    const old = await server().listen(path);
-    unlinkSync(path);
-    const next = await server().listen(path);
+  it('is not held by a server that lost its path: after the next one there dies, a third replaces its stale file', async () => {
+    const path = join(dir.path, 'lost.sock');
+    const first = await server().listen(path);
+    unlinkSync(path); // (a tmp cleaner, an operator's rm)
+    const child = nodeChild('cred_child.mjs', ['listen', path]);
+    expect(await child.next()).toEqual({ listening: true });
+    child.kill('SIGKILL');
+    await child.exited;
+    await sleep(SETUP_GRACE_MS + 100);
+    const third = await server().listen(path);
     expect(await answers(path)).toBe(true);
-    await old.close(); // (its lock goes; the new server's file stays)
+    expect(first.listening).toBe(true);
+    await first.close(); // (the file is the third server's: left alone)
     expect(lstatSync(path).isSocket()).toBe(true);
-    await next.close();
+    await third.close();
     expect(existsSync(path)).toBe(false);
   });
 
@@ -166,37 +157,58 @@ describe('the lock beside a socket path', () => {
       const startAt = String(Date.now() + 250);
       const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
       const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
+      for (const r of racers) r.kill(); // (the winner stays up until both have spoken)
       await Promise.all(racers.map((r) => r.exited));
       const winners = said.filter((s) => s.listen === 'ok');
       expect(winners, JSON.stringify(said)).toHaveLength(1);
       expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
       expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
+      expect(existsSync(`${path}.lock`)).toBe(false);
     }
   });
 
-  it('a symlink or a FIFO where the lock file goes is neither followed nor waited on: the server listens without a lock', async () => {
-    const linked = join(dir.path, 'linked.sock');
+  it("a file at the lock's path that is not ours (a symlink, a FIFO, one with data, another user's) is neither used nor removed", async () => {
     const target = join(dir.path, 'not-to-be-created');
-    symlinkSync(target, `${linked}.lock`);
-    const fifo = join(dir.path, 'fifo.sock');
-    execFileSync('mkfifo', [`${fifo}.lock`]);
-    for (const path of [linked, fifo]) {
+    const cases = {
+      symlink: (lock: string) => symlinkSync(target, lock),
+      fifo: (lock: string) => execFileSync('mkfifo', [lock]),
+      data: (lock: string) => writeFileSync(lock, 'pid=1234'),
+      // (needs root, as the credentials tests do)
+      otherUser: (lock: string) => {
+        writeFileSync(lock, '');
+        chownSync(lock, 65534, 65534);
+      },
+    };
+    for (const [name, make] of Object.entries(cases)) {
+      const path = join(dir.path, `${name}.sock`);
+      make(`${path}.lock`);
       const s = await server().listen(path);
       expect(await answers(path)).toBe(true);
       await s.close();
       expect(existsSync(path)).toBe(false);
+      expect(lstatSync(`${path}.lock`, { throwIfNoEntry: false }), name).toBeDefined();
     }
     expect(existsSync(target)).toBe(false);
-    expect(lstatSync(`${linked}.lock`).isSymbolicLink()).toBe(true);
-    expect(lstatSync(`${fifo}.lock`).isFIFO()).toBe(true);
+    expect(readFileSync(join(dir.path, 'data.sock.lock'), 'utf8')).toBe('pid=1234');
+    expect(lstatSync(join(dir.path, 'otherUser.sock.lock')).uid).toBe(65534);
   });
 
-  it('is held by a bound datagram socket too, and let go at its close()', async () => {
+  it('orders datagram sockets too: a stale file under a held lock is left alone, then replaced', async () => {
     const path = join(dir.path, 'dgram.sock');
+    await staleFiles(path);
+    const holder = await foreignLockHolder(path);
+    const refused = createDatagram();
+    try {
+      expect(() => refused.bind(path)).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
+      expect(existsSync(path)).toBe(true);
+    } finally {
+      await refused.close();
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+    }
     const d = createDatagram().bind(path);
-    expect(lstatSync(`${path}.lock`).isFile()).toBe(true);
-    await d.close();
     expect(existsSync(`${path}.lock`)).toBe(false);
+    await d.close();
     expect(existsSync(path)).toBe(false);
   });
 });

@@ -77,6 +77,7 @@ describe('binding a path', () => {
       const startAt = String(Date.now() + 250);
       const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
       const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
+      for (const r of racers) r.kill(); // (the winner stays up until both have spoken)
       await Promise.all(racers.map((r) => r.exited));
       const winners = said.filter((s) => s.listen === 'ok');
       expect(winners, JSON.stringify(said)).toHaveLength(1);
