@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { bindSafely, isStartingThere, SETUP_GRACE_MS } from '../src/bind.js';
 import { connect, createDatagram, createServer, type UnixServer } from '../src/index.js';
 import { Kind, native } from '../src/native.js';
-import { nodeChild, tempDir } from './helpers.js';
+import { expectOneListener, nodeChild, tempDir } from './helpers.js';
 
 // unlinkSync passes through, except that a test may run something just
 // before one unlink: the moment another server could act in.
@@ -154,15 +154,7 @@ describe('the lock beside a socket path', () => {
     const paths = Array.from({ length: rounds }, (_, i) => join(dir.path, `race-${i}.sock`));
     await staleFiles(...paths);
     for (const path of paths) {
-      const startAt = String(Date.now() + 250);
-      const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
-      const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
-      for (const r of racers) r.kill(); // (the winner stays up until both have spoken)
-      await Promise.all(racers.map((r) => r.exited));
-      const winners = said.filter((s) => s.listen === 'ok');
-      expect(winners, JSON.stringify(said)).toHaveLength(1);
-      expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
-      expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
+      await expectOneListener(path);
       expect(existsSync(`${path}.lock`)).toBe(false);
     }
   });

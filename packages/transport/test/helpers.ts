@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import type { UnixSocket } from '../src/index.js';
 
 export const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -168,4 +169,21 @@ export function nodeChild(script: string, args: string[] = [], options: SpawnOpt
 
 export function pythonChild(script: string, args: string[] = [], options: SpawnOptions = {}): Child {
   return new Child('python3', [join(fixtures, script), ...args], options);
+}
+
+/**
+ * Two processes listen on `path` at one agreed moment
+ * (fixtures/listen_race.mjs): exactly one must get it and answer there,
+ * the other EADDRINUSE.
+ */
+export async function expectOneListener(path: string): Promise<void> {
+  const startAt = String(Date.now() + 250);
+  const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
+  const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
+  for (const r of racers) r.kill(); // (the winner stays up until both have spoken)
+  await Promise.all(racers.map((r) => r.exited));
+  const winners = said.filter((s) => s.listen === 'ok');
+  expect(winners, JSON.stringify(said)).toHaveLength(1);
+  expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
+  expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
 }

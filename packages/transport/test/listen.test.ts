@@ -8,7 +8,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, statSync, sym
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AfunixError, connect, createServer, listenFds, type ServerOptions, type UnixServer, type UnixSocket } from '../src/index.js';
-import { destroyAll, nodeChild, tempDir } from './helpers.js';
+import { destroyAll, expectOneListener, nodeChild, tempDir } from './helpers.js';
 import { SETUP_GRACE_MS } from '../src/bind.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -74,15 +74,7 @@ describe('binding a path', () => {
     const path = join(dir.path, 'race.sock');
     for (let round = 0; round < 8; round++) {
       rmSync(path, { force: true });
-      const startAt = String(Date.now() + 250);
-      const racers = [nodeChild('listen_race.mjs', [path, startAt]), nodeChild('listen_race.mjs', [path, startAt])];
-      const said = (await Promise.all(racers.map((r) => r.next()))) as Array<{ pid: number; listen: string; answeredBy?: number }>;
-      for (const r of racers) r.kill(); // (the winner stays up until both have spoken)
-      await Promise.all(racers.map((r) => r.exited));
-      const winners = said.filter((s) => s.listen === 'ok');
-      expect(winners, JSON.stringify(said)).toHaveLength(1);
-      expect(winners[0]!.answeredBy).toBe(winners[0]!.pid);
-      expect(said.find((s) => s !== winners[0])!.listen).toBe('EADDRINUSE');
+      await expectOneListener(path);
     }
   });
 
