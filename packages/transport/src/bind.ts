@@ -3,7 +3,8 @@
 import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
-import { type LockState, lockPathOf, lstatOrNull, sameInode, withBindLock } from './bind-lock.js';
+import { lockPathOf, withBindLock } from './bind-lock.js';
+import { lstatOrNull, sameInode } from './file-identity.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
@@ -78,7 +79,7 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
   // Absolute, so that a chdir() before close() still finds the file.
   const bound: BoundName = { address: resolve(address), identity: null };
   withBindLock(n, bound.address, (lock) => {
-    bound.identity = bindPath(n, fd, kind, address, bytes, mode, lock);
+    bound.identity = bindPath(n, fd, kind, address, bytes, mode, lock === 'held' ? lockPathOf(bound.address) : null);
     try {
       afterBind?.();
     } catch (err) {
@@ -89,7 +90,8 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
   return bound;
 }
 
-function bindPath(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined, lock: LockState) {
+// heldBy: the lock file another server holds, if one does.
+function bindPath(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined, heldBy: string | null) {
   let r = n.bind(fd, bytes);
   if (r === uv.EADDRINUSE) {
     const st = lstatOrNull(address);
@@ -97,7 +99,7 @@ function bindPath(n: NativeBinding, fd: number, kind: number, address: string, b
     if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
     // Another server is binding here, its lock held: the stale file is its
     // to replace (only a free path was worth trying).
-    if (lock === 'held') throw serverStarting(address, `another server is binding there (it holds ${lockPathOf(resolve(address))})`);
+    if (heldBy) throw serverStarting(address, `another server is binding there: it holds ${heldBy}`);
     // (A datagram socket is live from its bind(): no such window. A ctime
     // ahead of the clock says nothing of age: taken for old.)
     const age = st ? Date.now() - st.ctimeMs : 0;

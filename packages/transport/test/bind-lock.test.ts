@@ -1,17 +1,18 @@
-// The lock a server takes beside its socket path (`<path>.lock`) while it
-// binds and starts listening: what makes replacing a stale socket file
-// safe when several servers start on one path at once. What a held lock
+// The lock a server takes beside its socket path (`<path>.afunix.lock`)
+// while it binds and starts listening: what makes replacing a stale socket
+// file safe when several servers start on one path at once. What a held lock
 // means to another server, that none outlives listen(), and the files
 // that must not be mistaken for it.
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chownSync, existsSync, lstatSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, readdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { bindSafely, isStartingThere, SETUP_GRACE_MS } from '../src/bind.js';
 import { connect, createDatagram, createServer, type UnixServer } from '../src/index.js';
+import { uv } from '../src/errors.js';
 import { Kind, native } from '../src/native.js';
 import { expectOneListener, nodeChild, tempDir } from './helpers.js';
 
@@ -67,7 +68,7 @@ async function answers(path: string): Promise<boolean> {
 
 /** Another process holding the lock of `path` with flock(), until killed. */
 async function foreignLockHolder(path: string) {
-  const child = spawn('python3', ['-c', 'import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600); fcntl.flock(fd,fcntl.LOCK_EX); print("locked",flush=True); sys.stdin.read()', `${path}.lock`]);
+  const child = spawn('python3', ['-c', 'import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600); fcntl.flock(fd,fcntl.LOCK_EX); print("locked",flush=True); sys.stdin.read()', `${path}.afunix.lock`]);
   const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
   expect(line).toBe('locked');
   return child;
@@ -79,10 +80,10 @@ describe('the lock beside a socket path', () => {
     await staleFiles(path); // (the path taken over under the lock)
     const s = await server().listen(path);
     expect(await answers(path)).toBe(true);
-    expect(existsSync(`${path}.lock`)).toBe(false);
+    expect(existsSync(`${path}.afunix.lock`)).toBe(false);
     await s.close();
     expect(existsSync(path)).toBe(false);
-    expect(existsSync(`${path}.lock`)).toBe(false);
+    expect(existsSync(`${path}.afunix.lock`)).toBe(false);
   });
 
   it('held by another process: a stale socket file is left to it, and listen() fails with EADDRINUSE until it lets go', async () => {
@@ -95,7 +96,7 @@ describe('the lock beside a socket path', () => {
         .listen(path)
         .then(() => null, (e: unknown) => e);
       expect(err).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind' });
-      expect(String((err as Error).message)).toContain(`${path}.lock`);
+      expect(String((err as Error).message)).toContain(`${path}.afunix.lock`);
       expect(lstatSync(path).ino).toBe(stale);
     } finally {
       holder.kill('SIGKILL');
@@ -104,7 +105,7 @@ describe('the lock beside a socket path', () => {
     // The lock file of a holder that died is taken over, and removed.
     await server().listen(path);
     expect(await answers(path)).toBe(true);
-    expect(existsSync(`${path}.lock`)).toBe(false);
+    expect(existsSync(`${path}.afunix.lock`)).toBe(false);
   });
 
   it('is not held by a server that lost its path: after the next one there dies, a third replaces its stale file', async () => {
@@ -155,16 +156,18 @@ describe('the lock beside a socket path', () => {
     await staleFiles(...paths);
     for (const path of paths) {
       await expectOneListener(path);
-      expect(existsSync(`${path}.lock`)).toBe(false);
+      expect(existsSync(`${path}.afunix.lock`)).toBe(false);
     }
   });
 
-  it("a file at the lock's path that is not ours (a symlink, a FIFO, one with data, another user's) is neither used nor removed", async () => {
+  it("a file at the lock's path that is not ours (a symlink, a FIFO, one with data, another mode, another user's) is neither used nor removed", async () => {
     const target = join(dir.path, 'not-to-be-created');
     const cases = {
       symlink: (lock: string) => symlinkSync(target, lock),
       fifo: (lock: string) => execFileSync('mkfifo', [lock]),
       data: (lock: string) => writeFileSync(lock, 'pid=1234'),
+      // (empty, ours, but not the 0600 this library makes: another tool's)
+      otherMode: (lock: string) => writeFileSync(lock, '', { mode: 0o644 }),
       // (needs root, as the credentials tests do)
       otherUser: (lock: string) => {
         writeFileSync(lock, '');
@@ -173,16 +176,35 @@ describe('the lock beside a socket path', () => {
     };
     for (const [name, make] of Object.entries(cases)) {
       const path = join(dir.path, `${name}.sock`);
-      make(`${path}.lock`);
+      make(`${path}.afunix.lock`);
       const s = await server().listen(path);
       expect(await answers(path)).toBe(true);
       await s.close();
       expect(existsSync(path)).toBe(false);
-      expect(lstatSync(`${path}.lock`, { throwIfNoEntry: false }), name).toBeDefined();
+      expect(lstatSync(`${path}.afunix.lock`, { throwIfNoEntry: false }), name).toBeDefined();
     }
     expect(existsSync(target)).toBe(false);
-    expect(readFileSync(join(dir.path, 'data.sock.lock'), 'utf8')).toBe('pid=1234');
-    expect(lstatSync(join(dir.path, 'otherUser.sock.lock')).uid).toBe(65534);
+    expect(readFileSync(join(dir.path, 'data.sock.afunix.lock'), 'utf8')).toBe('pid=1234');
+    expect(lstatSync(join(dir.path, 'otherUser.sock.afunix.lock')).uid).toBe(65534);
+  });
+
+  it('where flock() fails (NFS without lockd, say), binds without a lock and leaves no lock file behind', async () => {
+    const n = native as unknown as { tryLock: (fd: number) => number };
+    const realTryLock = n.tryLock;
+    n.tryLock = () => uv.ENOLCK!;
+    try {
+      const path = join(dir.path, 'nolock.sock');
+      await staleFiles(path);
+      const s = await server().listen(path);
+      expect(await answers(path)).toBe(true);
+      expect(existsSync(`${path}.afunix.lock`)).toBe(false);
+      await s.close();
+      const d = createDatagram().bind(join(dir.path, 'nolock.dgram'));
+      await d.close();
+      expect(readdirSync(dir.path)).toEqual([]);
+    } finally {
+      n.tryLock = realTryLock;
+    }
   });
 
   it('orders datagram sockets too: a stale file under a held lock is left alone, then replaced', async () => {
@@ -199,7 +221,7 @@ describe('the lock beside a socket path', () => {
       await once(holder, 'exit');
     }
     const d = createDatagram().bind(path);
-    expect(existsSync(`${path}.lock`)).toBe(false);
+    expect(existsSync(`${path}.afunix.lock`)).toBe(false);
     await d.close();
     expect(existsSync(path)).toBe(false);
   });

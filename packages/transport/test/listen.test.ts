@@ -111,7 +111,7 @@ describe('binding a path', () => {
       await reaches(s, join(dir.path, 'relative.sock'));
       await s.close();
       expect(existsSync(join(dir.path, 'relative.sock'))).toBe(false);
-      expect(existsSync(join(dir.path, 'relative.sock.lock'))).toBe(false);
+      expect(existsSync(join(dir.path, 'relative.sock.afunix.lock'))).toBe(false);
     } finally {
       process.chdir(before);
     }
