@@ -111,7 +111,13 @@ function openLockFile(path: string): LockFile | 'retry' | null {
       return (again as NodeJS.ErrnoException).code === 'ENOENT' ? 'retry' : null; // (removed in between)
     }
   }
-  if (created) fchmodSync(fd, MODE); // (whatever the umask took away)
+  if (created) {
+    try {
+      fchmodSync(fd, MODE); // (whatever the umask took away)
+    } catch {
+      // A file system without modes: not one of ours, as checked below.
+    }
+  }
   const st = fstatSync(fd);
   const file: LockFile = { path, fd, dev: st.dev, ino: st.ino, created };
   if (isOurLockFile(st)) return file;

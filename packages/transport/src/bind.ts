@@ -4,8 +4,8 @@ import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type S
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
 import { lockPathOf, withBindLock } from './bind-lock.js';
-import { lstatOrNull, sameInode } from './file-identity.js';
 import { afunixError, check, invalidArg, uv } from './errors.js';
+import { lstatOrNull, sameInode } from './file-identity.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
 /** What we created on disk, so that close() removes only our own file. */
