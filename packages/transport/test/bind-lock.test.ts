@@ -14,11 +14,12 @@ import { bindSafely, isStartingThere, SETUP_GRACE_MS } from '../src/bind.js';
 import { connect, createDatagram, createServer, type UnixServer } from '../src/index.js';
 import { uv } from '../src/errors.js';
 import { Kind, native } from '../src/native.js';
-import { expectOneListener, nodeChild, tempDir } from './helpers.js';
+import { expectOneListener, fdCount, nodeChild, tempDir } from './helpers.js';
 
 // unlinkSync passes through, except that a test may run something just
-// before one unlink: the moment another server could act in.
-const hooks = vi.hoisted(() => ({ beforeUnlink: null as ((path: string) => void) | null }));
+// before one unlink: the moment another server could act in. fchmodSync
+// may be made to fail, as on a file system that refuses modes.
+const hooks = vi.hoisted(() => ({ beforeUnlink: null as ((path: string) => void) | null, fchmodFails: false }));
 vi.mock('node:fs', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs')>();
   const unlinkSync = (path: import('node:fs').PathLike) => {
@@ -27,7 +28,11 @@ vi.mock('node:fs', async (importOriginal) => {
     hook?.(String(path));
     fs.unlinkSync(path);
   };
-  return { ...fs, default: { ...fs, unlinkSync }, unlinkSync };
+  const fchmodSync = (fd: number, mode: import('node:fs').Mode) => {
+    if (hooks.fchmodFails) throw Object.assign(new Error('EPERM: operation not permitted, fchmod'), { code: 'EPERM' });
+    fs.fchmodSync(fd, mode);
+  };
+  return { ...fs, default: { ...fs, unlinkSync, fchmodSync }, unlinkSync, fchmodSync };
 });
 
 let dir: ReturnType<typeof tempDir>;
@@ -37,6 +42,7 @@ beforeEach(() => {
 });
 afterEach(async () => {
   hooks.beforeUnlink = null;
+  hooks.fchmodFails = false;
   await Promise.all(servers.splice(0).map((s) => s.close()));
   dir.remove();
 });
@@ -205,6 +211,24 @@ describe('the lock beside a socket path', () => {
     } finally {
       n.tryLock = realTryLock;
     }
+  });
+
+  it('a lock file whose mode cannot be set is not used, and is neither left behind nor left open', async () => {
+    // (A umask without the owner's write bit makes the new file 0400; then
+    // the fchmod to 0600 fails, as on a file system that refuses modes.)
+    const path = join(dir.path, 'nomode.sock');
+    const fdsBefore = fdCount();
+    hooks.fchmodFails = true;
+    const umask = process.umask(0o277);
+    let s: UnixServer;
+    try {
+      s = await server().listen(path);
+    } finally {
+      process.umask(umask);
+    }
+    expect(readdirSync(dir.path)).toEqual(['nomode.sock']);
+    expect(fdCount()).toBe(fdsBefore + 1); // (the listening socket alone)
+    await s.close();
   });
 
   it('orders datagram sockets too: a stale file under a held lock is left alone, then replaced', async () => {
