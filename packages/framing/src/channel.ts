@@ -140,6 +140,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     transport.on('close', FramedChannel.#transportClosed);
     if (this.#receiver) this.#receiver.setReceiver(FramedChannel.#received);
     else transport.on('data', FramedChannel.#transportData);
+    // Its 'close' may be long past: the channel would wait for it for ever.
+    if (transport.destroyed) this.destroy();
   }
 
   static #received(this: FramedTransport, data: Buffer, fds: ReceivedFds | null): void {

@@ -565,3 +565,23 @@ describe('frames written in reply to a read', () => {
     }
   });
 });
+
+describe('a channel made on a transport already closed', () => {
+  it.each(['unix socket', 'Duplex'] as const)('over a destroyed %s: closed at once, send() refused, drained() rejected, one close', async (kind) => {
+    const [a, b] = socketPair();
+    b.destroy();
+    const { PassThrough } = await import('node:stream');
+    const transport = kind === 'Duplex' ? new PassThrough() : a;
+    transport.destroy();
+    await delay(10); // (its own 'close' long gone)
+    const channel = new FramedChannel(transport);
+    let closes = 0;
+    channel.on('close', () => closes++);
+    expect(channel.closed).toBe(true);
+    expect(() => channel.send(Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'CONNECTION_CLOSED' }));
+    await expect(channel.drained()).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+    await delay(20);
+    expect(closes).toBe(1);
+    if (kind === 'Duplex') a.destroy();
+  });
+});

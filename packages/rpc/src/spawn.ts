@@ -5,10 +5,16 @@ import { closeFd, fromFd, socketPairFds } from '@afunix/transport';
 import { type ClientOptions, type RpcClient, connect } from './client.js';
 import type { RpcConnection } from './connection.js';
 import type { Contract } from './contract.js';
+import { RpcCode, rpcError } from './errors.js';
 import { type RpcServerOptions, RpcServer } from './server.js';
 
 /** The fd a helper finds its channel on (named in its environment too). */
 export const CHANNEL_FD = 3;
+
+// How long a helper that failed its handshake has to exit after SIGTERM
+// before it is SIGKILLed: one that ignores SIGTERM would otherwise keep
+// the parent's event loop alive, and nobody else has its pid.
+const KILL_GRACE_MS = 1000;
 
 export interface SpawnHelperOptions<C extends Contract> extends ClientOptions<C> {
   args?: string[];
@@ -51,7 +57,9 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
   }
   const socket = fromFd(ours);
   const died = new Promise<never>((_, reject) => {
-    child.once('exit', (code, signal) => reject(new Error(`the helper exited before the handshake (code ${code}, signal ${signal})`)));
+    child.once('exit', (code, signal) =>
+      reject(rpcError(RpcCode.CONNECTION_CLOSED, `the helper exited before the handshake (code ${code}, signal ${signal})`, { exitCode: code, signal })),
+    );
     child.once('error', reject);
   });
   try {
@@ -59,16 +67,34 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
     return { client, child };
   } catch (err) {
     socket.destroy();
-    child.kill();
+    stop(child);
     throw err;
   } finally {
     died.catch(() => {});
   }
 }
 
+// SIGTERM, then SIGKILL if it is still there after KILL_GRACE_MS.
+function stop(child: ChildProcess): void {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill();
+  const insist = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+  child.once('exit', () => clearTimeout(insist));
+}
+
 /** In the helper: serve the parent over the inherited channel. */
-export function serveParent<C extends Contract>(options: RpcServerOptions<C>): Promise<RpcConnection> {
+export async function serveParent<C extends Contract>(options: RpcServerOptions<C>): Promise<RpcConnection> {
   const fd = Number(process.env.AFUNIX_CHANNEL_FD ?? CHANNEL_FD);
   const server = new RpcServer<C>(options);
-  return server.serve(fromFd(fd));
+  return server.serve(channelOn(fd));
+}
+
+// The inherited socket, or an error that says where it was looked for.
+function channelOn(fd: number) {
+  try {
+    return fromFd(fd);
+  } catch (err) {
+    const { code, message } = err as { code?: string; message?: string };
+    throw Object.assign(new Error(`serveParent: no spawnHelper() channel on fd ${fd} (AFUNIX_CHANNEL_FD): ${message}`), { code, fd, cause: err });
+  }
 }

@@ -143,6 +143,8 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
     delete c;
     Napi::Error e = Napi::Error::New(env, uv_strerror(r));
     e.Set("errno", Napi::Number::New(env, r));
+    e.Set("code", Napi::String::New(env, uv_err_name(r)));
+    e.Set("syscall", Napi::String::New(env, "uv_poll_init"));
     e.ThrowAsJavaScriptException();
     return;
   }

@@ -145,5 +145,12 @@ export function fromFd(fd: number, options: UnixSocketOptions = {}): UnixSocket 
   const kind = check(n.socketKind(fd), 'getsockopt');
   if (kind === Kind.dgram) throw afunixError('EPROTOTYPE', `fd ${fd} is a datagram socket: use the datagram API`);
   adoptFd(n, fd);
-  return new UnixSocket(fd, kind === Kind.seqpacket ? 'seqpacket' : 'stream', options);
+  try {
+    return new UnixSocket(fd, kind === Kind.seqpacket ? 'seqpacket' : 'stream', options);
+  } catch (err) {
+    // The event loop already watches it: Node's own handle of it (the IPC
+    // channel of child_process.fork() is fd 3), not one of ours.
+    if ((err as { code?: string }).code !== 'EEXIST') throw err;
+    throw afunixError('EEXIST', `fd ${fd} is already watched by this process's event loop (a Node handle of its own, such as the IPC channel of child_process.fork()); it stays the caller's`, { fd, syscall: 'uv_poll_init' });
+  }
 }
