@@ -141,7 +141,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     if (this.#receiver) this.#receiver.setReceiver(FramedChannel.#received);
     else transport.on('data', FramedChannel.#transportData);
     // Its 'close' may be long past: the channel would wait for it for ever.
-    if (transport.destroyed) this.destroy();
+    // (Its error, if any, may still be on its way: reported here, once.)
+    if (transport.destroyed) this.destroy(transport.errored ? translateTransportError(transport.errored, this.#seqpacket) : undefined);
   }
 
   static #received(this: FramedTransport, data: Buffer, fds: ReceivedFds | null): void {

@@ -584,4 +584,19 @@ describe('a channel made on a transport already closed', () => {
     expect(closes).toBe(1);
     if (kind === 'Duplex') a.destroy();
   });
+
+  it('destroyed with an error in the same tick: that error is reported once, then close(hadError)', async () => {
+    const [a, b] = socketPair();
+    a.destroy(Object.assign(new Error('reset by peer'), { code: 'ECONNRESET' }));
+    const channel = new FramedChannel(a);
+    const errors: Array<Error & { code?: string }> = [];
+    channel.on('error', (err: Error) => errors.push(err));
+    // (Not once(): it rejects at the 'error' that comes first.)
+    const hadError = await new Promise<boolean>((resolve) => channel.once('close', resolve));
+    await delay(10);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.code).toBe('ECONNRESET');
+    expect(hadError).toBe(true);
+    b.destroy();
+  });
 });

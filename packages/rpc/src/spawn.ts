@@ -1,6 +1,7 @@
 // The Electron main/helper pattern without Electron: one call spawns a child
 // with a socketpair channel on fd 3 and returns a typed client for it.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { setTimeout as delay } from 'node:timers/promises';
 import { closeFd, fromFd, socketPairFds } from '@afunix/transport';
 import { type ClientOptions, type RpcClient, connect } from './client.js';
 import type { RpcConnection } from './connection.js';
@@ -15,6 +16,9 @@ export const CHANNEL_FD = 3;
 // before it is SIGKILLed: one that ignores SIGTERM would otherwise keep
 // the parent's event loop alive, and nobody else has its pid.
 const KILL_GRACE_MS = 1000;
+// A helper that hung up is usually exiting: how long to wait for its exit
+// status, which says more than the hang-up (a crash, an exit code).
+const EXIT_STATUS_WAIT_MS = 250;
 
 export interface SpawnHelperOptions<C extends Contract> extends ClientOptions<C> {
   args?: string[];
@@ -56,10 +60,9 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
     closeFd(theirs); // the child has its copy on fd 3
   }
   const socket = fromFd(ours);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const died = new Promise<never>((_, reject) => {
-    child.once('exit', (code, signal) =>
-      reject(rpcError(RpcCode.CONNECTION_CLOSED, `the helper exited before the handshake (code ${code}, signal ${signal})`, { exitCode: code, signal })),
-    );
+    void exited.then(() => reject(rpcError(RpcCode.CONNECTION_CLOSED, 'the helper exited before the handshake')));
     child.once('error', reject);
   });
   try {
@@ -67,11 +70,23 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
     return { client, child };
   } catch (err) {
     socket.destroy();
+    // (Its hang-up usually comes first: wait a moment for how it ended.)
+    if ((err as { code?: string }).code === RpcCode.CONNECTION_CLOSED) await Promise.race([exited, delay(EXIT_STATUS_WAIT_MS)]);
     stop(child);
-    throw err;
+    throw withExitStatus(err, child);
   } finally {
     died.catch(() => {});
   }
+}
+
+// The helper's exit code and signal on the error, once it has exited.
+function withExitStatus(err: unknown, child: ChildProcess): unknown {
+  if (child.exitCode === null && child.signalCode === null) return err;
+  if (err instanceof Error) {
+    err.message += ` (helper exit code ${child.exitCode}, signal ${child.signalCode})`;
+    Object.assign(err, { exitCode: child.exitCode, signal: child.signalCode });
+  }
+  return err;
 }
 
 // SIGTERM, then SIGKILL if it is still there after KILL_GRACE_MS.
@@ -84,7 +99,8 @@ function stop(child: ChildProcess): void {
 
 /** In the helper: serve the parent over the inherited channel. */
 export async function serveParent<C extends Contract>(options: RpcServerOptions<C>): Promise<RpcConnection> {
-  const fd = Number(process.env.AFUNIX_CHANNEL_FD ?? CHANNEL_FD);
+  const named = process.env.AFUNIX_CHANNEL_FD;
+  const fd = named ? Number(named) : CHANNEL_FD; // ('' is not fd 0)
   const server = new RpcServer<C>(options);
   return server.serve(channelOn(fd));
 }
@@ -94,7 +110,7 @@ function channelOn(fd: number) {
   try {
     return fromFd(fd);
   } catch (err) {
-    const { code, message } = err as { code?: string; message?: string };
-    throw Object.assign(new Error(`serveParent: no spawnHelper() channel on fd ${fd} (AFUNIX_CHANNEL_FD): ${message}`), { code, fd, cause: err });
+    const { code, errno, syscall, message } = err as NodeJS.ErrnoException;
+    throw Object.assign(new Error(`serveParent: fd ${fd} (AFUNIX_CHANNEL_FD) is not a spawnHelper() channel to serve: ${message}`), { code, errno, syscall, fd, cause: err });
   }
 }

@@ -24,12 +24,13 @@ function alive(pid: number): boolean {
 }
 
 describe('spawnHelper', () => {
-  it('a helper that exits before the handshake: CONNECTION_CLOSED', async () => {
+  it('a helper that exits before the handshake: CONNECTION_CLOSED, with its exit code', async () => {
     const failed = await spawnHelper(join(fixtures, 'exits-at-once.mjs'), { service: 'helper' }).then(
       () => null,
       (err: unknown) => err,
     );
-    expect(failed).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    expect(failed).toMatchObject({ code: RpcCode.CONNECTION_CLOSED, exitCode: 3, signal: null });
+    expect((failed as Error).message).toContain('helper exit code 3');
   });
 
   it('a helper that ignores SIGTERM and never answers: HANDSHAKE_TIMEOUT, and it is SIGKILLed', async () => {
