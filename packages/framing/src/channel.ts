@@ -143,6 +143,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     // Its 'close' may be long past: the channel would wait for it for ever.
     // (Its error, if any, may still be on its way: reported here, once.)
     if (transport.destroyed) this.destroy(transport.errored ? translateTransportError(transport.errored, this.#seqpacket) : undefined);
+    // So may its 'end': said again once the caller can listen.
+    else if (transport.readableEnded) process.nextTick(() => this.#onTransportEnd());
   }
 
   static #received(this: FramedTransport, data: Buffer, fds: ReceivedFds | null): void {

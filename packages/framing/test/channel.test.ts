@@ -585,6 +585,22 @@ describe('a channel made on a transport already closed', () => {
     if (kind === 'Duplex') a.destroy();
   });
 
+  it("whose peer had ended (its 'end' past): 'end' is said again, once, after the constructor", async () => {
+    const [a, b] = socketPair();
+    b.end();
+    a.resume();
+    await once(a, 'end');
+    a.pause();
+    const channel = new FramedChannel(a);
+    let ends = 0;
+    channel.on('end', () => ends++);
+    await delay(20);
+    expect(ends).toBe(1);
+    expect(() => channel.send(Buffer.from('still ours to send'))).not.toThrow();
+    channel.destroy();
+    b.destroy();
+  });
+
   it('destroyed with an error in the same tick: that error is reported once, then close(hadError)', async () => {
     const [a, b] = socketPair();
     a.destroy(Object.assign(new Error('reset by peer'), { code: 'ECONNRESET' }));

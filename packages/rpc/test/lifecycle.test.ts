@@ -368,3 +368,26 @@ describe('server.close() while a handshake is under way', () => {
     expect(server.connections.size).toBe(0);
   });
 });
+
+describe('a socket already ended or destroyed before connect() or serve()', () => {
+  it('fails the handshake with CONNECTION_CLOSED, not HANDSHAKE_TIMEOUT', async () => {
+    for (const state of ['peer ended', 'destroyed'] as const) {
+      for (const side of ['connect', 'serve'] as const) {
+        const [a, b] = socketPair();
+        if (state === 'peer ended') {
+          b.end();
+          a.resume();
+          await once(a, 'end');
+          a.pause();
+        } else {
+          a.destroy();
+        }
+        const attempt = side === 'connect' ? connect(a, { timeout: 10_000 }) : createServer({ service: 'x', handlers: {}, handshakeTimeout: 10_000 }).serve(a);
+        // (Not HANDSHAKE_TIMEOUT, 10 s later.)
+        await expect(attempt, `${state}, ${side}`).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+        a.destroy();
+        b.destroy();
+      }
+    }
+  });
+});
