@@ -264,8 +264,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     if (this.#closing) return this.#closing;
     const badTime = badTimeout('options.timeout', options?.timeout);
     if (badTime) return Promise.reject(badTime);
-    this.#closing ??= this.#shutdown(options?.timeout ?? 5_000);
-    return this.#closing;
+    return (this.#closing = this.#shutdown(options?.timeout ?? 5_000));
   }
 
   async #shutdown(timeout: number): Promise<void> {

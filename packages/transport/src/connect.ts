@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeAddress } from './address.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { fallbackConnect } from './fallback.js';
-import { isFdNumber } from './fds.js';
+import { checkFdArg } from './fds.js';
 import { Kind, type NativeBinding, type SocketType, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
@@ -141,7 +141,7 @@ export function adoptFd(n: NativeBinding, fd: number): void {
  */
 export function fromFd(fd: number, options: UnixSocketOptions = {}): UnixSocket {
   const n = requireNative('fromFd');
-  if (!isFdNumber(fd)) throw invalidArg('fd', 'must be an fd number (an integer from 0 to 2^31 - 1)');
+  checkFdArg(fd);
   const kind = check(n.socketKind(fd), 'getsockopt');
   if (kind === Kind.dgram) throw afunixError('EPROTOTYPE', `fd ${fd} is a datagram socket: use the datagram API`);
   adoptFd(n, fd);

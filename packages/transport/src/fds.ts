@@ -14,6 +14,11 @@ export function isFdNumber(value: unknown): value is number {
   return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= MAX_FD;
 }
 
+/** Throws ERR_INVALID_ARG_VALUE for an `fd` argument that cannot name a descriptor. */
+export function checkFdArg(fd: unknown): asserts fd is number {
+  if (!isFdNumber(fd)) throw invalidArg('fd', `must be an fd number (an integer from 0 to 2^31 - 1); received ${String(fd)}`);
+}
+
 /**
  * Closes a descriptor that did not come from `fs.open` (one received, or
  * made by socketPairFds()); one that is not open is no error. Through the
@@ -22,7 +27,7 @@ export function isFdNumber(value: unknown): value is number {
  */
 export function closeFd(fd: number): void {
   // (The addon would close stdout for 1.5, stderr for 2 ** 32 + 2.)
-  if (!isFdNumber(fd)) throw invalidArg('fd', `must be an fd number (an integer from 0 to 2^31 - 1); received ${String(fd)}`);
+  checkFdArg(fd);
   if (native) {
     native.close(fd);
     return;

@@ -6,8 +6,8 @@ import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
 import { type BoundName, SETUP_GRACE_MS, bindSafely, isStartingThere, stillBound, unlinkBound } from './bind.js';
 import { adoptFd, connectionType, type ConnectionType } from './connect.js';
-import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
-import { isFdNumber } from './fds.js';
+import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { checkFdArg } from './fds.js';
 import { createFallbackServer } from './fallback.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
@@ -96,7 +96,7 @@ export class UnixServer extends EventEmitter {
   listenFd(fd: number): this {
     const n = native;
     if (!n) throw unsupported('listenFd', 'the native addon is not loaded');
-    if (!isFdNumber(fd)) throw invalidArg('fd', 'must be an fd number (an integer from 0 to 2^31 - 1)');
+    checkFdArg(fd);
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
     adoptFd(n, fd);
