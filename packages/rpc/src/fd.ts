@@ -1,6 +1,7 @@
 // File descriptors as values: put an Fd anywhere in arguments or results and
 // it travels by SCM_RIGHTS inside the same message.
 import { type FdLike, closeFd, isFdNumber } from '@afunix/transport';
+import { invalidArgValue, shownValue } from './errors.js';
 
 // A received Fd nobody took or closed is closed when it is collected: a safety
 // net only. Handlers' argument fds are closed deterministically when the
@@ -9,7 +10,7 @@ const orphans = new FinalizationRegistry<number>(closeFd);
 
 function checkedFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
-  if (!isFdNumber(fd)) throw new TypeError('Fd needs an fd number (an integer from 0 to 2^31 - 1) or an object with one');
+  if (!isFdNumber(fd)) throw invalidArgValue('value', `must be an fd number (an integer from 0 to 2^31 - 1) or an object with one; received ${typeof value === 'object' && value !== null ? `an object with fd ${shownValue(fd)}` : shownValue(value)}`);
   return fd;
 }
 
@@ -47,7 +48,7 @@ export class Fd {
 
   /** The descriptor number (still owned by this wrapper if it was received). */
   get fd(): number {
-    if (this.#fd < 0) throw new Error('this Fd was taken or closed');
+    if (this.#fd < 0) throw Object.assign(new Error('this Fd was taken or closed'), { code: 'EBADF' });
     return this.#fd;
   }
 

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { closeFd } from '@afunix/transport';
 import { describe, expect, it } from 'vitest';
 import { type Contract, Fd, type RpcClient, RpcServer, type RpcServerOptions, connect } from '../src/index.js';
 import { eventually } from './helpers.js';
@@ -28,6 +29,15 @@ async function withServer<C extends Contract>(
     await client.$close();
     await server.close();
   }
+}
+
+function codeOf(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return (err as { code?: unknown }).code;
+  }
+  return 'no error';
 }
 
 describe('fds as values', () => {
@@ -56,7 +66,21 @@ describe('fds as values', () => {
   it('Fd.from() and Fd.transfer() refuse what is no fd number (2 ** 32 + 1 would travel as stdout)', () => {
     for (const bad of [2 ** 32 + 1, 1.5, -1, Number.NaN]) {
       expect(() => Fd.from(bad), String(bad)).toThrow(TypeError);
-      expect(() => Fd.transfer({ fd: bad }), String(bad)).toThrow(TypeError);
+      expect(codeOf(() => Fd.from(bad)), String(bad)).toBe('ERR_INVALID_ARG_VALUE');
+      expect(codeOf(() => Fd.transfer({ fd: bad })), String(bad)).toBe('ERR_INVALID_ARG_VALUE');
+    }
+  });
+
+  it('an Fd taken or closed is EBADF, also as an argument: that call fails and the connection goes on', async () => {
+    const fd = Fd.received(openSync(__filename, 'r'));
+    closeFd(fd.take());
+    expect(codeOf(() => fd.fd)).toBe('EBADF');
+    await expect(lab.client.readFd(fd)).rejects.toMatchObject({ code: 'EBADF', message: 'this Fd was taken or closed' });
+    const open = openSync(__filename, 'r');
+    try {
+      expect(await lab.client.readFd(Fd.from(open))).toContain('an Fd taken or closed');
+    } finally {
+      closeSync(open);
     }
   });
 
