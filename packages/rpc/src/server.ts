@@ -259,6 +259,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   /**
    * Stops accepting, lets calls in flight finish for up to `timeout` ms
    * (new calls fail with SHUTTING_DOWN), then closes every connection.
+   * Resolves once their sockets have closed, with every answer sent.
    */
   close(options: { timeout?: number } = {}): Promise<void> {
     if (this.#closing) return this.#closing;
@@ -280,7 +281,13 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     });
     await Promise.race([Promise.all([...this.#connections].map((c) => c.idle())), deadline]);
     clearTimeout(timer);
-    for (const conn of this.#connections) conn.close();
+    const closing = [...this.#connections];
+    for (const conn of closing) conn.close();
+    // The answers of the calls that just finished are still on their way
+    // out: resolving before their sockets have closed let a process that
+    // exits then drop them. (A peer that keeps its side open is cut off
+    // after the connection's grace period.)
+    await Promise.all(closing.map((conn) => transportClosed(conn.channel.transport)));
     this.emit('close');
   }
 
@@ -294,6 +301,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     this.emit('connection', conn);
     return conn;
   }
+}
+
+function transportClosed(transport: Duplex): Promise<void> {
+  if (transport.closed) return Promise.resolve();
+  return new Promise((resolve) => transport.once('close', () => resolve()));
 }
 
 function serverClosed(): RpcError {

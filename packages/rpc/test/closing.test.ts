@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { socketPairFds } from '@afunix/transport';
 import { RpcCode, connect, createServer } from '../src/index.js';
 import { tempDir } from './helpers.js';
+import { runFixture } from './procs.js';
 
 interface Adder {
   methods: { add(a: number, b: number): number };
@@ -82,5 +83,31 @@ describe('a closed server', () => {
     writeSync(other, 'x'); // readable: the server tries to accept
     while (errors.length === 0) await settle(5);
     expect(errors[0]).toMatchObject({ code: 'EINVAL' });
+  });
+});
+
+describe('close() in a process that exits as soon as it resolves', () => {
+  interface Slow {
+    methods: { slow(ms: number, bytes: number): Buffer };
+  }
+
+  it('has sent the answers of the calls it let finish, a large one too', async () => {
+    dir = tempDir();
+    const path = join(dir.dir, 'exits.sock');
+    const proc = runFixture('closes-and-exits.mjs', [path]);
+    cleanups.push(() => proc.kill());
+    expect(await proc.next()).toEqual({ ready: true });
+    const client = await connect<Slow>(path, { service: 'closing' });
+    cleanups.push(() => client.$close());
+    // A small answer and one far larger than the socket's buffer, both
+    // written after close() began.
+    const answers = Promise.all([client.slow(300, 10), client.slow(300, 4 << 20)]);
+    await settle(50);
+    proc.child.kill('SIGUSR2');
+    expect(await proc.next()).toEqual({ closing: true });
+    const [small, large] = await answers;
+    expect(small.equals(Buffer.alloc(10, 7))).toBe(true);
+    expect(large.equals(Buffer.alloc(4 << 20, 7))).toBe(true);
+    expect(await proc.exited()).toEqual({ code: 0, signal: null });
   });
 });
