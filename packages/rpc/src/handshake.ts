@@ -47,6 +47,12 @@ export function sendHello(channel: FramedChannel, hello: Hello): void {
   channel.send(encode([Msg.HELLO, hello]).bytes);
 }
 
+function encodeHello(hello: Hello): Buffer {
+  const { bytes } = encode([Msg.HELLO, hello]);
+  // (A copy: msgpackr's output is a view of its shared write buffer.)
+  return Array.isArray(bytes) ? Buffer.concat(bytes) : Buffer.from(bytes);
+}
+
 function streamsOf(hello: Hello): string[] {
   return Array.isArray(hello.streams) ? hello.streams.filter((s): s is string => typeof s === 'string') : [];
 }
@@ -116,7 +122,7 @@ abstract class HelloWait extends Timed {
     } catch (err) {
       return wait.#finish(err as Error);
     }
-    wait.#finish(null, hello);
+    wait.#finish(null, hello, payload);
   }
 
   static #failed(this: FramedChannel, err: Error): void {
@@ -153,7 +159,7 @@ abstract class HelloWait extends Timed {
     channel.off('end', HelloWait.#ended);
   }
 
-  #finish(err: Error | null, hello?: Hello): void {
+  #finish(err: Error | null, hello?: Hello, payload?: Buffer): void {
     if (this.#done) return;
     const channel = this.channel;
     this.stopWaiting();
@@ -163,7 +169,7 @@ abstract class HelloWait extends Timed {
       return;
     }
     try {
-      this.accepted(hello!);
+      this.accepted(hello!, payload!);
     } finally {
       // The connection made in accepted() listens for errors itself: a second
       // listener would make the channel keep a listener array (~50 bytes).
@@ -171,7 +177,8 @@ abstract class HelloWait extends Timed {
     }
   }
 
-  protected abstract accepted(hello: Hello): void;
+  /** `payload`: the hello's bytes, valid during the call. */
+  protected abstract accepted(hello: Hello, payload: Buffer): void;
 }
 
 function handshakeError(err: Error): RpcError {
@@ -284,8 +291,7 @@ const accepting = new WeakMap<ServerHello, { maxMessageSize: number; bytes: Buff
 function acceptingHello(ours: ServerHello, maxMessageSize: number): Buffer {
   const cached = accepting.get(ours);
   if (cached && cached.maxMessageSize === maxMessageSize) return cached.bytes;
-  const encoded = encode([Msg.HELLO, serverReply(ours, maxMessageSize)]).bytes;
-  const bytes = Array.isArray(encoded) ? Buffer.concat(encoded) : Buffer.from(encoded);
+  const bytes = encodeHello(serverReply(ours, maxMessageSize));
   accepting.set(ours, { maxMessageSize, bytes });
   return bytes;
 }
@@ -349,27 +355,35 @@ export interface ClientHello {
 export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed): void {
   const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
-  new ClientHelloWait(channel, ours, ready, fail);
-  sendHello(channel, hello);
+  const bytes = encodeHello(hello);
+  new ClientHelloWait(channel, ours, bytes, ready, fail);
+  channel.send(bytes);
 }
 
 class ClientHelloWait extends HelloWait {
   readonly #ours: ClientHello;
+  readonly #sent: Buffer;
   readonly #ready: HelloAccepted;
 
-  constructor(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed) {
+  constructor(channel: FramedChannel, ours: ClientHello, sent: Buffer, ready: HelloAccepted, fail: HandshakeFailed) {
     super(channel, ours.timeout ?? DEFAULT_TIMEOUT, fail);
     this.#ours = ours;
+    this.#sent = sent;
     this.#ready = ready;
   }
 
-  protected accepted(theirs: Hello): void {
+  protected accepted(theirs: Hello, payload: Buffer): void {
     const { channel } = this;
+    const notServer = notAServer(theirs, payload, this.#sent);
+    if (notServer) {
+      channel.destroy(notServer);
+      return this.fail(notServer, channel);
+    }
     if (theirs.error !== undefined) {
       channel.destroy();
       return this.fail(theirs.error instanceof Error ? theirs.error : rpcError(RpcCode.PROTOCOL_ERROR, 'the server refused the connection'), channel);
     }
-    const refusal = mismatch({ ...theirs, service: this.#ours.service ?? theirs.service }, theirs.service ?? '');
+    const refusal = mismatch({ ...theirs, service: this.#ours.service ?? theirs.service }, theirs.service!);
     if (refusal) {
       channel.destroy(refusal);
       return this.fail(refusal, channel);
@@ -377,4 +391,13 @@ class ClientHelloWait extends HelloWait {
     theirs.streams = streamsOf(theirs);
     this.#ready(theirs, channel);
   }
+}
+
+// A server's hello names its service, with its keys in another order than
+// a client's: what a peer that echoes its input sends back (our own hello)
+// or another client's hello is never one.
+function notAServer(theirs: Hello, payload: Buffer, sent: Buffer): RpcError | null {
+  if (payload.equals(sent)) return rpcError(RpcCode.PROTOCOL_ERROR, 'the peer sent our own hello back: it is not an afunix server');
+  if (theirs.service === undefined) return rpcError(RpcCode.PROTOCOL_ERROR, "the peer's hello names no service: it is not an afunix server");
+  return null;
 }

@@ -391,3 +391,36 @@ describe('a socket already ended or destroyed before connect() or serve()', () =
     }
   });
 });
+
+describe('a peer that sends our own hello back', () => {
+  it('is no server: connect() fails with PROTOCOL_ERROR at once, and calls nothing', async () => {
+    const dir = tempDir();
+    const path = join(dir.dir, 'echo.sock');
+    const echo = runFixture('echo-bytes.mjs', [path]);
+    try {
+      expect(await echo.next()).toEqual({ ready: true });
+      const started = Date.now();
+      for (const service of [undefined, 'svc']) {
+        await expect(connect(path, { service, timeout: 10_000 }), String(service)).rejects.toMatchObject({
+          code: RpcCode.PROTOCOL_ERROR,
+          message: expect.stringContaining('sent our own hello back'),
+        });
+      }
+      expect(Date.now() - started).toBeLessThan(9_000); // (not the handshake timeout)
+    } finally {
+      await echo.kill();
+      dir.cleanup();
+    }
+  });
+
+  it('nor is another client: two clients on one socketpair both fail with PROTOCOL_ERROR', async () => {
+    // Their hellos differ (another limit), and neither names a service.
+    const [a, b] = socketPair();
+    const outcomes = await Promise.allSettled([connect(a, { timeout: 10_000 }), connect(b, { timeout: 10_000, maxMessageSize: 64 * 1024 })]);
+    for (const outcome of outcomes) {
+      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: RpcCode.PROTOCOL_ERROR, message: expect.stringContaining('names no service') } });
+    }
+    a.destroy();
+    b.destroy();
+  });
+});
