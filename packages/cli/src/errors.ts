@@ -51,16 +51,24 @@ export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** A message on one line: line breaks (a remote error's message may have any) shown as \\n and \\r. */
+// What a peer's text (a remote error, a service name, a version) must not
+// bring to a terminal: control characters (C0, DEL, C1: an ESC sequence can
+// clear the screen or recolour what follows), line and paragraph separators
+// (a forged extra row in a table), and bidirectional overrides (text shown
+// in another order than it is).
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/** Text on one line and safe for a terminal: \\n, \\r and \\t as such, other control and layout characters as \\uXXXX. */
 export function oneLine(text: string): string {
-  return text.replace(/\r/g, '\\r').replace(/\n/g, '\\n').replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`);
+  return text.replace(UNSAFE, (c) => NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** The line printed for a failure: never a stack trace. */
 export function formatFailure(err: unknown): string {
   if (err instanceof CliError) {
     const line = `afunix: ${oneLine(err.message)} [${oneLine(err.code)}]`;
-    return err.detail ? `${line}\n${err.detail}` : line;
+    return err.detail ? `${line}\n${oneLine(err.detail)}` : line;
   }
   // Something we did not foresee: still one line, with whatever code it has.
   const code = codeOf(err);

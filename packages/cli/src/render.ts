@@ -13,6 +13,7 @@
 //   Error                              {"$error": {"name", "message", "code"?, "data"?}}
 import { readlinkSync } from 'node:fs';
 import { Fd } from '@afunix/rpc';
+import { oneLine } from './errors.js';
 
 const MAX_DEPTH = 256;
 
@@ -99,19 +100,29 @@ export function toJson(value: unknown, depth = 0): unknown {
   }
 }
 
+// JSON escapes C0 control characters itself; these it leaves raw, and a
+// terminal may act on them (C1 controls, separators, bidi overrides).
+// Escaped, the JSON means the same.
+const RAW_IN_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+function json(value: unknown, indent?: number): string {
+  return JSON.stringify(toJson(value), null, indent).replace(RAW_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** A whole result: indented, for people and for jq alike. */
 export function printResult(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(toJson(value), null, 2)}\n`);
+  process.stdout.write(`${json(value, 2)}\n`);
 }
 
 /** One stream item or event: exactly one line, so that output is JSON Lines. */
 export function printLine(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(toJson(value))}\n`);
+  process.stdout.write(`${json(value)}\n`);
 }
 
 /** A plain text table: columns padded to their widest cell, no trailing spaces. */
+/** Columns padded to line up; every cell through oneLine(), as cells may come from the peer. */
 export function table(rows: string[][], header?: string[]): string {
-  const all = header ? [header, ...rows] : rows;
+  const all = (header ? [header, ...rows] : rows).map((r) => r.map(oneLine));
   const columns = Math.max(0, ...all.map((r) => r.length));
   const widths = Array.from({ length: columns }, (_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd();

@@ -147,3 +147,38 @@ describe('ls @', () => {
     expect(r.stdout).toContain(JSON.stringify(name));
   });
 });
+
+describe("a peer's text cannot drive the terminal", () => {
+  const raw = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+  it('control characters in its service name, version, errors and results are shown escaped', async () => {
+    const dir = tempDir();
+    try {
+      const evil = join(dir.dir, 'evil.sock');
+      await fixture('service.mjs', evil, JSON.stringify({ service: 'evil\u001b[2J\u001b[31m', version: '1\nalive  /tmp/forged.sock  bank  9.9' }));
+      const info = await afunix(['info', evil]);
+      expect(info.code).toBe(0);
+      expect(info.stdout).not.toMatch(raw);
+      expect(info.stdout).toContain('evil\\u001b[2J\\u001b[31m');
+      expect(info.stdout).toContain('1\\nalive  /tmp/forged.sock  bank  9.9');
+      // One row for the one socket: the version cannot forge a second.
+      const ls = await afunix(['ls', dir.dir]);
+      expect(ls.code).toBe(0);
+      expect(ls.stdout).not.toMatch(raw);
+      expect(ls.stdout.trimEnd().split('\n')).toHaveLength(2);
+      const methods = await afunix(['methods', evil]);
+      expect(methods.code).toBe(0);
+      expect(methods.stdout).not.toMatch(raw);
+      const failed = await afunix(['call', evil, 'failEscapes']);
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).not.toMatch(raw);
+      expect(failed.stderr).toContain('bad\\u001b[31mred\\u009b2J [E\\u001b[0m]');
+      const printed = await afunix(['call', evil, 'controls']);
+      expect(printed.code).toBe(0);
+      expect(printed.stdout).not.toMatch(raw);
+      expect(JSON.parse(printed.stdout)).toBe('csi\u009b31m ls\u2028x \u202eevil');
+    } finally {
+      dir.cleanup();
+    }
+  });
+});

@@ -2,7 +2,7 @@
 import type { ServiceDescription } from '@afunix/rpc';
 import { JSON_OPTION, TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { describeService, dial, hangUp } from '../dial.js';
-import { Exit } from '../errors.js';
+import { Exit, oneLine } from '../errors.js';
 import { printResult, table } from '../render.js';
 import { summarizeArgs } from '../schema.js';
 
@@ -19,10 +19,10 @@ its argument schema where the server has one) and the events it names.
 `;
 
 function render(d: ServiceDescription): string {
-  const title = `${d.service}${d.version ? ` ${d.version}` : ''} (protocol ${d.protocol})\n`;
+  const title = `${oneLine(String(d.service))}${d.version ? ` ${oneLine(String(d.version))}` : ''} (protocol ${oneLine(String(d.protocol))})\n`;
   const rows = d.methods.map((m) => [m.name, m.stream ? 'stream' : '', summarizeArgs(m.args)]);
   const methods = rows.length > 0 ? table(rows, ['METHOD', 'RESULT', 'ARGS']) : '(no methods)\n';
-  const events = `events: ${d.events.length > 0 ? d.events.join(', ') : '(none named)'}\n`;
+  const events = `events: ${d.events.length > 0 ? d.events.map((e) => oneLine(String(e))).join(', ') : '(none named)'}\n`;
   return `${title}\n${methods}\n${events}`;
 }
 
