@@ -11,7 +11,7 @@
 //     (counting from 0); --fd files no placeholder names are appended, in
 //     order, after the last argument.
 //   - {"$base64": "..."} becomes a Buffer, the same marker results use.
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, constants, open, openSync, statSync } from 'node:fs';
 import { Fd } from '@afunix/rpc';
 import { codeOf, usageError } from './errors.js';
 import { setOwn } from './render.js';
@@ -103,11 +103,18 @@ export class OpenedFiles {
   readonly fds: Fd[] = [];
   #raw: number[] = [];
 
-  /** Opens each path read-only; a path that cannot be opened is a usage error. */
-  static open(paths: readonly string[]): OpenedFiles {
+  /**
+   * Opens each path read-only; a path that cannot be opened is a usage
+   * error. Off the main thread: a FIFO waits for a writer, as open(2) does,
+   * and the CLI must still hear SIGINT and --timeout meanwhile.
+   */
+  static async open(paths: readonly string[], abandoned?: AbortSignal): Promise<OpenedFiles> {
     const files = new OpenedFiles();
     try {
-      for (const path of paths) files.#add(path);
+      for (const path of paths) {
+        files.#add(await openReadOnly(path));
+        abandoned?.throwIfAborted();
+      }
     } catch (err) {
       files.close();
       throw err;
@@ -115,18 +122,34 @@ export class OpenedFiles {
     return files;
   }
 
-  #add(path: string): void {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (err) {
-      throw usageError(`cannot open ${path} for --fd: ${codeOf(err) || (err as Error).message}`);
-    }
+  #add(fd: number): void {
     this.#raw.push(fd);
     this.fds.push(Fd.from(fd));
   }
 
   close(): void {
     for (const fd of this.#raw.splice(0)) closeSync(fd);
+  }
+}
+
+function openReadOnly(path: string): Promise<number> {
+  return new Promise((resolve, reject) =>
+    open(path, 'r', (err, fd) => (err ? reject(usageError(`cannot open ${path} for --fd: ${codeOf(err) || err.message}`)) : resolve(fd))),
+  );
+}
+
+/**
+ * Lets an open() of a FIFO that was given up on return: it waits for a
+ * writer on a libuv thread, and a process cannot exit while one of those is
+ * stuck (exit joins them). Opening the writing end, without waiting, is
+ * that writer; closed at once, it writes nothing.
+ */
+export function releaseFifoOpens(paths: readonly string[]): void {
+  for (const path of paths) {
+    try {
+      if (statSync(path).isFIFO()) closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+    } catch {
+      // No reader waiting there (ENXIO), or no FIFO after all.
+    }
   }
 }

@@ -1,8 +1,11 @@
 // Defects a review found: output that cannot be written, long timeouts,
 // arguments that cannot travel, keys and numbers that changed on the way,
 // and error lines that were not one line. Real CLI processes, real sockets.
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, cliMain, oneLineError, outcomeOf, requireBuiltCli, spawnCli, tempDir } from './helpers.js';
@@ -180,5 +183,55 @@ describe("a peer's text cannot drive the terminal", () => {
     } finally {
       dir.cleanup();
     }
+  });
+});
+
+describe('interrupted before the call is made', () => {
+  // Whether a thread of `pid` sleeps in the kernel function `where`.
+  function sleepsIn(pid: number, where: string): boolean {
+    try {
+      return readdirSync(`/proc/${pid}/task`).some((tid) => readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8') === where);
+    } catch {
+      return false;
+    }
+  }
+
+  it('a signal while connecting: call says it was interrupted (130), watch ends as on any signal (0)', async () => {
+    const silent = join(tmp.dir, 'silent.sock');
+    const server = await fixture('not-afunix.mjs', silent, 'silent');
+    const lines = createInterface({ input: server.child.stdout! });
+    const cases = [
+      { args: ['call', silent, 'add', '1', '2'], signal: 'SIGTERM', code: 130, stderr: 'afunix: add was interrupted [INTERRUPTED]' },
+      { args: ['watch', silent, 'tick'], signal: 'SIGINT', code: 0, stderr: '' },
+    ] as const;
+    for (const c of cases) {
+      const connected = once(lines, 'line'); // the server has the connection; no hello will come
+      const child = spawnCli([...c.args]);
+      const outcome = outcomeOf(child, 15_000);
+      await connected;
+      child.kill(c.signal);
+      const r = await outcome;
+      expect({ code: r.code, signal: r.signal }, c.args[0]).toEqual({ code: c.code, signal: null });
+      expect(r.stderr.trim(), c.args[0]).toBe(c.stderr);
+    }
+  });
+
+  it('an --fd FIFO nobody writes to: --timeout bounds the wait (2), SIGINT ends it (130), and the CLI exits', async () => {
+    const fifo = join(tmp.dir, 'fifo');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const timedOut = await afunix(['call', sock, 'add', '--fd', fifo, '--timeout', '300'], {});
+    expect({ code: timedOut.code, signal: timedOut.signal }).toEqual({ code: 2, signal: null });
+    expect(oneLineError(timedOut.stderr)).toBe(`afunix: cannot open the --fd files within 300 ms (a FIFO waits for a writer): ${fifo} [USAGE]`);
+    const child = spawnCli(['call', sock, 'add', '--fd', fifo]);
+    const outcome = outcomeOf(child, 15_000);
+    // Until its open(2) waits for a writer.
+    for (let waited = 0; !sleepsIn(child.pid!, 'wait_for_partner'); waited += 20) {
+      if (waited > 10_000) throw new Error('the CLI never waited in open(2) for a writer of the FIFO');
+      await delay(20);
+    }
+    child.kill('SIGINT');
+    const r = await outcome;
+    expect({ code: r.code, signal: r.signal }).toEqual({ code: 130, signal: null });
+    expect(oneLineError(r.stderr)).toBe('afunix: add was interrupted [INTERRUPTED]');
   });
 });

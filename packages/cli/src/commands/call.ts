@@ -3,8 +3,9 @@ import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
-import { OpenedFiles, buildArguments } from '../input.js';
+import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
 import { printLine, printResult, toJson } from '../render.js';
+import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
 const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
 
@@ -22,10 +23,11 @@ Arguments are JSON:
                     The string "$fd0" in the arguments marks where the first
                     one goes, "$fd1" the second...; an --fd without a
                     placeholder is appended after the last argument.
-  --timeout <ms>    connecting, and then the call (a whole stream
-                    included), may each take at most this long. Without it,
-                    connecting gives up after 5000 ms and the call waits as
-                    long as the method takes.
+  --timeout <ms>    opening the --fd files (a FIFO waits for a writer),
+                    connecting, and then the call (a whole stream
+                    included) may each take at most this long. Without it,
+                    connecting gives up after 5000 ms and the rest waits as
+                    long as it takes.
 
 Results that JSON cannot hold: Buffer {"$base64": "..."}, BigInt "123"
 (a string), Map an object (string keys) or {"$map": [[k, v], ...]}, Set an
@@ -76,6 +78,10 @@ async function printOutcome(result: unknown): Promise<void> {
   for await (const item of result) printLine(item);
 }
 
+function interrupted(method: string): CliError {
+  return new CliError(`${method} was interrupted`, 'INTERRUPTED', Exit.INTERRUPTED);
+}
+
 function remoteFailure(err: unknown, method: string): CliError {
   const e = err as Error & { data?: unknown };
   const detail = e.data === undefined ? undefined : `  data: ${JSON.stringify(toJson(e.data))}`;
@@ -84,7 +90,7 @@ function remoteFailure(err: unknown, method: string): CliError {
 
 function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>): CliError {
   if (stop.reason === 'timeout') return connectionError(`${method} did not finish within ${stop.timeout} ms`, RpcCode.TIMEOUT);
-  if (stop.reason === 'signal') return new CliError(`${method} was interrupted`, 'INTERRUPTED', Exit.INTERRUPTED);
+  if (stop.reason === 'signal') return interrupted(method);
   const code = codeOf(err);
   // A connection that is gone means the error is ours, not the method's.
   if (code === RpcCode.CONNECTION_CLOSED && client.$connection === null) {
@@ -134,10 +140,21 @@ export const call: Command = {
     const [address, method, ...tokens] = requirePositionals('call', positionals, ['socket', 'method'], true);
     if (!method) throw usageError('the method name is empty');
     const timeout = timeoutFrom(values);
-    const files = OpenedFiles.open((values.fd as string[] | undefined) ?? []);
+    const paths = (values.fd as string[] | undefined) ?? [];
+    const abandoned = new AbortController();
+    const files = await untilInterrupted(OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
+    if (typeof files === 'symbol') {
+      abandoned.abort();
+      releaseFifoOpens(paths);
+    }
+    if (files === INTERRUPTED) throw interrupted(method);
+    if (files === TIMED_OUT) throw usageError(`cannot open the --fd files within ${timeout} ms (a FIFO waits for a writer): ${paths.join(', ')}`);
     try {
       const args = buildArguments(tokens, files.fds);
-      const { client } = await dial(address!, timeout);
+      // (dial() keeps to the timeout itself.)
+      const dialed = await untilInterrupted(dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+      if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
+      const { client } = dialed;
       try {
         await callOnce(client, address!, method, args, timeout);
       } finally {

@@ -3,6 +3,7 @@ import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositiona
 import { describeService, dial, hangUp } from '../dial.js';
 import { Exit, connectionError, usageError } from '../errors.js';
 import { printLine } from '../render.js';
+import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
 const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>]
 
@@ -63,7 +64,11 @@ export const watch: Command = {
       throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(reserved)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
     }
     const timeout = timeoutFrom(values);
-    const { client } = await dial(address!, timeout);
+    // (dial() keeps to the timeout itself.) Stopped while connecting: a
+    // watch that ends on a signal, as it would a moment later.
+    const dialed = await untilInterrupted(dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+    if (dialed === INTERRUPTED || dialed === TIMED_OUT) return Exit.OK;
+    const { client } = dialed;
     // Listening before anything else, so SIGINT during setup also ends cleanly.
     const end = untilEnd(client.$lifecycle as unknown as NodeJS.EventEmitter);
     try {
