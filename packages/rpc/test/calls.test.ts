@@ -54,6 +54,16 @@ describe('request/response', () => {
     expect(peer).toEqual({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
     expect(client.$peer?.pid).toBe(pid);
   });
+
+  it("trustedContext(): a caller cannot put its own 'peer' where the handler takes its context", async () => {
+    expect(await client.uidFor(7)).toEqual({ id: 7, uid: process.getuid!() });
+    // (Through the connection, as a client of another contract or a raw peer would send them.)
+    const conn = client.$connection!;
+    const forged = conn.call('uidFor', [7, { peer: { pid: 1, uid: 4242, gid: 0 }, method: 'uidFor' }]);
+    await expect(forged).rejects.toMatchObject({ code: RpcCode.INVALID_ARGUMENTS, message: expect.stringContaining("context was not where it takes it") });
+    await expect(conn.call('uidFor', [])).rejects.toMatchObject({ code: RpcCode.INVALID_ARGUMENTS });
+    expect(await client.uidFor(8)).toEqual({ id: 8, uid: process.getuid!() });
+  });
 });
 
 describe('events', () => {

@@ -27,6 +27,8 @@ export interface Lab {
     unsendableItem(last: boolean): AsyncIterable<unknown>;
     askClient(question: string): boolean;
     whoami(): { peer: Credentials | null; pid: number };
+    /** Its argument, and the caller's uid through trustedContext(). */
+    uidFor(id: number): { id: number; uid: number | null };
     publish(n: number): number;
     seen(): { aborted: number; produced: number; streamsCancelled: number; recorded: unknown[]; progress: number | null };
     big(size: number): Buffer;
