@@ -104,12 +104,31 @@ addExtension({
   unpack: (payload: Buffer) => later(new Set(), payload),
 });
 
+// Errors inside errors (in `data`) are each packed on their own, their walk
+// starting again at depth 0, so prepare()'s depth limit does not see a
+// cycle through them (e.data = { me: e }): the stack overflowed instead, a
+// RangeError without a code. Counted here, with room for any real nesting.
+const MAX_ERROR_NESTING = 32;
+let errorNesting = 0;
+
+function packError(err: Error): Buffer {
+  if (errorNesting >= MAX_ERROR_NESTING) {
+    throw rpcError(RpcCode.ENCODE_ERROR, `cannot send errors nested in errors' data deeper than ${MAX_ERROR_NESTING} levels (a cycle?)`);
+  }
+  errorNesting++;
+  try {
+    return packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error'));
+  } finally {
+    errorNesting--;
+  }
+}
+
 addExtension({
   Class: Error,
   type: EXT_ERROR,
   // The record goes through prepare() like any value: Maps in `data` keep
   // their type, and what cannot travel is an ENCODE_ERROR with its path.
-  pack: (err: Error) => packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error')),
+  pack: packError,
   unpack: (payload: Buffer) => later(placeholderError(), payload),
 });
 

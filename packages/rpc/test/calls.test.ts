@@ -184,7 +184,15 @@ describe('values survive the trip', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     await expect(client.echo(cyclic)).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR });
-    // The connection is unharmed.
+    // A cycle through an error's data: each error is packed on its own.
+    const looped = Object.assign(new Error('loop'), { data: {} as Record<string, unknown> });
+    looped.data.me = looped;
+    await expect(client.echo(looped)).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR, message: expect.stringContaining('(a cycle?)') });
+    // The same in an event, which no caller waits for: $emit() throws it.
+    expect(() => client.$emit('progress', looped)).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR }));
+    // The connection is unharmed, and an error in an error still travels.
     expect(await client.add(2, 2)).toBe(4);
+    const inner = Object.assign(new Error('outer'), { data: { inner: new RangeError('inner') } });
+    expect((await client.echo(inner)).data.inner).toMatchObject({ name: 'RangeError', message: 'inner' });
   });
 });
