@@ -23,12 +23,32 @@ export function callRemote(callee: Callee, method: string, args: unknown[], opti
   }
 }
 
+// Names the language looks up on any object: JSON.stringify() asks for
+// toJSON, String() and template literals for toString and valueOf. Read as
+// remote methods they made hidden calls, whose rejections (no such method)
+// took the process down. A method of one of these names is still reached
+// through $connection.call().
+const NOT_METHODS: Record<string, unknown> = {
+  then: undefined, // `await remote` must not call remote.then()
+  toJSON: undefined,
+  valueOf: undefined,
+  toString: () => '[object RpcRemote]',
+  toLocaleString: () => '[object RpcRemote]',
+};
+
+/** For a name that is no remote method, `{ value }` to answer with; null for one that is. */
+export function notAMethod(prop: string | symbol): { value: unknown } | null {
+  if (typeof prop !== 'string') return { value: undefined };
+  return Object.hasOwn(NOT_METHODS, prop) ? { value: NOT_METHODS[prop] } : null;
+}
+
 export function remoteProxy(callee: Callee, options?: CallOptions): unknown {
   const methods = new Map<string, (...args: unknown[]) => unknown>();
   return new Proxy(Object.create(null), {
     get(_target, prop) {
-      // Not a thenable: `await remote` must not try to call remote.then().
-      if (typeof prop !== 'string' || prop === 'then') return undefined;
+      const not = notAMethod(prop);
+      if (not) return not.value;
+      if (typeof prop !== 'string') return undefined;
       let fn = methods.get(prop);
       if (!fn) {
         fn = (...args: unknown[]) => callRemote(callee, prop, args, options);
@@ -43,7 +63,9 @@ export function remoteProxy(callee: Callee, options?: CallOptions): unknown {
 export function notifyProxy(conn: () => RpcConnection): unknown {
   return new Proxy(Object.create(null), {
     get(_target, prop) {
-      if (typeof prop !== 'string' || prop === 'then') return undefined;
+      const not = notAMethod(prop);
+      if (not) return not.value;
+      if (typeof prop !== 'string') return undefined;
       return (...args: unknown[]) => conn().notify(prop, args);
     },
   });

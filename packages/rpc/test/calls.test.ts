@@ -55,6 +55,14 @@ describe('request/response', () => {
     expect(client.$peer?.pid).toBe(pid);
   });
 
+  it('a client can be logged: JSON.stringify() and String() make no hidden calls', async () => {
+    const before = client.$connection!.stats.callsOut;
+    expect(JSON.stringify({ client })).toBe('{"client":{}}');
+    expect(`${client} ${String(client.$with({ timeout: 5 }))} ${String(client.$notify)}`).toBe('[object RpcRemote] [object RpcRemote] [object RpcRemote]');
+    expect(client.$connection!.stats.callsOut).toBe(before);
+    expect(await client.add(1, 2)).toBe(3);
+  });
+
   it("trustedContext(): a caller cannot put its own 'peer' where the handler takes its context", async () => {
     expect(await client.uidFor(7)).toEqual({ id: 7, uid: process.getuid!() });
     // (Through the connection, as a client of another contract or a raw peer would send them.)
@@ -139,7 +147,8 @@ describe('errors survive the trip', () => {
     // Names that exist on every object are not methods.
     const proto = client as unknown as Record<string, () => Promise<unknown>>;
     await expect(proto.constructor!()).rejects.toMatchObject({ code: 'METHOD_NOT_FOUND' });
-    await expect(proto.toString!()).rejects.toMatchObject({ code: 'METHOD_NOT_FOUND' });
+    await expect(client.$connection!.call('toString', [])).rejects.toMatchObject({ code: 'METHOD_NOT_FOUND' });
+    await expect(client.$connection!.call('hasOwnProperty', ['x'])).rejects.toMatchObject({ code: 'METHOD_NOT_FOUND' });
   });
 });
 
