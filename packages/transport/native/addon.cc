@@ -52,10 +52,20 @@ Napi::Value Socket(const Napi::CallbackInfo& info) {
   return Num(info.Env(), SysSocket(KindArg(info, 0)));
 }
 
+// socketPair(kind, blocking?): blocking for fds that another program gets
+// as they are (a child's stdio); ours are made non-blocking on adoption.
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fds[2];
   int r = SysSocketPair(KindArg(info, 0), fds);
+  if (r == 0 && Flag(info, 1)) {
+    r = SysSetBlocking(fds[0]);
+    if (r == 0) r = SysSetBlocking(fds[1]);
+    if (r < 0) {
+      SysClose(fds[0]);
+      SysClose(fds[1]);
+    }
+  }
   if (r < 0) return Num(env, r);
   Napi::Array a = Napi::Array::New(env, 2);
   a.Set(0u, Num(env, fds[0]));

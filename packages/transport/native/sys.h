@@ -43,7 +43,8 @@ struct RecvMeta {
 };
 
 int SysSocket(Kind kind);
-int SysSocketPair(Kind kind, int out[2]);
+int SysSocketPair(Kind kind, int out[2]);  // non-blocking, close-on-exec
+int SysSetBlocking(int fd);  // for fds handed to another program as they are
 int SysBind(int fd, const uint8_t* path, size_t len);  // len == 0: autobind
 int SysListen(int fd, int backlog);
 int SysAccept(int fd);

@@ -173,6 +173,12 @@ int SysSocketPair(Kind kind, int out[2]) {
 #endif
 }
 
+int SysSetBlocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) return Err();
+  return 0;
+}
+
 int SysBind(int fd, const uint8_t* path, size_t len) {
   sockaddr_un sa;
   socklen_t salen;

@@ -248,6 +248,11 @@ int SysSocketPair(Kind kind, int out[2]) {
   return r < 0 ? r : FinishPair(pair, out);
 }
 
+int SysSetBlocking(int fd) {
+  u_long off = 0;
+  return ioctlsocket(ToSocket(fd), FIONBIO, &off) == SOCKET_ERROR ? SockErr() : 0;
+}
+
 int SysBind(int fd, const uint8_t* path, size_t len) {
   if (len == 0) return UV_EINVAL;  // no autobind: an unnamed bind is not an address here
   sockaddr_un sa;

@@ -119,7 +119,10 @@ export function socketPair(type: ConnectionType = 'stream', options: UnixSocketO
 /** The raw fd pair, for handing one end to a child process's stdio. */
 export function socketPairFds(type: ConnectionType = 'stream'): [number, number] {
   const n = requireNative('socketPair');
-  const r = n.socketPair(Kind[connectionType(type)]);
+  // Blocking, as a program that is not Node expects its stdio to be: one
+  // that read a non-blocking fd 3 failed with EAGAIN at once. (fromFd()
+  // makes the end it adopts non-blocking.)
+  const r = n.socketPair(Kind[connectionType(type)], true);
   if (typeof r === 'number') throw systemError(r, 'socketpair');
   return r;
 }

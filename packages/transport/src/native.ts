@@ -49,7 +49,8 @@ export interface NativeBinding {
   /** sendmsg on a SocketHandle (by its id): the bytes the kernel took, or a negative error code. */
   write(id: number, data: Uint8Array | Uint8Array[], fds?: number[] | null, to?: Uint8Array | null): number;
   socket(kind: number): number;
-  socketPair(kind: number): number | [number, number];
+  /** Non-blocking and close-on-exec; `blocking`: close-on-exec only. */
+  socketPair(kind: number, blocking?: boolean): number | [number, number];
   bind(fd: number, address: Uint8Array | null): number;
   connect(fd: number, address: Uint8Array): number;
   listen(fd: number, backlog: number): number;

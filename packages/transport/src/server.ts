@@ -97,6 +97,8 @@ export class UnixServer extends EventEmitter {
     const n = native;
     if (!n) throw unsupported('listenFd', 'the native addon is not loaded');
     checkFdArg(fd);
+    // (A second listener would be orphaned: still accepting, never closed.)
+    if (this.#handle || this.#listening || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listenFd(): this server already listens, or was closed');
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
     adoptFd(n, fd);

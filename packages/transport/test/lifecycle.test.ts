@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { closeFd, connect, createServer, fromFd, socketPair, socketPairFds, type UnixServer, type UnixSocket } from '../src/index.js';
@@ -275,6 +276,45 @@ describe('when a socket goes away', () => {
         expect(() => createServer().listenFd(bad), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
       }
       // x is nobody's: it can still be adopted.
+      sockets.push(fromFd(x));
+    } finally {
+      closeFd(y);
+    }
+  });
+
+  it("socketPairFds() gives blocking fds: a program that is not Node reads its end as its stdio", async () => {
+    const [mine, theirs] = socketPairFds('stream');
+    const child = spawn('sh', ['-c', 'echo ready; cat <&3'], { stdio: ['ignore', 'pipe', 'pipe', theirs] });
+    closeFd(theirs);
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => (err += d));
+    const ready = new Promise<void>((resolve) =>
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d;
+        if (out.startsWith('ready\n')) resolve();
+      }),
+    );
+    const exited = once(child, 'exit');
+    await ready;
+    await delay(100); // cat is reading by now: a non-blocking fd would fail it with EAGAIN
+    const socket = fromFd(mine);
+    sockets.push(socket);
+    socket.end('through fd 3\n');
+    const [code] = await exited;
+    expect({ code, out, err }).toEqual({ code: 0, out: 'ready\nthrough fd 3\n', err: '' });
+  });
+
+  it('listenFd() on a server that listens, or was closed, is ERR_SERVER_ALREADY_LISTEN and takes nothing', async () => {
+    const server = createServer();
+    await server.listen(join(dir.path, 'once.sock'));
+    const [x, y] = socketPairFds('stream');
+    try {
+      expect(() => server.listenFd(x)).toThrow(expect.objectContaining({ code: 'ERR_SERVER_ALREADY_LISTEN' }));
+      await server.close();
+      expect(() => server.listenFd(x)).toThrow(expect.objectContaining({ code: 'ERR_SERVER_ALREADY_LISTEN' }));
+      expect(server.listening).toBe(false);
+      // x is still nobody's: it can be adopted.
       sockets.push(fromFd(x));
     } finally {
       closeFd(y);
