@@ -5,6 +5,7 @@ import { afunixError, check, invalidArg, systemError, unsupported, uv } from './
 import { fallbackConnect } from './fallback.js';
 import { checkFdArg } from './fds.js';
 import { Kind, type NativeBinding, type SocketType, native } from './native.js';
+import { checkConnectOptions, checkSocketOptions, optionsObject } from './options.js';
 import { UnixSocket, type UnixSocketOptions } from './socket.js';
 
 export type ConnectionType = Exclude<SocketType, 'dgram'>;
@@ -32,7 +33,9 @@ export function connectionType(type: string | undefined): ConnectionType {
  * Connects to a listening socket. A full listen backlog (EAGAIN on Linux)
  * is retried with backoff until `timeout`, as a blocking connect would wait.
  */
-export async function connect(address: string, options: ConnectOptions = {}): Promise<UnixSocket> {
+export async function connect(address: string, given?: ConnectOptions | null): Promise<UnixSocket> {
+  const options = optionsObject(given);
+  checkConnectOptions(options);
   if (!native) return fallbackConnect(address, options); // plain streams through node:net
   const n = requireNative('connect');
   const type = connectionType(options.type);
@@ -96,9 +99,11 @@ function socketOwning(fd: number, type: ConnectionType, options: UnixSocketOptio
 }
 
 /** Two connected sockets, e.g. for a parent and the child it spawns. */
-export function socketPair(type: ConnectionType = 'stream', options: UnixSocketOptions = {}): [UnixSocket, UnixSocket] {
+export function socketPair(type: ConnectionType = 'stream', given?: UnixSocketOptions | null): [UnixSocket, UnixSocket] {
   const n = requireNative('socketPair');
   const t = connectionType(type);
+  const options = optionsObject(given);
+  checkSocketOptions(options);
   const r = n.socketPair(Kind[t]);
   if (typeof r === 'number') throw systemError(r, 'socketpair');
   let first: UnixSocket;
@@ -142,9 +147,11 @@ export function adoptFd(n: NativeBinding, fd: number): void {
  * Adopts an inherited connected socket (e.g. fd 3 set up by a parent). The
  * socket takes ownership of the fd: it is non-blocking and CLOEXEC from now.
  */
-export function fromFd(fd: number, options: UnixSocketOptions = {}): UnixSocket {
+export function fromFd(fd: number, given?: UnixSocketOptions | null): UnixSocket {
   const n = requireNative('fromFd');
   checkFdArg(fd);
+  const options = optionsObject(given);
+  checkSocketOptions(options);
   const kind = check(n.socketKind(fd), 'getsockopt');
   if (kind === Kind.dgram) throw afunixError('EPROTOTYPE', `fd ${fd} is a datagram socket: use the datagram API`);
   adoptFd(n, fd);

@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import { decodeAddress, encodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { checkDatagramOptions, optionsObject } from './options.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
 import type { Credentials } from './socket.js';
@@ -52,10 +53,13 @@ export class UnixDatagram extends EventEmitter {
   #retry: NodeJS.Timeout | null = null;
   #closed: Promise<void> | null = null;
 
-  constructor(options: DatagramOptions = {}) {
+  constructor(given?: DatagramOptions | null) {
     super();
     const n = native;
     if (!n) throw unsupported('dgram', 'the native addon is not loaded');
+    // Before the socket exists: a bad option leaves nothing open.
+    const options = optionsObject(given);
+    checkDatagramOptions(options);
     this.#fd = check(n.socket(Kind.dgram), 'socket');
     if (options.passCredentials) {
       const r = n.setPassCred(this.#fd, true);
@@ -242,6 +246,6 @@ function readsOnAfter(status: number): boolean {
   );
 }
 
-export function createDatagram(options?: DatagramOptions): UnixDatagram {
+export function createDatagram(options?: DatagramOptions | null): UnixDatagram {
   return new UnixDatagram(options);
 }

@@ -51,7 +51,10 @@ export function toFd(value: FdLike): number {
 }
 
 export function toFds(values: readonly FdLike[] | undefined | null): number[] | null {
-  if (!values || values.length === 0) return null;
+  if (values === undefined || values === null) return null;
+  // (A lone number, 0 included, is no list: it would be sent as none.)
+  if (!Array.isArray(values)) throw invalidArg('fds', `must be an array of fds (or null); received ${typeof values}`);
+  if (values.length === 0) return null;
   if (values.length > MAX_FDS) throw invalidArg('fds', `holds ${values.length} fds; at most ${MAX_FDS} travel in one message`);
   return values.map(toFd);
 }

@@ -6,7 +6,8 @@ import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
 import { type BoundName, SETUP_GRACE_MS, bindSafely, isStartingThere, stillBound, unlinkBound } from './bind.js';
 import { adoptFd, connectionType, type ConnectionType } from './connect.js';
-import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
+import { checkServerOptions, optionsObject } from './options.js';
 import { checkFdArg } from './fds.js';
 import { createFallbackServer } from './fallback.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
@@ -250,8 +251,10 @@ export function createServer(
   a?: ServerOptions | ((socket: UnixSocket) => void),
   b?: (socket: UnixSocket) => void,
 ): UnixServer {
-  const options = typeof a === 'function' ? {} : a;
+  const options = typeof a === 'function' ? {} : optionsObject(a);
+  checkServerOptions(options);
   const listener = typeof a === 'function' ? a : b;
+  if (listener !== undefined && typeof listener !== 'function') throw invalidArg('onConnection', `must be a function; received ${typeof listener}`);
   // Without the addon, a net-backed server with the same stream surface.
   const server = native ? new UnixServer(options) : createFallbackServer(options);
   if (listener) server.on('connection', listener);

@@ -5,7 +5,7 @@
 import { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
-import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { type FdLike, type ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, type SocketType, native } from './native.js';
 import { type Credentials, batchBytes, chunkCredentials, chunkFds, chunkLength, closeChunkFds } from './read-batch.js';
@@ -84,7 +84,7 @@ export class UnixSocket extends Duplex {
     // constructor that throws has then taken nothing, and the caller's
     // close(fd) cannot close an fd a live handle still owns.
     if (options.passCredentials) check(native.setPassCred(fd, true), 'setsockopt');
-    if (options.sendBufferSize !== undefined) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
+    if (options.sendBufferSize != null) check(native.setBufferSize(fd, true, options.sendBufferSize), 'setsockopt');
     this.#maxMessage = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE;
     this.#onClosed = onClosed;
     this.#writes = new WriteQueue(this, fd);
@@ -160,6 +160,7 @@ export class UnixSocket extends Duplex {
    * is not a Uint8Array or an array of them.
    */
   send(data: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
+    if (onSent != null && typeof onSent !== 'function') throw invalidArg('onSent', `must be a function; received ${typeof onSent}`);
     if (this.#writableIdle()) {
       const fdList = toFds(fds);
       const { pieces, size } = sendPieces(this.type, data, fdList);
@@ -215,6 +216,8 @@ export class UnixSocket extends Duplex {
    * the peer ends (and 'close' once both sides are done).
    */
   setReceiver(receiver: Receiver): void {
+    // (Checked now: the first chunk would otherwise throw it from the event loop.)
+    if (typeof receiver !== 'function') throw invalidArg('receiver', `must be a function; received ${typeof receiver}`);
     this.#receiver = receiver;
     this.#readStart();
   }

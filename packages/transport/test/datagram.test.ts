@@ -3,7 +3,7 @@
 // oversized datagrams, and the errors for sending to nowhere.
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, existsSync, lstatSync, openSync, readSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -306,5 +306,18 @@ describe('sending to nowhere', () => {
   it('connect() to nowhere throws at once with the address', () => {
     const path = join(dir.path, 'nothing.sock');
     expect(() => dgram().connect(path)).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'connect', address: path }));
+  });
+});
+
+describe('datagram options', () => {
+  it('bad ones are ERR_INVALID_ARG_VALUE before the socket exists; null is none', () => {
+    const before = readdirSync('/proc/self/fd').length;
+    for (const bad of ['x', { maxMessageSize: 0 }, { maxMessageSize: 'big' }, { passCredentials: 'yes' }]) {
+      expect(() => createDatagram(bad as never), JSON.stringify(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    expect(readdirSync('/proc/self/fd').length).toBe(before);
+    const d = createDatagram(null);
+    expect(readdirSync('/proc/self/fd').length).toBe(before + 1);
+    return d.close();
   });
 });

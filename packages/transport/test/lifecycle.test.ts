@@ -219,23 +219,29 @@ describe('when a socket goes away', () => {
     expect(a.errored).toBe(null);
   });
 
-  it('connect() and socketPair() refusing an option close the fds they made', async () => {
+  it('connect(), socketPair() and createServer() refuse a bad option before making anything', async () => {
     server = createServer();
     await server.listen(join(dir.path, 'opt.sock'));
     const accepted: UnixSocket[] = [];
-    let ended = 0;
-    server.on('connection', (s: UnixSocket) => {
-      accepted.push(s);
-      s.on('end', () => (ended++, s.end())).resume();
-    });
+    server.on('connection', (s: UnixSocket) => accepted.push(s));
     const before = openFds();
-    for (let i = 0; i < 3; i++) {
-      await expect(connect(join(dir.path, 'opt.sock'), { highWaterMark: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-      expect(() => socketPair('stream', { highWaterMark: -1 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    const bad = [{ highWaterMark: -1 }, { maxMessageSize: 0 }, { maxMessageSize: 2 ** 31 }, { sendBufferSize: 'big' }, { allowHalfOpen: 1 }];
+    for (const options of bad as never[]) {
+      const shown = JSON.stringify(options);
+      await expect(connect(join(dir.path, 'opt.sock'), options), shown).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+      expect(() => socketPair('stream', options), shown).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+      expect(() => createServer(options), shown).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     }
-    // The server sees each connection end: our side of it was closed.
-    await waitFor(() => ended === 3, () => `${accepted.length} accepted, ${ended} ended`);
-    await destroyAll(accepted);
+    for (const options of [{ timeout: Number.NaN }, { timeout: -1 }, { signal: {} }] as never[]) {
+      await expect(connect(join(dir.path, 'opt.sock'), options), JSON.stringify(options)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    expect(() => createServer({ backlog: -1 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => createServer('x' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    // null is an option left out, as undefined is.
+    const pair = socketPair('stream', null);
+    const client = await connect(join(dir.path, 'opt.sock'), null);
+    await waitFor(() => accepted.length === 1, () => `${accepted.length} accepted`);
+    await destroyAll([...pair, client, ...accepted]);
     await settled(before);
   });
 

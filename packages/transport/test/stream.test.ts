@@ -322,6 +322,12 @@ describe('send() straight to the queue', () => {
     for (const bad of ['text', 42, null, [Buffer.from('x'), 'y']]) {
       expect(() => a.send(bad as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     }
+    // fds that are no list (0 would have been sent as none), an onSent that is no function.
+    for (const fds of [0, 5, '12', { fd: 0 }, new Set([0])]) {
+      expect(() => a.send(Buffer.from('x'), fds as never), String(fds)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    expect(() => a.send(Buffer.from('x'), null, 'done' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => b.setReceiver('x' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     const got = collect(b);
     a.end('ok');
     expect((await got).toString()).toBe('ok');
