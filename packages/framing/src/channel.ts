@@ -121,7 +121,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * Throws ERR_INVALID_ARG_VALUE if `transport` ever carried a channel: two
    * would split its bytes and events.
    */
-  constructor(transport: UnixSocket | Duplex, options?: FrameLimits) {
+  constructor(transport: UnixSocket | Duplex, options?: FrameLimits | null) {
     super();
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');

@@ -57,7 +57,7 @@ export class FrameDecoder {
    * owner of many decoders can pass one shared function rather than a
    * closure for each.
    */
-  constructor(onFrame: FrameHandler, limits?: FrameLimits, thisArg?: unknown) {
+  constructor(onFrame: FrameHandler, limits?: FrameLimits | null, thisArg?: unknown) {
     this.#onFrame = onFrame;
     this.#thisArg = thisArg ?? this;
     this.limits = resolveLimits(limits);

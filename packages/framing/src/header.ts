@@ -39,7 +39,10 @@ let lastResolved: ResolvedLimits = Object.freeze({
   maxBuffered: DEFAULT_MAX_FRAME_SIZE + HEADER_SIZE,
 });
 
-export function resolveLimits(limits: FrameLimits = {}): ResolvedLimits {
+export function resolveLimits(given?: FrameLimits | null): ResolvedLimits {
+  // (null is no limits given, as undefined is; a number or a string is a mistake.)
+  if (given !== undefined && given !== null && typeof given !== 'object') throw invalidArg('limits', `must be an object; received ${typeof given}`);
+  const limits = given ?? {};
   const maxFrameSize = checkCount('maxFrameSize', limits.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, MAX_PAYLOAD_LENGTH);
   const maxFds = checkCount('maxFds', limits.maxFds ?? MAX_FDS_PER_FRAME, MAX_FDS_PER_FRAME);
   const maxBuffered = checkCount('maxBuffered', limits.maxBuffered ?? maxFrameSize + HEADER_SIZE, Number.MAX_SAFE_INTEGER);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FRAME_VERSION, FrameDecoder, FramingError, HEADER_SIZE, encodeHeader } from '../src/index.js';
+import { FRAME_VERSION, FrameDecoder, FramingError, HEADER_SIZE, encodeHeader, resolveLimits } from '../src/index.js';
 import { codeOf, frameBytes, rawHeader, recordingDecoder } from './helpers.js';
 
 describe('encodeHeader', () => {
@@ -22,6 +22,9 @@ describe('FrameDecoder limits', () => {
   it('validates its options', () => {
     expect(codeOf(() => new FrameDecoder(() => {}, { maxFds: 254 }))).toBe('ERR_INVALID_ARG_VALUE');
     expect(codeOf(() => new FrameDecoder(() => {}, { maxFrameSize: -1 }))).toBe('ERR_INVALID_ARG_VALUE');
+    for (const bad of [5, 'x', true]) expect(codeOf(() => resolveLimits(bad as never)), String(bad)).toBe('ERR_INVALID_ARG_VALUE');
+    expect(resolveLimits(null)).toEqual(resolveLimits());
+    expect(new FrameDecoder(() => {}, null as never).limits).toEqual(resolveLimits());
     expect(new FrameDecoder(() => {}).limits).toEqual({ maxFrameSize: 16 * 1024 * 1024, maxFds: 253, maxBuffered: 16 * 1024 * 1024 + 8 });
   });
 });
