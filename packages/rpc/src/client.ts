@@ -19,6 +19,7 @@ import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
 import { type Callee, callRemote, notAMethod, notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
+import { checkConnectionOptions } from './server-options.js';
 
 const debug = debuglog('afunix');
 
@@ -188,11 +189,8 @@ class ClientCore<C extends Contract> implements Callee {
   #delay = 0;
   #upSince = 0;
 
-  constructor(target: Target, options: ClientOptions<C>) {
-    checkMaxMessageSize(options.maxMessageSize);
-    const badTime = badTimeout('timeout', options.timeout);
-    if (badTime) throw badTime;
-    checkReconnect(options.reconnect);
+  constructor(target: Target, given: ClientOptions<C> | null | undefined) {
+    const options = checkClientOptions(given);
     this.#target = target;
     this.#options = options;
   }
@@ -348,6 +346,27 @@ class ClientCore<C extends Contract> implements Callee {
   }
 }
 
+/**
+ * The options, checked (ERR_INVALID_ARG_VALUE naming the first that cannot
+ * work), with those given as null left out, as undefined ones are.
+ */
+function checkClientOptions<C extends Contract>(given: ClientOptions<C> | null | undefined): ClientOptions<C> {
+  if (given === undefined || given === null) return {};
+  if (typeof given !== 'object') throw invalidArgValue('options', `must be an object; received ${shownValue(given)}`);
+  const options = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== null)) as ClientOptions<C>;
+  const { service, expose } = options as { service?: unknown; expose?: unknown };
+  if (service !== undefined && (typeof service !== 'string' || service === '')) {
+    throw invalidArgValue('service', `must be a non-empty string; received ${shownValue(service)}`);
+  }
+  if (expose !== undefined && typeof expose !== 'object') throw invalidArgValue('expose', `must be an object of functions; received ${shownValue(expose)}`);
+  checkMaxMessageSize(options.maxMessageSize);
+  const badTime = badTimeout('timeout', options.timeout);
+  if (badTime) throw badTime;
+  checkReconnect(options.reconnect);
+  checkConnectionOptions(options as Parameters<typeof checkConnectionOptions>[0]);
+  return options;
+}
+
 function checkReconnect(reconnect: ClientOptions<Contract>['reconnect'] | null): void {
   if (reconnect === undefined || reconnect === null || typeof reconnect === 'boolean') return;
   if (typeof reconnect !== 'object') {
@@ -404,7 +423,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
  * Connects to an afunix server at an address (path or '@abstract'), or over
  * an already-connected UnixSocket or any Duplex, and returns a typed client.
  */
-export async function connect<C extends Contract>(target: Target, options: ClientOptions<C> = {}): Promise<RpcClient<C>> {
+export async function connect<C extends Contract>(target: Target, options?: ClientOptions<C> | null): Promise<RpcClient<C>> {
   const core = new ClientCore<C>(target, options);
   await core.open();
   return clientProxy(core);

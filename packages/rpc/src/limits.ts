@@ -1,17 +1,21 @@
 // How large a message may be, each way. On a stream only the frame limit
 // counts; on seqpacket a message is one packet, and a packet cannot be
 // larger than the sender's send buffer or the receiver's maxMessageSize.
-import { type FramedChannel, HEADER_SIZE } from '@afunix/framing';
+import { type FramedChannel, HEADER_SIZE, MAX_PAYLOAD_LENGTH } from '@afunix/framing';
 import { UnixSocket } from '@afunix/transport';
-import { invalidArgValue } from './errors.js';
+import { invalidArgValue, shownValue } from './errors.js';
 import { MIN_MAX_MESSAGE_SIZE } from './protocol.js';
 
 /**
  * Refuses a maxMessageSize option below the protocol's minimum at once:
  * every handshake would be refused for it (MESSAGE_SIZE_TOO_SMALL).
  */
-export function checkMaxMessageSize(value: number | undefined): void {
-  if (value === undefined || value >= MIN_MAX_MESSAGE_SIZE) return;
+export function checkMaxMessageSize(value: unknown): void {
+  if (value === undefined || value === null) return;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value > MAX_PAYLOAD_LENGTH) {
+    throw invalidArgValue('maxMessageSize', `must be a whole number of bytes, at most ${MAX_PAYLOAD_LENGTH} (a frame's limit); received ${shownValue(value)}`);
+  }
+  if (value >= MIN_MAX_MESSAGE_SIZE) return;
   throw invalidArgValue('maxMessageSize', `must be at least ${MIN_MAX_MESSAGE_SIZE} bytes (the protocol's minimum), received ${String(value)}`);
 }
 

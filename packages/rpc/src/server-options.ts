@@ -3,6 +3,7 @@
 // silently gone, every call failing with INTERNAL).
 import { badTimeout } from './deadlines.js';
 import { invalidArgValue, shownValue } from './errors.js';
+import { checkMaxMessageSize } from './limits.js';
 import type { PeerPolicy } from './policy.js';
 
 /** The options as they arrive from JavaScript, types unchecked. */
@@ -24,6 +25,7 @@ interface UncheckedOptions {
 export function checkServerOptions(options: UncheckedOptions): void {
   if (typeof options !== 'object' || options === null) throw invalidArgValue('options', `must be an object; received ${shownValue(options)}`);
   const { service, version, handlers, schemas, exposeStack, maxInFlight, maxOutboundBytes, intercept, events } = options;
+  checkMaxMessageSize((options as { maxMessageSize?: unknown }).maxMessageSize);
   if (typeof service !== 'string' || service === '') throw invalidArgValue('service', `must be a non-empty string; received ${shownValue(service)}`);
   // (null, as a config file gives it, is an option left out, as undefined is.)
   if (version != null && typeof version !== 'string') throw invalidArgValue('version', `must be a string; received ${shownValue(version)}`);
@@ -32,6 +34,17 @@ export function checkServerOptions(options: UncheckedOptions): void {
   if (!isPolicy(options.allow)) {
     throw invalidArgValue('allow', `must be 'any', 'same-user', 'root', { uids, gids } or a function; received ${shownValue(options.allow)}`);
   }
+  checkConnectionOptions({ exposeStack, maxInFlight, maxOutboundBytes, intercept });
+  const badTime = badTimeout('handshakeTimeout', options.handshakeTimeout);
+  if (badTime) throw badTime;
+  if (events != null && !(Array.isArray(events) && events.every((name) => typeof name === 'string'))) {
+    throw invalidArgValue('events', 'must be an array of event names');
+  }
+}
+
+/** What a connection of either side takes (a server's, and a client's for the calls it serves). */
+export function checkConnectionOptions(options: Pick<UncheckedOptions, 'exposeStack' | 'maxInFlight' | 'maxOutboundBytes' | 'intercept'>): void {
+  const { exposeStack, maxInFlight, maxOutboundBytes, intercept } = options;
   if (exposeStack != null && typeof exposeStack !== 'boolean') throw invalidArgValue('exposeStack', `must be a boolean; received ${shownValue(exposeStack)}`);
   if (maxInFlight != null && !((Number.isInteger(maxInFlight) || maxInFlight === Infinity) && (maxInFlight as number) >= 1)) {
     throw invalidArgValue('maxInFlight', `must be a whole number of calls, at least 1 (Infinity: no limit); received ${shownValue(maxInFlight)}`);
@@ -40,11 +53,6 @@ export function checkServerOptions(options: UncheckedOptions): void {
     throw invalidArgValue('maxOutboundBytes', `must be a number of bytes, at least 1 (Infinity: no cap); received ${shownValue(maxOutboundBytes)}`);
   }
   if (intercept != null && typeof intercept !== 'function') throw invalidArgValue('intercept', `must be a function; received ${shownValue(intercept)}`);
-  const badTime = badTimeout('handshakeTimeout', options.handshakeTimeout);
-  if (badTime) throw badTime;
-  if (events != null && !(Array.isArray(events) && events.every((name) => typeof name === 'string'))) {
-    throw invalidArgValue('events', 'must be an array of event names');
-  }
 }
 
 // (Its other own fields are its data, which handlers reach through `this`.)

@@ -126,7 +126,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     // Checked here: a bad limit would otherwise fail every connection.
     checkMaxMessageSize(options.maxMessageSize);
     this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
-    this.#hello = { service: this.service, version: options.version, streams: this.#streams, timeout: options.handshakeTimeout };
+    this.#hello = { service: this.service, version: options.version ?? undefined, streams: this.#streams, timeout: options.handshakeTimeout };
     this.#accepted = (hello, channel) => this.#adopt(channel, hello);
     this.#failed = (err, channel) => this.#reportHandshakeError(err, channel);
   }

@@ -42,7 +42,51 @@ describe('server options', () => {
     const handlers = { count: 0, inc(this: { count: number }) { return ++this.count; } };
     expect(() => new RpcServer({ service: 'opts', handlers, maxInFlight: Infinity, version: unset, exposeStack: unset, intercept: unset, schemas: { inc: unset } })).not.toThrow();
     expect(() => new RpcServer({ ...base, version: 3 } as never)).toThrow(/received 3$/);
+    // maxMessageSize is checked as itself (it was reported as 'maxFrameSize').
+    for (const maxMessageSize of ['5000', 5000.5, 2 ** 40, Infinity]) {
+      expect(() => new RpcServer({ ...base, maxMessageSize } as never), String(maxMessageSize)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining("'maxMessageSize'") }),
+      );
+    }
     expect(() => new RpcServer({ ...base, intercept: 'x' } as never)).toThrow(/received a string$/);
+  });
+
+  it('null options are left out, also in the hello (version: null broke every handshake)', async () => {
+    const dir = tempDir();
+    const unset = null as unknown as undefined;
+    const server = new RpcServer({ ...base, version: unset, maxMessageSize: unset, maxInFlight: unset, handshakeTimeout: unset });
+    try {
+      await server.listen(`${dir.dir}/null.sock`);
+      const client = await connect(`${dir.dir}/null.sock`, { service: unset, timeout: unset, maxOutboundBytes: unset, reconnect: unset });
+      expect(client.$server).toMatchObject({ service: base.service });
+      expect(client.$server).not.toHaveProperty('version');
+      await client.$close();
+    } finally {
+      await server.close();
+      dir.cleanup();
+    }
+  });
+
+  it("connect() refuses each of its options that cannot work with ERR_INVALID_ARG_VALUE, naming it, before dialling", async () => {
+    const bad: Array<[string, unknown]> = [
+      ['options', 'fast'],
+      ['service', { service: 5 }],
+      ['service', { service: '' }],
+      ['expose', { expose: 'x' }],
+      ['maxMessageSize', { maxMessageSize: '5000' }],
+      ['maxOutboundBytes', { maxOutboundBytes: 'x' }],
+      ['maxOutboundBytes', { maxOutboundBytes: 0 }],
+      ['maxInFlight', { maxInFlight: 0 }],
+      ['exposeStack', { exposeStack: 'yes' }],
+      ['intercept', { intercept: 1 }],
+    ];
+    for (const [name, options] of bad) {
+      // (No server at that path: a check made after dialling would fail with ENOENT.)
+      await expect(connect('/nonexistent/afunix.sock', options as never), JSON.stringify(options)).rejects.toMatchObject({
+        code: 'ERR_INVALID_ARG_VALUE',
+        message: expect.stringContaining(`'${name}'`),
+      });
+    }
   });
 
   it('close({ timeout }): a bad one is refused; Infinity waits for the calls in flight however long', async () => {
