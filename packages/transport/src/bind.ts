@@ -4,7 +4,7 @@ import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type S
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
 import { lockPathOf, withBindLock } from './bind-lock.js';
-import { afunixError, check, invalidArg, uv } from './errors.js';
+import { afunixError, check, errnoName, invalidArg, uv } from './errors.js';
 import { lstatOrNull, sameInode } from './file-identity.js';
 import { Kind, type NativeBinding, native } from './native.js';
 
@@ -16,12 +16,16 @@ export interface BoundName {
 }
 
 // A socket file nobody listens on answers ECONNREFUSED: that one is stale.
-function isStale(n: NativeBinding, kind: number, bytes: Buffer): boolean {
+// Returns null for stale, else why the file is not taken for stale.
+function notStale(n: NativeBinding, kind: number, bytes: Buffer): string | null {
   const probe = n.socket(kind);
-  if (probe < 0) return false;
+  if (probe < 0) return 'it could not be probed';
   const r = n.connect(probe, bytes);
   n.close(probe);
-  return r === uv.ECONNREFUSED;
+  if (r === uv.ECONNREFUSED) return null;
+  // (EACCES: a file of another user that this one may not connect to.)
+  if (r === uv.EPROTOTYPE) return 'a server of another socket type is listening there';
+  return r === 0 || r === uv.EAGAIN || r === n.EINPROGRESS ? 'a server is listening there' : `it could not be probed: connect gave ${errnoName(r)}; it was left alone`;
 }
 
 function addressInUse(address: string, why: string) {
@@ -96,7 +100,8 @@ function bindPath(n: NativeBinding, fd: number, kind: number, address: string, b
   if (r === uv.EADDRINUSE) {
     const st = lstatOrNull(address);
     if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
-    if (st && !isStale(n, kind, bytes)) throw addressInUse(address, 'a server is listening there');
+    const why = st ? notStale(n, kind, bytes) : null;
+    if (why) throw addressInUse(address, why);
     // Another server is binding here, its lock held: the stale file is its
     // to replace (only a free path was worth trying).
     if (heldBy) throw serverStarting(address, `another server is binding there: it holds ${heldBy}`);

@@ -1,7 +1,7 @@
 // Creating connected sockets: connect(), socketPair(), fromFd().
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeAddress } from './address.js';
-import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
+import { abortError, afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { fallbackConnect } from './fallback.js';
 import { checkFdArg } from './fds.js';
 import { Kind, type NativeBinding, type SocketType, native } from './native.js';
@@ -43,7 +43,7 @@ export async function connect(address: string, given?: ConnectOptions | null): P
   const deadline = Date.now() + (options.timeout ?? 10_000);
   let delay = 1;
   for (;;) {
-    options.signal?.throwIfAborted();
+    if (options.signal?.aborted) throw abortError(options.signal.reason);
     const fd = check(n.socket(Kind[type]), 'socket');
     const r = n.connect(fd, bytes);
     if (r === 0) return socketOwning(fd, type, options);
@@ -56,7 +56,9 @@ export async function connect(address: string, given?: ConnectOptions | null): P
         address,
       });
     }
-    await sleep(delay, undefined, { signal: options.signal });
+    await sleep(delay, undefined, { signal: options.signal }).catch((err: unknown) => {
+      throw options.signal?.aborted ? abortError(options.signal.reason) : err;
+    });
     delay = Math.min(delay * 2, 50);
   }
 }

@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import { decodeAddress, encodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
-import { afunixError, check, systemError, unsupported, uv } from './errors.js';
+import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { checkDatagramOptions, optionsObject } from './options.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
@@ -75,6 +75,21 @@ export class UnixDatagram extends EventEmitter {
     this.#handle.readStart();
   }
 
+  #queued(data: Uint8Array | readonly Uint8Array[], given: SendOptions | null | undefined): QueuedSend {
+    if (!this.#handle) throw afunixError('ERR_SOCKET_CLOSED', 'the datagram socket is closed');
+    const options = optionsObject(given);
+    const pieces = Array.isArray(data) ? [...(data as readonly Uint8Array[])] : [data as Uint8Array];
+    if (!pieces.every((p) => p instanceof Uint8Array)) throw invalidArg('data', 'must be a Uint8Array or an array of them');
+    return {
+      data: pieces,
+      fds: toFds(options.fds),
+      to: options.address == null ? null : encodeAddress(options.address, 'sendmsg'),
+      address: options.address ?? undefined,
+      resolve: () => {},
+      reject: () => {},
+    };
+  }
+
   /** Binds a name (a path, '@name', or none for an autobound abstract name). */
   bind(address?: string, options: { mode?: number } = {}): this {
     this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, options.mode);
@@ -94,16 +109,14 @@ export class UnixDatagram extends EventEmitter {
   }
 
   /** Sends one datagram. Resolves once the kernel took it. */
-  send(data: Uint8Array | readonly Uint8Array[], options: SendOptions = {}): Promise<void> {
-    if (!this.#handle) return Promise.reject(afunixError('ERR_SOCKET_CLOSED', 'the datagram socket is closed'));
-    const item: QueuedSend = {
-      data: Array.isArray(data) ? [...(data as readonly Uint8Array[])] : [data as Uint8Array],
-      fds: toFds(options.fds),
-      to: options.address === undefined ? null : encodeAddress(options.address, 'sendmsg'),
-      address: options.address,
-      resolve: () => {},
-      reject: () => {},
-    };
+  send(data: Uint8Array | readonly Uint8Array[], options?: SendOptions | null): Promise<void> {
+    let item: QueuedSend;
+    try {
+      item = this.#queued(data, options);
+    } catch (err) {
+      // (A promise-returning call fails through its promise, never by throwing.)
+      return Promise.reject(err);
+    }
     const done = new Promise<void>((resolve, reject) => {
       item.resolve = resolve;
       item.reject = reject;

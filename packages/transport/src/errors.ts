@@ -18,7 +18,7 @@ export function afunixError(code: string, message: string, extra?: Record<string
   return err;
 }
 
-function errnoName(status: number): string {
+export function errnoName(status: number): string {
   if (native && status === native.SocketHandle.ERR_CTRUNC) return 'ERR_SOCKET_CTRUNC';
   try {
     return getSystemErrorName(status);
@@ -52,6 +52,14 @@ export function unsupported(feature: string, detail?: string): AfunixError {
     `${feature} is not available here${detail ? `: ${detail}` : ''}`,
     { feature },
   );
+}
+
+/** What an operation given up on through its AbortSignal fails with, as Node's own do. */
+export function abortError(reason: unknown): AfunixError {
+  const err = afunixError('ABORT_ERR', 'The operation was aborted');
+  err.name = 'AbortError';
+  (err as Error).cause = reason;
+  return err;
 }
 
 export function invalidArg(name: string, message: string): AfunixError {

@@ -113,8 +113,9 @@ export class UnixSocket extends Duplex {
    * null for a stream, which has no such limit.
    */
   messageLimits(): { send: number; receive: number } | null {
+    const fd = this.#openFd(); // (ERR_SOCKET_CLOSED once destroyed, whatever the type)
     if (this.type !== 'seqpacket') return null;
-    const sndbuf = check(native!.getBufferSize(this.#openFd(), true), 'getsockopt');
+    const sndbuf = check(native!.getBufferSize(fd, true), 'getsockopt');
     // Linux refuses a datagram longer than the send buffer less 32 bytes.
     return { send: Math.max(0, sndbuf - 32), receive: this.#maxMessage };
   }

@@ -194,6 +194,23 @@ describe('the lock beside a socket path', () => {
     expect(lstatSync(join(dir.path, 'otherUser.sock.afunix.lock')).uid).toBe(65534);
   });
 
+  it("a socket file that cannot be probed (another user's, connect() EACCES) is left alone, and the error says so", async () => {
+    const path = join(dir.path, 'unprobed.sock');
+    await staleFiles(path);
+    const n = native as unknown as { connect: (fd: number, address: Uint8Array) => number };
+    const realConnect = n.connect;
+    n.connect = () => uv.EACCES!;
+    try {
+      await expect(server().listen(path)).rejects.toMatchObject({
+        code: 'EADDRINUSE',
+        message: expect.stringContaining('it could not be probed: connect gave EACCES; it was left alone'),
+      });
+    } finally {
+      n.connect = realConnect;
+    }
+    expect(lstatSync(path).isSocket()).toBe(true);
+  });
+
   it('where flock() fails (NFS without lockd, say), binds without a lock and leaves no lock file behind', async () => {
     const n = native as unknown as { tryLock: (fd: number) => number };
     const realTryLock = n.tryLock;

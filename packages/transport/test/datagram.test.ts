@@ -320,4 +320,24 @@ describe('datagram options', () => {
     expect(readdirSync('/proc/self/fd').length).toBe(before + 1);
     return d.close();
   });
+
+  it('send() fails through its promise, never by throwing: bad data, address or fds', async () => {
+    const d = createDatagram();
+    try {
+      const attempts: Array<[string, () => Promise<void>]> = [
+        ['data', () => d.send('text' as never, { address: '@afunix-test-nobody' })],
+        ['address', () => d.send(Buffer.from('x'), { address: 5 as never })],
+        ['address', () => d.send(Buffer.from('x'), { address: `/${'x'.repeat(200)}` })],
+        ['fds', () => d.send(Buffer.from('x'), { address: '@afunix-test-nobody', fds: [-1] })],
+      ];
+      for (const [what, attempt] of attempts) {
+        let sent: Promise<void> | undefined;
+        expect(() => (sent = attempt()), what).not.toThrow();
+        await expect(sent, what).rejects.toHaveProperty('code');
+      }
+      await expect(d.send('text' as never, { address: '@x' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    } finally {
+      await d.close();
+    }
+  });
 });

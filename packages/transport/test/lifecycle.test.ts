@@ -236,6 +236,8 @@ describe('when a socket goes away', () => {
       await expect(connect(join(dir.path, 'opt.sock'), options), JSON.stringify(options)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     }
     expect(() => createServer({ backlog: -1 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    // A signal already aborted: ABORT_ERR, as Node's own APIs say it (not a DOMException's code 20).
+    await expect(connect(join(dir.path, 'opt.sock'), { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(() => createServer('x' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     // null is an option left out, as undefined is.
     const pair = socketPair('stream', null);
@@ -262,6 +264,12 @@ describe('when a socket goes away', () => {
       await other.close();
     }
     expect(other.address()).toBe('');
+    // A stream socket too: its messageLimits() (null while open) says it is closed.
+    const [c, d] = socketPair('stream');
+    sockets.push(d);
+    expect(c.messageLimits()).toBeNull();
+    c.destroy();
+    expect(() => c.messageLimits()).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
   });
 
   it('fromFd() and listenFd() refuse an fd a socket of this process owns with EEXIST, and the owner keeps it', async () => {
