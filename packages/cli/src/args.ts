@@ -29,7 +29,7 @@ export function parseCommand(command: string, argv: string[], options: Options):
   try {
     parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
   } catch (err) {
-    throw usageError(`${(err as Error).message.split('\n')[0]} (see afunix ${command} --help)`);
+    throw usageError(`${parseArgsProblem(err as Error)} (see afunix ${command} --help)`);
   }
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, help: values.help === true };
@@ -61,4 +61,14 @@ export function timeoutFrom(values: Values): number | undefined {
 export function printHelp(text: string): number {
   process.stdout.write(text);
   return Exit.OK;
+}
+
+// node:util's parseArgs explains on several lines (the hint in the last),
+// and its unknown-option hint leaves a quote open: one line of our own.
+function parseArgsProblem(err: Error & { code?: string }): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(err.message);
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+    return `unknown option ${unknown[1]} (an argument that starts with '-' goes after --, as in -- ${unknown[1]})`;
+  }
+  return err.message.split('\n').join(' ');
 }

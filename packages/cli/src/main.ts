@@ -41,7 +41,11 @@ function version(): string {
 
 async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') return printHelp(overview());
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    // afunix help call, as git help commit: that command's help.
+    const asked = commands.find((c) => c.name === rest[0]);
+    return printHelp(asked ? asked.help : overview());
+  }
   if (name === '--version' || name === '-V') return printHelp(version());
   const command = commands.find((c) => c.name === name);
   if (!command) throw usageError(`unknown command ${JSON.stringify(name)} (commands: ${commands.map((c) => c.name).join(', ')})`);

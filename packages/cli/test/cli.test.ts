@@ -33,9 +33,11 @@ describe('help and usage', () => {
     expect(overview.code).toBe(0);
     for (const name of ['info', 'methods', 'call', 'watch', 'ls']) expect(overview.stdout).toContain(`  ${name} `);
     for (const name of ['info', 'methods', 'call', 'watch', 'ls']) {
-      const r = await afunix([name, '--help']);
-      expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(new RegExp(`^Usage: afunix ${name} `));
+      for (const args of [[name, '--help'], ['help', name], ['--help', name]]) {
+        const r = await afunix(args);
+        expect(r.code, args.join(' ')).toBe(0);
+        expect(r.stdout, args.join(' ')).toMatch(new RegExp(`^Usage: afunix ${name} `));
+      }
     }
   });
 
@@ -51,7 +53,8 @@ describe('help and usage', () => {
     [['info'], /afunix info needs <socket>/],
     [['call', sock], /afunix call needs <method>/],
     [['watch', sock], /afunix watch needs <event>/],
-    [['info', sock, '--bogus'], /Unknown option '--bogus'.*see afunix info --help/],
+    [['info', sock, '--bogus'], /^afunix: unknown option --bogus \(an argument that starts with '-' goes after --, as in -- --bogus\) \(see afunix info --help\)/],
+    [['call', sock, 'neg', '--timeout', '-5'], /argument is ambiguous\. .*use '--timeout=-XYZ'\. \(see afunix call --help\)/],
     [['info', sock, '--timeout', 'soon'], /--timeout needs a positive number of milliseconds/],
     [['call', sock, 'greet', 'world'], /argument 1 is not JSON: world \(a string needs JSON quotes: '"world"'\)/],
     [['call', sock, 'readFd', '"$fd1"', '--fd', '/dev/null'], /\$fd1 names --fd number 1, but 1 --fd option\(s\) were given/],
