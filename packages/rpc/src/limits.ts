@@ -21,7 +21,9 @@ export function checkMaxMessageSize(value: unknown): void {
 
 function packetLimits(channel: FramedChannel): { send: number; receive: number } | null {
   const t = channel.transport;
-  return t instanceof UnixSocket ? t.messageLimits() : null;
+  // (A destroyed socket has no limits to ask for: the handshake on it fails
+  // with CONNECTION_CLOSED, as it should, rather than here.)
+  return t instanceof UnixSocket && !t.destroyed ? t.messageLimits() : null;
 }
 
 /** What this side announces in its hello: the largest payload it accepts. */
