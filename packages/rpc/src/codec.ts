@@ -104,23 +104,8 @@ addExtension({
   unpack: (payload: Buffer) => later(new Set(), payload),
 });
 
-// Errors inside errors (in `data`) are each packed on their own, their walk
-// starting again at depth 0, so prepare()'s depth limit does not see a
-// cycle through them (e.data = { me: e }): the stack overflowed instead, a
-// RangeError without a code. Counted here, with room for any real nesting.
-const MAX_ERROR_NESTING = 32;
-let errorNesting = 0;
-
 function packError(err: Error): Buffer {
-  if (errorNesting >= MAX_ERROR_NESTING) {
-    throw rpcError(RpcCode.ENCODE_ERROR, `cannot send errors nested in errors' data deeper than ${MAX_ERROR_NESTING} levels (a cycle?)`);
-  }
-  errorNesting++;
-  try {
-    return packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error'));
-  } finally {
-    errorNesting--;
-  }
+  return packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error'));
 }
 
 addExtension({
@@ -208,12 +193,25 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
     return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers };
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
-    throw err;
+    throw encodeFailure(err);
   } finally {
     outgoingFds = null;
     outgoingTransfers = null;
     sendStacks = false;
   }
+}
+
+// Each error inside a value is packed on its own (a nested pack), its walk
+// starting again at depth 0, so prepare()'s depth limit does not see a
+// cycle through errors (e.data = { me: e }) or a value that nests deep
+// through them: the stack overflows instead. That, and msgpackr's own
+// RangeErrors, are the value failing to encode, with a code to say so.
+function encodeFailure(err: unknown): unknown {
+  if (!(err instanceof RangeError)) return err;
+  return new RpcError(`cannot encode the value: ${err.message} (nested too deep through errors, or a cycle through an error's data?)`, {
+    code: RpcCode.ENCODE_ERROR,
+    cause: err,
+  });
 }
 
 export interface Decoded {

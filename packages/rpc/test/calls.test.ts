@@ -196,7 +196,13 @@ describe('values survive the trip', () => {
     // A cycle through an error's data: each error is packed on its own.
     const looped = Object.assign(new Error('loop'), { data: {} as Record<string, unknown> });
     looped.data.me = looped;
-    await expect(client.echo(looped)).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR, message: expect.stringContaining('(a cycle?)') });
+    await expect(client.echo(looped)).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR, message: expect.stringContaining("a cycle through an error's data") });
+    // ... also with many objects between the error and itself.
+    const far = Object.assign(new Error('far'), { data: {} as Record<string, unknown> });
+    let inside = far.data;
+    for (let i = 0; i < 60; i++) inside = (inside.x = {}) as Record<string, unknown>;
+    inside.me = far;
+    await expect(client.echo(far)).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR });
     // The same in an event, which no caller waits for: $emit() throws it.
     expect(() => client.$emit('progress', looped as never)).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR }));
     // The connection is unharmed, and an error in an error still travels.
