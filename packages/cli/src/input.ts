@@ -142,14 +142,19 @@ function openReadOnly(path: string): Promise<number> {
  * Lets an open() of a FIFO that was given up on return: it waits for a
  * writer on a libuv thread, and a process cannot exit while one of those is
  * stuck (exit joins them). Opening the writing end, without waiting, is
- * that writer; closed at once, it writes nothing.
+ * that writer; closed at once, it writes nothing. Returns false if a FIFO
+ * could not be opened for writing (this user may read it, not write it):
+ * its open() stays stuck.
  */
-export function releaseFifoOpens(paths: readonly string[]): void {
+export function releaseFifoOpens(paths: readonly string[]): boolean {
+  let released = true;
   for (const path of paths) {
     try {
       if (statSync(path).isFIFO()) closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
-    } catch {
-      // No reader waiting there (ENXIO), or no FIFO after all.
+    } catch (err) {
+      // ENXIO: no reader waits there (nothing of ours is stuck on it).
+      if (codeOf(err) !== 'ENXIO' && codeOf(err) !== 'ENOENT') released = false;
     }
   }
+  return released;
 }

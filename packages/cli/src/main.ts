@@ -8,6 +8,7 @@ import { ls } from './commands/ls.js';
 import { methods } from './commands/methods.js';
 import { watch } from './commands/watch.js';
 import { CliError, Exit, codeOf, formatFailure, messageOf, usageError } from './errors.js';
+import { abandonedAny, endIfStuck } from './waiting.js';
 
 const commands: readonly Command[] = [info, methods, call, watch, ls];
 
@@ -76,6 +77,9 @@ async function main(): Promise<void> {
     status = err instanceof CliError ? err.exitCode : Exit.INTERNAL;
   }
   process.exitCode = status;
+  // (stderr is written synchronously: the failure line is out by now.)
+  if (endIfStuck()) return;
+  if (abandonedAny()) process.exit(status);
   setTimeout(() => process.exit(status), EXIT_GRACE_MS).unref();
 }
 

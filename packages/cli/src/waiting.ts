@@ -8,6 +8,15 @@ export const TIMED_OUT = Symbol('timed out');
 // setTimeout's largest delay (a longer one fires at once).
 const MAX_DELAY = 2 ** 31 - 1;
 
+// Work given up on still holds the event loop (a connect waiting for its
+// hello, an open on a libuv thread): the CLI exits at once, not after it.
+let abandonedWork = false;
+
+/** Whether work was given up on (main then exits without waiting for the loop to drain). */
+export function abandonedAny(): boolean {
+  return abandonedWork;
+}
+
 export function untilInterrupted<T>(
   work: Promise<T>,
   timeout: number | undefined,
@@ -22,7 +31,10 @@ export function untilInterrupted<T>(
       done();
       resolve(why);
     };
-    const onSignal = () => stop(INTERRUPTED);
+    const onSignal = () => {
+      abandonedWork = true;
+      stop(INTERRUPTED);
+    };
     const done = () => {
       clearTimeout(timer);
       process.off('SIGINT', onSignal);
@@ -30,7 +42,12 @@ export function untilInterrupted<T>(
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    if (timeout !== undefined && timeout < MAX_DELAY) timer = setTimeout(() => stop(TIMED_OUT), timeout);
+    if (timeout !== undefined && timeout < MAX_DELAY) {
+      timer = setTimeout(() => {
+        abandonedWork = true;
+        stop(TIMED_OUT);
+      }, timeout);
+    }
     work.then(
       (value) => {
         if (settled) return dispose(value);
@@ -46,4 +63,21 @@ export function untilInterrupted<T>(
       },
     );
   });
+}
+
+// A wait the CLI gave up on but could not call off: exit() would wait for
+// its thread for ever. The CLI then ends by a signal of its own instead.
+let stuck: 'SIGINT' | 'SIGTERM' | null = null;
+
+/** The CLI stops waiting for work it cannot call off; `signal` is what it will end by. */
+export function abandonStuck(signal: 'SIGINT' | 'SIGTERM'): void {
+  stuck = signal;
+}
+
+/** Ends the process at once by the signal given to abandonStuck(), if any; false if there is none. */
+export function endIfStuck(): boolean {
+  if (!stuck) return false;
+  process.removeAllListeners(stuck);
+  process.kill(process.pid, stuck);
+  return true;
 }

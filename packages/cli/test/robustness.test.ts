@@ -3,12 +3,12 @@
 // and error lines that were not one line. Real CLI processes, real sockets.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { chmodSync, closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, Fixtures, afunix, cliMain, oneLineError, outcomeOf, requireBuiltCli, spawnCli, tempDir } from './helpers.js';
+import { type Fixture, Fixtures, NOBODY, afunix, cliMain, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 const sock = join(tmp.dir, 'fixture.sock');
@@ -158,7 +158,11 @@ describe("a peer's text cannot drive the terminal", () => {
     const dir = tempDir();
     try {
       const evil = join(dir.dir, 'evil.sock');
-      await fixture('service.mjs', evil, JSON.stringify({ service: 'evil\u001b[2J\u001b[31m', version: '1\nalive  /tmp/forged.sock  bank  9.9' }));
+      await fixture(
+        'service.mjs',
+        evil,
+        JSON.stringify({ service: 'evil\u001b[2J\u001b[31m', version: '1\nalive  /tmp/forged.sock  bank  9.9', events: ['tick\u001b[2J', 'x\nafunix: all good'] }),
+      );
       const info = await afunix(['info', evil]);
       expect(info.code).toBe(0);
       expect(info.stdout).not.toMatch(raw);
@@ -176,6 +180,15 @@ describe("a peer's text cannot drive the terminal", () => {
       expect(failed.code).toBe(1);
       expect(failed.stderr).not.toMatch(raw);
       expect(failed.stderr).toContain('bad\\u001b[31mred\\u009b2J [E\\u001b[0m]');
+      // watch warns of an event the server does not name, listing those it does.
+      const watcher = spawnCli(['watch', evil, 'other']);
+      const watching = outcomeOf(watcher, 15_000);
+      await stderrMatching(watcher, /watching other/);
+      watcher.kill('SIGINT');
+      const watched = await watching;
+      expect(watched.code).toBe(0);
+      expect(watched.stderr).not.toMatch(raw);
+      expect(watched.stderr).toContain('(it names: tick\\u001b[2J, x\\nafunix: all good)');
       const printed = await afunix(['call', evil, 'controls']);
       expect(printed.code).toBe(0);
       expect(printed.stdout).not.toMatch(raw);
@@ -233,5 +246,31 @@ describe('interrupted before the call is made', () => {
     const r = await outcome;
     expect({ code: r.code, signal: r.signal }).toEqual({ code: 130, signal: null });
     expect(oneLineError(r.stderr)).toBe('afunix: add was interrupted [INTERRUPTED]');
+  });
+
+  // (Needs root: the CLI runs as another user, who may read the FIFO but not write it.)
+  it.runIf(isRoot)('a FIFO it may read but not write: its open cannot be called off, so the CLI ends by its own signal, at once', async () => {
+    const dir = tempDir();
+    try {
+      chmodSync(dir.dir, 0o755);
+      const fifo = join(dir.dir, 'read-only.fifo');
+      expect(spawnSync('mkfifo', ['-m', '0644', fifo]).status).toBe(0);
+      const asNobody = { uid: NOBODY, gid: NOBODY };
+      const timedOut = await outcomeOf(spawnCli(['call', sock, 'add', '--fd', fifo, '--timeout', '300'], asNobody), 15_000);
+      expect({ code: timedOut.code, signal: timedOut.signal }).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(oneLineError(timedOut.stderr)).toBe(`afunix: cannot open the --fd files within 300 ms (a FIFO waits for a writer): ${fifo} [USAGE]`);
+      const child = spawnCli(['call', sock, 'add', '--fd', fifo], asNobody);
+      const outcome = outcomeOf(child, 15_000);
+      for (let waited = 0; !sleepsIn(child.pid!, 'wait_for_partner'); waited += 20) {
+        if (waited > 10_000) throw new Error('the CLI never waited in open(2) for a writer of the FIFO');
+        await delay(20);
+      }
+      child.kill('SIGINT');
+      const r = await outcome;
+      expect({ code: r.code, signal: r.signal }).toEqual({ code: null, signal: 'SIGINT' }); // 130 to a shell
+      expect(oneLineError(r.stderr)).toBe('afunix: add was interrupted [INTERRUPTED]');
+    } finally {
+      dir.cleanup();
+    }
   });
 });

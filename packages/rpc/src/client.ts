@@ -353,8 +353,13 @@ class ClientCore<C extends Contract> implements Callee {
 function checkClientOptions<C extends Contract>(given: ClientOptions<C> | null | undefined): ClientOptions<C> {
   if (given === undefined || given === null) return {};
   if (typeof given !== 'object') throw invalidArgValue('options', `must be an object; received ${shownValue(given)}`);
-  const options = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== null)) as ClientOptions<C>;
-  const { service, expose } = options as { service?: unknown; expose?: unknown };
+  // (for-in, as reading the object itself would: inherited options count too.)
+  const options: Record<string, unknown> = {};
+  for (const key in given) {
+    const value = (given as Record<string, unknown>)[key];
+    if (value !== null) options[key] = value;
+  }
+  const { service, expose } = options;
   if (service !== undefined && (typeof service !== 'string' || service === '')) {
     throw invalidArgValue('service', `must be a non-empty string; received ${shownValue(service)}`);
   }
@@ -362,9 +367,9 @@ function checkClientOptions<C extends Contract>(given: ClientOptions<C> | null |
   checkMaxMessageSize(options.maxMessageSize);
   const badTime = badTimeout('timeout', options.timeout);
   if (badTime) throw badTime;
-  checkReconnect(options.reconnect);
+  checkReconnect(options.reconnect as ClientOptions<C>['reconnect']);
   checkConnectionOptions(options as Parameters<typeof checkConnectionOptions>[0]);
-  return options;
+  return options as ClientOptions<C>;
 }
 
 function checkReconnect(reconnect: ClientOptions<Contract>['reconnect'] | null): void {

@@ -1,7 +1,7 @@
 // RpcServer: serves a contract on a unix socket (or any Duplex), checks who
 // connects, broadcasts events to subscribers, and shuts down gracefully.
 import { EventEmitter } from 'node:events';
-import type { Duplex } from 'node:stream';
+import { type Duplex, finished } from 'node:stream';
 import { debuglog } from 'node:util';
 import { type FrameLimits, FramedChannel, resolveLimits } from '@afunix/framing';
 import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, createServer as createListener } from '@afunix/transport';
@@ -303,9 +303,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   }
 }
 
+// finished(), not 'close': a Duplex made with emitClose: false never says
+// 'close' (finished() also hears it end both ways, or be destroyed).
 function transportClosed(transport: Duplex): Promise<void> {
   if (transport.closed) return Promise.resolve();
-  return new Promise((resolve) => transport.once('close', () => resolve()));
+  return new Promise((resolve) => finished(transport, () => resolve()));
 }
 
 function serverClosed(): RpcError {

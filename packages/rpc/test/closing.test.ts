@@ -2,6 +2,7 @@
 // reconnect that finishes after $close(), a listener added after close(),
 // a server that drops every connection as soon as it is made.
 import { closeSync, writeSync } from 'node:fs';
+import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { socketPairFds } from '@afunix/transport';
@@ -109,5 +110,33 @@ describe('close() in a process that exits as soon as it resolves', () => {
     expect(small.equals(Buffer.alloc(10, 7))).toBe(true);
     expect(large.equals(Buffer.alloc(4 << 20, 7))).toBe(true);
     expect(await proc.exited()).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('close() over any Duplex', () => {
+  it("settles for a Duplex made with emitClose: false, which never says 'close'", async () => {
+    // Two in-memory ends, each writing into the other's readable side.
+    const ends: Duplex[] = [];
+    const make = (i: number) =>
+      new Duplex({
+        emitClose: false,
+        read() {},
+        write(chunk, _encoding, callback) {
+          ends[1 - i]!.push(chunk);
+          callback();
+        },
+        final(callback) {
+          ends[1 - i]!.push(null);
+          callback();
+        },
+      });
+    ends.push(make(0), make(1));
+    const server = createServer<Adder>({ service: 's', handlers: { add: (a, b) => a + b } });
+    void server.serve(ends[0]!).catch(() => {});
+    const client = await connect<Adder>(ends[1]!, { service: 's' });
+    expect(await client.add(1, 2)).toBe(3);
+    const outcome = await Promise.race([server.close({ timeout: 100 }).then(() => 'closed'), settle(5_000).then(() => 'still pending')]);
+    expect(outcome).toBe('closed');
+    await client.$close();
   });
 });

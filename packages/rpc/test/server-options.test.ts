@@ -61,6 +61,8 @@ describe('server options', () => {
       expect(client.$server).toMatchObject({ service: base.service });
       expect(client.$server).not.toHaveProperty('version');
       await client.$close();
+      // Options inherited by the object given count, as they did.
+      await expect(connect(`${dir.dir}/null.sock`, Object.create({ service: 'another' }))).rejects.toMatchObject({ code: 'SERVICE_MISMATCH' });
     } finally {
       await server.close();
       dir.cleanup();

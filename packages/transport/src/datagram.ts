@@ -91,8 +91,8 @@ export class UnixDatagram extends EventEmitter {
   }
 
   /** Binds a name (a path, '@name', or none for an autobound abstract name). */
-  bind(address?: string, options: { mode?: number } = {}): this {
-    this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, options.mode);
+  bind(address?: string, options?: { mode?: number | null } | null): this {
+    this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, options?.mode ?? undefined);
     return this;
   }
 

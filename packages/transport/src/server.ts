@@ -145,7 +145,7 @@ export class UnixServer extends EventEmitter {
     const listen = () => check(native!.listen(fd, this.#options.backlog ?? 511), 'listen', address);
     for (;;) {
       try {
-        return bindSafely(fd, Kind[this.type], address, this.#options.mode, listen);
+        return bindSafely(fd, Kind[this.type], address, this.#options.mode ?? undefined, listen);
       } catch (err) {
         if (!isStartingThere(err) || Date.now() > giveUp) throw err;
       }

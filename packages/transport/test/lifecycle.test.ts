@@ -239,7 +239,12 @@ describe('when a socket goes away', () => {
     // A signal already aborted: ABORT_ERR, as Node's own APIs say it (not a DOMException's code 20).
     await expect(connect(join(dir.path, 'opt.sock'), { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     expect(() => createServer('x' as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
-    // null is an option left out, as undefined is.
+    // null is an option left out, as undefined is: mode too, on a path and on an abstract name.
+    for (const address of [join(dir.path, 'null-mode.sock'), `@afunix-test-null-mode-${process.pid}`]) {
+      const s = createServer({ mode: null as never });
+      await s.listen(address);
+      await s.close();
+    }
     const pair = socketPair('stream', null);
     const client = await connect(join(dir.path, 'opt.sock'), null);
     await waitFor(() => accepted.length === 1, () => `${accepted.length} accepted`);

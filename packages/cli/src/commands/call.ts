@@ -5,7 +5,7 @@ import { dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
 import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
 import { printLine, printResult, toJson } from '../render.js';
-import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
+import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
 
 const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
 
@@ -145,7 +145,10 @@ export const call: Command = {
     const files = await untilInterrupted(OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {
       abandoned.abort();
-      releaseFifoOpens(paths);
+      // A FIFO this user may read but not write: its open() cannot be
+      // released, and the CLI ends by a signal (SIGINT: interrupted, 130 to
+      // the shell; SIGTERM after --timeout).
+      if (!releaseFifoOpens(paths)) abandonStuck(files === INTERRUPTED ? 'SIGINT' : 'SIGTERM');
     }
     if (files === INTERRUPTED) throw interrupted(method);
     if (files === TIMED_OUT) throw usageError(`cannot open the --fd files within ${timeout} ms (a FIFO waits for a writer): ${paths.join(', ')}`);

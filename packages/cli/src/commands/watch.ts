@@ -1,7 +1,7 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { describeService, dial, hangUp } from '../dial.js';
-import { Exit, connectionError, usageError } from '../errors.js';
+import { Exit, connectionError, oneLine, usageError } from '../errors.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
@@ -45,7 +45,7 @@ function untilEnd(lifecycle: NodeJS.EventEmitter): { ended: Promise<Ending>; dis
 function warnAboutUnknown(events: string[], offered: string[], address: string): void {
   if (offered.length === 0) return; // the service names none: anything may come
   for (const name of events.filter((e) => !offered.includes(e))) {
-    process.stderr.write(`afunix: warning: ${address} does not name an event ${JSON.stringify(name)} (it names: ${offered.join(', ')})\n`);
+    process.stderr.write(`afunix: warning: ${address} does not name an event ${JSON.stringify(name)} (it names: ${offered.map((e) => oneLine(String(e))).join(', ')})\n`);
   }
 }
 
