@@ -209,6 +209,14 @@ describe('interrupted before the call is made', () => {
     }
   }
 
+  // Until a thread of `pid` waits in open(2) for a writer of a FIFO.
+  async function waitsForWriter(pid: number): Promise<void> {
+    for (let waited = 0; !sleepsIn(pid, 'wait_for_partner'); waited += 20) {
+      if (waited > 10_000) throw new Error('the CLI never waited in open(2) for a writer of the FIFO');
+      await delay(20);
+    }
+  }
+
   it('a signal while connecting: call says it was interrupted (130), watch ends as on any signal (0)', async () => {
     const silent = join(tmp.dir, 'silent.sock');
     const server = await fixture('not-afunix.mjs', silent, 'silent');
@@ -237,11 +245,7 @@ describe('interrupted before the call is made', () => {
     expect(oneLineError(timedOut.stderr)).toBe(`afunix: cannot open the --fd files within 300 ms (a FIFO waits for a writer): ${fifo} [USAGE]`);
     const child = spawnCli(['call', sock, 'add', '--fd', fifo]);
     const outcome = outcomeOf(child, 15_000);
-    // Until its open(2) waits for a writer.
-    for (let waited = 0; !sleepsIn(child.pid!, 'wait_for_partner'); waited += 20) {
-      if (waited > 10_000) throw new Error('the CLI never waited in open(2) for a writer of the FIFO');
-      await delay(20);
-    }
+    await waitsForWriter(child.pid!);
     child.kill('SIGINT');
     const r = await outcome;
     expect({ code: r.code, signal: r.signal }).toEqual({ code: 130, signal: null });
@@ -261,10 +265,7 @@ describe('interrupted before the call is made', () => {
       expect(oneLineError(timedOut.stderr)).toBe(`afunix: cannot open the --fd files within 300 ms (a FIFO waits for a writer): ${fifo} [USAGE]`);
       const child = spawnCli(['call', sock, 'add', '--fd', fifo], asNobody);
       const outcome = outcomeOf(child, 15_000);
-      for (let waited = 0; !sleepsIn(child.pid!, 'wait_for_partner'); waited += 20) {
-        if (waited > 10_000) throw new Error('the CLI never waited in open(2) for a writer of the FIFO');
-        await delay(20);
-      }
+      await waitsForWriter(child.pid!);
       child.kill('SIGINT');
       const r = await outcome;
       expect({ code: r.code, signal: r.signal }).toEqual({ code: null, signal: 'SIGINT' }); // 130 to a shell
