@@ -17,8 +17,14 @@ export function abandonedAny(): boolean {
   return abandonedWork;
 }
 
+/**
+ * Runs `start()` and waits for what it returns, unless SIGINT/SIGTERM or
+ * `timeout` come first. The signal handlers are in place before the work
+ * starts: a peer that reacts to it (a server that sees the connection) may
+ * have the CLI signalled at once.
+ */
 export function untilInterrupted<T>(
-  work: Promise<T>,
+  start: () => Promise<T>,
   timeout: number | undefined,
   dispose: (late: T) => void,
 ): Promise<T | typeof INTERRUPTED | typeof TIMED_OUT> {
@@ -47,6 +53,14 @@ export function untilInterrupted<T>(
         abandonedWork = true;
         stop(TIMED_OUT);
       }, timeout);
+    }
+    let work: Promise<T>;
+    try {
+      work = start();
+    } catch (err) {
+      settled = true;
+      done();
+      return reject(err);
     }
     work.then(
       (value) => {

@@ -142,7 +142,7 @@ export const call: Command = {
     const timeout = timeoutFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
     const abandoned = new AbortController();
-    const files = await untilInterrupted(OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
+    const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {
       abandoned.abort();
       // A FIFO this user may read but not write: its open() cannot be
@@ -155,7 +155,7 @@ export const call: Command = {
     try {
       const args = buildArguments(tokens, files.fds);
       // (dial() keeps to the timeout itself.)
-      const dialed = await untilInterrupted(dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+      const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
       if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
       const { client } = dialed;
       try {

@@ -66,7 +66,7 @@ export const watch: Command = {
     const timeout = timeoutFrom(values);
     // (dial() keeps to the timeout itself.) Stopped while connecting: a
     // watch that ends on a signal, as it would a moment later.
-    const dialed = await untilInterrupted(dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+    const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
     if (dialed === INTERRUPTED || dialed === TIMED_OUT) return Exit.OK;
     const { client } = dialed;
     // Listening before anything else, so SIGINT during setup also ends cleanly.
