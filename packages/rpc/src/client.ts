@@ -17,7 +17,7 @@ import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
-import { type Callee, callRemote, notAMethod, notifyProxy, remoteProxy } from './proxy.js';
+import { type Callee, callRemote, notifyProxy, remoteProxy } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
 import { checkConnectionOptions } from './server-options.js';
 
@@ -412,8 +412,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
   };
   return new Proxy(Object.create(null), {
     get(_target, prop) {
-      const not = notAMethod(prop);
-      if (not) return not.value;
+      // (then, toJSON and the like: the remote proxy below answers them.)
       if (typeof prop !== 'string') return undefined;
       if (prop === '$connection') return core.conn;
       if (prop === '$server') return core.server;

@@ -104,16 +104,12 @@ addExtension({
   unpack: (payload: Buffer) => later(new Set(), payload),
 });
 
-function packError(err: Error): Buffer {
-  return packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error'));
-}
-
 addExtension({
   Class: Error,
   type: EXT_ERROR,
   // The record goes through prepare() like any value: Maps in `data` keep
   // their type, and what cannot travel is an ENCODE_ERROR with its path.
-  pack: packError,
+  pack: (err: Error) => packr.pack(prepareNested(errorToRecord(err, sendStacks), 'error')),
   unpack: (payload: Buffer) => later(placeholderError(), payload),
 });
 

@@ -36,19 +36,13 @@ const NOT_METHODS: Record<string, unknown> = {
   toLocaleString: () => '[object RpcRemote]',
 };
 
-/** For a name that is no remote method, `{ value }` to answer with; null for one that is. */
-export function notAMethod(prop: string | symbol): { value: unknown } | null {
-  if (typeof prop !== 'string') return { value: undefined };
-  return Object.hasOwn(NOT_METHODS, prop) ? { value: NOT_METHODS[prop] } : null;
-}
 
 export function remoteProxy(callee: Callee, options?: CallOptions): unknown {
   const methods = new Map<string, (...args: unknown[]) => unknown>();
   return new Proxy(Object.create(null), {
     get(_target, prop) {
-      const not = notAMethod(prop);
-      if (not) return not.value;
       if (typeof prop !== 'string') return undefined;
+      if (Object.hasOwn(NOT_METHODS, prop)) return NOT_METHODS[prop];
       let fn = methods.get(prop);
       if (!fn) {
         fn = (...args: unknown[]) => callRemote(callee, prop, args, options);
@@ -63,9 +57,8 @@ export function remoteProxy(callee: Callee, options?: CallOptions): unknown {
 export function notifyProxy(conn: () => RpcConnection): unknown {
   return new Proxy(Object.create(null), {
     get(_target, prop) {
-      const not = notAMethod(prop);
-      if (not) return not.value;
       if (typeof prop !== 'string') return undefined;
+      if (Object.hasOwn(NOT_METHODS, prop)) return NOT_METHODS[prop];
       return (...args: unknown[]) => conn().notify(prop, args);
     },
   });

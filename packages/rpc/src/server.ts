@@ -15,7 +15,7 @@ import { checkServerOptions } from './server-options.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, refusePending, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
-import { checkMaxMessageSize, sendLimit } from './limits.js';
+import { sendLimit } from './limits.js';
 import { DESCRIBE, describeService } from './describe.js';
 import { type PeerPolicy, checkPeer } from './policy.js';
 import type { Validator } from './validation.js';
@@ -123,8 +123,6 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         this.emit('disconnect', conn, reason);
       },
     };
-    // Checked here: a bad limit would otherwise fail every connection.
-    checkMaxMessageSize(options.maxMessageSize);
     this.#framing = resolveLimits({ maxFrameSize: options.maxMessageSize });
     this.#hello = { service: this.service, version: options.version ?? undefined, streams: this.#streams, timeout: options.handshakeTimeout };
     this.#accepted = (hello, channel) => this.#adopt(channel, hello);
