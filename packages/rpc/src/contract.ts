@@ -52,10 +52,17 @@ export type RemoteMethod<F> = F extends (...args: infer A) => infer R
     : (...args: A) => Promise<Awaited<R>>
   : never;
 
-export type Remote<T> = { readonly [K in keyof Callable<T>]: RemoteMethod<Callable<T>[K]> };
+// Names the proxies answer themselves (proxy.ts), so that `await`,
+// JSON.stringify() and String() of a proxy make no remote call. A contract
+// method of one of these names is not on the typed proxy; it is reached
+// through `$connection.call()`.
+type ProxyOwnName = 'then' | 'toJSON' | 'valueOf' | 'toString' | 'toLocaleString';
+type ProxyMethods<T> = { [K in keyof Callable<T> as K extends ProxyOwnName ? never : K]: Callable<T>[K] };
+
+export type Remote<T> = { readonly [K in keyof ProxyMethods<T>]: RemoteMethod<ProxyMethods<T>[K]> };
 
 /** Fire-and-forget versions of the same methods. */
-export type Notifier<T> = { readonly [K in keyof Callable<T>]: Callable<T>[K] extends (...args: infer A) => unknown ? (...args: A) => void : never };
+export type Notifier<T> = { readonly [K in keyof ProxyMethods<T>]: ProxyMethods<T>[K] extends (...args: infer A) => unknown ? (...args: A) => void : never };
 
 /** How a method looks to its implementer: the same arguments, then the call context. */
 export type HandlerOf<F, Ctx> = F extends (...args: infer A) => infer R

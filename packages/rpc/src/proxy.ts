@@ -31,11 +31,10 @@ export function callRemote(callee: Callee, method: string, args: unknown[], opti
 const NOT_METHODS: Record<string, unknown> = {
   then: undefined, // `await remote` must not call remote.then()
   toJSON: undefined,
-  valueOf: undefined,
+  valueOf: Object.prototype.valueOf, // the proxy itself, as for any object
   toString: () => '[object RpcRemote]',
   toLocaleString: () => '[object RpcRemote]',
 };
-
 
 export function remoteProxy(callee: Callee, options?: CallOptions): unknown {
   const methods = new Map<string, (...args: unknown[]) => unknown>();

@@ -59,6 +59,7 @@ describe('request/response', () => {
     const before = client.$connection!.stats.callsOut;
     expect(JSON.stringify({ client })).toBe('{"client":{}}');
     expect(`${client} ${String(client.$with({ timeout: 5 }))} ${String(client.$notify)}`).toBe('[object RpcRemote] [object RpcRemote] [object RpcRemote]');
+    expect(client.valueOf()).toBe(client);
     expect(client.$connection!.stats.callsOut).toBe(before);
     expect(await client.add(1, 2)).toBe(3);
   });

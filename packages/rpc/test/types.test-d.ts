@@ -18,6 +18,10 @@ interface Calc {
 
 declare const client: RpcClient<Calc>;
 
+interface Serializable {
+  methods: { toJSON(): string; valueOf(): number; then(): void; size(): number };
+}
+
 describe('client types', () => {
   it('infers arguments and results', () => {
     expectTypeOf(client.add).parameters.toEqualTypeOf<[a: number, b: number]>();
@@ -51,6 +55,17 @@ describe('client types', () => {
   it('keeps the $with proxy typed', () => {
     expectTypeOf(client.$with({ timeout: 10 }).add(1, 2)).toEqualTypeOf<Promise<number>>();
     expectTypeOf(client.$notify.add).returns.toEqualTypeOf<void>();
+  });
+
+  it('leaves out the names the proxy answers itself', () => {
+    const s = {} as RpcClient<Serializable>;
+    expectTypeOf(s.size()).toEqualTypeOf<Promise<number>>();
+    // @ts-expect-error: JSON.stringify(client) must not call the server
+    void s.toJSON();
+    // @ts-expect-error: `await client` must not either
+    void s.then();
+    // @ts-expect-error: nor may a notification reach one
+    s.$notify.toJSON();
   });
 });
 
