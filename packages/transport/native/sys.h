@@ -60,6 +60,7 @@ int SysPeerPidfd(int fd);
 int SysSetPassCred(int fd, bool on);
 int SysSocketError(int fd);
 int SysSocketKind(int fd);  // Kind of an inherited fd, or an error
+int SysIsListening(int fd); // 1 if listen() was called on it, 0 if not, or an error
 int SysAdopt(int fd);       // make an inherited fd non-blocking and CLOEXEC
 int SysSetBufferSize(int fd, bool send, int bytes);
 int SysGetBufferSize(int fd, bool send);

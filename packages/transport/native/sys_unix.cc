@@ -329,6 +329,13 @@ int SysSocketKind(int fd) {
   return UV_EPROTOTYPE;
 }
 
+int SysIsListening(int fd) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == -1) return Err();
+  return v != 0 ? 1 : 0;
+}
+
 int SysAdopt(int fd) { return SetFlags(fd); }
 
 int SysSetBufferSize(int fd, bool send, int bytes) {

@@ -369,6 +369,18 @@ int SysSocketKind(int fd) {
   return static_cast<int>(Kind::kStream);
 }
 
+int SysIsListening(int fd) {
+  int r = EnsureWinsock();
+  if (r < 0) return r;
+  BOOL v = FALSE;
+  int len = sizeof(v);
+  if (getsockopt(ToSocket(fd), SOL_SOCKET, SO_ACCEPTCONN, reinterpret_cast<char*>(&v), &len) ==
+      SOCKET_ERROR) {
+    return SockErr();
+  }
+  return v ? 1 : 0;
+}
+
 int SysAdopt(int fd) {
   int r = EnsureWinsock();
   return r < 0 ? r : SetFlags(ToSocket(fd));

@@ -139,9 +139,11 @@ export function socketPairFds(type: ConnectionType = 'stream'): [number, number]
  * and close-on-exec from now. One that a socket of this thread already owns
  * is refused: both would close it, and one would close the other's reuse.
  */
-export function adoptFd(n: NativeBinding, fd: number): void {
-  const r = n.adopt(fd);
+export function adoptFd(n: NativeBinding, fd: number, listener = false): void {
+  const r = n.adopt(fd, listener);
   if (r === uv.EEXIST) throw afunixError('EEXIST', `fd ${fd} already belongs to a socket of this process`, { fd });
+  // (A connected or unbound socket would only fail later, at accept.)
+  if (r === uv.EINVAL && listener) throw afunixError('EINVAL', `fd ${fd} is not a listening socket (listen() was not called on it)`, { fd });
   check(r, 'fcntl');
 }
 

@@ -66,7 +66,8 @@ export interface NativeBinding {
   setPassCred(fd: number, on: boolean): number;
   socketError(fd: number): number;
   socketKind(fd: number): number;
-  adopt(fd: number): number;
+  /** EEXIST if a handle owns it; with `listener`, EINVAL if it does not listen. */
+  adopt(fd: number, listener: boolean): number;
   setBufferSize(fd: number, send: boolean, bytes: number): number;
   getBufferSize(fd: number, send: boolean): number;
   platform: 'unix' | 'win32';

@@ -102,7 +102,7 @@ export class UnixServer extends EventEmitter {
     if (this.#handle || this.#listening || this.#closed) throw afunixError('ERR_SERVER_ALREADY_LISTEN', 'listenFd(): this server already listens, or was closed');
     const kind = check(n.socketKind(fd), 'getsockopt');
     if (kind !== Kind[this.type]) throw afunixError('EPROTOTYPE', `fd ${fd} is not a ${this.type} socket`);
-    adoptFd(n, fd);
+    adoptFd(n, fd, true);
     this.#inheritPassCred(fd);
     this.#start(fd);
     return this;

@@ -340,6 +340,19 @@ describe('when a socket goes away', () => {
     }
   });
 
+  it('listenFd() of a socket that does not listen (a connected one) is EINVAL and takes nothing', () => {
+    const [x, y] = socketPairFds('stream');
+    try {
+      expect(() => createServer().listenFd(x)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringContaining('not a listening socket') }));
+      // x is still nobody's, and still connected to y.
+      const socket = fromFd(x);
+      sockets.push(socket);
+      expect(socket.remoteAddress).toBe('');
+    } finally {
+      closeFd(y);
+    }
+  });
+
   it('a listener that throws on the read carrying the end still sees the socket end and close', async () => {
     const child = nodeChild('throwing_reader.mjs');
     const seen = [];
