@@ -238,14 +238,21 @@ function addressInUse(address: string, why: string): AfunixError {
 }
 
 // A socket file nobody listens on answers ECONNREFUSED: that one is stale.
-function isStale(path: string): Promise<boolean> {
+// Resolves null for stale, else why the file is not taken for stale (as
+// bind.ts's notStale()).
+function notStale(path: string): Promise<string | null> {
   return new Promise((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {
       probe.destroy();
-      resolve(false);
+      resolve('a server is listening there');
     });
-    probe.once('error', (err: AfunixError) => resolve(err.code === 'ECONNREFUSED'));
+    probe.once('error', (err: AfunixError) => {
+      if (err.code === 'ECONNREFUSED') resolve(null);
+      else if (err.code === 'EAGAIN') resolve('a server is listening there'); // its backlog is full
+      else if (err.code === 'EPROTOTYPE') resolve('a server of another socket type is listening there');
+      else resolve(`it could not be probed: connect gave ${err.code ?? err.message}; it was left alone`);
+    });
   });
 }
 
@@ -329,7 +336,8 @@ export class FallbackServer extends EventEmitter {
         if ((err as AfunixError).code !== 'EADDRINUSE' || !hasFile) throw withAddress(err as AfunixError, target, shown(target));
         const st = lstatOrNull(target);
         if (st && !st.isSocket()) throw addressInUse(address, 'the path exists and is not a socket; it was left alone');
-        if (st && !(await isStale(target))) throw addressInUse(address, 'a server is listening there');
+        const why = st ? await notStale(target) : null;
+        if (why) throw addressInUse(address, why);
         if (st) unlinkSync(target);
         srv = await this.#listenNet(target, hasFile, mode);
       }

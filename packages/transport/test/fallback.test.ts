@@ -154,8 +154,10 @@ describe('without the native addon (AFUNIX_FORCE_FALLBACK=1, built package)', ()
     expect(s.overFile).toMatchObject({ code: 'EADDRINUSE' });
     expect(s.fileIntact).toBe(true);
     expect(s.staleReplaced).toBe('fresh');
-    expect(s.overLive).toMatchObject({ code: 'EADDRINUSE' });
+    expect(s.overLive).toMatchObject({ code: 'EADDRINUSE', message: expect.stringContaining('(a server is listening there)') });
     expect(s.liveStillThere).toBe(true);
+    expect(s.overOtherType).toMatchObject({ code: 'EADDRINUSE', message: expect.stringContaining('(a server of another socket type is listening there)') });
+    expect(s.otherStillThere).toBe(true);
   });
 
   it('applies mode, and close() does not remove a file that is no longer ours', () => {
