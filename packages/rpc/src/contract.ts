@@ -67,7 +67,7 @@ export type Notifier<T> = { readonly [K in keyof ProxyMethods<T>]: ProxyMethods<
 /** How a method looks to its implementer: the same arguments, then the call context. */
 export type HandlerOf<F, Ctx> = F extends (...args: infer A) => infer R
   ? IsStream<R> extends true
-    ? (...args: [...A, Ctx]) => AsyncIterable<StreamItem<R>> | Promise<AsyncIterable<StreamItem<R>>>
+    ? (...args: [...A, Ctx]) => AsyncIterable<StreamItem<R>>
     : (...args: [...A, Ctx]) => Awaited<R> | Promise<Awaited<R>>
   : never;
 

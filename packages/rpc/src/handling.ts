@@ -8,7 +8,7 @@ import { type Fd, closeAll, closeTransfers } from './fd.js';
 import { IncomingCall, type Handler, type Interceptor } from './incoming.js';
 import { Msg } from './protocol.js';
 import type { MessageSender } from './sender.js';
-import { Credit, isAsyncIterable } from './stream.js';
+import { Credit, isAsyncIterable, isStreamHandler } from './stream.js';
 import { type Validator, validateArgs } from './validation.js';
 import type { RpcConnection } from './connection.js';
 
@@ -193,8 +193,15 @@ export class IncomingCalls {
 
   #finish(call: IncomingCall, fds: Fd[] | null, answer: boolean, kind: number, value: unknown): void {
     if (answer && kind === Msg.RESULT && isAsyncIterable(value) && !this.#connection.closed && !call.cancelled) {
-      void this.#produce(call, value, fds);
-      return;
+      if (isStreamHandler(this.#options.handlers.get(call.method))) {
+        void this.#produce(call, value, fds);
+        return;
+      }
+      // The peer was told in the hello which methods stream, and this one
+      // was not among them: its caller awaits a value (typed as a stream).
+      stopIterating(value);
+      kind = Msg.ERROR;
+      value = rpcError(RpcCode.NOT_A_STREAM, `${call.method} returned an AsyncIterable, but only an async generator function (async function*) is announced as a stream: write it as one (yield* the iterable)`);
     }
     closeAll(fds);
     if (!answer) {
@@ -349,5 +356,16 @@ async function stopProducer(call: IncomingCall, iterator: AsyncIterator<unknown>
     await iterator.return?.();
   } catch {
     // Its own failure to stop has nobody to go to.
+  }
+}
+
+// An iterable a handler returned that will not be consumed: an async
+// generator's finally blocks run, an RpcStream from another peer is cancelled.
+function stopIterating(iterable: AsyncIterable<unknown>): void {
+  try {
+    const done = iterable[Symbol.asyncIterator]().return?.();
+    if (isThenable(done)) done.then(undefined, (err: unknown) => debug('stopping an unannounced stream failed: %s', describeThrown(err)));
+  } catch (err) {
+    debug('stopping an unannounced stream failed: %s', describeThrown(err));
   }
 }

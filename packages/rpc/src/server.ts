@@ -12,6 +12,7 @@ import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from '.
 import { closeTransfers } from './fd.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { checkServerOptions } from './server-options.js';
+import { isStreamHandler } from './stream.js';
 import { type HandshakeFailed, type HelloAccepted, type ServerHello, refusePending, serverHandshake } from './handshake.js';
 import type { Handler, Interceptor } from './incoming.js';
 import type { Hello } from './protocol.js';
@@ -57,17 +58,13 @@ type ServerEvents = {
   close: () => void;
 };
 
-function isGenerator(fn: unknown): boolean {
-  const name = (fn as { constructor?: { name?: string } })?.constructor?.name;
-  return name === 'AsyncGeneratorFunction';
-}
-
-/** Methods whose handlers are async generators are announced as streams. */
+/** Methods whose handlers are async generator functions are announced as streams. */
 export function streamMethods(handlers: object): string[] {
-  return Object.entries(handlers).filter(([, fn]) => isGenerator(fn)).map(([name]) => name);
+  return Object.entries(handlers).filter(([, fn]) => isStreamHandler(fn)).map(([name]) => name);
 }
 
 export function handlerMap(handlers: object, extra?: Record<string, Handler>): Map<string, Handler> {
+  refuseInherited(handlers);
   const map = new Map<string, Handler>();
   // Own properties only: a method name like "constructor" or "__proto__"
   // must never reach Object.prototype.
@@ -77,6 +74,19 @@ export function handlerMap(handlers: object, extra?: Record<string, Handler>): M
   }
   for (const [name, fn] of Object.entries(extra ?? {})) map.set(name, fn);
   return map;
+}
+
+// A class instance's methods live on its prototype, which is never served
+// (it would expose every helper method, private ones included, and
+// Object.prototype's names). Taking such an object silently served none of
+// them: every call failed with METHOD_NOT_FOUND.
+function refuseInherited(handlers: object): void {
+  for (let proto = Object.getPrototypeOf(handlers); proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    const method = Object.getOwnPropertyNames(proto).find((name) => name !== 'constructor' && !Object.hasOwn(handlers, name) && typeof Object.getOwnPropertyDescriptor(proto, name)?.value === 'function');
+    if (method === undefined) continue;
+    const kind = (proto as { constructor?: { name?: string } }).constructor?.name || 'its prototype';
+    throw invalidArgValue('handlers', `has its methods on a prototype (${kind}.prototype.${method}): only own properties are served; list the methods to serve, e.g. { ${method}: impl.${method}.bind(impl) }`);
+  }
 }
 
 export class RpcServer<C extends Contract = Contract> extends (EventEmitter as new () => TypedEmitter<ServerEvents>) {

@@ -133,6 +133,15 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
   }
 }
 
+/**
+ * A handler announced as a stream: an async generator function (bound ones
+ * too, which keep their target's prototype). Only these are known to stream
+ * before they run, which is when the hello tells the peer.
+ */
+export function isStreamHandler(fn: unknown): boolean {
+  return typeof fn === 'function' && Object.getPrototypeOf(fn)?.constructor?.name === 'AsyncGeneratorFunction';
+}
+
 export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
   if (value === null || typeof value !== 'object') return false;
   try {

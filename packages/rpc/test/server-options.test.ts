@@ -51,6 +51,42 @@ describe('server options', () => {
     expect(() => new RpcServer({ ...base, intercept: 'x' } as never)).toThrow(/received a string$/);
   });
 
+  it('refuses a class instance as handlers, naming a method it would not serve; own fields of one still serve', async () => {
+    class Impl {
+      factor = 2;
+      add(a: number, b: number) {
+        return (a + b) * this.factor;
+      }
+    }
+    class Child extends Impl {}
+    for (const handlers of [new Impl(), new Child()]) {
+      expect(() => new RpcServer({ service: 'opts', handlers } as never)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/'handlers'.*Impl\.prototype\.add.*add: impl\.add\.bind\(impl\)/) }),
+      );
+    }
+    // Methods as own properties (arrow fields, or listed) are served, `this` being the object.
+    class Fields {
+      factor = 3;
+      add = (a: number, b: number) => (a + b) * this.factor;
+    }
+    const impl = new Impl();
+    const dir = tempDir();
+    const servers = [new RpcServer({ service: 'a', handlers: new Fields() }), new RpcServer({ service: 'b', handlers: { add: impl.add.bind(impl) } })];
+    try {
+      const answers = [];
+      for (const [i, server] of servers.entries()) {
+        await server.listen(`${dir.dir}/${i}.sock`);
+        const client = await connect<{ methods: { add(a: number, b: number): number } }>(`${dir.dir}/${i}.sock`);
+        answers.push(await client.add(1, 2));
+        await client.$close();
+      }
+      expect(answers).toEqual([9, 6]);
+    } finally {
+      for (const server of servers) await server.close();
+      dir.cleanup();
+    }
+  });
+
   it('null options are left out, also in the hello (version: null broke every handshake)', async () => {
     const dir = tempDir();
     const unset = null as unknown as undefined;

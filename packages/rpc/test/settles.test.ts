@@ -2,30 +2,38 @@
 // promise (or stream) comes to an end, never a hang.
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FramedChannel } from '@afunix/framing';
 import { RpcCode, RpcStream, connect, createServer } from '../src/index.js';
+import { decode, encode } from '../src/codec.js';
+import { Msg, PROTOCOL_VERSION } from '../src/protocol.js';
 
 // A hang shows up as this test timing out: a liveness bound, not speed.
 const HANG = 5_000;
 
-async function* upTo(n: number): AsyncGenerator<number> {
-  for (let i = 0; i < n; i++) yield i;
-}
-
 interface Lists {
   methods: {
-    // A plain function returning an AsyncIterable: not announced as a stream.
     list(n: number): AsyncIterable<number>;
   };
 }
 
 describe('a stream the caller did not know to be one', () => {
-  const server = createServer<Lists>({ service: 'lists', handlers: { list: (n) => upTo(n) } });
+  // Our servers announce every method that streams (and refuse to stream
+  // one they did not: NOT_A_STREAM), but another implementation may not:
+  // this peer says hello with no streams, then streams `list` anyway.
   const [a, b] = socketPair();
-  void server.serve(a);
-  const client = connect<Lists>(b);
+  const peer = new FramedChannel(a);
+  peer.onFrame = (payload) => {
+    const m = decode(payload, null, () => {}).message as unknown[];
+    if (m[0] === Msg.HELLO) return void peer.send(encode([Msg.HELLO, { protocol: PROTOCOL_VERSION, service: 'lists', streams: [] }]).bytes);
+    if (m[0] !== Msg.REQUEST) return;
+    const [, id, , args] = m as [number, number, string, number[]];
+    for (let i = 0; i < args[0]!; i++) peer.send(encode([Msg.STREAM_ITEM, id, i]).bytes);
+    peer.send(encode([Msg.STREAM_END, id]).bytes);
+  };
+  const client = connect<Lists>(b, { service: 'lists' });
   afterAll(async () => {
     await (await client).$close();
-    await server.close({ timeout: 100 });
+    peer.destroy();
   });
 
   async function collect(n: number): Promise<number[]> {

@@ -1,7 +1,8 @@
 // Streams with credit-based backpressure, and cancellation by the consumer.
 import { describe, expect, it } from 'vitest';
-import { RpcStream, STREAM_WINDOW } from '../src/index.js';
-import { eventually } from './helpers.js';
+import { join } from 'node:path';
+import { RpcCode, RpcStream, STREAM_WINDOW, connect, createServer } from '../src/index.js';
+import { eventually, tempDir } from './helpers.js';
 import { useLab } from './lab.js';
 
 const lab = useLab();
@@ -63,5 +64,48 @@ describe('streams', () => {
     const items: number[] = [];
     for await (const n of lab.client.count(0)) items.push(n);
     expect(items).toEqual([]);
+  });
+});
+
+describe('a handler that returns an AsyncIterable without being an async generator function', () => {
+  interface Relay {
+    methods: { relay(n: number): AsyncIterable<number>; count(n: number): AsyncIterable<number> };
+  }
+
+  it('fails its calls with NOT_A_STREAM (it was not announced), and its iterable is stopped', async () => {
+    const dir = tempDir();
+    let stopped = 0;
+    let returned: AsyncGenerator<number> | null = null;
+    async function* numbers(n: number) {
+      try {
+        for (let i = 0; i < n; i++) yield i;
+      } finally {
+        stopped++;
+      }
+    }
+    const server = createServer<Relay>({
+      service: 'relay',
+      handlers: { relay: (n) => (returned = numbers(n)), async *count(n) { yield* numbers(n); } },
+    });
+    try {
+      await server.listen(join(dir.dir, 'relay.sock'));
+      const client = await connect<Relay>(join(dir.dir, 'relay.sock'));
+      // Announced: a stream, as typed.
+      const items: number[] = [];
+      for await (const n of client.count(3)) items.push(n);
+      expect(items).toEqual([0, 1, 2]);
+      // Not announced: the client awaits a value, and hears why there is none.
+      await expect(client.$connection!.call('relay', [3])).rejects.toMatchObject({
+        code: RpcCode.NOT_A_STREAM,
+        message: expect.stringContaining('async function*'),
+      });
+      expect(stopped).toBe(1); // count's
+      expect(await returned!.next()).toEqual({ value: undefined, done: true }); // relay's, returned unstarted
+      expect(await client.$describe()).toMatchObject({ methods: expect.arrayContaining([expect.objectContaining({ name: 'count', stream: true })]) });
+      await client.$close();
+    } finally {
+      await server.close();
+      dir.cleanup();
+    }
   });
 });
