@@ -198,7 +198,10 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * `onSent` to hear it, the channel fails with it.)
    */
   send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
-    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME)) {
+    // (The transport may be destroyed already, by a failed write, with its
+    // 'close' still to come: a producer that only ever awaits resolved
+    // promises would otherwise write into it for as long as it produces.)
+    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME) || this.transport.destroyed) {
       throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#is(ENDED) ? 'ended' : 'closed'}`);
     }
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
@@ -240,7 +243,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
   drained(): Promise<void> {
-    if (this.#is(DESTROYED)) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
+    if (this.#is(DESTROYED) || this.transport.destroyed) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
     if (!this.#is(NEED_DRAIN)) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const onDrain = (): void => {

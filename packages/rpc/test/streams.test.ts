@@ -2,7 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { RpcCode, RpcStream, STREAM_WINDOW, connect, createServer } from '../src/index.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Msg, PROTOCOL_VERSION } from '../src/protocol.js';
 import { eventually, tempDir } from './helpers.js';
+import { helloFrame, messageFrame } from './wire.js';
 import { useLab } from './lab.js';
 
 const lab = useLab();
@@ -105,6 +109,75 @@ describe('a handler that returns an AsyncIterable without being an async generat
       await client.$close();
     } finally {
       await server.close();
+      dir.cleanup();
+    }
+  });
+});
+
+// Sends its request, reads nothing for 1 s (the server waits for room),
+// reads everything for 1 s, then hangs up on a server with writes queued.
+const GREEDY_CONSUMER = `
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(bytes.fromhex(sys.argv[2]))
+time.sleep(1)
+n, until = 0, time.time() + 1
+while time.time() < until:
+    n += len(s.recv(1 << 16))
+print(n, flush=True)
+s.close()
+`;
+
+describe('a consumer that grants far more credit than it needs', () => {
+  it('does not hold the server: its stream yields to the event loop, and stops when the consumer goes', async () => {
+    const dir = tempDir();
+    let produced = 0;
+    let stopped = false;
+    // Never waits on I/O: each item resolves at once.
+    const server = createServer<{ methods: { count(): AsyncIterable<number>; add(a: number, b: number): number } }>({
+      service: 'greedy',
+      handlers: {
+        async *count() {
+          try {
+            for (;;) yield produced++;
+          } finally {
+            stopped = true;
+          }
+        },
+        add: (a, b) => a + b,
+      },
+    });
+    const path = join(dir.dir, 'greedy.sock');
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    try {
+      await server.listen(path);
+      // A consumer by hand, in another process so that it reads as fast as
+      // the server writes: 2^20 items of credit 64 times over, every byte
+      // read and dropped, until stdin closes.
+      const request = Buffer.concat([
+        helloFrame({ protocol: PROTOCOL_VERSION, service: 'greedy', streams: [] }),
+        messageFrame([Msg.REQUEST, 1, 'count', []]),
+        ...Array.from({ length: 64 }, () => messageFrame([Msg.CREDIT, 1, 2 ** 20])),
+      ]);
+      const greedy = spawn('python3', ['-c', GREEDY_CONSUMER, path, request.toString('hex')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      greedy.stdout.on('data', (chunk: Buffer) => void (out += chunk));
+      await once(greedy, 'exit');
+      expect(Number(out)).toBeGreaterThan(1_000_000);
+      // The server's writes now fail (EPIPE): its stream stops at once,
+      // this process's timers run, and another client is served.
+      await eventually(() => stopped, 3_000);
+      const ticksBefore = ticks;
+      await eventually(() => ticks > ticksBefore, 3_000);
+      const other = await connect<{ methods: { add(a: number, b: number): number } }>(path);
+      expect(await other.add(1, 2)).toBe(3);
+      await other.$close();
+      expect(produced).toBeLessThan(64 * 2 ** 20);
+    } finally {
+      clearInterval(ticker);
+      await server.close({ timeout: 100 });
       dir.cleanup();
     }
   });
