@@ -17,7 +17,7 @@ import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
-import { type Callee, callRemote, notifyProxy, remoteProxy } from './proxy.js';
+import { type Callee, callRemote, notifyProxy, remoteProxy, sendingArgs } from './proxy.js';
 import { handlerMap, streamMethods } from './server.js';
 import { checkConnectionOptions } from './server-options.js';
 
@@ -406,7 +406,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
     $lifecycle: core.lifecycle,
     $with: (options: CallOptions) => remoteProxy(core, options),
     $notify: notifyProxy(current),
-    $emit: (name: string, ...args: unknown[]) => current().emitEvent(name, args),
+    $emit: (name: string, ...args: unknown[]) => sendingArgs(args, () => current().emitEvent(name, args)),
     $close: () => core.close(),
     $describe: () => callRemote(core, DESCRIBE, []),
   };

@@ -1,12 +1,14 @@
 // File descriptors as values: put an Fd anywhere in arguments or results and
 // it travels by SCM_RIGHTS inside the same message.
+import { closeSync } from 'node:fs';
 import { type FdLike, closeFd, isFdNumber } from '@afunix/transport';
 import { invalidArgValue, shownValue } from './errors.js';
 
 // A received Fd nobody took or closed is closed when it is collected: a safety
 // net only. Handlers' argument fds are closed deterministically when the
 // handler settles; see RpcPeer.
-const orphans = new FinalizationRegistry<number>(closeFd);
+// (A given one is held as ~fd, so that it is closed as closeGiven() does.)
+const orphans = new FinalizationRegistry<number>((held) => (held < 0 ? closeGiven(~held) : closeFd(held)));
 
 function checkedFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
@@ -24,7 +26,7 @@ export class Fd {
     this.#fd = fd;
     this.#owned = owned;
     this.transfers = transfers;
-    if (owned) orphans.register(this, fd, this);
+    if (owned) orphans.register(this, transfers ? ~fd : fd, this);
   }
 
   /** Wraps a descriptor to send. It is borrowed: sending does not close it. */
@@ -73,13 +75,27 @@ export class Fd {
     this.#fd = -1;
     this.#owned = false;
     orphans.unregister(this);
-    // (Through the transport: fs.closeSync() would warn in a worker thread,
-    // and one already closed through a raw number someone peeked at is fine.)
-    closeFd(fd);
+    if (this.transfers) closeGiven(fd);
+    // (A received one through the transport: fs.closeSync() would warn in a
+    // worker thread, and one already closed through a raw number someone
+    // peeked at is fine.)
+    else closeFd(fd);
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+// A descriptor handed over with Fd.transfer() is the caller's, most often
+// opened with fs: closed behind fs's back in a worker thread, it stayed on
+// the worker's list of fds to close at its exit, and that closed the number
+// again, by then another file or connection of the process.
+function closeGiven(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // (Closed already by its owner: nothing left to do.)
   }
 }
 

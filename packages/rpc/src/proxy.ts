@@ -1,5 +1,6 @@
 // The typed remote: `remote.add(1, 2)` becomes conn.call('add', [1, 2]).
 import type { CallOptions, RpcConnection } from './connection.js';
+import { closeTransfers } from './fd.js';
 import { failedStream } from './stream.js';
 
 /** What a remote calls through. */
@@ -19,8 +20,25 @@ export function callRemote(callee: Callee, method: string, args: unknown[], opti
   try {
     return callee.current().call(method, args, options);
   } catch (err) {
+    closeTransfers(args); // given away with a call that never leaves
     return callee.streams(method) ? failedStream(err as Error) : Promise.reject(err);
   }
+}
+
+/**
+ * Runs `send` (a notification, an event) with `args`; if it throws, or
+ * returns false (nothing sent), the Fd.transfer() fds in them are closed:
+ * they were given away, and nobody else will close them.
+ */
+export function sendingArgs(args: unknown[], send: () => unknown): void {
+  let sent: unknown;
+  try {
+    sent = send();
+  } catch (err) {
+    closeTransfers(args);
+    throw err;
+  }
+  if (sent === false) closeTransfers(args);
 }
 
 // Names the language looks up on any object: JSON.stringify() asks for
@@ -58,7 +76,7 @@ export function notifyProxy(conn: () => RpcConnection): unknown {
     get(_target, prop) {
       if (typeof prop !== 'string') return undefined;
       if (Object.hasOwn(NOT_METHODS, prop)) return NOT_METHODS[prop];
-      return (...args: unknown[]) => conn().notify(prop, args);
+      return (...args: unknown[]) => sendingArgs(args, () => conn().notify(prop, args));
     },
   });
 }

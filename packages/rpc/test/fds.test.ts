@@ -129,6 +129,29 @@ describe('fds in a worker thread', () => {
   });
 });
 
+describe('Fd.transfer() in a worker thread', () => {
+  it("closes the worker's fd the way fs does: the worker's exit does not close that number again, by then another file", async () => {
+    // Node closes, when a worker exits, the fds it opened with fs and did
+    // not close with fs. A transferred fd closed behind fs's back was closed
+    // a second time then: whatever had the number by then (here, the main
+    // thread's file; in a server, a client's connection).
+    const file = join(lab.dir, 'transferred-by-a-worker.txt');
+    writeFileSync(file, 'sent from a worker');
+    const worker = new Worker(new URL('./fixtures/worker-transfer.mjs', import.meta.url), { workerData: { labAddress: lab.service.address, file } });
+    const [report] = (await once(worker, 'message')) as [{ fd: number; text: string; warnings: string[] }];
+    expect(report).toEqual({ fd: report.fd, text: 'sent from a worker', warnings: [] });
+    const mine = openSync(file, 'r'); // the lowest free number: the one the worker had
+    try {
+      expect(mine).toBe(report.fd);
+      worker.postMessage('exit');
+      await once(worker, 'exit');
+      expect(readFileSync(mine, 'utf8')).toBe('sent from a worker');
+    } finally {
+      closeSync(mine);
+    }
+  });
+});
+
 // An fd number open nowhere in either process: the kernel refuses a
 // sendmsg that carries it (EBADF) before it takes a byte.
 const NOT_OPEN = 999_999;

@@ -59,6 +59,28 @@ describe('Fd.transfer() in a call that never leaves', () => {
     }
   });
 
+  it('from a client with no connection ($close()d): calls, streams, notifications and events close their fds', async () => {
+    interface Streams {
+      methods: { ping(...args: unknown[]): number; items(...args: unknown[]): AsyncIterable<number> };
+      clientEvents: { note(...args: unknown[]): void };
+    }
+    const server = createServer<Streams>({ service: 'broker', handlers: { ping: () => 1, async *items() { yield 1; } } });
+    const [a, b] = socketPair();
+    void server.serve(a);
+    const client = await connect<Streams>(b);
+    await client.$close();
+    try {
+      const before = openFdCount();
+      await expect(client.ping(Fd.transfer(openNull()))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+      await expect(client.items(Fd.transfer(openNull())).next()).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+      expect(() => client.$notify.ping(Fd.transfer(openNull()))).toThrow(expect.objectContaining({ code: RpcCode.CONNECTION_CLOSED }));
+      expect(() => client.$emit('note', Fd.transfer(openNull()))).toThrow(expect.objectContaining({ code: RpcCode.CONNECTION_CLOSED }));
+      expect(openFdCount()).toBe(before);
+    } finally {
+      await server.close({ timeout: 100 });
+    }
+  });
+
   it('with arguments that cannot travel: the call fails and the fd is closed', async () => {
     const { client, close } = await broker();
     try {
