@@ -98,7 +98,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   readonly transport: UnixSocket | Duplex;
   /** fds can travel: a native UnixSocket on a platform with SCM_RIGHTS. */
   readonly fdPassing: boolean;
-  readonly limits: ResolvedLimits;
+  #limits: ResolvedLimits;
   /** When set, every frame goes here instead of the 'frame' event. */
   onFrame: FrameListener | null = null;
 
@@ -125,10 +125,10 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     super();
     const framed = transport as FramedTransport;
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
-    this.limits = resolveLimits(options);
+    this.#limits = resolveLimits(options);
     Object.defineProperty(framed, kChannel, { value: this, enumerable: false });
     this.transport = transport;
-    this.#decoder = new FrameDecoder(this.#onDecoded, this.limits, this);
+    this.#decoder = new FrameDecoder(this.#onDecoded, this.#limits, this);
     this.#receiver = isReceivingSocket(transport) ? transport : null;
     this.#seqpacket = this.#receiver?.type === 'seqpacket';
     this.fdPassing = transport instanceof UnixSocket && features.fdPassing;
@@ -179,6 +179,20 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   /** Frames and payload bytes so far, as a snapshot. */
   get stats(): FramedStats {
     return { framesIn: this.#framesIn, framesOut: this.#framesOut, bytesIn: this.#bytesIn, bytesOut: this.#bytesOut };
+  }
+
+  get limits(): ResolvedLimits {
+    return this.#limits;
+  }
+
+  /**
+   * New limits, for the frames sent from now on and those whose header has
+   * not arrived yet: a handshake, say, reads its first frame under a small
+   * limit, so that a peer not yet known cannot make it buffer a large one.
+   */
+  setLimits(limits: FrameLimits | null): void {
+    this.#limits = resolveLimits(limits);
+    this.#decoder.setLimits(this.#limits);
   }
 
   /** True once the channel was destroyed or its transport closed (held frames may still be delivered by resume()). */

@@ -32,7 +32,7 @@ function misplacedFds(detail: string): FramingError {
 }
 
 export class FrameDecoder {
-  readonly limits: ResolvedLimits;
+  #limits: ResolvedLimits;
   #onFrame: FrameHandler;
   #thisArg: unknown;
   // A header that arrived in pieces: its bytes so far.
@@ -60,7 +60,16 @@ export class FrameDecoder {
   constructor(onFrame: FrameHandler, limits?: FrameLimits | null, thisArg?: unknown) {
     this.#onFrame = onFrame;
     this.#thisArg = thisArg ?? this;
-    this.limits = resolveLimits(limits);
+    this.#limits = resolveLimits(limits);
+  }
+
+  get limits(): ResolvedLimits {
+    return this.#limits;
+  }
+
+  /** New limits, for every frame whose header has not arrived yet. */
+  setLimits(limits: FrameLimits | null): void {
+    this.#limits = resolveLimits(limits);
   }
 
   /**

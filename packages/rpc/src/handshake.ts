@@ -1,6 +1,6 @@
 // The first frame each way is a HELLO: protocol version and service name are
 // checked before any call, so a mismatch is a clear error on both sides.
-import { type FramedChannel, FramingError } from '@afunix/framing';
+import { type FramedChannel, FramingError, HEADER_SIZE, type ResolvedLimits, resolveLimits } from '@afunix/framing';
 import type { ReceivedFds } from '@afunix/transport';
 import { decode, encode } from './codec.js';
 import { RpcCode, RpcError, rpcError } from './errors.js';
@@ -15,6 +15,15 @@ const DEFAULT_TIMEOUT = 10_000;
 // costs CPU per byte (an 8 MiB hello of Sets held a server's event loop for
 // 8.5 s). Hellos are a few hundred bytes: past this one is refused undecoded.
 const MAX_HELLO_BYTES = 256 * 1024;
+
+// The limits a channel reads the hello under: refused at its header, a
+// hello larger than that is never buffered (each connection that never said
+// hello could otherwise hold up to maxMessageSize, 16 MiB, for the whole
+// handshake timeout: 10 such took a server from 61 to 234 MiB).
+function helloLimits(limits: ResolvedLimits): ResolvedLimits {
+  const maxFrameSize = Math.min(limits.maxFrameSize, MAX_HELLO_BYTES);
+  return resolveLimits({ maxFrameSize, maxFds: limits.maxFds, maxBuffered: Math.min(limits.maxBuffered, maxFrameSize + HEADER_SIZE) });
+}
 
 function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   fds?.close(); // a hello carries no fds
@@ -83,6 +92,8 @@ abstract class HelloWait extends Timed {
   readonly channel: FramedChannel;
   protected readonly fail: HandshakeFailed;
   readonly #timeout: number;
+  // The channel's own limits, back in place once the hello is in.
+  readonly #limits: ResolvedLimits;
   #done = false;
   static readonly #deadlines = new Deadlines<HelloWait>((wait, ms) =>
     wait.#finish(rpcError(RpcCode.HANDSHAKE_TIMEOUT, `no hello within ${ms} ms`)),
@@ -93,6 +104,8 @@ abstract class HelloWait extends Timed {
     this.channel = channel;
     this.fail = fail;
     this.#timeout = Number(timeout); // as setTimeout would take it
+    this.#limits = channel.limits;
+    channel.setLimits(helloLimits(this.#limits));
     setOwner(channel, this);
     // A channel error (bytes that are not afunix framing, a reset) fails the
     // handshake with its reason. An 'error' listener stays afterwards: a
@@ -116,6 +129,7 @@ abstract class HelloWait extends Timed {
     this.onFrame = null;
     const wait = HelloWait.#of(this);
     if (!wait) return fds?.close();
+    this.setLimits(wait.#limits); // (before the frames that came with the hello)
     let hello: Hello;
     try {
       hello = readHello(payload, fds);
@@ -183,8 +197,10 @@ abstract class HelloWait extends Timed {
 
 function handshakeError(err: Error): RpcError {
   if (err instanceof RpcError) return err;
+  // (With the framing rule's code, as after the handshake: FRAME_TOO_LARGE,
+  // TRUNCATED_FRAME, UNSUPPORTED_VERSION, PROTOCOL_ERROR...)
   if (err instanceof FramingError) {
-    return new RpcError(`protocol error during the handshake: ${err.message}`, { code: RpcCode.PROTOCOL_ERROR, cause: err });
+    return new RpcError(`protocol error during the handshake: ${err.message}`, { code: err.code, cause: err });
   }
   return new RpcError(`the connection failed during the handshake: ${err.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: err });
 }

@@ -112,11 +112,26 @@ describe('a peer that breaks the protocol is cut off; others carry on', () => {
     first.send(absurd);
     await first.closed;
     const { handshakeErrors } = await good.troubles();
-    expect(handshakeErrors.slice(before)).toEqual([{ code: RpcCode.PROTOCOL_ERROR, message: expect.stringContaining('maxFrameSize') }]);
+    expect(handshakeErrors.slice(before)).toEqual([{ code: 'FRAME_TOO_LARGE', message: expect.stringContaining('maxFrameSize') }]);
 
     const second = await established();
     second.send(absurd);
     await second.closed;
+    await stillServing();
+  });
+
+  it('a first frame larger than a hello may be is refused at its header, not buffered (a peer not yet known)', async () => {
+    // 300 KiB: under this server's maxMessageSize (1 MiB), over the 256 KiB a hello may take.
+    const header = Buffer.from([0xaf, 1, 0, 0, 0, 0, 0, 0]);
+    header.writeUInt32LE(300 * 1024, 4);
+    const before = (await good.troubles()).handshakeErrors.length;
+    const p = await raw();
+    p.send(header); // and nothing more: the server must not wait for the rest
+    await p.closed;
+    const { handshakeErrors } = await good.troubles();
+    expect(handshakeErrors.slice(before)).toEqual([{ code: 'FRAME_TOO_LARGE', message: expect.stringContaining('262144') }]);
+    // Past the hello, the server's own limit is back: a 600 KiB call goes through.
+    expect((await good.echo(Buffer.alloc(600 * 1024, 7))).length).toBe(600 * 1024);
     await stillServing();
   });
 
