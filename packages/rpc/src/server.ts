@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { type Duplex, finished } from 'node:stream';
 import { debuglog } from 'node:util';
 import { type FrameLimits, FramedChannel, resolveLimits } from '@afunix/framing';
-import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, createServer as createListener } from '@afunix/transport';
+import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, afunixError, createServer as createListener, features } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
@@ -171,10 +171,21 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   // new listeners: nothing would ever close them.
   #listener(options: ListenOptions): UnixServer {
     if (this.#closing) throw serverClosed();
+    this.#checkPolicyCanWork();
     const listener = createListener(options);
     listener.on('connection', (socket: UnixSocket) => this.#accept(socket));
     listener.on('error', (err: Error) => this.emit('error', err));
     return listener;
+  }
+
+  // Without the kernel's peer credentials (no native addon: the net
+  // fallback) a policy would refuse every client; say so at listen(), not
+  // with an ACCESS_DENIED on each connection. (serve() takes any Duplex, TCP
+  // too, and refuses there as documented.)
+  #checkPolicyCanWork(): void {
+    const allow = this.#options.allow;
+    if (allow === undefined || allow === 'any' || features.peerCredentials) return;
+    throw afunixError('ERR_AFUNIX_UNSUPPORTED', `peerCredentials is not available here (${features.native ? 'this platform cannot tell' : 'the native addon is not loaded'}), so allow: ${typeof allow === 'string' ? `'${allow}'` : 'a policy'} would refuse every client; use allow: 'any' and the socket file's mode`, { feature: 'peerCredentials' });
   }
 
   /** Serves one already-connected transport: a UnixSocket, or any Duplex (TCP, stdio). */

@@ -65,3 +65,35 @@ it('a server without the addon listens on a path and answers typed calls over ne
   child.stdin!.end();
   expect((await once(child, 'exit'))[0]).toBe(0);
 });
+
+// A policy needs the kernel's peer credentials, which net cannot give.
+const POLICY_CHILD = `
+import { createServer } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
+const out = {};
+for (const allow of ['same-user', 'any']) {
+  const server = createServer({ service: 'calc', allow, handlers: { add: (a, b) => a + b } });
+  try {
+    await server.listen(process.argv[1] + '.' + allow);
+    out[allow] = 'listening';
+  } catch (err) {
+    out[allow] = { code: err.code, feature: err.feature, message: err.message };
+  }
+  await server.close();
+}
+console.log(JSON.stringify(out));
+`;
+
+it("without the addon, listen() with a policy fails at once (ERR_AFUNIX_UNSUPPORTED), not with ACCESS_DENIED for every client", async () => {
+  ensureBuilt();
+  const r = spawn(process.execPath, ['--input-type=module', '-e', POLICY_CHILD, join(tmp.dir, 'policy.sock')], {
+    cwd: pkg,
+    env: { ...process.env, AFUNIX_FORCE_FALLBACK: '1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [line] = (await once(createInterface({ input: r.stdout! }), 'line')) as [string];
+  expect(JSON.parse(line)).toEqual({
+    'same-user': { code: 'ERR_AFUNIX_UNSUPPORTED', feature: 'peerCredentials', message: expect.stringContaining("allow: 'same-user' would refuse every client") },
+    any: 'listening',
+  });
+  expect((await once(r, 'exit'))[0]).toBe(0);
+});
