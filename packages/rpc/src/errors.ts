@@ -28,7 +28,7 @@ export const RpcCode = {
   ACCESS_DENIED: 'ACCESS_DENIED',
   /** The server is closing and takes no new calls. */
   SHUTTING_DOWN: 'SHUTTING_DOWN',
-  /** The handler threw something that is not an Error. */
+  /** The handler threw something that is not an Error, or an Error without a code. */
   INTERNAL: 'INTERNAL',
   /** A streaming call was awaited as a value, or the other way round. */
   NOT_A_STREAM: 'NOT_A_STREAM',
@@ -134,8 +134,11 @@ export function recordToError(record: unknown, depth = 0, into?: RpcError): Erro
     into.code = RpcCode.PROTOCOL_ERROR;
     return into;
   }
+  // A cause sent as an error value of its own (PROTOCOL.md 2.4) is an Error
+  // already: the decoder's placeholder, filled in after this one. Taken as
+  // it is; a copy made now would be of the empty placeholder.
   const cause = record.cause !== undefined && depth < MAX_CAUSE_DEPTH
-    ? (isRecord(record.cause) ? recordToError(record.cause, depth + 1) : record.cause)
+    ? (record.cause instanceof Error ? record.cause : isRecord(record.cause) ? recordToError(record.cause, depth + 1) : record.cause)
     : undefined;
   const raw = record.code as unknown;
   const code = typeof raw === 'string' ? raw : typeof raw === 'number' ? String(raw) : RpcCode.INTERNAL;

@@ -115,3 +115,24 @@ describe('the hand-written envelope', () => {
     }
   });
 });
+
+describe('an error whose cause is an error value (ext 2), as PROTOCOL.md 2.4 allows', () => {
+  it('keeps the cause, filled in, however deep the chain', () => {
+    // Our encoder sends a cause as a plain record; another implementation
+    // may send it as an error value of its own: built here byte by byte.
+    const errorValue = (record: Record<string, unknown>, cause?: Buffer): Buffer => {
+      const packed = encodeToBuffer((cause ? { ...record, cause: 'CAUSE!' } : record) as never);
+      const at = cause ? packed.indexOf(Buffer.from('\xa6CAUSE!', 'latin1')) : -1;
+      return ext(2, cause ? Buffer.concat([packed.subarray(0, at), cause, packed.subarray(at + 7)]) : packed);
+    };
+    let chain = errorValue({ name: 'TypeError', message: 'level 0', code: 'E_0' });
+    for (let i = 1; i < 5; i++) chain = errorValue({ name: 'Error', message: `level ${i}`, code: `E_${i}` }, chain);
+    let err = decode(chain, null, noClose).message as Error & { code?: string };
+    for (let i = 4; i >= 0; i--) {
+      expect(err).toBeInstanceOf(Error);
+      expect({ name: err.name, message: err.message, code: err.code }).toEqual({ name: i === 0 ? 'TypeError' : 'Error', message: `level ${i}`, code: `E_${i}` });
+      err = err.cause as Error & { code?: string };
+    }
+    expect(err).toBe(undefined);
+  });
+});
