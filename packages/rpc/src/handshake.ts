@@ -233,11 +233,14 @@ export function serverHandshake(
  * Refuses, with `refusal`, every client whose hello the server that says
  * `ours` still awaits: it gets the answer it would get had it connected
  * now (a server that shuts down), and its hello is never read. Each is
- * reported once, through the `fail` its handshake was given.
+ * reported once, through the `fail` its handshake was given. Returns their
+ * channels, which close once the peer has the answer, or after a grace period.
  */
-export function refusePending(ours: ServerHello, refusal: RpcError): void {
+export function refusePending(ours: ServerHello, refusal: RpcError): FramedChannel[] {
+  const refused: FramedChannel[] = [];
   for (const wait of HelloWait.pending()) {
     if (!(wait instanceof ServerHelloWait) || !wait.serves(ours)) continue;
+    refused.push(wait.channel);
     try {
       wait.refuse(refusal);
     } catch {
@@ -246,6 +249,7 @@ export function refusePending(ours: ServerHello, refusal: RpcError): void {
       wait.channel.destroy();
     }
   }
+  return refused;
 }
 
 class ServerHelloWait extends HelloWait {

@@ -290,7 +290,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   async #shutdown(timeout: number): Promise<void> {
     // A client whose hello is still awaited gets the answer it would get had
     // it connected now, or it would be adopted after the shutdown.
-    refusePending(this.#hello, shuttingDown());
+    const refused = refusePending(this.#hello, shuttingDown());
     await Promise.all(this.#listeners.map((l) => l.close()));
     for (const conn of this.#connections) conn.drain();
     let timer: NodeJS.Timeout | undefined;
@@ -304,9 +304,11 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     for (const conn of closing) conn.close();
     // The answers of the calls that just finished are still on their way
     // out: resolving before their sockets have closed let a process that
-    // exits then drop them. (A peer that keeps its side open is cut off
-    // after the connection's grace period.)
-    await Promise.all(closing.map((conn) => transportClosed(conn.channel.transport)));
+    // exits then drop them. So are the refusals of the clients whose hello
+    // was awaited. (A peer that keeps its side open is cut off after a
+    // grace period.)
+    const channels = [...closing.map((conn) => conn.channel), ...refused];
+    await Promise.all(channels.map((channel) => transportClosed(channel.transport)));
     this.emit('close');
   }
 

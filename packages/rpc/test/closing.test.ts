@@ -4,8 +4,9 @@
 import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { connect as connectSocket } from '@afunix/transport';
 import { RpcCode, connect, createServer } from '../src/index.js';
-import { tempDir } from './helpers.js';
+import { eventually, openFdCount, tempDir } from './helpers.js';
 import { runFixture } from './procs.js';
 
 interface Adder {
@@ -134,5 +135,20 @@ describe('close() over any Duplex', () => {
     const outcome = await Promise.race([server.close({ timeout: 100 }).then(() => 'closed'), settle(5_000).then(() => 'still pending')]);
     expect(outcome).toBe('closed');
     await client.$close();
+  });
+});
+
+describe('close() with a client whose hello is still awaited', () => {
+  it('resolves once that socket has closed too, not while its refusal waits out its grace period', async () => {
+    const server = adder();
+    const path = join(dir.dir, 'hello-awaited.sock');
+    const before = openFdCount();
+    await server.listen(path);
+    const silent = await connectSocket(path); // says nothing, and never ends its side
+    silent.on('error', () => {});
+    cleanups.push(() => silent.destroy());
+    await eventually(() => openFdCount() === before + 3); // the listener, its end, the server's
+    await server.close();
+    expect(openFdCount()).toBe(before + 1); // the listener and the server's end are gone
   });
 });
