@@ -360,10 +360,13 @@ describe('server.close() while a handshake is under way', () => {
       () => (outcome = 'served'),
       (err: { code?: string }) => (outcome = err.code ?? 'no code'),
     );
-    await server.close({ timeout: 0 });
+    // (close() resolves once the refused socket has closed: the client, which
+    // reads the refusal, closes it.)
+    const closing = server.close({ timeout: 0 });
     await new Promise((resolve) => setImmediate(resolve));
     expect(outcome).toBe(RpcCode.SHUTTING_DOWN);
     await expect(connect<Closing>(theirs)).rejects.toMatchObject({ code: RpcCode.SHUTTING_DOWN });
+    await closing;
     await served;
     expect(server.connections.size).toBe(0);
   });
