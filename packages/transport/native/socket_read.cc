@@ -189,6 +189,13 @@ void SocketHandle::DrainSocket() {
   }
 }
 
+// Takes back the last chunk read, closing the fds that came with it.
+static void DropLast(std::vector<Chunk>* chunks, size_t* used) {
+  for (int fd : chunks->back().meta.fds) SysClose(fd);
+  *used -= chunks->back().len;
+  chunks->pop_back();
+}
+
 // Stream and datagram sockets: one recvmsg() after another into the scratch
 // space, until EAGAIN or a short read. Returns a status (0, UV_EOF or an error).
 int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more) {
@@ -221,7 +228,13 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
       chunks->back().meta = std::move(meta);
     }
     *used += static_cast<size_t>(n);
-    if (chunks->back().meta.ctrunc) return kErrCtrunc;
+    if (chunks->back().meta.ctrunc) {
+      // On a connection the bytes that lost their fds are not delivered:
+      // a frame reading them would blame the peer for fds that our own fd
+      // table had no room for. (A datagram reports it with its message.)
+      if (stream) DropLast(chunks, used);
+      return kErrCtrunc;
+    }
     // A short stream read means the kernel had no more (libuv reasons the
     // same way): asking again would only earn an EAGAIN. A read that stopped
     // at an fd or credentials boundary is short for another reason.
@@ -283,6 +296,12 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
       status = UV_EMSGSIZE;
       continue;
     }
+    // As in ReadChunks(): what lost its fds is not delivered.
+    if (s.meta.ctrunc) {
+      for (int fd : s.meta.fds) SysClose(fd);
+      status = kErrCtrunc;
+      continue;
+    }
     if (base + *used != s.buf) memmove(base + *used, s.buf, s.len);
     *used += s.len;
     if (stream && !HasMeta(s.meta) && !chunks->empty() && !s.meta.ctrunc) {
@@ -292,7 +311,6 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
     chunks->emplace_back();
     chunks->back().len = s.len;
     chunks->back().meta = std::move(s.meta);
-    if (chunks->back().meta.ctrunc) status = kErrCtrunc;
   }
   return status;
 }

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ConnectionType,
   closeFd,
+  createServer,
   fromFd,
   MAX_FDS,
   type ReceivedFds,
@@ -75,6 +76,30 @@ function receiveAll(sock: UnixSocket, out: Got[]): void {
 }
 
 describe('fds over a stream socket', () => {
+  it('a receiver whose fd table is full fails with ERR_SOCKET_CTRUNC, and the bytes that lost their fds are not delivered', async () => {
+    // (They were: a framing layer reading them blamed the peer, "fds out of place".)
+    const path = join(dir.path, 'ctrunc.sock');
+    const file = fileWith('given.txt', 'given');
+    const server = createServer((socket) => {
+      sockets.push(socket);
+      socket.on('error', () => {});
+      for (let i = 0; i < 200; i++) socket.send(Buffer.from('x'), [file]);
+    });
+    await server.listen(path);
+    try {
+      const child = spawn('prlimit', ['--nofile=48', process.execPath, join(fixtures, 'ctrunc_child.mjs'), path], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => void (out += d));
+      const [status] = await once(child, 'exit');
+      const report = JSON.parse(out) as { code: string; kept: number; bytes: number };
+      expect({ status, code: report.code }).toEqual({ status: 0, code: 'ERR_SOCKET_CTRUNC' });
+      expect(report.kept).toBeGreaterThan(0);
+      expect(report.bytes).toBe(report.kept);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('in lockstep, fds arrive with exactly the bytes they were sent with', async () => {
     const [a, b] = pair('stream');
     let chunks: Got[] = [];
