@@ -17,7 +17,8 @@ import { FrameWriter, type GatheringSocket, kRoomAfterFlush } from './writer.js'
 export interface FramedEvents {
   frame: (payload: Buffer, fds: ReceivedFds | null) => void;
   drain: () => void;
-  error: (err: Error) => void;
+  /** A FramingError (its `code`: PROTOCOL_ERROR, FRAME_TOO_LARGE...), or the transport's error with its code. */
+  error: (err: Error & { code?: string }) => void;
   close: (hadError: boolean) => void;
   end: () => void;
 }

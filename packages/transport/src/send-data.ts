@@ -1,7 +1,7 @@
 // What send() hands over, made ready for the write queue: its data as
 // pieces (checked), and, for a send() that goes through the Writable, a
 // carrier chunk with the fds attached.
-import { afunixError, invalidArg } from './errors.js';
+import { type AfunixError, afunixError, invalidArg } from './errors.js';
 
 /**
  * Called once the kernel has a send()'s first byte and its fds, or never
@@ -9,7 +9,7 @@ import { afunixError, invalidArg } from './errors.js';
  * nothing of that send() left; with none if they left, or the socket was
  * destroyed first.
  */
-export type SentCallback = (err?: Error) => void;
+export type SentCallback = (err?: AfunixError) => void;
 
 // The fds that travel with a chunk given to send(), and who hears of them.
 // Keyed by a fresh view made in send(), so a user's Buffer is never tagged.

@@ -3,7 +3,7 @@
 // sendmsg, a few KiB at a time so that the peer can start on them early; a
 // large chunk with nothing ahead of it leaves at once; EAGAIN becomes
 // backpressure (the Writable's callback is held until there is room).
-import { afunixError, systemError, uv } from './errors.js';
+import { type AfunixError, afunixError, systemError, uv } from './errors.js';
 import { type NativeHandle, native } from './native.js';
 import { MAX_IOV, type SentCallback, attachmentOf } from './send-data.js';
 
@@ -493,7 +493,7 @@ function consumePartial(head: Pending, sent: number): void {
   }
 }
 
-function notifySent(entry: Pending, err?: Error): void {
+function notifySent(entry: Pending, err?: AfunixError): void {
   const onSent = entry.onSent!;
   entry.onSent = null;
   onSent(err);
