@@ -15,6 +15,10 @@ import type { RpcConnection } from './connection.js';
 const debug = debuglog('afunix');
 
 const DEFAULT_MAX_IN_FLIGHT = 1024;
+// Arguments are spread into the handler's call, on the stack: a REQUEST of
+// a million arguments overflowed it (a codeless RangeError back to the
+// caller). No method takes more than this many.
+const MAX_ARGUMENTS = 4096;
 
 export interface HandlingOptions {
   handlers: ReadonlyMap<string, Handler>;
@@ -103,7 +107,7 @@ export class IncomingCalls {
 
   onNotify(method: string, args: unknown[], fds: Fd[] | null): void {
     const handler = this.#options.handlers.get(method);
-    if (!handler) return closeAll(fds);
+    if (!handler || args.length > MAX_ARGUMENTS) return closeAll(fds);
     // A notification has no answer to carry OVERLOADED or SHUTTING_DOWN:
     // past the limit (or while draining) it is dropped, or a peer could
     // start handlers without bound (200 000 notifications of a 60 s
@@ -121,7 +125,7 @@ export class IncomingCalls {
 
   onRequest(callId: number, method: string, args: unknown[], fds: Fd[] | null): void {
     this.received++;
-    const refuse = this.#refusal(callId, method);
+    const refuse = this.#refusal(callId, method, args.length);
     if (refuse) {
       closeAll(fds);
       void this.#reply(callId, Msg.ERROR, refuse); // (an RpcError: no fds)
@@ -133,12 +137,13 @@ export class IncomingCalls {
     this.#run(call, this.#options.handlers.get(method)!, args, fds, true);
   }
 
-  #refusal(callId: number, method: string): RpcError | null {
+  #refusal(callId: number, method: string, argCount: number): RpcError | null {
     if (this.#incoming.has(callId)) throw rpcError(RpcCode.PROTOCOL_ERROR, `call id ${callId} is already in use`);
     if (this.draining) return rpcError(RpcCode.SHUTTING_DOWN, 'the server is shutting down');
     const max = this.#options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (this.#incoming.size + this.#notifications.size >= max) return rpcError(RpcCode.OVERLOADED, `more than ${max} calls in flight on this connection`);
     if (!this.#options.handlers.has(method)) return rpcError(RpcCode.METHOD_NOT_FOUND, `no method named ${JSON.stringify(method)}`);
+    if (argCount > MAX_ARGUMENTS) return rpcError(RpcCode.INVALID_ARGUMENTS, `${argCount} arguments; a call takes at most ${MAX_ARGUMENTS}`);
     return null;
   }
 

@@ -135,6 +135,15 @@ describe('a peer that breaks the protocol is cut off; others carry on', () => {
     await stillServing();
   });
 
+  it('a call of a million arguments is refused with INVALID_ARGUMENTS (spread into the handler, they overflowed the stack)', async () => {
+    const p = await established();
+    p.send(messageFrame([Msg.REQUEST, 7, 'record', new Array<number>(1_000_000).fill(1)]));
+    const answer = await p.nextMessage();
+    expect(answer).toMatchObject([Msg.ERROR, 7, { code: RpcCode.INVALID_ARGUMENTS, message: expect.stringContaining('at most 4096') }]);
+    p.destroy();
+    await stillServing();
+  });
+
   const malformed: Array<[string, Buffer]> = [
     ['bytes that are not msgpack', frame(Buffer.from([0xc1]))],
     ['a message that is not an array', frame(encodeToBuffer('not a list' as never))],
