@@ -18,7 +18,7 @@ import type { Interceptor } from './incoming.js';
 import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
 import type { Hello } from './protocol.js';
 import { type Callee, callRemote, notifyProxy, remoteProxy, sendingArgs } from './proxy.js';
-import { handlerMap, streamMethods } from './server.js';
+import { handlerMap, refuseInherited, streamMethods } from './server.js';
 import { checkConnectionOptions } from './server-options.js';
 
 const debug = debuglog('afunix');
@@ -227,8 +227,15 @@ class ClientCore<C extends Contract> implements Callee {
           channel,
           { service: this.#options.service, streams: streamMethods(expose), maxMessageSize: receiveLimit(channel), timeout: this.#options.timeout },
           (hello) => {
+            // (A throw here would be lost inside the channel's frame
+            // delivery, and the handshake, already over, would never settle.)
+            try {
+              this.conn = this.#adopt(channel, peer, hello);
+            } catch (err) {
+              channel.destroy();
+              return reject(err);
+            }
             this.server = hello;
-            this.conn = this.#adopt(channel, peer, hello);
             this.#upSince = Date.now();
             resolve();
           },
@@ -363,7 +370,8 @@ function checkClientOptions<C extends Contract>(given: ClientOptions<C> | null |
   if (service !== undefined && (typeof service !== 'string' || service === '')) {
     throw invalidArgValue('service', `must be a non-empty string; received ${shownValue(service)}`);
   }
-  if (expose !== undefined && typeof expose !== 'object') throw invalidArgValue('expose', `must be an object of functions; received ${shownValue(expose)}`);
+  if (expose !== undefined && (typeof expose !== 'object' || expose === null)) throw invalidArgValue('expose', `must be an object of functions; received ${shownValue(expose)}`);
+  if (expose) refuseInherited(expose, 'expose');
   checkMaxMessageSize(options.maxMessageSize);
   const badTime = badTimeout('timeout', options.timeout);
   if (badTime) throw badTime;

@@ -64,7 +64,7 @@ export function streamMethods(handlers: object): string[] {
 }
 
 export function handlerMap(handlers: object, extra?: Record<string, Handler>): Map<string, Handler> {
-  refuseInherited(handlers);
+  refuseInherited(handlers, 'handlers');
   const map = new Map<string, Handler>();
   // Own properties only: a method name like "constructor" or "__proto__"
   // must never reach Object.prototype.
@@ -78,14 +78,17 @@ export function handlerMap(handlers: object, extra?: Record<string, Handler>): M
 
 // A class instance's methods live on its prototype, which is never served
 // (it would expose every helper method, private ones included, and
-// Object.prototype's names). Taking such an object silently served none of
-// them: every call failed with METHOD_NOT_FOUND.
-function refuseInherited(handlers: object): void {
+// Object.prototype's names). One whose handlers are all there served none
+// of them (every call: METHOD_NOT_FOUND): such an object is refused. One
+// with handlers of its own (arrow fields) is served by those, its
+// prototype's helpers left alone.
+export function refuseInherited(handlers: object, name: string): void {
+  if (Object.values(handlers).some((v) => typeof v === 'function')) return;
   for (let proto = Object.getPrototypeOf(handlers); proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    const method = Object.getOwnPropertyNames(proto).find((name) => name !== 'constructor' && !Object.hasOwn(handlers, name) && typeof Object.getOwnPropertyDescriptor(proto, name)?.value === 'function');
+    const method = Object.getOwnPropertyNames(proto).find((key) => key !== 'constructor' && typeof Object.getOwnPropertyDescriptor(proto, key)?.value === 'function');
     if (method === undefined) continue;
     const kind = (proto as { constructor?: { name?: string } }).constructor?.name || 'its prototype';
-    throw invalidArgValue('handlers', `has its methods on a prototype (${kind}.prototype.${method}): only own properties are served; list the methods to serve, e.g. { ${method}: impl.${method}.bind(impl) }`);
+    throw invalidArgValue(name, `has its methods on a prototype (${kind}.prototype.${method}), and only own properties are served: list the methods to serve, e.g. { ${method}: impl.${method}.bind(impl) }`);
   }
 }
 

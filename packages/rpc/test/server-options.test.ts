@@ -51,7 +51,7 @@ describe('server options', () => {
     expect(() => new RpcServer({ ...base, intercept: 'x' } as never)).toThrow(/received a string$/);
   });
 
-  it('refuses a class instance as handlers, naming a method it would not serve; own fields of one still serve', async () => {
+  it('refuses a class instance whose methods are all on its prototype (handlers, a client\'s expose); own methods of one still serve', async () => {
     class Impl {
       factor = 2;
       add(a: number, b: number) {
@@ -64,10 +64,16 @@ describe('server options', () => {
         expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/'handlers'.*Impl\.prototype\.add.*add: impl\.add\.bind\(impl\)/) }),
       );
     }
-    // Methods as own properties (arrow fields, or listed) are served, `this` being the object.
+    // A client's expose is checked at connect(), before any socket (it hung: the throw came after the handshake).
+    await expect(connect('/nonexistent/x.sock', { expose: new Impl() } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining("'expose'") });
+    // Methods as own properties (arrow fields, or listed) are served, `this`
+    // being the object; helpers on the prototype are left alone.
     class Fields {
       factor = 3;
-      add = (a: number, b: number) => (a + b) * this.factor;
+      add = (a: number, b: number) => this.scale(a + b);
+      private scale(n: number) {
+        return n * this.factor;
+      }
     }
     const impl = new Impl();
     const dir = tempDir();
@@ -76,8 +82,9 @@ describe('server options', () => {
       const answers = [];
       for (const [i, server] of servers.entries()) {
         await server.listen(`${dir.dir}/${i}.sock`);
-        const client = await connect<{ methods: { add(a: number, b: number): number } }>(`${dir.dir}/${i}.sock`);
+        const client = await connect<{ methods: { add(a: number, b: number): number; scale(n: number): number } }>(`${dir.dir}/${i}.sock`);
         answers.push(await client.add(1, 2));
+        await expect(client.scale(1)).rejects.toMatchObject({ code: 'METHOD_NOT_FOUND' });
         await client.$close();
       }
       expect(answers).toEqual([9, 6]);
