@@ -38,10 +38,14 @@ let lastResolved: ResolvedLimits = Object.freeze({
   maxFds: MAX_FDS_PER_FRAME,
   maxBuffered: DEFAULT_MAX_FRAME_SIZE + HEADER_SIZE,
 });
+const resolved = new WeakSet<object>([lastResolved]);
 
 export function resolveLimits(given?: FrameLimits | null): ResolvedLimits {
   // (null is no limits given, as undefined is; a number or a string is a mistake.)
   if (given !== undefined && given !== null && typeof given !== 'object') throw invalidArg('limits', `must be an object; received ${typeof given}`);
+  // Resolved already (a channel's limits put back after its handshake): the
+  // same object, still shared by the channels that have it.
+  if (given && resolved.has(given)) return given as ResolvedLimits;
   const limits = given ?? {};
   const maxFrameSize = checkCount('maxFrameSize', limits.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, MAX_PAYLOAD_LENGTH);
   const maxFds = checkCount('maxFds', limits.maxFds ?? MAX_FDS_PER_FRAME, MAX_FDS_PER_FRAME);
@@ -49,6 +53,7 @@ export function resolveLimits(given?: FrameLimits | null): ResolvedLimits {
   const last = lastResolved;
   if (last.maxFrameSize === maxFrameSize && last.maxFds === maxFds && last.maxBuffered === maxBuffered) return last;
   lastResolved = Object.freeze({ maxFrameSize, maxFds, maxBuffered });
+  resolved.add(lastResolved);
   return lastResolved;
 }
 

@@ -27,6 +27,22 @@ describe('FrameDecoder limits', () => {
     expect(new FrameDecoder(() => {}, null as never).limits).toEqual(resolveLimits());
     expect(new FrameDecoder(() => {}).limits).toEqual({ maxFrameSize: 16 * 1024 * 1024, maxFds: 253, maxBuffered: 16 * 1024 * 1024 + 8 });
   });
+
+  it('setLimits() applies from the next header on, and limits resolved once stay one shared object', () => {
+    const frames: number[] = [];
+    const decoder = new FrameDecoder((payload) => void frames.push(payload.length));
+    const shared = decoder.limits;
+    decoder.setLimits({ maxFrameSize: 4 });
+    expect(resolveLimits(shared)).toBe(shared); // (resolving others in between)
+    decoder.push(Buffer.concat([encodeHeader(4), Buffer.alloc(4)]));
+    expect(codeOf(() => decoder.push(encodeHeader(5)))).toBe('FRAME_TOO_LARGE');
+    const again = new FrameDecoder(() => {});
+    again.setLimits({ maxFrameSize: 4 });
+    again.setLimits(shared);
+    expect(again.limits).toBe(shared);
+    again.push(Buffer.concat([encodeHeader(5), Buffer.alloc(5)]));
+    expect(frames).toEqual([4]);
+  });
 });
 
 describe('FrameDecoder fast paths', () => {

@@ -16,13 +16,15 @@ const DEFAULT_TIMEOUT = 10_000;
 // 8.5 s). Hellos are a few hundred bytes: past this one is refused undecoded.
 const MAX_HELLO_BYTES = 256 * 1024;
 
-// The limits a channel reads the hello under: refused at its header, a
-// hello larger than that is never buffered (each connection that never said
-// hello could otherwise hold up to maxMessageSize, 16 MiB, for the whole
-// handshake timeout: 10 such took a server from 61 to 234 MiB).
+// The limits a channel reads the hello under (and a refused peer's frames):
+// refused at its header, a hello larger than that is never buffered (each
+// connection that never said hello could otherwise hold up to
+// maxMessageSize, 16 MiB, for the whole handshake timeout: 10 such took a
+// server from 61 to 234 MiB), nor one that says it carries fds (a hello
+// carries none: 4 such headers held ~1000 of a server's fds).
 function helloLimits(limits: ResolvedLimits): ResolvedLimits {
   const maxFrameSize = Math.min(limits.maxFrameSize, MAX_HELLO_BYTES);
-  return resolveLimits({ maxFrameSize, maxFds: limits.maxFds, maxBuffered: Math.min(limits.maxBuffered, maxFrameSize + HEADER_SIZE) });
+  return resolveLimits({ maxFrameSize, maxFds: 0, maxBuffered: Math.min(limits.maxBuffered, maxFrameSize + HEADER_SIZE) });
 }
 
 function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
@@ -326,6 +328,7 @@ const REFUSED_GRACE_MS = 2_000;
 function refuseAtOnce(channel: FramedChannel, reply: Hello, refusal: RpcError, fail: HandshakeFailed): void {
   reply.error = refusal;
   channel.on('error', () => {}); // whatever the peer does now, the refusal stands
+  channel.setLimits(helloLimits(channel.limits)); // (before it is read at all)
   channel.onFrame = (_payload, fds) => fds?.close();
   closeAfterGrace(channel);
   try {

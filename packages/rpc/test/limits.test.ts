@@ -135,6 +135,18 @@ describe('a peer that breaks the protocol is cut off; others carry on', () => {
     await stillServing();
   });
 
+  it('a first frame that says it carries fds is refused at its header (a hello carries none)', async () => {
+    // (Each such header held up to 253 of the server's fds until the handshake timeout.)
+    const header = Buffer.from([0xaf, 1, 0, 253, 16, 0, 0, 0]);
+    const before = (await good.troubles()).handshakeErrors.length;
+    const p = await raw();
+    p.send(header);
+    await p.closed;
+    const { handshakeErrors } = await good.troubles();
+    expect(handshakeErrors.slice(before)).toEqual([{ code: 'TOO_MANY_FDS', message: expect.stringContaining('maxFds is 0') }]);
+    await stillServing();
+  });
+
   it('a call of a million arguments is refused with INVALID_ARGUMENTS (spread into the handler, they overflowed the stack)', async () => {
     const p = await established();
     p.send(messageFrame([Msg.REQUEST, 7, 'record', new Array<number>(1_000_000).fill(1)]));
