@@ -118,6 +118,14 @@ export function errorToRecord(err: unknown, withStack: boolean, depth = 0): Erro
   return record;
 }
 
+// The depth at which a received Error was taken as another's cause.
+const causeDepth = new WeakMap<Error, number>();
+
+function takenAt(err: Error, depth: number): Error {
+  causeDepth.set(err, depth);
+  return err;
+}
+
 function isRecord(v: unknown): v is ErrorRecord {
   return typeof v === 'object' && v !== null && typeof (v as ErrorRecord).message === 'string';
 }
@@ -136,9 +144,12 @@ export function recordToError(record: unknown, depth = 0, into?: RpcError): Erro
   }
   // A cause sent as an error value of its own (PROTOCOL.md 2.4) is an Error
   // already: the decoder's placeholder, filled in after this one. Taken as
-  // it is; a copy made now would be of the empty placeholder.
-  const cause = record.cause !== undefined && depth < MAX_CAUSE_DEPTH
-    ? (record.cause instanceof Error ? record.cause : isRecord(record.cause) ? recordToError(record.cause, depth + 1) : record.cause)
+  // it is (a copy made now would be of the empty placeholder), at the depth
+  // it is taken at, so that the chain stops at MAX_CAUSE_DEPTH as a chain of
+  // records does (each placeholder is filled on its own, from depth 0).
+  const level = into ? (causeDepth.get(into) ?? depth) : depth;
+  const cause = record.cause !== undefined && level < MAX_CAUSE_DEPTH
+    ? (record.cause instanceof Error ? takenAt(record.cause, level + 1) : isRecord(record.cause) ? recordToError(record.cause, level + 1) : record.cause)
     : undefined;
   const raw = record.code as unknown;
   const code = typeof raw === 'string' ? raw : typeof raw === 'number' ? String(raw) : RpcCode.INTERNAL;

@@ -318,7 +318,10 @@ export class IncomingCalls {
       }
       credit.spend();
       const sent = this.#sendItem(call.id, step.value);
-      if (!(typeof sent === 'boolean' ? sent : await sent)) await this.#sender.drained();
+      if (!(typeof sent === 'boolean' ? sent : await sent)) {
+        await this.#sender.drained();
+        sinceTurn = 0; // (it may have waited for 'drain': a turn, or as good as one)
+      }
     }
   }
 

@@ -5,7 +5,7 @@ import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect as connectSocket } from '@afunix/transport';
-import { RpcCode, connect, createServer } from '../src/index.js';
+import { RpcCode, RpcError, connect, createServer } from '../src/index.js';
 import { eventually, openFdCount, tempDir } from './helpers.js';
 import { runFixture } from './procs.js';
 
@@ -150,5 +150,19 @@ describe('close() with a client whose hello is still awaited', () => {
     await eventually(() => openFdCount() === before + 3); // the listener, its end, the server's
     await server.close();
     expect(openFdCount()).toBe(before + 1); // the listener and the server's end are gone
+  });
+});
+
+describe('a call made right after the transport was destroyed', () => {
+  it('fails with an RpcError CONNECTION_CLOSED, before the channel has heard of it', async () => {
+    const server = adder();
+    const path = join(dir.dir, 'destroyed.sock');
+    await server.listen(path);
+    const client = await connect<Adder>(path, { service: 's' });
+    cleanups.push(() => client.$close());
+    client.$connection!.channel.transport.destroy(); // its 'close' comes a tick later
+    const err = await client.add(1, 2).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RpcError);
+    expect(err).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
   });
 });

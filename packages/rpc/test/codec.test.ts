@@ -135,4 +135,17 @@ describe('an error whose cause is an error value (ext 2), as PROTOCOL.md 2.4 all
     }
     expect(err).toBe(undefined);
   });
+
+  it('stops a chain of them at 8 causes, as a chain of records (a peer sent 20 000)', () => {
+    const errorValue = (record: Record<string, unknown>, cause?: Buffer): Buffer => {
+      const packed = encodeToBuffer((cause ? { ...record, cause: 'CAUSE!' } : record) as never);
+      const at = cause ? packed.indexOf(Buffer.from('\xa6CAUSE!', 'latin1')) : -1;
+      return ext(2, cause ? Buffer.concat([packed.subarray(0, at), cause, packed.subarray(at + 7)]) : packed);
+    };
+    let chain = errorValue({ name: 'Error', message: 'level 0' });
+    for (let i = 1; i < 30; i++) chain = errorValue({ name: 'Error', message: `level ${i}` }, chain);
+    let depth = 0;
+    for (let err = decode(chain, null, noClose).message as Error | undefined; err; err = err.cause as Error | undefined) depth++;
+    expect(depth).toBe(9); // the error and 8 causes
+  });
 });
