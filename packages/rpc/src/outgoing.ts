@@ -6,7 +6,7 @@ import { RpcCode, abortError, invalidArgValue, rpcError, shownValue } from './er
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
 import type { MessageSender } from './sender.js';
-import { RpcStream, type StreamLink } from './stream.js';
+import { RpcStream, type StreamLink, type StreamState } from './stream.js';
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -21,7 +21,8 @@ export interface CallOptions {
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
-  stream: RpcStream<unknown> | null;
+  // (The stream's state, not the RpcStream its caller holds: see stream.ts.)
+  stream: StreamState<unknown> | null;
   timer: NodeJS.Timeout | null;
   signal: AbortSignal | null;
 }
@@ -73,7 +74,8 @@ export class OutgoingCalls {
 
   stream(method: string, args: unknown[], options: CallOptions | undefined): RpcStream<unknown> {
     const stream = new RpcStream<unknown>(this.#nextId, this.#link);
-    this.#start(method, args, options, noop, (err) => stream.end(err), stream);
+    const state = RpcStream.stateOf(stream);
+    this.#start(method, args, options, noop, (err) => state.end(err), state);
     return stream;
   }
 
@@ -227,15 +229,15 @@ export class OutgoingCalls {
     const pending = this.#pending.get(callId);
     if (!pending) return releaseFds(value);
     if (!pending.stream) {
-      pending.stream = new RpcStream<unknown>(callId, this.#link);
-      const stream = pending.stream;
-      pending.reject = (err) => stream.end(err);
+      const stream = new RpcStream<unknown>(callId, this.#link);
+      const state = (pending.stream = RpcStream.stateOf(stream));
+      pending.reject = (err) => state.end(err);
       pending.resolve(stream);
     }
     // Items not yet taken are at most the window when the producer keeps to
     // its credit; one that does not would make us buffer without bound.
     // (The fds of this item are closed with the message's.)
-    if (pending.stream.buffered >= STREAM_WINDOW) {
+    if (pending.stream.items.length >= STREAM_WINDOW) {
       throw rpcError(RpcCode.PROTOCOL_ERROR, `stream ${callId}: more items than its credit allows`);
     }
     pending.stream.push(value);

@@ -182,3 +182,21 @@ describe('a consumer that grants far more credit than it needs', () => {
     }
   });
 });
+
+describe('a stream its caller let go of, unfinished', () => {
+  it('is cancelled once collected: its producer stops and its slot on the server frees up', async () => {
+    const dir = tempDir();
+    try {
+      const fixture = join(import.meta.dirname, 'fixtures', 'abandoned-streams.mjs');
+      const child = spawn(process.execPath, ['--expose-gc', fixture, join(dir.dir, 'abandon.sock')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => void (out += chunk));
+      const [status] = await once(child, 'exit');
+      expect(status).toBe(0);
+      // 12 streams through a server that allows 8 calls in flight.
+      expect(JSON.parse(out)).toEqual({ firsts: new Array(12).fill(0), stopped: 12, handling: 0, sum: 3 });
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
