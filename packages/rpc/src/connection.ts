@@ -297,7 +297,9 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   }
 
   #onFrame(payload: Buffer, received: ReceivedFds | null): void {
-    const fds = received ? received.take() : null;
+    // Kept, not taken: until someone takes an Fd made of them, the addon
+    // closes them if this thread goes first (a worker terminated).
+    const fds = received ? received.keep() : null;
     let kind: number;
     let callId: number;
     let name: string;

@@ -1,7 +1,7 @@
 // File descriptors as values: put an Fd anywhere in arguments or results and
 // it travels by SCM_RIGHTS inside the same message.
 import { closeSync } from 'node:fs';
-import { type FdLike, closeFd, isFdNumber } from '@afunix/transport';
+import { type FdLike, closeFd, isFdNumber, releaseKept } from '@afunix/transport';
 import { invalidArgValue, shownValue } from './errors.js';
 
 // A received Fd nobody took or closed is closed when it is collected: a safety
@@ -63,7 +63,10 @@ export class Fd {
   take(): number {
     const fd = this.fd;
     this.#fd = -1;
-    if (this.#owned) orphans.unregister(this);
+    if (this.#owned) {
+      orphans.unregister(this);
+      if (!this.transfers) releaseKept([fd]); // (received: see connection.ts)
+    }
     this.#owned = false;
     return fd;
   }

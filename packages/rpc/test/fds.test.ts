@@ -1,6 +1,6 @@
 // File descriptors as values: they travel inside the message, by SCM_RIGHTS.
 import { once } from 'node:events';
-import { closeSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { closeFd } from '@afunix/transport';
@@ -148,6 +148,27 @@ describe('Fd.transfer() in a worker thread', () => {
       expect(readFileSync(mine, 'utf8')).toBe('sent from a worker');
     } finally {
       closeSync(mine);
+    }
+  });
+});
+
+describe('received fds in a worker thread that is terminated', () => {
+  it('are closed with it, though nobody closed or took them', async () => {
+    const file = join(lab.dir, 'kept-by-a-worker.txt');
+    writeFileSync(file, 'kept');
+    const openOnFile = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === file;
+      } catch {
+        return false; // (closed meanwhile)
+      }
+    }).length;
+    for (let round = 0; round < 3; round++) {
+      const worker = new Worker(new URL('./fixtures/worker-keeps-fd.mjs', import.meta.url), { workerData: { labAddress: lab.service.address, file } });
+      await once(worker, 'message');
+      expect(openOnFile()).toBe(1);
+      await worker.terminate();
+      expect(openOnFile()).toBe(0);
     }
   });
 });

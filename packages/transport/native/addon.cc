@@ -99,7 +99,9 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
 // here may be reused at once, so nothing else may close it again.
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd = Int(info, 0);
-  EnvState::Get(info.Env())->in_flight.erase(fd);
+  EnvState* state = EnvState::Get(info.Env());
+  state->in_flight.erase(fd);
+  state->kept.erase(fd);
   return Num(info.Env(), SysClose(fd));
 }
 
@@ -108,23 +110,43 @@ Napi::Value TryLock(const Napi::CallbackInfo& info) {
   return Num(info.Env(), SysTryLock(Int(info, 0)));
 }
 
-// claim(fds): JavaScript code took these received fds (ReceivedFds.take):
-// they are its own from now on, never closed for it if a delivery is cut
-// short. Where they went (another thread, a net.Socket) is unknown here.
-Napi::Value Claim(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsArray()) return env.Undefined();
-  napi_value arr = info[0];
+// Calls `each` with every fd number in the array argument `index`.
+template <typename F>
+void ForEachFdArg(const Napi::CallbackInfo& info, size_t index, F each) {
+  if (!info[index].IsArray()) return;
+  napi_env env = info.Env();
+  napi_value arr = info[index];
   uint32_t n = 0;
   napi_get_array_length(env, arr, &n);
-  EnvState* state = EnvState::Get(env);
   for (uint32_t i = 0; i < n; i++) {
     napi_value item;
     int32_t fd;
-    if (napi_get_element(env, arr, i, &item) == napi_ok && napi_get_value_int32(env, item, &fd) == napi_ok)
-      state->in_flight.erase(fd);
+    if (napi_get_element(env, arr, i, &item) == napi_ok && napi_get_value_int32(env, item, &fd) == napi_ok) each(fd);
   }
-  return env.Undefined();
+}
+
+// claim(fds): JavaScript code took these received fds (ReceivedFds.take, or
+// a kept one released): they are its own from now on, never closed for it
+// if a delivery is cut short or the environment ends. Where they went
+// (another thread, a net.Socket) is unknown here.
+Napi::Value Claim(const Napi::CallbackInfo& info) {
+  EnvState* state = EnvState::Get(info.Env());
+  ForEachFdArg(info, 0, [state](int fd) {
+    state->in_flight.erase(fd);
+    state->kept.erase(fd);
+  });
+  return info.Env().Undefined();
+}
+
+// keep(fds): taken by a library for its user (ReceivedFds.keep); closed at
+// the environment's teardown unless closed or claimed before.
+Napi::Value Keep(const Napi::CallbackInfo& info) {
+  EnvState* state = EnvState::Get(info.Env());
+  ForEachFdArg(info, 0, [state](int fd) {
+    state->in_flight.erase(fd);
+    if (fd >= 0) state->kept.insert(fd);
+  });
+  return info.Env().Undefined();
 }
 
 Napi::Value SockName(const Napi::CallbackInfo& info) {
@@ -214,6 +236,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("tryLock", Napi::Function::New<TryLock>(env, "tryLock"));
   exports.Set("claim", Napi::Function::New<Claim>(env, "claim"));
+  exports.Set("keep", Napi::Function::New<Keep>(env, "keep"));
   exports.Set("sockName", Napi::Function::New<SockName>(env, "sockName"));
   exports.Set("peerCredentials", Napi::Function::New<PeerCredentials>(env, "peerCredentials"));
   exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));

@@ -69,6 +69,11 @@ struct EnvState {
   // (close()) or taken (claim()). A worker terminated mid-delivery leaves
   // some here, and only this list knows which: see SocketHandle::Settle.
   std::unordered_set<int> in_flight;
+  // Received fds a library keeps for its user (ReceivedFds.keep(): an rpc
+  // Fd nobody has taken yet). Closed when the environment is torn down (a
+  // worker terminated), unless closed (close()) or released (claim())
+  // first: nothing else would ever close them then.
+  std::unordered_set<int> kept;
   // fds an open handle of this environment owns, by number: adopting one of
   // them again (fromFd, listenFd) would let two handles close the same fd.
   std::vector<bool> owned;

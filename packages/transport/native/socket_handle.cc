@@ -345,6 +345,8 @@ void SocketHandle::OnClosed(uv_handle_t* handle) {
 void SocketHandle::Teardown(EnvState* state, napi_async_cleanup_hook_handle hook) {
   state->tearing_down = true;
   state->cleanup_hook = hook;
+  for (int fd : state->kept) SysClose(fd);
+  state->kept.clear();
   for (Conn* c = state->conns; c != nullptr; c = c->next) BeginClose(c);
   FinishTeardown(state);
 }

@@ -83,6 +83,18 @@ export class ReceivedFds implements Iterable<number> {
     return fds;
   }
 
+  /**
+   * Takes the held descriptors, as take() does, for a library that keeps
+   * them for its user (an rpc Fd): they stay on the addon's list of fds to
+   * close if this thread's environment ends first (a worker terminated),
+   * until each is closed with closeFd() or released with releaseKept().
+   */
+  keep(): number[] {
+    const fds = this.#release();
+    if (fds.length > 0) native?.keep(fds);
+    return fds;
+  }
+
   /** Takes one descriptor by its index among those received. */
   takeAt(index: number): number | undefined {
     const fd = this.#fds[index];
@@ -116,4 +128,9 @@ export class ReceivedFds implements Iterable<number> {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Kept descriptors (ReceivedFds.keep()) handed on to their user: closing them is the user's now. */
+export function releaseKept(fds: number[]): void {
+  if (fds.length > 0) native?.claim(fds);
 }

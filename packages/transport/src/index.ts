@@ -4,7 +4,7 @@ export { type ConnectOptions, type ConnectionType, connect, fromFd, socketPair, 
 export { type DatagramInfo, type DatagramOptions, type SendOptions, UnixDatagram, createDatagram } from './datagram.js';
 export { type AfunixError, afunixError, systemError } from './errors.js';
 export { type Features, features } from './features.js';
-export { type FdLike, MAX_FDS, ReceivedFds, closeFd, isFdNumber } from './fds.js';
+export { type FdLike, MAX_FDS, ReceivedFds, closeFd, isFdNumber, releaseKept } from './fds.js';
 export { loadError, type SocketType } from './native.js';
 export { type ServerOptions, UnixServer, createServer } from './server.js';
 export { type BatchEndListener, type Credentials, type Receiver, type SentCallback, UnixSocket, type UnixSocketOptions } from './socket.js';

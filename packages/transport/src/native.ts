@@ -60,6 +60,8 @@ export interface NativeBinding {
   tryLock(fd: number): number;
   /** Received fds that JavaScript code took: never closed for it if a delivery is cut short. */
   claim(fds: number[]): void;
+  /** Received fds a library keeps for its user: closed at the environment's teardown unless closed or claimed first. */
+  keep(fds: number[]): void;
   sockName(fd: number, peer: boolean): number | Buffer;
   peerCredentials(fd: number): number | [number, number, number];
   peerPidfd(fd: number): number;
