@@ -213,10 +213,7 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * `onSent` to hear it, the channel fails with it.)
    */
   send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
-    // (The transport may be destroyed already, by a failed write, with its
-    // 'close' still to come: a producer that only ever awaits resolved
-    // promises would otherwise write into it for as long as it produces.)
-    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME) || this.transport.destroyed) {
+    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME)) {
       throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#is(ENDED) ? 'ended' : 'closed'}`);
     }
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
@@ -258,6 +255,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
 
   /** Resolves once sending may go on: at once, or at the next 'drain'. Rejects if the channel closes first. */
   drained(): Promise<void> {
+    // (The transport may be destroyed already, by a failed write, its
+    // 'close' still to come: a producer waiting here must not go on.)
     if (this.#is(DESTROYED) || this.transport.destroyed) return Promise.reject(new FramingError('CONNECTION_CLOSED', 'the channel is closed'));
     if (!this.#is(NEED_DRAIN)) return Promise.resolve();
     return new Promise((resolve, reject) => {

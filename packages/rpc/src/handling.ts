@@ -367,6 +367,10 @@ const STOPPED = Symbol('stopped');
 // finally blocks.
 async function stopProducer(call: IncomingCall, iterator: AsyncIterator<unknown>, reason: unknown): Promise<void> {
   call.cancel(reason);
+  await returnQuietly(iterator);
+}
+
+async function returnQuietly(iterator: AsyncIterator<unknown>): Promise<void> {
   try {
     await iterator.return?.();
   } catch {
@@ -386,9 +390,8 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 // generator's finally blocks run, an RpcStream from another peer is cancelled.
 function stopIterating(iterable: AsyncIterable<unknown>): void {
   try {
-    const done = iterable[Symbol.asyncIterator]().return?.();
-    if (isThenable(done)) done.then(undefined, (err: unknown) => debug('stopping an unannounced stream failed: %s', describeThrown(err)));
-  } catch (err) {
-    debug('stopping an unannounced stream failed: %s', describeThrown(err));
+    void returnQuietly(iterable[Symbol.asyncIterator]());
+  } catch {
+    // (Its [Symbol.asyncIterator] threw: there is nothing to stop.)
   }
 }

@@ -92,8 +92,7 @@ export class MessageSender {
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', 'this transport cannot carry file descriptors');
-      // (The transport may be destroyed before the channel hears of it.)
-      if (this.#owner.closed || this.#channel.closed || this.#channel.transport.destroyed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
+      if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
       throw err;
     }
   }

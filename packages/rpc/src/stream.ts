@@ -129,11 +129,6 @@ export class RpcStream<T> implements AsyncIterable<T>, AsyncIterator<T> {
     return this.#state.id;
   }
 
-  /** @internal An item arrived. */
-  push(item: T): void {
-    this.#state.push(item);
-  }
-
   /** @internal The producer ended (err: it failed, or the call was lost). */
   end(err?: Error): void {
     this.#state.end(err);

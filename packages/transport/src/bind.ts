@@ -15,20 +15,30 @@ export interface BoundName {
   identity: { dev: number; ino: number } | null;
 }
 
-// A socket file nobody listens on answers ECONNREFUSED: that one is stale.
-// Returns null for stale, else why the file is not taken for stale.
+/**
+ * A socket file nobody listens on answers ECONNREFUSED: that one is stale.
+ * Given what a probe's connect() answered (null: it connected), returns
+ * null for stale, else why the file is not taken for stale. (The node:net
+ * fallback probes its own way and asks the same.)
+ */
+export function whyNotStale(code: string | null): string | null {
+  if (code === 'ECONNREFUSED') return null;
+  // (EAGAIN: its backlog is full; EINPROGRESS: the connect goes on.)
+  if (code === null || code === 'EAGAIN' || code === 'EINPROGRESS') return 'a server is listening there';
+  if (code === 'EPROTOTYPE') return 'a server of another socket type is listening there';
+  // (EACCES: a file of another user that this one may not connect to.)
+  return `it could not be probed: connect gave ${code}; it was left alone`;
+}
+
 function notStale(n: NativeBinding, kind: number, bytes: Buffer): string | null {
   const probe = n.socket(kind);
   if (probe < 0) return 'it could not be probed';
   const r = n.connect(probe, bytes);
   n.close(probe);
-  if (r === uv.ECONNREFUSED) return null;
-  // (EACCES: a file of another user that this one may not connect to.)
-  if (r === uv.EPROTOTYPE) return 'a server of another socket type is listening there';
-  return r === 0 || r === uv.EAGAIN || r === n.EINPROGRESS ? 'a server is listening there' : `it could not be probed: connect gave ${errnoName(r)}; it was left alone`;
+  return whyNotStale(r === 0 ? null : r === n.EINPROGRESS ? 'EINPROGRESS' : errnoName(r));
 }
 
-function addressInUse(address: string, why: string) {
+export function addressInUse(address: string, why: string) {
   return afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (${why})`, {
     errno: uv.EADDRINUSE,
     syscall: 'bind',

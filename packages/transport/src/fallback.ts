@@ -13,8 +13,9 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { encodeAddress, isAbstract } from './address.js';
+import { addressInUse, whyNotStale } from './bind.js';
 import { type ConnectOptions, connectionType } from './connect.js';
-import { afunixError, type AfunixError, invalidArg, unsupported, uv } from './errors.js';
+import { afunixError, type AfunixError, invalidArg, unsupported } from './errors.js';
 import type { FdLike } from './fds.js';
 import type { ServerOptions, UnixServer } from './server.js';
 import type { Credentials, Receiver, UnixSocket } from './socket.js';
@@ -229,30 +230,16 @@ export async function fallbackConnect(address: string, options: ConnectOptions =
 // ---------------------------------------------------------------------------
 // Servers: net.Server with src/bind.ts's rules applied where net lets us.
 
-function addressInUse(address: string, why: string): AfunixError {
-  return afunixError('EADDRINUSE', `bind EADDRINUSE ${address} (${why})`, {
-    errno: uv.EADDRINUSE,
-    syscall: 'bind',
-    address,
-  });
-}
-
-// A socket file nobody listens on answers ECONNREFUSED: that one is stale.
-// Resolves null for stale, else why the file is not taken for stale (as
-// bind.ts's notStale()).
+// Resolves null for a stale socket file, else why it is not taken for
+// stale (bind.ts's whyNotStale(), on what net's connect() answered).
 function notStale(path: string): Promise<string | null> {
   return new Promise((resolve) => {
     const probe = net.connect({ path });
     probe.once('connect', () => {
       probe.destroy();
-      resolve('a server is listening there');
+      resolve(whyNotStale(null));
     });
-    probe.once('error', (err: AfunixError) => {
-      if (err.code === 'ECONNREFUSED') resolve(null);
-      else if (err.code === 'EAGAIN') resolve('a server is listening there'); // its backlog is full
-      else if (err.code === 'EPROTOTYPE') resolve('a server of another socket type is listening there');
-      else resolve(`it could not be probed: connect gave ${err.code ?? err.message}; it was left alone`);
-    });
+    probe.once('error', (err: AfunixError) => resolve(whyNotStale(err.code ?? err.message)));
   });
 }
 
