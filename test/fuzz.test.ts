@@ -169,11 +169,11 @@ function rig(): Rig {
   peer.on('error', () => {});
   const handled: string[] = [];
   const handlers = new Map<string, (...args: unknown[]) => unknown>([
-    ['add', (a, b) => (handled.push('add'), (a as number) + (b as number))],
-    ['echo', (v) => (handled.push('echo'), v)],
+    ['add', (_ctx, a, b) => (handled.push('add'), (a as number) + (b as number))],
+    ['echo', (_ctx, v) => (handled.push('echo'), v)],
     ['slow', () => (handled.push('slow'), new Promise((r) => setTimeout(r, 5)))],
     ['fail', () => { handled.push('fail'); throw new RpcError('no', { code: 'E_NO' }); }],
-    ['count', async function* (n: unknown) { handled.push('count'); for (let i = 0; i < Math.min(Number(n) || 0, 40); i++) yield i; }],
+    ['count', async function* (_ctx: unknown, n: unknown) { handled.push('count'); for (let i = 0; i < Math.min(Number(n) || 0, 40); i++) yield i; }],
   ]);
   const conn = new RpcConnection(
     channel,

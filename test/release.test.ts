@@ -164,8 +164,8 @@ const server = createServer<Calc>({
   // Over net (no addon) the kernel's peer credentials are out of reach, and a policy fails closed.
   allow: features.peerCredentials ? 'same-user' : 'any',
   handlers: {
-    add: (a, b) => a + b,
-    open: (path) => Fd.transfer(openSync(path, 'r')),
+    add: (_ctx, a, b) => a + b,
+    open: (_ctx, path) => Fd.transfer(openSync(path, 'r')),
   },
 });
 await server.listen(address, { mode: 0o600 });

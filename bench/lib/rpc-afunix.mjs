@@ -15,10 +15,10 @@ function rpcServer(handlers) {
   return createServer({
     service: 'bench',
     handlers: {
-      echo: (v) => handlers.echo(v),
-      bytes: (b) => handlers.bytes(b),
+      echo: (_ctx, v) => handlers.echo(v),
+      bytes: (_ctx, b) => handlers.bytes(b),
       // The Fd is closed by the server once the handler returns.
-      fd: (fd) => handlers.fd(fd.fd),
+      fd: (_ctx, fd) => handlers.fd(fd.fd),
       ping: () => true,
     },
   });

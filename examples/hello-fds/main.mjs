@@ -26,11 +26,11 @@ if (role === 'client') {
   const dir = mkdtempSync(join(tmpdir(), 'hello-fds-'));
   /** @type {import('@afunix/rpc').ServerHandlers<Hello>} */
   const handlers = {
-    greet: (name, ctx) => `hello ${name}, from ${me} (you are pid ${ctx.peer?.pid}, uid ${ctx.peer?.uid})`,
-    async *countdown(from) {
+    greet: (ctx, name) => `hello ${name}, from ${me} (you are pid ${ctx.peer?.pid}, uid ${ctx.peer?.uid})`,
+    async *countdown(_ctx, from) {
       for (let n = from; n > 0; n--) yield n;
     },
-    peek(file) {
+    peek(_ctx, file) {
       const head = Buffer.alloc(32);
       readSync(file.fd, head, 0, head.length, 0);
       return `fd ${file.fd} → ${readlinkSync(`/proc/self/fd/${file.fd}`)}, starting ${JSON.stringify(head.toString())}`;

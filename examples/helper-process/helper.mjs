@@ -14,7 +14,7 @@ function split(text) {
 
 /** @type {import('@afunix/rpc').ServerHandlers<Indexer>} */
 const handlers = {
-  async analyze(text, ctx) {
+  async analyze(ctx, text) {
     const { stopWords } = await ctx.remote.settings(); // a call back into the parent
     const lines = text.trim().split('\n');
     const kept = [];
@@ -25,7 +25,7 @@ const handlers = {
     const longest = kept.reduce((a, b) => (b.length > a.length ? b : a), '');
     return { words: kept.length, lines: lines.length, longest, by: process.pid };
   },
-  async *words(text) {
+  async *words(_ctx, text) {
     for (const word of split(text)) yield word;
   },
 };

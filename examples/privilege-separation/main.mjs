@@ -23,7 +23,7 @@ writeFileSync(secret, `launch code ${token}\n`, { mode: 0o600 });
 
 /** @type {import('@afunix/rpc').ServerHandlers<import('./contract.js').Broker>} */
 const handlers = {
-  open(path) {
+  open(_ctx, path) {
     // The policy lives here, in the privileged process: one file, read-only.
     if (resolve(path) !== secret) throw new RpcError(`${path} is not on the broker's list`, { code: 'E_NOT_ALLOWED' });
     return Fd.transfer(openSync(secret, 'r')); // closed here once it is on its way

@@ -64,11 +64,15 @@ export type Remote<T> = { readonly [K in keyof ProxyMethods<T>]: RemoteMethod<Pr
 /** Fire-and-forget versions of the same methods. */
 export type Notifier<T> = { readonly [K in keyof ProxyMethods<T>]: ProxyMethods<T>[K] extends (...args: infer A) => unknown ? (...args: A) => void : never };
 
-/** How a method looks to its implementer: the same arguments, then the call context. */
+/**
+ * How a method looks to its implementer: the call context, then the
+ * arguments. The context comes first so that no argument a caller sends or
+ * leaves out can stand in its place (an optional parameter stays optional).
+ */
 export type HandlerOf<F, Ctx> = F extends (...args: infer A) => infer R
   ? IsStream<R> extends true
-    ? (...args: [...A, Ctx]) => AsyncIterable<StreamItem<R>>
-    : (...args: [...A, Ctx]) => Awaited<R> | Promise<Awaited<R>>
+    ? (ctx: Ctx, ...args: A) => AsyncIterable<StreamItem<R>>
+    : (ctx: Ctx, ...args: A) => Awaited<R> | Promise<Awaited<R>>
   : never;
 
 export type Handlers<T, Ctx> = { [K in keyof Callable<T>]: HandlerOf<Callable<T>[K], Ctx> };
@@ -84,5 +88,5 @@ export type EventArgs<E, K extends keyof E> = E[K] extends (...args: infer A) =>
 /** An event map in the shape typed-emitter wants. */
 export type Listeners<E> = { [K in keyof E & string]: (...args: EventArgs<E, K>) => void };
 
-/** Client events as the server receives them: the sending connection comes last. */
-export type ListenersWith<E, X> = { [K in keyof E & string]: (...args: [...EventArgs<E, K>, X]) => void };
+/** Client events as the server receives them: the sending connection first, as a handler's context. */
+export type ListenersWith<X, E> = { [K in keyof E & string]: (from: X, ...args: EventArgs<E, K>) => void };

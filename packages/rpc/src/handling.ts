@@ -154,7 +154,7 @@ export class IncomingCalls {
     const checked = validator ? validateArgs(validator, call.method, args) : args;
     const intercept = this.#options.intercept;
     const run = (a: unknown[]) =>
-      intercept ? intercept({ method: call.method, args: a, context: call }, async () => handler(...a, call)) : handler(...a, call);
+      intercept ? intercept({ method: call.method, args: a, context: call }, async () => handler(call, ...a)) : handler(call, ...a);
     return Array.isArray(checked) ? run(checked) : checked.then(run);
   }
 

@@ -1,14 +1,13 @@
 // A call from the peer being handled here, and the context its handler sees.
 import type { Credentials } from '@afunix/transport';
 import type { RpcConnection } from './connection.js';
-import { RpcCode, rpcError } from './errors.js';
 import type { Credit } from './stream.js';
 
 // Handlers are user functions of any shape; the contract types constrain them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Handler = (...args: any[]) => unknown;
 
-/** What a handler gets as its last argument. */
+/** What a handler gets as its first argument, before the caller's. */
 export interface CallContext<Remote = unknown> {
   readonly method: string;
   /** Aborted when the caller cancels, its deadline passes, or it disconnects. */
@@ -67,21 +66,4 @@ export class IncomingCall implements CallContext {
     this.#controller?.abort(reason);
     this.onCancel?.();
   }
-}
-
-/**
- * `ctx` if it is the context this library handed the handler; otherwise
- * throws INVALID_ARGUMENTS. The context comes after the arguments the
- * caller sent, so a caller that sends more than a handler takes puts a
- * value of its own where the handler expects `ctx` (a `peer` of its
- * choosing), and one that sends fewer puts the context in an earlier
- * parameter. A handler that decides anything on `ctx.peer` takes it
- * through this (or pins its arguments with a schema).
- */
-export function trustedContext<Remote = unknown>(ctx: CallContext<Remote>): CallContext<Remote> {
-  if (ctx instanceof IncomingCall) return ctx;
-  throw rpcError(
-    RpcCode.INVALID_ARGUMENTS,
-    "the handler's context was not where it takes it: the call has more (or fewer) arguments than the handler takes",
-  );
 }

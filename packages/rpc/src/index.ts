@@ -7,7 +7,7 @@ export type {
 export { DESCRIBE, type MethodDescription, type ServiceDescription } from './describe.js';
 export { type ErrorRecord, RpcCode, RpcError, type RpcErrorOptions } from './errors.js';
 export { Fd } from './fd.js';
-export { type CallContext, type CallInfo, type Interceptor, trustedContext } from './incoming.js';
+export { type CallContext, type CallInfo, type Interceptor } from './incoming.js';
 export type { PeerPolicy } from './policy.js';
 export { MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
 export { type RpcServerOptions, RpcServer, createServer } from './server.js';

@@ -94,8 +94,8 @@ export function refuseInherited(handlers: object, name: string): void {
 
 export class RpcServer<C extends Contract = Contract> extends (EventEmitter as new () => TypedEmitter<ServerEvents>) {
   readonly service: string;
-  /** Client events, with the sending connection as the last argument. */
-  readonly clientEvents = new EventEmitter() as TypedEmitter<ListenersWith<ClientEventsOf<C>, RpcConnection>>;
+  /** Client events, with the sending connection as the first argument. */
+  readonly clientEvents = new EventEmitter() as TypedEmitter<ListenersWith<RpcConnection, ClientEventsOf<C>>>;
   #options: RpcServerOptions<C>;
   #handlers: Map<string, Handler>;
   #streams: string[];
@@ -130,7 +130,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       maxOutboundBytes: options.maxOutboundBytes,
       intercept: options.intercept,
       filterEvents: true,
-      onEvent: (name, args, conn) => (this.clientEvents as EventEmitter).emit(name, ...args, conn),
+      onEvent: (name, args, conn) => (this.clientEvents as EventEmitter).emit(name, conn, ...args),
       onClose: (conn, reason) => {
         this.#connections.delete(conn);
         this.emit('disconnect', conn, reason);

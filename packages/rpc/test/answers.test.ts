@@ -62,8 +62,8 @@ const server = createServer<Awkward>({
     errorMap() {
       throw new RpcError('with a map', { code: 'E_MAP', data: { byId: new Map([[1, 'one']]) } });
     },
-    add: (a, b) => a + b,
-    hostile: (kind) => hostile[kind]!(),
+    add: (_ctx, a, b) => a + b,
+    hostile: (_ctx, kind) => hostile[kind]!(),
   },
 });
 const [a, b] = socketPair();

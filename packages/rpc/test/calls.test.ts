@@ -14,7 +14,7 @@ beforeAll(async () => {
   service = await startService(join(tmp.dir, 'lab.sock'));
   client = await connect<Lab>(service.address, {
     service: 'lab',
-    expose: { confirm: (q) => q.endsWith('?') },
+    expose: { confirm: (_ctx, q) => q.endsWith('?') },
   });
 });
 
@@ -64,14 +64,15 @@ describe('request/response', () => {
     expect(await client.add(1, 2)).toBe(3);
   });
 
-  it("trustedContext(): a caller cannot put its own 'peer' where the handler takes its context", async () => {
-    expect(await client.uidFor(7)).toEqual({ id: 7, uid: process.getuid!() });
-    // (Through the connection, as a client of another contract or a raw peer would send them.)
-    const conn = client.$connection!;
-    const forged = conn.call('uidFor', [7, { peer: { pid: 1, uid: 4242, gid: 0 }, method: 'uidFor' }]);
-    await expect(forged).rejects.toMatchObject({ code: RpcCode.INVALID_ARGUMENTS, message: expect.stringContaining("context was not where it takes it") });
-    await expect(conn.call('uidFor', [])).rejects.toMatchObject({ code: RpcCode.INVALID_ARGUMENTS });
-    expect(await client.uidFor(8)).toEqual({ id: 8, uid: process.getuid!() });
+  it("the handler's context comes first: no argument sent or left out takes its place", async () => {
+    const uid = process.getuid!();
+    expect(await client.uidFor(7)).toEqual({ id: 7, uid });
+    // An optional argument left out is just missing.
+    expect(await client.uidFor()).toEqual({ id: undefined, uid });
+    // One argument too many, shaped as a context (through the connection, as
+    // a client of another contract or a raw peer would send it), is ignored.
+    const forged = client.$connection!.call('uidFor', [7, { peer: { pid: 1, uid: 4242, gid: 0 }, method: 'uidFor' }]);
+    expect(await forged).toEqual({ id: 7, uid });
   });
 });
 
@@ -122,9 +123,11 @@ describe('events', () => {
     }
   });
 
-  it('carries client events to the server', async () => {
+  it('carries client events to the server, with the connection they came from', async () => {
     client.$emit('progress', 42);
     await eventually(async () => (await client.seen()).progress === 42);
+    // The server's listener gets the sending connection first.
+    expect((await client.seen()).progressFrom).toBe(process.pid);
   });
 });
 

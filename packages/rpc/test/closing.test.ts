@@ -22,7 +22,7 @@ afterEach(async () => {
 
 function adder() {
   dir = tempDir();
-  const server = createServer<Adder>({ service: 's', handlers: { add: (a, b) => a + b } });
+  const server = createServer<Adder>({ service: 's', handlers: { add: (_ctx, a, b) => a + b } });
   cleanups.push(() => server.close({ timeout: 100 }));
   return server;
 }
@@ -128,7 +128,7 @@ describe('close() over any Duplex', () => {
         },
       });
     ends.push(make(0), make(1));
-    const server = createServer<Adder>({ service: 's', handlers: { add: (a, b) => a + b } });
+    const server = createServer<Adder>({ service: 's', handlers: { add: (_ctx, a, b) => a + b } });
     void server.serve(ends[0]!).catch(() => {});
     const client = await connect<Adder>(ends[1]!, { service: 's' });
     expect(await client.add(1, 2)).toBe(3);

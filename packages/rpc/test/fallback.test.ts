@@ -38,7 +38,7 @@ interface Calc {
 const CHILD = `
 import { connect, createServer } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
 import { features } from '@afunix/transport';
-const server = createServer({ service: 'calc', handlers: { add: (a, b) => a + b } });
+const server = createServer({ service: 'calc', handlers: { add: (_ctx, a, b) => a + b } });
 await server.listen(process.argv[1], { mode: 0o600 });
 const self = await connect(process.argv[1], { service: 'calc' });
 console.log(JSON.stringify({ native: features.native, selfCall: await self.add(40, 2) }));
@@ -71,7 +71,7 @@ const POLICY_CHILD = `
 import { createServer } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
 const out = {};
 for (const allow of ['same-user', 'any']) {
-  const server = createServer({ service: 'calc', allow, handlers: { add: (a, b) => a + b } });
+  const server = createServer({ service: 'calc', allow, handlers: { add: (_ctx, a, b) => a + b } });
   try {
     await server.listen(process.argv[1] + '.' + allow);
     out[allow] = 'listening';

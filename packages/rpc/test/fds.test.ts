@@ -89,7 +89,7 @@ describe('fds as values', () => {
       service: 'fds',
       handlers: {
         ignore: () => 1,
-        keep: (fd) => fd.take(),
+        keep: (_ctx, fd) => fd.take(),
       },
     });
     const path = join(lab.dir, 'fds.sock');
@@ -289,7 +289,7 @@ describe('fds the kernel refuses', () => {
     try {
       await withServer<Files>(
         {
-          async *files(n) {
+          async *files(_ctx, n) {
             for (let i = 0; i < n; i++) yield { fd: Fd.from(file), data: Buffer.alloc(100_000, i) };
           },
         },

@@ -29,7 +29,7 @@ describe('notifications and maxInFlight', () => {
           running++;
           await gate;
         },
-        add: (a, b) => a + b,
+        add: (_ctx, a, b) => a + b,
       },
     });
     const [a, b] = socketPair();
@@ -61,7 +61,7 @@ describe('notifications and maxInFlight', () => {
               resolve();
             });
           }),
-        add: (a, b) => a + b,
+        add: (_ctx, a, b) => a + b,
       },
     });
     const [a, b] = socketPair();
@@ -78,7 +78,7 @@ describe('notifications and maxInFlight', () => {
 
 describe('event subscriptions', () => {
   it('are capped at 4096 names per connection: past that, PROTOCOL_ERROR for that connection only', async () => {
-    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (a, b) => a + b } });
+    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (_ctx, a, b) => a + b } });
     const reasons: Array<string | undefined> = [];
     server.on('disconnect', (_c, reason) => reasons.push((reason as { code?: string } | null)?.code));
     const open = async () => {
@@ -105,7 +105,7 @@ describe('event names in subscriptions', () => {
   const MAX_EVENT_NAME = 256;
 
   it(`are at most ${MAX_EVENT_NAME} characters: a longer one is PROTOCOL_ERROR for that connection only`, async () => {
-    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (a, b) => a + b } });
+    const server = createServer<Gate>({ service: 'gate', handlers: { wait: () => {}, add: (_ctx, a, b) => a + b } });
     const reasons: Array<string | undefined> = [];
     server.on('disconnect', (_c, reason) => reasons.push((reason as { code?: string } | null)?.code));
     const open = async () => {

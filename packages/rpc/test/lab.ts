@@ -27,10 +27,10 @@ export interface Lab {
     unsendableItem(last: boolean): AsyncIterable<unknown>;
     askClient(question: string): boolean;
     whoami(): { peer: Credentials | null; pid: number };
-    /** Its argument, and the caller's uid through trustedContext(). */
-    uidFor(id: number): { id: number; uid: number | null };
+    /** Its argument (optional), and the caller's uid from its context. */
+    uidFor(id?: number): { id?: number; uid: number | null };
     publish(n: number): number;
-    seen(): { aborted: number; produced: number; streamsCancelled: number; recorded: unknown[]; progress: number | null };
+    seen(): { aborted: number; produced: number; streamsCancelled: number; recorded: unknown[]; progress: number | null; progressFrom: number | null };
     big(size: number): Buffer;
     /** `({}).polluted` and Object.prototype's own keys now and before any client spoke. */
     pollution(): { polluted: unknown; protoKeys: string[]; baseline: string[] };

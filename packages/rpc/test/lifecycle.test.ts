@@ -271,7 +271,7 @@ describe('server.close({ timeout })', () => {
     const server = createServer<Closing>({
       service: 'closing',
       handlers: {
-        async gated(value) {
+        async gated(_ctx, value) {
           running.add('gated');
           await gate;
           return value;
@@ -285,7 +285,7 @@ describe('server.close({ timeout })', () => {
             });
           });
         },
-        add: (a, b) => a + b,
+        add: (_ctx, a, b) => a + b,
       },
     });
     await server.listen(path);
@@ -325,7 +325,7 @@ describe('server.close({ timeout })', () => {
 
 describe('server.close() while a handshake is under way', () => {
   const closingServer = () =>
-    createServer<Closing>({ service: 'closing', handlers: { gated: (v) => v, hang: () => new Promise<never>(() => {}), add: (a, b) => a + b } });
+    createServer<Closing>({ service: 'closing', handlers: { gated: (_ctx, v) => v, hang: () => new Promise<never>(() => {}), add: (_ctx, a, b) => a + b } });
 
   it('refuses an accepted connection that has not said hello with SHUTTING_DOWN, and never serves it', async () => {
     const path = join(tmp.dir, 'closing-handshake.sock');

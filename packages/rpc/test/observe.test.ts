@@ -28,8 +28,8 @@ async function start(intercept?: (call: CallInfo, next: () => Promise<unknown>) 
     schemas: { create: z.tuple([z.string().min(1), z.number().int().min(0)]) },
     intercept,
     handlers: {
-      create: (name, age) => ({ name, age }),
-      find: (id) => {
+      create: (_ctx, name, age) => ({ name, age }),
+      find: (_ctx, id) => {
         if (id === 0) throw new RpcError('no such user', { code: 'E_NO_USER', data: { id } });
         return `user${id}`;
       },

@@ -35,7 +35,7 @@ describe('a channel and its connection', () => {
 
 describe("a server's connections", () => {
   it("are forgotten, and 'disconnect' emitted, before the connection's own 'close' listeners run", async () => {
-    const server = createServer<Adder>({ service: 'adder', handlers: { add: (x, y) => x + y } });
+    const server = createServer<Adder>({ service: 'adder', handlers: { add: (_ctx, x, y) => x + y } });
     const order: string[] = [];
     server.on('connection', (conn) => conn.on('close', () => order.push(`close, ${server.connections.size} left`)));
     server.on('disconnect', () => order.push('disconnect'));
@@ -51,7 +51,7 @@ describe("a server's connections", () => {
   });
 
   it("are forgotten even when every 'close' listener of the connection was removed", async () => {
-    const server = createServer<Adder>({ service: 'adder', handlers: { add: (x, y) => x + y } });
+    const server = createServer<Adder>({ service: 'adder', handlers: { add: (_ctx, x, y) => x + y } });
     server.on('connection', (conn) => conn.removeAllListeners('close'));
     const disconnected = once(server, 'disconnect');
     const [a, b] = socketPair();

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { Fd, RpcServer, connect, createServer } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
-const base = { service: 'opts', handlers: { add: (a: number, b: number) => a + b } };
+const base = { service: 'opts', handlers: { add: (_ctx: unknown, a: number, b: number) => a + b } };
 
 describe('server options', () => {
   it('refuses each option that cannot work with ERR_INVALID_ARG_VALUE, naming it', () => {
@@ -54,7 +54,7 @@ describe('server options', () => {
   it('refuses a class instance whose methods are all on its prototype (handlers, a client\'s expose); own methods of one still serve', async () => {
     class Impl {
       factor = 2;
-      add(a: number, b: number) {
+      add(_ctx: unknown, a: number, b: number) {
         return (a + b) * this.factor;
       }
     }
@@ -70,7 +70,7 @@ describe('server options', () => {
     // being the object; helpers on the prototype are left alone.
     class Fields {
       factor = 3;
-      add = (a: number, b: number) => this.scale(a + b);
+      add = (_ctx: unknown, a: number, b: number) => this.scale(a + b);
       private scale(n: number) {
         return n * this.factor;
       }

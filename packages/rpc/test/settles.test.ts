@@ -64,8 +64,8 @@ async function sizes(): Promise<{ client: Awaited<ReturnType<typeof connect<Size
   const server = createServer<Sizes>({
     service: 'sizes',
     handlers: {
-      size: (b) => b.length,
-      slow: async (ms) => {
+      size: (_ctx, b) => b.length,
+      slow: async (_ctx, ms) => {
         await new Promise((r) => setTimeout(r, ms));
         return 'done';
       },

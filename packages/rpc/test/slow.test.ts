@@ -22,7 +22,7 @@ afterAll(() => tmp.cleanup());
 describe('slow consumers', () => {
   it('cuts off a client that stops reading once its queue passes the cap; others are unaffected', async () => {
     const cap = 4 * 1024 * 1024;
-    const server = new RpcServer<Feed>({ service: 'feed', maxOutboundBytes: cap, handlers: { ping: () => 'pong', len: (d) => d.length } });
+    const server = new RpcServer<Feed>({ service: 'feed', maxOutboundBytes: cap, handlers: { ping: () => 'pong', len: (_ctx, d) => d.length } });
     const path = join(tmp.dir, 'feed.sock');
     await server.listen(path);
     const stuck = await connect<Feed>(path);
@@ -62,7 +62,7 @@ describe('slow consumers', () => {
 
 describe('a client that starts many large calls at once', () => {
   it('is not cut off when its maxOutboundBytes allows the burst', async () => {
-    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (d) => d.length } });
+    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (_ctx, d) => d.length } });
     const path = join(tmp.dir, 'burst.sock');
     await server.listen(path);
     // 40 MiB queued at once: over the default cap of 32 MiB, under this one.
@@ -78,7 +78,7 @@ describe('a client that starts many large calls at once', () => {
 
 describe('publish to a subscriber that cannot take the event', () => {
   it('skips and reports that one; the others get the event, and its connection lives', async () => {
-    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (d) => d.length } });
+    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (_ctx, d) => d.length } });
     const open = async (maxMessageSize?: number) => {
       const [a, b] = socketPair();
       const served = server.serve(a);
@@ -111,7 +111,7 @@ describe('publish to a subscriber that cannot take the event', () => {
   });
 
   it('still throws ENCODE_ERROR for arguments that cannot travel at all', async () => {
-    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (d) => d.length } });
+    const server = new RpcServer<Feed>({ service: 'feed', handlers: { ping: () => 'pong', len: (_ctx, d) => d.length } });
     const [a, b] = socketPair();
     const served = server.serve(a);
     const client = await connect<Feed>(b);

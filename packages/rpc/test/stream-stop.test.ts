@@ -16,7 +16,7 @@ interface Files {
 const server = createServer<Files>({
   service: 'files',
   handlers: {
-    async *files(n) {
+    async *files(_ctx, n) {
       for (let i = 0; i < n; i++) yield Fd.transfer(openSync('/dev/null', 'r'));
     },
     ping: () => 1,
@@ -76,7 +76,7 @@ describe('a stream item that cannot be sent', () => {
   const server = createServer<Awkward>({
     service: 'awkward',
     handlers: {
-      async *awkward(kind, ctx) {
+      async *awkward(ctx, kind) {
         try {
           yield 1;
           yield kind === 'unencodable' ? { f() {} } : 'x'.repeat(10_000);

@@ -89,7 +89,7 @@ describe('a handler that returns an AsyncIterable without being an async generat
     }
     const server = createServer<Relay>({
       service: 'relay',
-      handlers: { relay: (n) => (returned = numbers(n)), async *count(n) { yield* numbers(n); } },
+      handlers: { relay: (_ctx, n) => (returned = numbers(n)), async *count(_ctx, n) { yield* numbers(n); } },
     });
     try {
       await server.listen(join(dir.dir, 'relay.sock'));
@@ -145,7 +145,7 @@ describe('a consumer that grants far more credit than it needs', () => {
             stopped = true;
           }
         },
-        add: (a, b) => a + b,
+        add: (_ctx, a, b) => a + b,
       },
     });
     const path = join(dir.dir, 'greedy.sock');

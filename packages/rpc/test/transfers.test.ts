@@ -112,13 +112,13 @@ describe('Fd.transfer() in an answer that never leaves', () => {
   const server = createServer<Slow>({
     service: 'slow',
     handlers: {
-      async openLater(ms) {
+      async openLater(_ctx, ms) {
         const fd = openNull();
         await sleep(ms);
         returned++;
         return Fd.transfer(fd);
       },
-      async *openEach(ms) {
+      async *openEach(_ctx, ms) {
         for (;;) {
           const fd = openNull();
           await sleep(ms);

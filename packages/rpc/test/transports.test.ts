@@ -57,7 +57,7 @@ async function passFds(c: RpcClient<Lab>): Promise<void> {
   }
 }
 
-const expose = { confirm: (q: string) => q.endsWith('?') };
+const expose = { confirm: (_ctx: unknown, q: string) => q.endsWith('?') };
 
 describe('seqpacket', () => {
   it('carries calls, events, a stream and fds', async () => {

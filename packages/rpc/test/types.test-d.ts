@@ -1,7 +1,7 @@
 // Compile-time guarantees: checked by `vitest --typecheck` (enabled in the
 // root config). A wrong method name or argument type must not compile.
 import { describe, expectTypeOf, it } from 'vitest';
-import type { CallContext, Fd, RpcClient, RpcStream, ServerHandlers } from '../src/index.js';
+import type { CallContext, Fd, RpcClient, RpcConnection, RpcServer, RpcStream, ServerHandlers } from '../src/index.js';
 
 interface Calc {
   methods: {
@@ -17,6 +17,7 @@ interface Calc {
 }
 
 declare const client: RpcClient<Calc>;
+declare const server: RpcServer<Calc>;
 
 interface Serializable {
   methods: { toJSON(): string; valueOf(): number; then(): void; size(): number };
@@ -70,16 +71,16 @@ describe('client types', () => {
 });
 
 describe('server handler types', () => {
-  it('gives handlers the same arguments plus a context', () => {
+  it('gives handlers the context, then the same arguments', () => {
     const handlers: ServerHandlers<Calc> = {
-      add: (a, b, ctx) => {
+      add: (ctx, a, b) => {
         expectTypeOf(a).toEqualTypeOf<number>();
         expectTypeOf(ctx.signal).toEqualTypeOf<AbortSignal>();
         expectTypeOf(ctx.remote.confirm).returns.toEqualTypeOf<Promise<boolean>>();
         return a + b;
       },
-      greet: async (name) => `hi ${name}`,
-      async *count(to) {
+      greet: async (_ctx, name) => `hi ${name}`,
+      async *count(_ctx, to) {
         for (let i = 0; i < to; i++) yield i;
       },
       open: () => ({}) as Fd,
@@ -87,7 +88,7 @@ describe('server handler types', () => {
         throw new Error('always');
       },
     };
-    expectTypeOf(handlers.add).parameter(2).toEqualTypeOf<CallContext<{ readonly confirm: (question: string) => Promise<boolean> }>>();
+    expectTypeOf(handlers.add).parameter(0).toEqualTypeOf<CallContext<{ readonly confirm: (question: string) => Promise<boolean> }>>();
   });
 
   it('rejects handlers of the wrong shape', () => {
@@ -104,5 +105,13 @@ describe('server handler types', () => {
       },
     };
     void bad;
+  });
+
+  it('gives a client event listener the sending connection, then the arguments', () => {
+    server.clientEvents.on('progress', (from, done, total) => {
+      expectTypeOf(from).toEqualTypeOf<RpcConnection>();
+      expectTypeOf(done).toEqualTypeOf<number>();
+      expectTypeOf(total).toEqualTypeOf<number>();
+    });
   });
 });
