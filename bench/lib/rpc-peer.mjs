@@ -56,10 +56,10 @@ async function collect() {
 // ---------------------------------------------------------------- server
 
 const handlers = {
-  echo: (_ctx, v) => v,
-  bytes: (_ctx, b) => b,
+  echo: (v) => v,
+  bytes: (b) => b,
   // W4: answer with the inode, so the client can check it got its own fd back here.
-  fd: (_ctx, fd) => fstatSync(fd).ino,
+  fd: (fd) => fstatSync(fd).ino,
 };
 
 async function server() {
