@@ -325,6 +325,8 @@ describe('hellos with fields of the wrong type', () => {
     ['a nested-array service', { protocol: 1, service: [[0n]] }],
     ['a Map version', { protocol: 1, version: new Map([[1, 2]]) }],
     ['a string maxMessageSize', { protocol: 1, maxMessageSize: 'lots' }],
+    ['streams of numbers', { protocol: 1, streams: ['items', 7] }],
+    ['streams as a string', { protocol: 1, streams: 'items' }],
   ];
 
   it('the server refuses them with PROTOCOL_ERROR at once, not holding the connection', async () => {

@@ -43,6 +43,7 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   // was cleared, and the connection then hung with neither side told.
   checkString(hello, 'service');
   checkString(hello, 'version');
+  checkStreams(hello);
   const max = hello.maxMessageSize;
   if (max !== undefined && (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0)) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's maxMessageSize is not a non-negative integer");
@@ -52,6 +53,17 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
 
 function checkString(hello: Hello, key: 'service' | 'version'): void {
   if (hello[key] !== undefined && typeof hello[key] !== 'string') throw rpcError(RpcCode.PROTOCOL_ERROR, `the hello's ${key} is not a string`);
+}
+
+// Dropping the odd entries instead would leave the caller expecting a plain
+// value from a method that streams: its calls would fail one by one later,
+// far from the cause.
+function checkStreams(hello: Hello): void {
+  const { streams } = hello;
+  if (streams === undefined) return;
+  if (!Array.isArray(streams) || !streams.every((name) => typeof name === 'string')) {
+    throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's streams is not an array of strings");
+  }
 }
 
 export function sendHello(channel: FramedChannel, hello: Hello): void {
@@ -65,7 +77,7 @@ function encodeHello(hello: Hello): Buffer {
 }
 
 function streamsOf(hello: Hello): string[] {
-  return Array.isArray(hello.streams) ? hello.streams.filter((s): s is string => typeof s === 'string') : [];
+  return hello.streams ?? []; // checked by readHello()
 }
 
 /**
