@@ -4,7 +4,7 @@
 import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { connect as connectSocket } from '@afunix/transport';
+import { connect as connectSocket, socketPair } from '@afunix/transport';
 import { RpcCode, RpcError, connect, createServer } from '../src/index.js';
 import { eventually, openFdCount, tempDir } from './helpers.js';
 import { runFixture } from './procs.js';
@@ -150,6 +150,21 @@ describe('close() with a client whose hello is still awaited', () => {
     await eventually(() => openFdCount() === before + 3); // the listener, its end, the server's
     await server.close();
     expect(openFdCount()).toBe(before + 1); // the listener and the server's end are gone
+  });
+});
+
+describe('close() with a socket served after it began', () => {
+  it('refuses it with SHUTTING_DOWN and resolves once it has closed too', async () => {
+    const server = adder();
+    await server.listen(join(dir.dir, 'late.sock'));
+    const [ours, theirs] = socketPair();
+    theirs.on('error', () => {}); // says nothing, and never ends its side
+    cleanups.push(() => theirs.destroy());
+    const closed = server.close();
+    // (An accept that lands while the listeners close takes the same path.)
+    await expect(server.serve(ours)).rejects.toMatchObject({ code: RpcCode.SHUTTING_DOWN });
+    await closed;
+    expect(ours.destroyed).toBe(true);
   });
 });
 
