@@ -1,6 +1,7 @@
 // Compile-time guarantees: checked by `vitest --typecheck` (enabled in the
 // root config). A wrong method name or argument type must not compile.
 import { describe, expectTypeOf, it } from 'vitest';
+import type { Credentials } from '@afunix/transport';
 import type { CallContext, Fd, RpcClient, RpcConnection, RpcServer, RpcStream, ServerHandlers } from '../src/index.js';
 
 interface Calc {
@@ -105,6 +106,17 @@ describe('server handler types', () => {
       },
     };
     void bad;
+  });
+
+  it('keeps an optional parameter optional, the context in front of it', () => {
+    const handlers: ServerHandlers<{ methods: { list(prefix?: string): string[] } }> = {
+      list: (ctx, prefix) => {
+        expectTypeOf(ctx.peer).toEqualTypeOf<Credentials | null>();
+        expectTypeOf(prefix).toEqualTypeOf<string | undefined>();
+        return [prefix ?? ''];
+      },
+    };
+    void handlers;
   });
 
   it('gives a client event listener the sending connection, then the arguments', () => {
