@@ -40,7 +40,19 @@ interface ReceivingSocket extends GatheringSocket {
   setReceiver(receiver: (this: Duplex, data: Buffer, fds: ReceivedFds | null) => void): void;
   pauseReading(): void;
   resumeReading(): void;
+  /** A UnixSocket's: the next read of the stream into this place (see READ_INTO_MIN). */
+  readInto?(buffer: Uint8Array, offset: number, length: number): void;
 }
+
+// A frame still missing this much is read straight into its own buffer
+// (UnixSocket.readInto), not read into the socket's batch buffer and copied
+// from there: a large payload reaches the user with no copy after the
+// kernel's. Smaller rests are left to the batches, which gather many small
+// frames in one read.
+const READ_INTO_MIN = 16 * 1024;
+// (Reading each header alone after a large frame, so that the whole next
+// payload could go in place, cost more than it saved: one more read per
+// frame; 64 KiB echoes, 4 in flight, went from 499-615 to 416-590 MB/s.)
 
 function isReceivingSocket(t: Duplex): t is ReceivingSocket {
   const s = t as Partial<ReceivingSocket>;
@@ -325,7 +337,10 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     this.#flags |= PUSHING;
     try {
       if (this.#seqpacket) this.#decoder.pushMessage(data, fdList);
-      else this.#decoder.push(data, fdList);
+      else {
+        this.#decoder.push(data, fdList);
+        this.#readRestInPlace();
+      }
     } catch (err) {
       // A FramingError leaves every fd of this chunk with us (the decoder's
       // contract); our own handler never throws, so nothing else gets here.
@@ -335,6 +350,13 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
       this.#flags &= ~PUSHING;
       if (this.#is(DESTROYED)) this.#releaseFds();
     }
+  }
+
+  #readRestInPlace(): void {
+    const body = this.#decoder.partialBody;
+    if (!body || !this.#receiver?.readInto) return;
+    const filled = this.#decoder.partialFill;
+    if (body.length - filled >= READ_INTO_MIN) this.#receiver.readInto(body, filled, body.length - filled);
   }
 
   #onDecoded(payload: Buffer, fds: number[] | null): void {

@@ -80,6 +80,19 @@ export class FrameDecoder {
     return this.#body ? HEADER_SIZE + this.#bodyFill : this.#headFill;
   }
 
+  /**
+   * The payload being assembled, when a frame spans reads, and how much of
+   * it has arrived: a transport may read the rest straight into it, and
+   * push() a view of exactly that place, which it then takes as is.
+   */
+  get partialBody(): Buffer | null {
+    return this.#body;
+  }
+
+  get partialFill(): number {
+    return this.#bodyFill;
+  }
+
   /** fds held for the incomplete frame (they are still the decoder's, see reset()). */
   get heldFds(): number {
     return countOf(this.#held);
@@ -192,7 +205,7 @@ export class FrameDecoder {
     }
     const body = this.#body!;
     const take = Math.min(body.length - this.#bodyFill, bytes.length);
-    bytes.copy(body, this.#bodyFill, 0, take);
+    if (!isAt(bytes, body, this.#bodyFill)) bytes.copy(body, this.#bodyFill, 0, take);
     this.#bodyFill += take;
     if (this.#bodyFill === body.length) this.#finishBody();
     return take;
@@ -337,4 +350,9 @@ export class FrameDecoder {
       throw err;
     }
   }
+}
+
+// Whether `bytes` is a view of `body` from `offset` on: read into place.
+function isAt(bytes: Buffer, body: Buffer, offset: number): boolean {
+  return bytes.buffer === body.buffer && bytes.byteOffset === body.byteOffset + offset;
 }

@@ -405,6 +405,42 @@ describe('fd placement on a stream', () => {
     expect(openFdCount()).toBe(before);
   });
 
+  it('fds sent in the middle of a large frame, whose rest is read in place, are a PROTOCOL_ERROR, and closed', async () => {
+    const before = openFdCount();
+    const { raw, channel } = rawPeer('stream');
+    const fd = openSync(file, 'r');
+    const frame = frameBytes(Buffer.alloc(200_000, 3));
+    const error = nextError(channel);
+    raw.write(frame.subarray(0, 50)); // the channel now reads the rest into the frame's buffer
+    await delay(10);
+    raw.send(frame.subarray(50), [fd]);
+    expect((await error).code).toBe('PROTOCOL_ERROR');
+    closeSync(fd);
+    await settle(raw, channel);
+    expect(openFdCount()).toBe(before);
+  });
+
+  it('reads the rest of a frame larger than a read batch straight into its buffer, and delivers it intact', async () => {
+    const [a, b] = pair('stream');
+    const socket = b.transport as UnixSocket;
+    const targets: Uint8Array[] = [];
+    const readInto = socket.readInto.bind(socket);
+    socket.readInto = (buffer, offset, length) => {
+      targets.push(buffer);
+      readInto(buffer, offset, length);
+    };
+    const sent = Buffer.alloc(MiB);
+    for (let i = 0; i < sent.length; i += 4) sent.writeUInt32LE(i, i);
+    const frames: Buffer[] = [];
+    b.onFrame = (payload) => void frames.push(payload);
+    for (let i = 0; i < 3; i++) a.send(sent);
+    while (frames.length < 3) await delay(5);
+    for (const payload of frames) {
+      expect(payload.equals(sent)).toBe(true);
+      expect(targets.some((t) => t.buffer === payload.buffer)).toBe(true);
+    }
+  });
+
   it('a header declaring fds that did not come is a PROTOCOL_ERROR', async () => {
     const { raw, channel } = rawPeer('stream');
     const error = nextError(channel);

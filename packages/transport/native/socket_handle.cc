@@ -108,6 +108,7 @@ Napi::Function SocketHandle::Define(Napi::Env env) {
                          InstanceMethod<&SocketHandle::Ref>("ref"),
                          InstanceMethod<&SocketHandle::Unref>("unref"),
                          InstanceMethod<&SocketHandle::SetMaxMessage>("setMaxMessage"),
+                         InstanceMethod<&SocketHandle::SetReadTarget>("setReadTarget"),
                          InstanceMethod<&SocketHandle::WriteMessages>("writeMessages"),
                          StaticValue("ERR_CTRUNC", Napi::Number::New(env, kErrCtrunc)),
                      });
@@ -217,6 +218,24 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
     double v = info[0].As<Napi::Number>().DoubleValue();
     if (v >= 1 && v <= 1024.0 * 1024 * 1024) conn_->max_message = static_cast<size_t>(v);
   }
+  return info.Env().Undefined();
+}
+
+// setReadTarget(buffer: Uint8Array, offset, length), or setReadTarget(null).
+// A stream socket's next read goes to buffer[offset, offset + length) and
+// reaches onRead as a view of it. Anything else clears the target.
+Napi::Value SocketHandle::SetReadTarget(const Napi::CallbackInfo& info) {
+  target_.Reset();
+  bool named = conn_ != nullptr && conn_->kind == Kind::kStream && info.Length() >= 3 && info[0].IsTypedArray() &&
+               info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array && info[1].IsNumber() && info[2].IsNumber();
+  if (!named) return info.Env().Undefined();
+  Napi::Uint8Array buffer = info[0].As<Napi::Uint8Array>();
+  double offset = info[1].As<Napi::Number>().DoubleValue();
+  double length = info[2].As<Napi::Number>().DoubleValue();
+  if (!(offset >= 0 && length >= 1 && offset + length <= static_cast<double>(buffer.ByteLength()))) return info.Env().Undefined();
+  target_ = Napi::Persistent(buffer);
+  target_offset_ = static_cast<size_t>(offset);
+  target_length_ = static_cast<size_t>(length);
   return info.Env().Undefined();
 }
 

@@ -75,6 +75,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value SetMaxMessage(const Napi::CallbackInfo& info);
+  Napi::Value SetReadTarget(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* poll, int status, int events);
   static void OnClosed(uv_handle_t* handle);
@@ -89,12 +90,15 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   bool ReadBatch();  // false when reading should stop for this event
   int ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more);
   int ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* more);
+  int ReadTarget(uint8_t* dest, std::vector<Chunk>* chunks, size_t* used, bool* more);
+  uint8_t* TargetSpace();
   // How a call into JavaScript went. kNotRun: JavaScript cannot run any more
   // (the environment is stopping), so what was to be handed over is still
   // ours to dispose of. kCutShort: it ran but was terminated, so part of it
   // may already belong to JavaScript and must not be closed twice.
   enum class Call { kRan, kNotRun, kCutShort };
   Call Deliver(int status, const uint8_t* data, size_t used, Napi::Value chunks);
+  Call DeliverTarget(int status, size_t used, Napi::Value chunks);
   static void Settle(EnvState* state, Call r);
   bool PoolSlice(const uint8_t* data, size_t len, napi_value* pool, size_t* offset);
   bool JsAlive();
@@ -104,6 +108,13 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   double id_ = -1;  // in the environment's HandleTable while open
   Callbacks* callbacks_ = nullptr;  // the environment's, shared
   Napi::FunctionReference on_close_;
+  // Where the next stream read goes, when JavaScript named a place
+  // (setReadTarget): the rest of a large frame, read into its own buffer
+  // instead of copied there. Used or dropped by the next read that finds
+  // bytes, so that it can never point at a stale place.
+  Napi::Reference<Napi::Uint8Array> target_;
+  size_t target_offset_ = 0;
+  size_t target_length_ = 0;
   Napi::AsyncContext async_;
 };
 

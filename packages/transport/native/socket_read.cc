@@ -248,6 +248,44 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
   return 0;
 }
 
+// The memory JavaScript named for the next stream read (setReadTarget), or
+// nullptr. A buffer detached (transferred) since has none left: dropped.
+uint8_t* SocketHandle::TargetSpace() {
+  if (target_.IsEmpty()) return nullptr;
+  Napi::Uint8Array buffer = target_.Value();
+  if (buffer.IsEmpty() || buffer.Data() == nullptr || target_offset_ + target_length_ > buffer.ByteLength()) {
+    target_.Reset();
+    return nullptr;
+  }
+  return buffer.Data() + target_offset_;
+}
+
+// A stream read straight into the named memory: one recvmsg() of at most
+// the length JavaScript asked for, so that no byte lands past it. Returns a
+// status as ReadChunks() does.
+int SocketHandle::ReadTarget(uint8_t* dest, std::vector<Chunk>* chunks, size_t* used, bool* more) {
+  Conn* c = conn_;
+  RecvMeta meta;
+  int64_t n = SysRecvMsg(c->fd, dest, target_length_, false, &meta);
+  if (n == UV_EAGAIN) {
+    *more = false;
+    return EndOfReads(0);
+  }
+  if (n < 0) return static_cast<int>(n);
+  if (n == 0 && meta.fds.empty()) return EndOfReads(UV_EOF);
+  chunks->emplace_back();
+  chunks->back().len = static_cast<size_t>(n);
+  chunks->back().meta = std::move(meta);
+  *used = static_cast<size_t>(n);
+  if (chunks->back().meta.ctrunc) {
+    DropLast(chunks, used);
+    return kErrCtrunc;
+  }
+  // Short, as in ReadChunks(): the kernel had no more.
+  if (static_cast<size_t>(n) < target_length_ && !HasMeta(chunks->back().meta) && c->pending_error == 0) *more = false;
+  return 0;
+}
+
 // Seqpacket sockets, and streams that carry fds: a batch of reads in one
 // SysRecvMany(), each in a slot of its own (a whole message, or on a stream
 // what the kernel gives up to the next message with fds), then packed
@@ -323,7 +361,10 @@ bool SocketHandle::ReadBatch() {
   size_t used = 0;
   bool more = true;
   bool messages = c->kind == Kind::kSeqpacket || (c->kind == Kind::kStream && c->fds_flowing);
-  int status = messages ? ReadMessages(&chunks, &used, &more) : ReadChunks(&chunks, &used, &more);
+  uint8_t* target = messages ? nullptr : TargetSpace();
+  int status = target != nullptr ? ReadTarget(target, &chunks, &used, &more)
+               : messages        ? ReadMessages(&chunks, &used, &more)
+                                 : ReadChunks(&chunks, &used, &more);
   const uint8_t* data = messages ? c->state->slots.data() : c->state->scratch.data();
   if (c->kind == Kind::kStream) {
     c->fds_flowing = false;
@@ -336,6 +377,8 @@ bool SocketHandle::ReadBatch() {
     more = false;
   }
   if (used == 0 && chunks.empty() && status == 0) return false;
+  // Something was read: a target not read into is stale from here on.
+  if (target == nullptr) target_.Reset();
   Napi::Env env = Env();
   Napi::Value list = env.Undefined();
   bool simple = chunks.size() == 1 && !HasMeta(chunks[0].meta);
@@ -362,7 +405,7 @@ bool SocketHandle::ReadBatch() {
   }
   EnvState* state = c->state;
   for (const Chunk& ch : chunks) HandOver(state, ch.meta.fds);
-  Call r = Deliver(status, data, used, list);
+  Call r = target != nullptr ? DeliverTarget(status, used, list) : Deliver(status, data, used, list);
   Settle(state, r);
   // A burst of large messages touched pages far into the slots: give them
   // back once delivered, so that it does not stay resident. (One message at
@@ -396,10 +439,11 @@ bool SocketHandle::PoolSlice(const uint8_t* bytes, size_t len, napi_value* pool,
   return true;
 }
 
-// onRead(status, bytes?: Buffer | ArrayBuffer, chunks?: [len, fds, addr, cred, ...], offset?, length?)
+// onRead(status, bytes?: Buffer | ArrayBuffer | Uint8Array, chunks?: [len, fds, addr, cred, ...], offset?, length?)
 // chunks is undefined when bytes is a single chunk with nothing attached.
 // A stream or seqpacket batch under kPoolMax comes as the pool's ArrayBuffer
-// with the offset and length of the bytes in it.
+// with the offset and length of the bytes in it; a read into a target, as
+// the target's Uint8Array with the offset and length of the bytes in it.
 SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t used, Napi::Value chunks) {
   Napi::Env env = Env();
   Napi::Value bytes = env.Undefined();
@@ -422,6 +466,18 @@ SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t
     bytes = Napi::Value(env, buf);
   }
   return CallJs(callbacks_->on_read, {Napi::Number::New(env, status), bytes, chunks});
+}
+
+// A read into the target: JavaScript gets a view of the bytes where they
+// already are. The target is dropped first: the call may name the next one.
+SocketHandle::Call SocketHandle::DeliverTarget(int status, size_t used, Napi::Value chunks) {
+  Napi::Env env = Env();
+  Napi::Uint8Array buffer = target_.Value();
+  double offset = static_cast<double>(target_offset_);
+  target_.Reset();
+  if (used == 0) return Deliver(status, nullptr, 0, chunks);
+  return CallJs(callbacks_->on_read, {Napi::Number::New(env, status), buffer, chunks, Napi::Number::New(env, offset),
+                                      Napi::Number::New(env, static_cast<double>(used))});
 }
 
 }  // namespace afunix

@@ -6,10 +6,11 @@ import { fileURLToPath } from 'node:url';
 
 export type ReadCallback = (status: number, bytes: Buffer | undefined, chunks: unknown[] | null | undefined) => void;
 // Stream and seqpacket: a batch under 4 KiB comes as (pool, offset, length),
-// a slice of an ArrayBuffer shared with other reads (see socket.ts poolView).
+// a slice of an ArrayBuffer shared with other reads (see socket.ts poolView);
+// a read into a target (setReadTarget) as (target, offset, length).
 export type StreamReadCallback = (
   status: number,
-  bytes: Buffer | ArrayBuffer | undefined,
+  bytes: Buffer | ArrayBuffer | Uint8Array | undefined,
   chunks: unknown[] | null | undefined,
   offset?: number,
   length?: number,
@@ -26,6 +27,8 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   setMaxMessage(bytes: number): void;
+  /** Stream only: the next read goes to buffer[offset, offset + length) (null: anywhere). */
+  setReadTarget(buffer: Uint8Array | null, offset?: number, length?: number): void;
   /** [data0, fds0, data1, fds1, ...] as whole messages: how many were sent, or a negative error. */
   writeMessages(list: Array<Uint8Array | Uint8Array[] | number[] | null>): number;
 }

@@ -25,9 +25,14 @@ const FastBuffer: ViewConstructor =
 let lastPool: ArrayBuffer | null = null;
 let markAsUntransferable: ((object: object) => void) | null = null;
 
-/** The batch's bytes: a Buffer of their own, or (offset given) a view of the read pool. */
-export function batchBytes(bytes: Buffer | ArrayBuffer, offset: number | undefined, length: number | undefined): Buffer {
-  return offset === undefined ? (bytes as Buffer) : poolView(bytes as ArrayBuffer, offset, length!);
+/**
+ * The batch's bytes: a Buffer of their own, or (offset given) a view of the
+ * read pool, or of the buffer the receiver named with readInto().
+ */
+export function batchBytes(bytes: Buffer | ArrayBuffer | Uint8Array, offset: number | undefined, length: number | undefined): Buffer {
+  if (offset === undefined) return bytes as Buffer;
+  if (bytes instanceof ArrayBuffer) return poolView(bytes, offset, length!);
+  return new FastBuffer(bytes.buffer as ArrayBuffer, bytes.byteOffset + offset, length!);
 }
 
 // Small reads share a pool, as Buffer.allocUnsafe's results do: a Buffer

@@ -223,6 +223,19 @@ export class UnixSocket extends Duplex {
     this.#readStart();
   }
 
+  /**
+   * For a receiver that knows where the next bytes belong (the rest of a
+   * large message, in the buffer it will hand on): the next read of this
+   * stream goes to `buffer[offset, offset + length)`, and the receiver gets
+   * those bytes as a view of it rather than a copy. One read only; it may
+   * bring fewer bytes than `length` (name the rest again), and a read that
+   * cannot use it (seqpacket, a batch with fds) drops it. The buffer must
+   * stay unread by anyone else until its bytes have been delivered.
+   */
+  readInto(buffer: Uint8Array, offset: number, length: number): void {
+    this.#handle?.setReadTarget(buffer, offset, length);
+  }
+
   /** Stops reading from the kernel (backpressure for a receiver). */
   pauseReading(): void {
     this.#readStop();
@@ -298,7 +311,7 @@ export class UnixSocket extends Duplex {
   static #handleRead(
     this: OwnedHandle<UnixSocket>,
     status: number,
-    bytes: Buffer | ArrayBuffer | undefined,
+    bytes: Buffer | ArrayBuffer | Uint8Array | undefined,
     chunks: unknown[] | null | undefined,
     offset?: number,
     length?: number,
