@@ -116,7 +116,7 @@ export class WriteQueue {
   send(pieces: Uint8Array[], size: number, fds: number[] | null, onSent: SentCallback | null): boolean {
     if (!fds && !onSent && size >= DIRECT_WRITE_MIN && this.#mayWriteNow()) {
       const sent = this.#sendNow(pieces.length === 1 ? pieces[0]! : pieces);
-      if (sent < 0 || sent === size) return true;
+      if (typeof sent !== 'number' || sent === size) return true;
       // The queue was empty: what the kernel did not take is its head.
       this.#push(pieces, size, null, null);
       this.#queuedBytes -= sent;
@@ -260,7 +260,9 @@ export class WriteQueue {
   // chunk is gone. What the kernel does not take is queued as usual.
   #writeNow(chunk: Buffer, callback: Callback): void {
     const sent = this.#sendNow(chunk);
-    if (sent < 0) return;
+    // Failed, and the socket destroyed with the error: the write hears it
+    // too, as net's does (a promisified write() would wait for ever).
+    if (typeof sent !== 'number') return callback(sent);
     if (sent === chunk.length) return callback();
     this.#enqueue(sent > 0 ? chunk.subarray(sent) : chunk);
     this.#waitWritable();
@@ -268,13 +270,14 @@ export class WriteQueue {
   }
 
   // One sendmsg now, with nothing queued ahead: returns the bytes the
-  // kernel took (the caller queues the rest), or -1 if the write failed
-  // and destroyed the socket.
-  #sendNow(data: Uint8Array | Uint8Array[]): number {
+  // kernel took (the caller queues the rest), or the error if the write
+  // failed and destroyed the socket.
+  #sendNow(data: Uint8Array | Uint8Array[]): number | Error {
     const r = native!.write(this.#handle!.id, data, null);
     if (r < 0 && r !== uv.EAGAIN) {
-      this.#host.destroy(systemError(r, 'sendmsg'));
-      return -1;
+      const err = systemError(r, 'sendmsg');
+      this.#host.destroy(err);
+      return err;
     }
     const sent = r > 0 ? r : 0;
     this.#host.bytesWritten += sent;

@@ -347,3 +347,20 @@ describe('send() straight to the queue', () => {
     b.destroy();
   });
 });
+
+describe('a write that fails', () => {
+  it('calls back in any case: with the error for a large one, sent at once (it never called back), as net does', async () => {
+    for (const size of [100, 64 * 1024]) {
+      const [a, b] = socketPair();
+      b.destroy();
+      await once(b, 'close');
+      const failed = once(a, 'error');
+      const heard = new Promise<Error | null | undefined>((resolve) => a.write(Buffer.alloc(size), resolve));
+      // A small write is queued, and its callback says so before the
+      // sendmsg fails; the failure is the socket's 'error'.
+      if (size >= 64 * 1024) expect((await heard)?.message, `${size} bytes`).toMatch(/EPIPE/);
+      else await heard;
+      expect(((await failed)[0] as Error & { code?: string }).code).toBe('EPIPE');
+    }
+  });
+});
