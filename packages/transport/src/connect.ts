@@ -63,6 +63,9 @@ export async function connect(address: string, given?: ConnectOptions | null): P
   }
 }
 
+/** setTimeout's longest delay; a longer one fires at once. */
+const MAX_TIMER = 2 ** 31 - 1;
+
 // Where connect() completes asynchronously (macOS, Windows): wait until the
 // socket is writable, then read the outcome from SO_ERROR.
 async function waitConnected(
@@ -74,8 +77,11 @@ async function waitConnected(
 ): Promise<UnixSocket> {
   const socket = socketOwning(fd, type, options);
   let timer: NodeJS.Timeout | undefined;
+  const left = deadline - Date.now();
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)), Math.max(0, deadline - Date.now()));
+    // No deadline (Infinity), or one past setTimeout's range, which would
+    // fire at once: no timer.
+    if (left < MAX_TIMER) timer = setTimeout(() => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)), Math.max(0, left));
   });
   try {
     await Promise.race([socket.whenWritable(), timeout]);
