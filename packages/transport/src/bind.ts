@@ -1,6 +1,6 @@
 // Binding a name safely: permissions in force before any peer can connect,
 // stale socket files replaced, live servers and non-sockets left alone.
-import { chmodSync, closeSync, constants, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, openSync, type Stats, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { encodeAddress, isAbstract } from './address.js';
 import { lockPathOf, withBindLock } from './bind-lock.js';
@@ -12,8 +12,14 @@ import { Kind, type NativeBinding, native } from './native.js';
 export interface BoundName {
   /** The file's absolute path (a chdir() later must not lead elsewhere). */
   address: string;
-  identity: { dev: number; ino: number } | null;
+  /** null: no file (abstract), or one whose identity cannot be read (Windows: 'name'). */
+  identity: { dev: number; ino: number } | 'name' | null;
 }
+
+// Node cannot stat an AF_UNIX socket file on Windows: libuv's lstat finds a
+// reparse point that is no symlink, follows it, and fails. There the file
+// is known by its name alone (bindPathByName).
+const BY_NAME = process.platform === 'win32';
 
 /**
  * A socket file nobody listens on answers ECONNREFUSED: that one is stale.
@@ -93,7 +99,7 @@ export function bindSafely(fd: number, kind: number, address: string | undefined
   // Absolute, so that a chdir() before close() still finds the file.
   const bound: BoundName = { address: resolve(address), identity: null };
   withBindLock(n, bound.address, (lock) => {
-    bound.identity = bindPath(n, fd, kind, address, bytes, mode, lock === 'held' ? lockPathOf(bound.address) : null);
+    bound.identity = BY_NAME ? bindPathByName(n, fd, kind, address, bytes, mode) : bindPath(n, fd, kind, address, bytes, mode, lock === 'held' ? lockPathOf(bound.address) : null);
     try {
       afterBind?.();
     } catch (err) {
@@ -127,6 +133,22 @@ function bindPath(n: NativeBinding, fd: number, kind: number, address: string, b
   check(r, 'bind', address);
   const st = setModeNoFollow(address, mode);
   return { dev: st.dev, ino: st.ino };
+}
+
+// Windows: a file in the way is probed by connecting to it, and removed by
+// name if nobody answers; nothing else can be learnt of it. A mode has no
+// meaning there (access is the directory's ACL).
+function bindPathByName(n: NativeBinding, fd: number, kind: number, address: string, bytes: Buffer, mode: number | undefined): 'name' {
+  if (mode !== undefined) throw invalidArg('mode', 'has no meaning on Windows (use the directory ACL)');
+  let r = n.bind(fd, bytes);
+  if (r === uv.EADDRINUSE && existsSync(address)) {
+    const why = notStale(n, kind, bytes);
+    if (why) throw addressInUse(address, why);
+    unlinkSync(address);
+    r = n.bind(fd, bytes);
+  }
+  check(r, 'bind', address);
+  return 'name';
 }
 
 function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
@@ -180,13 +202,13 @@ function setModeNoFollow(address: string, mode: number | undefined): Stats {
 
 /** Whether the path still leads to the socket file we created (another server may have taken it over). */
 export function stillBound(name: BoundName): boolean {
-  return !name.identity || sameFile(lstatOrNull(name.address), name.identity);
+  return !name.identity || name.identity === 'name' || sameFile(lstatOrNull(name.address), name.identity);
 }
 
 /** Removes the socket file, but only if it is still the one we created. */
 export function unlinkBound(name: BoundName): void {
   if (!name.identity) return;
-  if (sameFile(lstatOrNull(name.address), name.identity)) {
+  if (name.identity === 'name' || sameFile(lstatOrNull(name.address), name.identity)) {
     try {
       unlinkSync(name.address);
     } catch {
