@@ -323,10 +323,11 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
       for (int fd : s.meta.fds) SysClose(fd);
       continue;
     }
-    // A zero-length message is the end of the connection: our seqpacket
-    // sockets refuse to send empty messages, so it is unambiguous.
+    // A zero-length read is the end of the connection, or an empty message
+    // (ours refuse to send one; another program may): while the peer has
+    // not shut down, it was a message, and carries nothing to deliver.
     if (s.len == 0 && s.meta.fds.empty() && !s.meta.ctrunc) {
-      status = EndOfReads(UV_EOF);
+      if (SysPeerShutdown(c->fd)) status = EndOfReads(UV_EOF);
       continue;
     }
     if (s.meta.truncated) {

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -313,6 +314,17 @@ int SysSocketError(int fd) {
   socklen_t len = sizeof(err);
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1) return Err();
   return -err;
+}
+
+bool SysPeerShutdown(int fd) {
+#if defined(POLLRDHUP)
+  pollfd p = {fd, POLLRDHUP, 0};
+  if (poll(&p, 1, 0) < 0) return true;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+#else
+  (void)fd;
+  return true;
+#endif
 }
 
 int SysSocketKind(int fd) {

@@ -343,6 +343,11 @@ int SysSetPassCred(int fd, bool on) {
   return UV_ENOTSUP;  // no per-message credentials on Windows
 }
 
+bool SysPeerShutdown(int fd) {
+  (void)fd;
+  return true;  // no seqpacket on Windows: a zero-length read is the end
+}
+
 int SysSocketError(int fd) {
   int err = 0;
   int len = sizeof(err);

@@ -6,7 +6,7 @@ import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connect, type ConnectionType, createServer, type UnixServer, type UnixSocket } from '../src/index.js';
-import { type Child, destroyAll, fdTarget, pythonChild, tempDir } from './helpers.js';
+import { type Child, destroyAll, fdTarget, pythonChild, tempDir, waitFor } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 let server: UnixServer | undefined;
@@ -102,5 +102,27 @@ describe.each(['stream', 'seqpacket'] as const)('python3 peer over %s', (type) =
     sockets.push(sock);
     expect(sock.type).toBe(type);
     await exchange(type, sock, child);
+  });
+});
+
+describe('python3 peer over seqpacket, sending an empty message', () => {
+  it('is not taken for the end of the stream while the peer is connected: what follows arrives, the end comes when it goes', async () => {
+    const path = join(dir.path, 'empty.sock');
+    server = createServer({ type: 'seqpacket' });
+    await server.listen(path);
+    const accepted = once(server, 'connection');
+    child = pythonChild('py_empty_message.py', [path], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const [sock] = (await accepted) as [UnixSocket];
+    sockets.push(sock);
+    const messages: string[] = [];
+    let ended = false;
+    sock.on('data', (m: Buffer) => messages.push(m.toString()));
+    sock.on('end', () => (ended = true));
+    expect(await child.next()).toEqual({ sent: true });
+    await waitFor(() => messages.length === 2, () => JSON.stringify(messages));
+    expect(messages).toEqual(['before', 'after']);
+    expect(ended).toBe(false);
+    child.kill();
+    await waitFor(() => ended, () => 'the end after python went');
   });
 });
