@@ -49,7 +49,9 @@ Napi::Value AddrValue(Napi::Env env, const Address& a) {
 Kind KindArg(const Napi::CallbackInfo& info, size_t i) { return static_cast<Kind>(Int(info, i)); }
 
 Napi::Value Socket(const Napi::CallbackInfo& info) {
-  return Num(info.Env(), SysSocket(KindArg(info, 0)));
+  int fd = SysSocket(KindArg(info, 0));
+  if (fd >= 0) EnvState::Get(info.Env())->unowned.insert(fd);
+  return Num(info.Env(), fd);
 }
 
 // socketPair(kind, blocking?): blocking for fds that another program gets
@@ -67,6 +69,8 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
     }
   }
   if (r < 0) return Num(env, r);
+  // Ours to adopt at once; blocking ones go to another program (the caller's).
+  if (!Flag(info, 1)) EnvState::Get(env)->unowned.insert({fds[0], fds[1]});
   Napi::Array a = Napi::Array::New(env, 2);
   a.Set(0u, Num(env, fds[0]));
   a.Set(1u, Num(env, fds[1]));
@@ -102,6 +106,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   EnvState* state = EnvState::Get(info.Env());
   state->in_flight.erase(fd);
   state->kept.erase(fd);
+  state->unowned.erase(fd);
   return Num(info.Env(), SysClose(fd));
 }
 

@@ -74,6 +74,11 @@ struct EnvState {
   // worker terminated), unless closed (close()) or released (claim())
   // first: nothing else would ever close them then.
   std::unordered_set<int> kept;
+  // Sockets made here (socket(), socketPair()) that no handle has taken yet
+  // and that were not closed: JavaScript holds them as numbers between the
+  // two calls, and a worker terminated in that gap would leave them open.
+  // Closed at teardown, as `kept`.
+  std::unordered_set<int> unowned;
   // fds an open handle of this environment owns, by number: adopting one of
   // them again (fromFd, listenFd) would let two handles close the same fd.
   std::vector<bool> owned;

@@ -156,6 +156,7 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   // An accepted or received fd is this handle's now: closing it is for
   // close() alone, whatever becomes of the delivery that brought it.
   state->in_flight.erase(c->fd);
+  state->unowned.erase(c->fd);
   callbacks_ = state->CallbacksFor(info[3].As<Napi::Function>(), info[4].As<Napi::Function>());
   // An open socket must never be collected: it is released in OnClosed.
   Napi::ObjectWrap<SocketHandle>::Ref();
@@ -366,6 +367,8 @@ void SocketHandle::Teardown(EnvState* state, napi_async_cleanup_hook_handle hook
   state->cleanup_hook = hook;
   for (int fd : state->kept) SysClose(fd);
   state->kept.clear();
+  for (int fd : state->unowned) SysClose(fd);
+  state->unowned.clear();
   for (Conn* c = state->conns; c != nullptr; c = c->next) BeginClose(c);
   FinishTeardown(state);
 }
