@@ -88,6 +88,7 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   void DrainListener();
   void DrainSocket();
   bool ReadBatch();  // false when reading should stop for this event
+  uint8_t* ReadSpace();
   int ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more);
   int ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* more);
   int ReadTarget(uint8_t* dest, std::vector<Chunk>* chunks, size_t* used, bool* more);

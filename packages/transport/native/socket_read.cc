@@ -196,19 +196,32 @@ static void DropLast(std::vector<Chunk>* chunks, size_t* used) {
   chunks->pop_back();
 }
 
-// Stream and datagram sockets: one recvmsg() after another into the scratch
+// Where ReadChunks() reads: the scratch space for a stream; for a datagram
+// socket, which must always have room for the largest message, the slots'
+// reservation, whose pages become resident only as messages touch them (a
+// maxMessageSize of 512 MiB made the scratch space 512 MiB of RSS at the
+// first datagram). nullptr if the space cannot be had.
+uint8_t* SocketHandle::ReadSpace() {
+  Conn* c = conn_;
+  if (c->kind == Kind::kDgram) {
+    return c->state->slots.Reserve(kBatchBytes + c->max_message) ? c->state->slots.data() : nullptr;
+  }
+  std::vector<uint8_t>& scratch = c->state->scratch;
+  if (scratch.size() < kScratchSize) scratch.resize(kScratchSize);
+  return scratch.data();
+}
+
+// Stream and datagram sockets: one recvmsg() after another into the read
 // space, until EAGAIN or a short read. Returns a status (0, UV_EOF or an error).
 int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* more) {
   Conn* c = conn_;
-  std::vector<uint8_t>& scratch = c->state->scratch;
   bool stream = c->kind == Kind::kStream;
-  // A datagram socket must always have room for the largest message.
-  size_t need = stream ? kBatchBytes : kBatchBytes + c->max_message;
-  if (scratch.size() < need) scratch.resize(need > kScratchSize ? need : kScratchSize);
+  uint8_t* space = ReadSpace();
+  if (space == nullptr) return UV_ENOMEM;
   for (int i = 0; i < kMaxReadsPerBatch && *used < kBatchBytes; i++) {
     RecvMeta meta;
     size_t cap = stream ? std::max(kBatchBytes - *used, kMinStreamRead) : c->max_message;
-    int64_t n = SysRecvMsg(c->fd, scratch.data() + *used, cap, c->kind == Kind::kDgram, &meta);
+    int64_t n = SysRecvMsg(c->fd, space + *used, cap, c->kind == Kind::kDgram, &meta);
     if (n == UV_EAGAIN) {
       *more = false;
       return EndOfReads(0);
@@ -366,7 +379,9 @@ bool SocketHandle::ReadBatch() {
   int status = target != nullptr ? ReadTarget(target, &chunks, &used, &more)
                : messages        ? ReadMessages(&chunks, &used, &more)
                                  : ReadChunks(&chunks, &used, &more);
-  const uint8_t* data = messages ? c->state->slots.data() : c->state->scratch.data();
+  bool dgram = c->kind == Kind::kDgram;
+  bool in_slots = messages || dgram;
+  const uint8_t* data = in_slots ? c->state->slots.data() : c->state->scratch.data();
   if (c->kind == Kind::kStream) {
     c->fds_flowing = false;
     for (const Chunk& ch : chunks) c->fds_flowing |= !ch.meta.fds.empty();
@@ -408,10 +423,11 @@ bool SocketHandle::ReadBatch() {
   for (const Chunk& ch : chunks) HandOver(state, ch.meta.fds);
   Call r = target != nullptr ? DeliverTarget(status, used, list) : Deliver(status, data, used, list);
   Settle(state, r);
-  // A burst of large messages touched pages far into the slots: give them
-  // back once delivered, so that it does not stay resident. (One message at
-  // a time stays in the first slot, as it stayed in the scratch space.)
-  if (messages && used > kBatchBytes && chunks.size() > 1) state->slots.Release();
+  // A burst of large messages, or one large datagram, touched pages far
+  // into the slots: give them back once delivered, so that they do not stay
+  // resident. (One message at a time stays in the first slot, as it stayed
+  // in the scratch space.)
+  if (in_slots && used > kBatchBytes && (chunks.size() > 1 || dgram)) state->slots.Release();
   if (r == Call::kRan) return more;
   BeginClose(c);
   return false;

@@ -74,6 +74,17 @@ describe('datagram addressing', () => {
     expect(replyInfo.address).toBe(nameB);
   });
 
+  it('a large maxMessageSize costs address space, not memory, until a datagram that large comes', async () => {
+    const a = dgram({ maxMessageSize: 512 * 1024 * 1024 }).bind(unique());
+    const b = dgram().bind(unique());
+    const rss = process.memoryUsage.rss();
+    const got = nextMessage(a);
+    await b.send(Buffer.from('hi'), { address: a.address() });
+    expect((await got)[0].toString()).toBe('hi');
+    // It was resident at once, all 512 MiB of it (helper-36).
+    expect(process.memoryUsage.rss() - rss).toBeLessThan(64 * 1024 * 1024);
+  });
+
   it('keeps datagram boundaries, from 1 byte to 200 KiB, in order', async () => {
     const b = dgram().bind(unique());
     const a = dgram();
