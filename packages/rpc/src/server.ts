@@ -298,8 +298,10 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     // A client whose hello is still awaited gets the answer it would get had
     // it connected now, or it would be adopted after the shutdown.
     const refused = refusePending(this.#hello, shuttingDown());
-    await Promise.all(this.#listeners.map((l) => l.close()));
+    // Now, not after the listeners have closed: a call that arrives
+    // meanwhile gets SHUTTING_DOWN, as the docs promise.
     for (const conn of this.#connections) conn.drain();
+    await Promise.all(this.#listeners.map((l) => l.close()));
     let timer: NodeJS.Timeout | undefined;
     // (Infinity, or past setTimeout's range, which would fire at once: no deadline.)
     const deadline = new Promise<void>((resolve) => {

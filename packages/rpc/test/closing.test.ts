@@ -153,6 +153,24 @@ describe('close() with a client whose hello is still awaited', () => {
   });
 });
 
+describe('a call that arrives once close() began', () => {
+  it('is not served, even when it was sent in the same tick, while the listeners still close', async () => {
+    const server = adder();
+    const path = join(dir.dir, 'same-tick.sock');
+    await server.listen(path);
+    const client = await connect<Adder>(path, { service: 's' });
+    cleanups.push(() => client.$close());
+    expect(await client.add(1, 1)).toBe(2);
+    const closed = server.close();
+    const late = client.add(2, 2);
+    // (It was served, while close() waited for its listeners.) Refused, or
+    // cut off unread when the idle connection closes first.
+    const err = await late.then(() => null, (e: RpcError) => e);
+    expect([RpcCode.SHUTTING_DOWN, RpcCode.CONNECTION_CLOSED]).toContain(err?.code);
+    await closed;
+  });
+});
+
 describe('close() with a socket served after it began', () => {
   it('refuses it with SHUTTING_DOWN and resolves once it has closed too', async () => {
     const server = adder();
