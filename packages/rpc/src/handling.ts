@@ -38,7 +38,31 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 
 function toError(value: unknown): Error {
   if (value instanceof Error) return value;
+  const like = errorLike(value);
+  if (like) return like;
   return rpcError(RpcCode.INTERNAL, `the handler threw a non-Error: ${describeThrown(value)}`);
+}
+
+// `throw { code: 'E_X', message: '...' }`, common in plain JavaScript: the
+// caller's handling turns on that code, so it travels as an error's would.
+function errorLike(value: unknown): RpcError | null {
+  if (value === null || typeof value !== 'object') return null;
+  try {
+    const { code, message } = value as { code?: unknown; message?: unknown };
+    return typeof code === 'string' && typeof message === 'string' ? rpcError(code, message) : null;
+  } catch {
+    return null;
+  }
+}
+
+// Where an ENCODE_ERROR found what could not travel, cut short ('' if none).
+function pathOf(err: unknown): string {
+  try {
+    const path = (err as { data?: { path?: unknown } } | null)?.data?.path;
+    return typeof path === 'string' ? path.slice(0, 200) : '';
+  } catch {
+    return '';
+  }
 }
 
 // An error's string code, if reading it does not throw.
@@ -252,7 +276,8 @@ export class IncomingCalls {
       if (err instanceof RpcError && err.code === RpcCode.CONNECTION_CLOSED) return;
       // The answer could not travel (unencodable, too large, too many fds):
       // the caller still gets one that says why, or it would wait forever.
-      this.#replyFailed(callId, err);
+      if (kind === Msg.ERROR) this.#errorFailed(callId, toError(value), err);
+      else this.#replyFailed(callId, err);
       return;
     }
     if (typeof sent === 'boolean') return;
@@ -269,6 +294,24 @@ export class IncomingCalls {
     } catch {
       // Not even that (its data cannot travel either): the bare code and message.
       this.#sender.trySend([Msg.ERROR, callId, bareError(why)]);
+    }
+  }
+
+  // A handler's error that cannot travel whole (its data does not encode,
+  // its message is huge) still tells the caller its code, the one its
+  // handling turns on (PROTOCOL.md 2.2): with its message cut short, and in
+  // `data.lost` why the rest stayed behind. A codeless one is answered with
+  // why it failed, as any other answer.
+  #errorFailed(callId: number, error: Error, why: unknown): void {
+    const code = codeOf(error);
+    if (code === null) return this.#replyFailed(callId, why);
+    const lost = { code: codeOf(why) ?? RpcCode.ENCODE_ERROR, path: pathOf(why) };
+    const message = describeThrown(error);
+    const cut = message.length > BARE_MESSAGE_UNITS ? `${message.slice(0, BARE_MESSAGE_UNITS - 1)}…` : message;
+    try {
+      this.#sender.sendMessage(Msg.ERROR, callId, null, rpcError(code.slice(0, BARE_CODE_UNITS), cut, { lost }));
+    } catch {
+      this.#sender.trySend([Msg.ERROR, callId, bareError(rpcError(code, cut))]);
     }
   }
 

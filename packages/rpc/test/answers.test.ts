@@ -10,6 +10,8 @@ interface Awkward {
     mapWithObjectKey(): Map<unknown, number>;
     tooManyFds(): Fd[];
     errorWithFunction(): never;
+    hugeError(): never;
+    throwsObject(): never;
     itemThatCannotTravel(): AsyncIterable<unknown>;
     errorMap(): never;
     add(a: number, b: number): number;
@@ -54,6 +56,13 @@ const server = createServer<Awkward>({
     tooManyFds: () => nulls.map((fd) => Fd.from(fd)),
     errorWithFunction() {
       throw new RpcError('bad data', { code: 'E_BAD', data: { callback() {} } });
+    },
+    hugeError() {
+      throw new RpcError('x'.repeat(20 << 20), { code: 'E_HUGE' });
+    },
+    throwsObject() {
+      // eslint-disable-next-line @typescript-eslint/only-throw-error
+      throw { code: 'E_OBJ', message: 'an object with a code' };
     },
     async *itemThatCannotTravel() {
       yield 1;
@@ -104,11 +113,22 @@ describe('answers that cannot travel', () => {
     await expect(client.$with({ timeout: 5_000 }).tooManyFds()).rejects.toMatchObject({ code: 'TOO_MANY_FDS' });
   });
 
-  it('an error whose data cannot travel: ENCODE_ERROR naming the path', async () => {
+  it('an error whose data cannot travel keeps its code and message; data.lost says why and where', async () => {
     await expect(client.$with({ timeout: 5_000 }).errorWithFunction()).rejects.toMatchObject({
-      code: RpcCode.ENCODE_ERROR,
-      data: { path: '.error.data.callback' },
+      code: 'E_BAD',
+      message: 'bad data',
+      data: { lost: { code: RpcCode.ENCODE_ERROR, path: '.error.data.callback' } },
     });
+  });
+
+  it('an error too large to send keeps its code, its message cut short (it came as MESSAGE_TOO_LARGE)', async () => {
+    const err = await client.$with({ timeout: 5_000 }).hugeError().catch((e: RpcError) => e);
+    expect(err).toMatchObject({ code: 'E_HUGE', data: { lost: { code: RpcCode.MESSAGE_TOO_LARGE } } });
+    expect(err.message.length).toBeLessThanOrEqual(1000);
+  });
+
+  it("a thrown { code, message } object travels as an error with that code, not as INTERNAL '[object Object]'", async () => {
+    await expect(client.$with({ timeout: 5_000 }).throwsObject()).rejects.toMatchObject({ code: 'E_OBJ', message: 'an object with a code' });
   });
 
   it('a stream item that cannot travel ends the stream with ENCODE_ERROR', async () => {
