@@ -194,7 +194,8 @@ export class OutgoingCalls {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
-    pending.reject(err);
+    if (pending.stream) pending.stream.abort(err);
+    else pending.reject(err);
     this.#sender.trySend([Msg.CANCEL, id]);
   }
 

@@ -59,6 +59,14 @@ class StreamState<T> {
     if (this.items.length === 0) this.settleWaiters(err ?? null);
   }
 
+  // The caller gave up (abort, deadline): at once, as a call's promise
+  // settles at once; what was buffered is dropped, not read past the end.
+  abort(err: Error): void {
+    if (this.finished) return;
+    this.dropItems();
+    this.end(err);
+  }
+
   cancel(): void {
     this.dropItems();
     this.error = null; // stopped by the consumer: from now on only done

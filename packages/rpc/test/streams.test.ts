@@ -20,6 +20,22 @@ describe('streams', () => {
     expect(items).toEqual(Array.from({ length: 1000 }, (_, i) => i));
   });
 
+  it('a deadline or an abort ends a stream at once: the items still buffered are not read past it', async () => {
+    const controller = new AbortController();
+    for (const [stream, code] of [
+      [lab.client.$with({ timeout: 200 }).count(10_000), RpcCode.TIMEOUT],
+      [lab.client.$with({ signal: controller.signal }).count(10_000), 'ABORT_ERR'],
+    ] as const) {
+      expect(await stream.next()).toEqual({ value: 0, done: false });
+      await eventually(() => stream.buffered > 0); // a window's worth arrives meanwhile
+      if (code === 'ABORT_ERR') controller.abort();
+      else await new Promise((r) => setTimeout(r, 300));
+      await expect(stream.next()).rejects.toMatchObject({ code });
+      expect(stream.buffered).toBe(0);
+      expect(await stream.next()).toEqual({ value: undefined, done: true });
+    }
+  });
+
   it('answers next() called several times without waiting, each in turn, and the calls past the end', async () => {
     const stream = lab.client.count(3);
     const results = await Promise.all([stream.next(), stream.next(), stream.next(), stream.next(), stream.next()]);
