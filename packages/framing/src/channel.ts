@@ -106,6 +106,7 @@ const CLOSE_EMITTED = 1 << 8;
 // pause(): they are delivered on resume(), and 'close' follows them.
 const CLOSE_ON_RESUME = 1 << 9;
 const HAD_ERROR = 1 << 10;
+const PEER_TAKES_NO_FDS = 1 << 11; // see refuseFdsForPeer()
 
 export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitterModule.default<FramedEventMap>) {
   readonly transport: UnixSocket | Duplex;
@@ -243,10 +244,21 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     return ok;
   }
 
+  /**
+   * The peer said it cannot receive fds (its side has no SCM_RIGHTS, e.g.
+   * it runs without the native addon): from now on a send() with fds fails
+   * with ERR_AFUNIX_UNSUPPORTED, as on a transport of ours that cannot,
+   * instead of reaching a peer that would take the frame for a broken one.
+   */
+  refuseFdsForPeer(): void {
+    this.#flags |= PEER_TAKES_NO_FDS;
+  }
+
   #checkSendableFds(count: number): void {
     if (!this.fdPassing) {
-      throw unsupported(`fds cannot travel over this transport (${this.#receiver ? 'no SCM_RIGHTS here' : 'not a native unix socket'})`);
+      throw unsupported(`file descriptors cannot travel over this transport (${this.#receiver ? 'no SCM_RIGHTS here' : 'not a native unix socket'})`);
     }
+    if (this.#is(PEER_TAKES_NO_FDS)) throw unsupported('file descriptors cannot travel to this peer: its side cannot receive them');
     if (count > this.limits.maxFds) {
       throw new FramingError('TOO_MANY_FDS', `cannot send ${count} fds in one frame: maxFds is ${this.limits.maxFds}`);
     }

@@ -44,6 +44,7 @@ function readHello(payload: Buffer, fds: ReceivedFds | null): Hello {
   checkString(hello, 'service');
   checkString(hello, 'version');
   checkStreams(hello);
+  if (hello.fds !== undefined && typeof hello.fds !== 'boolean') throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's fds is not a boolean");
   const max = hello.maxMessageSize;
   if (max !== undefined && (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 0)) {
     throw rpcError(RpcCode.PROTOCOL_ERROR, "the hello's maxMessageSize is not a non-negative integer");
@@ -74,6 +75,18 @@ function encodeHello(hello: Hello): Buffer {
   const { bytes } = encode([Msg.HELLO, hello]);
   // (A copy: msgpackr's output is a view of its shared write buffer.)
   return Array.isArray(bytes) ? Buffer.concat(bytes) : Buffer.from(bytes);
+}
+
+// A side that cannot receive fds says so (fds: false), and the other then
+// fails such sends at home: a frame with fds it cannot deliver would reach
+// the peer as a broken one, and cost the whole connection.
+function heedFds(theirs: Hello, channel: FramedChannel): void {
+  if (theirs.fds === false) channel.refuseFdsForPeer();
+}
+
+function withFdsSaid(hello: Hello, channel: FramedChannel): Hello {
+  if (!channel.fdPassing) hello.fds = false;
+  return hello;
 }
 
 function streamsOf(hello: Hello): string[] {
@@ -303,8 +316,9 @@ class ServerHelloWait extends HelloWait {
       }
       return;
     }
-    channel.send(acceptingHello(this.#ours, this.#maxMessageSize));
+    channel.send(channel.fdPassing ? acceptingHello(this.#ours, this.#maxMessageSize) : encodeHello(withFdsSaid(serverReply(this.#ours, this.#maxMessageSize), channel)));
     hello.streams = streamsOf(hello);
+    heedFds(hello, channel);
     this.#ready(hello, channel);
   }
 }
@@ -390,7 +404,7 @@ export interface ClientHello {
 export function clientHandshake(channel: FramedChannel, ours: ClientHello, ready: HelloAccepted, fail: HandshakeFailed): void {
   const hello: Hello = { protocol: PROTOCOL_VERSION, streams: ours.streams, maxMessageSize: ours.maxMessageSize };
   if (ours.service !== undefined) hello.service = ours.service;
-  const bytes = encodeHello(hello);
+  const bytes = encodeHello(withFdsSaid(hello, channel));
   new ClientHelloWait(channel, ours, bytes, ready, fail);
   channel.send(bytes);
 }
@@ -424,6 +438,7 @@ class ClientHelloWait extends HelloWait {
       return this.fail(refusal, channel);
     }
     theirs.streams = streamsOf(theirs);
+    heedFds(theirs, channel);
     this.#ready(theirs, channel);
   }
 }

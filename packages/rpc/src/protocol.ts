@@ -52,6 +52,8 @@ export interface Hello {
   streams?: string[];
   /** The largest message this side accepts; the peer refuses to send more. */
   maxMessageSize?: number;
+  /** false: this side cannot receive fds (no SCM_RIGHTS on its transport); the peer sends it none. */
+  fds?: boolean;
   /** Set by a server that refuses the client; the connection then closes. */
   error?: unknown;
 }

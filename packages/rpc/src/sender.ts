@@ -91,7 +91,7 @@ export class MessageSender {
       closeAll(transfers);
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
-      if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', 'this transport cannot carry file descriptors');
+      if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', (err as Error).message);
       if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
       throw err;
     }

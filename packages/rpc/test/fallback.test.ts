@@ -5,13 +5,13 @@
 // (dist/), rebuilt here when a source is newer.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
-import { connect } from '../src/index.js';
+import { Fd, connect, createServer } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -95,5 +95,67 @@ it("without the addon, listen() with a policy fails at once (ERR_AFUNIX_UNSUPPOR
     'same-user': { code: 'ERR_AFUNIX_UNSUPPORTED', feature: 'peerCredentials', message: expect.stringContaining("allow: 'same-user' would refuse every client") },
     any: 'listening',
   });
+  expect((await once(r, 'exit'))[0]).toBe(0);
+});
+
+// A side without the addon cannot receive fds, and says so in its hello
+// (fds: false): the other side fails its sends of fds at home, and the
+// connection lives on. (A frame with fds reached it as a broken one, and
+// the connection was lost: PROTOCOL_ERROR, then CONNECTION_CLOSED.)
+const FDS_CHILD = `
+import { openSync } from 'node:fs';
+import { Fd, connect, createServer } from ${JSON.stringify(join(pkg, 'dist', 'index.js'))};
+const [ownAddress, nativeAddress] = process.argv.slice(1);
+const outcome = (p) => p.then((v) => ({ value: v }), (e) => ({ code: e.code }));
+const server = createServer({ service: 'files', handlers: {
+  add: (_ctx, a, b) => a + b,
+  open: () => Fd.transfer(openSync('/dev/null', 'r')),
+  take: () => 'took',
+} });
+await server.listen(ownAddress);
+// (Listened to first: the end may come while the calls below are made.)
+process.stdin.on('end', () => server.close().then(() => process.exit(0)));
+console.log(JSON.stringify({ listening: true }));
+await new Promise((r) => process.stdin.once('data', r)); // the native server is up
+const files = await connect(nativeAddress, { service: 'files' });
+console.log(JSON.stringify({ open: await outcome(files.open()), add: await outcome(files.add(1, 2)) }));
+await files.$close();
+`;
+
+interface Files {
+  methods: { add(a: number, b: number): number; open(): Fd; take(fd: Fd): string };
+}
+
+it('fds between a native side and one without the addon fail the call with ERR_AFUNIX_UNSUPPORTED, not the connection', async () => {
+  ensureBuilt();
+  const own = join(tmp.dir, 'files-fallback.sock');
+  const nativeAddress = join(tmp.dir, 'files-native.sock');
+  const r = spawn(process.execPath, ['--input-type=module', '-e', FDS_CHILD, own, nativeAddress], {
+    cwd: pkg,
+    env: { ...process.env, AFUNIX_FORCE_FALLBACK: '1' },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: r.stdout! })[Symbol.asyncIterator]();
+  expect(JSON.parse((await lines.next()).value as string)).toEqual({ listening: true });
+
+  // Native client, fallback server: ours refused at home, theirs refused there.
+  const files = await connect<Files>(own, { service: 'files' });
+  const fd = openSync('/dev/null', 'r');
+  await expect(files.take(Fd.from(fd))).rejects.toMatchObject({ code: 'ERR_AFUNIX_UNSUPPORTED' });
+  closeSync(fd);
+  await expect(files.open()).rejects.toMatchObject({ code: 'ERR_AFUNIX_UNSUPPORTED' });
+  expect(await files.add(2, 3)).toBe(5);
+  await files.$close();
+
+  // Native server, fallback client: the answer with an fd is refused here.
+  const server = createServer<Files>({ service: 'files', handlers: { add: (_ctx, a, b) => a + b, open: () => Fd.transfer(openSync('/dev/null', 'r')), take: () => 'took' } });
+  await server.listen(nativeAddress);
+  try {
+    r.stdin!.write('go\n');
+    expect(JSON.parse((await lines.next()).value as string)).toEqual({ open: { code: 'ERR_AFUNIX_UNSUPPORTED' }, add: { value: 3 } });
+  } finally {
+    r.stdin!.end();
+    await server.close();
+  }
   expect((await once(r, 'exit'))[0]).toBe(0);
 });
