@@ -20,40 +20,44 @@ static void die(const char* what) {
   exit(1);
 }
 
-static void send_fd(int sock, int fd) {
-  char byte = 1;
-  struct iovec iov = {&byte, 1};
+// One byte and room for one fd: what each message of this program is.
+struct fd_message {
+  char byte;
+  struct iovec iov;
   union {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } control;
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  struct cmsghdr* h = CMSG_FIRSTHDR(&msg);
+  struct msghdr msg;
+};
+
+static void fd_message_init(struct fd_message* m) {
+  memset(m, 0, sizeof *m);
+  m->byte = 1;
+  m->iov.iov_base = &m->byte;
+  m->iov.iov_len = 1;
+  m->msg.msg_iov = &m->iov;
+  m->msg.msg_iovlen = 1;
+  m->msg.msg_control = m->control.buf;
+  m->msg.msg_controllen = sizeof m->control.buf;
+}
+
+static void send_fd(int sock, int fd) {
+  struct fd_message m;
+  fd_message_init(&m);
+  struct cmsghdr* h = CMSG_FIRSTHDR(&m.msg);
   h->cmsg_level = SOL_SOCKET;
   h->cmsg_type = SCM_RIGHTS;
   h->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(h), &fd, sizeof fd);
-  if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
+  if (sendmsg(sock, &m.msg, 0) != 1) die("sendmsg");
 }
 
 static int receive_fd(int sock) {
-  char byte;
-  struct iovec iov = {&byte, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control;
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg");
-  struct cmsghdr* h = CMSG_FIRSTHDR(&msg);
+  struct fd_message m;
+  fd_message_init(&m);
+  if (recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg");
+  struct cmsghdr* h = CMSG_FIRSTHDR(&m.msg);
   if (!h || h->cmsg_type != SCM_RIGHTS) {
     fprintf(stderr, "a message came without its fd\n");
     exit(1);

@@ -54,6 +54,18 @@ function start(scenario: 'accept' | 'fds' | 'churn' | 'make') {
   return { w, flag, exited, errors, next };
 }
 
+// Workers of `scenario`, each terminated within 30 ms of starting its loop.
+async function terminateAtRandom(scenario: 'churn' | 'make', rounds: number): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
+    const { w, exited, errors, next } = start(scenario);
+    await next('churning');
+    await new Promise((r) => setTimeout(r, Math.random() * 30));
+    await w.terminate();
+    expect((await exited)[0]).toBe(1);
+    expect(errors).toEqual([]);
+  }
+}
+
 describe('worker terminated in the middle of a delivery', () => {
   it(`an accept batch of ${CONNECTIONS}: the connections not yet adopted are closed (${ROUNDS} rounds)`, async () => {
     const before = openFds();
@@ -92,27 +104,13 @@ describe('worker terminated in the middle of a delivery', () => {
   // its server's accepted connections close on their own schedule (the
   // next test counts the sockets a cut can strand).
   it('terminated at random moments while connecting, accepting and passing fds, the process survives', async () => {
-    for (let round = 0; round < 20; round++) {
-      const { w, exited, errors, next } = start('churn');
-      await next('churning');
-      await new Promise((r) => setTimeout(r, Math.random() * 30));
-      await w.terminate();
-      expect((await exited)[0]).toBe(1);
-      expect(errors).toEqual([]);
-    }
+    await terminateAtRandom('churn', 20);
   });
 
   it('terminated between making a socket and handing it to its handle, leaves no socket open (20 rounds)', async () => {
     // Before: 24 of 30 such workers stranded a socket pair (helper-36).
     const before = openFds();
-    for (let round = 0; round < 20; round++) {
-      const { w, exited, errors, next } = start('make');
-      await next('churning');
-      await new Promise((r) => setTimeout(r, Math.random() * 30));
-      await w.terminate();
-      expect((await exited)[0]).toBe(1);
-      expect(errors).toEqual([]);
-    }
+    await terminateAtRandom('make', 20);
     expect(addedSince(before)).toEqual([]);
   });
 });
