@@ -62,8 +62,9 @@ export function abortError(reason: unknown): AfunixError {
   return err;
 }
 
+/** A bad argument: a TypeError, as Node's own ERR_INVALID_ARG_VALUE and the other packages' are. */
 export function invalidArg(name: string, message: string): AfunixError {
-  return afunixError('ERR_INVALID_ARG_VALUE', `The argument '${name}' ${message}`);
+  return Object.assign(new TypeError(`The argument '${name}' ${message}`), { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
 /** libuv's error numbers by name (they differ between unix and Windows). */

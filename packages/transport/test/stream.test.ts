@@ -320,7 +320,7 @@ describe('send() straight to the queue', () => {
   it('refuses data that is not bytes with ERR_INVALID_ARG_VALUE, and sends nothing', async () => {
     const [a, b] = socketPair();
     for (const bad of ['text', 42, null, [Buffer.from('x'), 'y']]) {
-      expect(() => a.send(bad as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+      expect(() => a.send(bad as unknown as Uint8Array)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' }));
     }
     // fds that are no list (0 would have been sent as none), an onSent that is no function.
     for (const fds of [0, 5, '12', { fd: 0 }, new Set([0])]) {
