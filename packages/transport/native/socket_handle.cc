@@ -180,6 +180,7 @@ Napi::Value SocketHandle::WriteById(const Napi::CallbackInfo& info) {
 }
 
 SocketHandle::~SocketHandle() {
+  ClearTarget();
   if (conn_ != nullptr) {
     conn_->state->handles.Remove(id_);
     if (callbacks_ != nullptr) conn_->state->ReleaseCallbacks(callbacks_);
@@ -225,18 +226,26 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
 // setReadTarget(buffer: Uint8Array, offset, length), or setReadTarget(null).
 // A stream socket's next read goes to buffer[offset, offset + length) and
 // reaches onRead as a view of it. Anything else clears the target.
+void SocketHandle::ClearTarget() {
+  if (target_ == nullptr) return;
+  napi_delete_reference(Env(), target_);
+  target_ = nullptr;
+}
+
 Napi::Value SocketHandle::SetReadTarget(const Napi::CallbackInfo& info) {
-  target_.Reset();
+  ClearTarget();
   bool named = conn_ != nullptr && conn_->kind == Kind::kStream && info.Length() >= 3 && info[0].IsTypedArray() &&
                info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array && info[1].IsNumber() && info[2].IsNumber();
   if (!named) return info.Env().Undefined();
   Napi::Uint8Array buffer = info[0].As<Napi::Uint8Array>();
   double offset = info[1].As<Napi::Number>().DoubleValue();
   double length = info[2].As<Napi::Number>().DoubleValue();
-  if (!(offset >= 0 && length >= 1 && offset + length <= static_cast<double>(buffer.ByteLength()))) return info.Env().Undefined();
-  target_ = Napi::Persistent(buffer);
-  target_offset_ = static_cast<size_t>(offset);
-  target_length_ = static_cast<size_t>(length);
+  if (!(offset >= 0 && length >= 1 && offset + length <= static_cast<double>(buffer.ByteLength()) && offset + length <= UINT32_MAX)) {
+    return info.Env().Undefined();
+  }
+  if (napi_create_reference(info.Env(), buffer, 1, &target_) != napi_ok) target_ = nullptr;
+  target_offset_ = static_cast<uint32_t>(offset);
+  target_length_ = static_cast<uint32_t>(length);
   return info.Env().Undefined();
 }
 

@@ -264,13 +264,19 @@ int SocketHandle::ReadChunks(std::vector<Chunk>* chunks, size_t* used, bool* mor
 // The memory JavaScript named for the next stream read (setReadTarget), or
 // nullptr. A buffer detached (transferred) since has none left: dropped.
 uint8_t* SocketHandle::TargetSpace() {
-  if (target_.IsEmpty()) return nullptr;
-  Napi::Uint8Array buffer = target_.Value();
-  if (buffer.IsEmpty() || buffer.Data() == nullptr || target_offset_ + target_length_ > buffer.ByteLength()) {
-    target_.Reset();
+  if (target_ == nullptr) return nullptr;
+  napi_value value = nullptr;
+  void* data = nullptr;
+  size_t length = 0;
+  napi_typedarray_type type;
+  bool usable = napi_get_reference_value(Env(), target_, &value) == napi_ok && value != nullptr &&
+                napi_get_typedarray_info(Env(), value, &type, &length, &data, nullptr, nullptr) == napi_ok && data != nullptr &&
+                static_cast<size_t>(target_offset_) + target_length_ <= length;
+  if (!usable) {
+    ClearTarget();
     return nullptr;
   }
-  return buffer.Data() + target_offset_;
+  return static_cast<uint8_t*>(data) + target_offset_;
 }
 
 // A stream read straight into the named memory: one recvmsg() of at most
@@ -394,7 +400,7 @@ bool SocketHandle::ReadBatch() {
   }
   if (used == 0 && chunks.empty() && status == 0) return false;
   // Something was read: a target not read into is stale from here on.
-  if (target == nullptr) target_.Reset();
+  if (target == nullptr) ClearTarget();
   Napi::Env env = Env();
   Napi::Value list = env.Undefined();
   bool simple = chunks.size() == 1 && !HasMeta(chunks[0].meta);
@@ -489,10 +495,11 @@ SocketHandle::Call SocketHandle::Deliver(int status, const uint8_t* data, size_t
 // already are. The target is dropped first: the call may name the next one.
 SocketHandle::Call SocketHandle::DeliverTarget(int status, size_t used, Napi::Value chunks) {
   Napi::Env env = Env();
-  Napi::Uint8Array buffer = target_.Value();
+  napi_value buffer = nullptr;
+  napi_get_reference_value(env, target_, &buffer);
   double offset = static_cast<double>(target_offset_);
-  target_.Reset();
-  if (used == 0) return Deliver(status, nullptr, 0, chunks);
+  ClearTarget();
+  if (used == 0 || buffer == nullptr) return Deliver(status, nullptr, 0, chunks);
   return CallJs(callbacks_->on_read, {Napi::Number::New(env, status), buffer, chunks, Napi::Number::New(env, offset),
                                       Napi::Number::New(env, static_cast<double>(used))});
 }
