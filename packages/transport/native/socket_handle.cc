@@ -223,15 +223,15 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setReadTarget(buffer: Uint8Array, offset, length), or setReadTarget(null).
-// A stream socket's next read goes to buffer[offset, offset + length) and
-// reaches onRead as a view of it. Anything else clears the target.
 void SocketHandle::ClearTarget() {
   if (target_ == nullptr) return;
   napi_delete_reference(Env(), target_);
   target_ = nullptr;
 }
 
+// setReadTarget(buffer: Uint8Array, offset, length), or setReadTarget(null).
+// A stream socket's next read goes to buffer[offset, offset + length) and
+// reaches onRead as a view of it. Anything else clears the target.
 Napi::Value SocketHandle::SetReadTarget(const Napi::CallbackInfo& info) {
   ClearTarget();
   bool named = conn_ != nullptr && conn_->kind == Kind::kStream && info.Length() >= 3 && info[0].IsTypedArray() &&

@@ -160,7 +160,13 @@ function bindPathByName(n: NativeBinding, fd: number, kind: number, address: str
 // bind() still sets the exact mode, whatever the umask took away. Elsewhere
 // a socket's inode has no such say: the chmod alone.
 function narrowBeforeBind(fd: number, mode: number | undefined): void {
-  if (mode !== undefined && process.platform === 'linux') fchmodSync(fd, mode);
+  if (mode === undefined || process.platform !== 'linux') return;
+  try {
+    fchmodSync(fd, mode);
+  } catch {
+    // Refused (a sandbox, a file system of its own): the chmod alone, as
+    // elsewhere.
+  }
 }
 
 function sameFile(a: Stats | null, b: { dev: number; ino: number }): boolean {
