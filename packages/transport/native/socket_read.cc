@@ -305,6 +305,13 @@ int SocketHandle::ReadTarget(uint8_t* dest, std::vector<Chunk>* chunks, size_t* 
   return 0;
 }
 
+// Whether a slot from `from` on holds a message: bytes, or fds.
+static bool AnythingAfter(const RecvSlot* slots, int from, int n) {
+  for (int i = from; i < n; i++)
+    if (slots[i].len > 0 || !slots[i].meta.fds.empty()) return true;
+  return false;
+}
+
 // Seqpacket sockets, and streams that carry fds: a batch of reads in one
 // SysRecvMany(), each in a slot of its own (a whole message, or on a stream
 // what the kernel gives up to the next message with fds), then packed
@@ -343,10 +350,11 @@ int SocketHandle::ReadMessages(std::vector<Chunk>* chunks, size_t* used, bool* m
       continue;
     }
     // A zero-length read is the end of the connection, or an empty message
-    // (ours refuse to send one; another program may): while the peer has
-    // not shut down, it was a message, and carries nothing to deliver.
+    // (ours refuse to send one; another program may), which carries nothing
+    // to deliver: it was one if anything follows it, in this batch or still
+    // in the socket (recvmmsg fills the slots past the end with more zeros).
     if (s.len == 0 && s.meta.fds.empty() && !s.meta.ctrunc) {
-      if (SysPeerShutdown(c->fd)) status = EndOfReads(UV_EOF);
+      if (!AnythingAfter(slots, i + 1, n) && SysAtEnd(c->fd)) status = EndOfReads(UV_EOF);
       continue;
     }
     if (s.meta.truncated) {

@@ -59,9 +59,10 @@ int SysPeerCred(int fd, PeerCred* out);
 int SysPeerPidfd(int fd);
 int SysSetPassCred(int fd, bool on);
 int SysSocketError(int fd);
-// Whether the peer has shut down its sending side (or it cannot be told:
-// then true). Tells an empty seqpacket message from the end of the stream.
-bool SysPeerShutdown(int fd);
+// After a zero-length read: whether it was the end of the stream, that is
+// the peer has shut down its sending side and no bytes are queued (where
+// that cannot be told: true). Tells an empty seqpacket message from the end.
+bool SysAtEnd(int fd);
 int SysSocketKind(int fd);  // Kind of an inherited fd, or an error
 int SysIsListening(int fd); // 1 if listen() was called on it, 0 if not, or an error
 int SysAdopt(int fd);       // make an inherited fd non-blocking and CLOEXEC

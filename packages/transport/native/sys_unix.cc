@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -316,11 +317,15 @@ int SysSocketError(int fd) {
   return -err;
 }
 
-bool SysPeerShutdown(int fd) {
+bool SysAtEnd(int fd) {
 #if defined(POLLRDHUP)
   pollfd p = {fd, POLLRDHUP, 0};
   if (poll(&p, 1, 0) < 0) return true;
-  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  if ((p.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0) return false;  // still sending
+  // Shut down, but messages sent before it may still be queued behind an
+  // empty one: the end is only where no bytes are left.
+  int queued = 0;
+  return ioctl(fd, FIONREAD, &queued) != 0 || queued == 0;
 #else
   (void)fd;
   return true;

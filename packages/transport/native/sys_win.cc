@@ -343,7 +343,7 @@ int SysSetPassCred(int fd, bool on) {
   return UV_ENOTSUP;  // no per-message credentials on Windows
 }
 
-bool SysPeerShutdown(int fd) {
+bool SysAtEnd(int fd) {
   (void)fd;
   return true;  // no seqpacket on Windows: a zero-length read is the end
 }

@@ -125,4 +125,21 @@ describe('python3 peer over seqpacket, sending an empty message', () => {
     child.kill();
     await waitFor(() => ended, () => 'the end after python went');
   });
+
+  it('nor when the peer has already closed when it is read: what follows it still arrives, then the end', async () => {
+    const path = join(dir.path, 'empty-closed.sock');
+    server = createServer({ type: 'seqpacket' });
+    await server.listen(path);
+    const accepted = once(server, 'connection');
+    child = pythonChild('py_empty_message.py', [path, 'close'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const [sock] = (await accepted) as [UnixSocket];
+    sockets.push(sock);
+    expect(await child.next()).toEqual({ sent: true }); // all three sent, and the socket closed, before we read
+    const messages: string[] = [];
+    let ended = false;
+    sock.on('data', (m: Buffer) => messages.push(m.toString()));
+    sock.on('end', () => (ended = true));
+    await waitFor(() => ended, () => JSON.stringify(messages));
+    expect(messages).toEqual(['before', 'after']);
+  });
 });
