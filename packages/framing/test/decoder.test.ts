@@ -87,6 +87,30 @@ describe('FrameDecoder fast paths', () => {
     expect(seen[0]!.byteLength).toBe(10_000);
   });
 
+  it('takes the rest of a frame read into its own buffer (partialBody) as it is, with no copy', () => {
+    const payload = Buffer.alloc(10_000);
+    for (let i = 0; i < payload.length; i++) payload[i] = i & 255;
+    const bytes = frameBytes(payload);
+    const seen: Buffer[] = [];
+    const d = new FrameDecoder((p) => seen.push(p));
+    d.push(bytes.subarray(0, 1000));
+    const body = d.partialBody!;
+    const filled = d.partialFill;
+    expect([body.length, filled]).toEqual([10_000, 1000 - HEADER_SIZE]);
+    // What a transport's readInto() does: the bytes land in place, and the
+    // chunk pushed is a view of that very place. Copying it would throw.
+    bytes.copy(body, filled, 1000);
+    const inPlace = body.subarray(filled);
+    inPlace.copy = () => {
+      throw new Error('copied a chunk already in place');
+    };
+    d.push(inPlace);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toBe(body);
+    expect(seen[0]!.equals(payload)).toBe(true);
+    expect(d.partialBody).toBeNull();
+  });
+
   it('a header split from its payload still yields the payload as a view of the next chunk', () => {
     const payload = Buffer.from('payload');
     const second = Buffer.from(payload);

@@ -48,8 +48,8 @@ function toError(value: unknown): Error {
 function errorLike(value: unknown): RpcError | null {
   if (value === null || typeof value !== 'object') return null;
   try {
-    const { code, message } = value as { code?: unknown; message?: unknown };
-    return typeof code === 'string' && typeof message === 'string' ? rpcError(code, message) : null;
+    const { code, message, data } = value as { code?: unknown; message?: unknown; data?: unknown };
+    return typeof code === 'string' && typeof message === 'string' ? rpcError(code, message, data) : null;
   } catch {
     return null;
   }
@@ -82,8 +82,12 @@ function codeOf(err: unknown): string | null {
 const BARE_CODE_UNITS = 128;
 const BARE_MESSAGE_UNITS = 1000;
 
+function cutMessage(message: string): string {
+  return message.length > BARE_MESSAGE_UNITS ? `${message.slice(0, BARE_MESSAGE_UNITS - 1)}…` : message;
+}
+
 function bareError(err: RpcError): RpcError {
-  const message = err.message.length > BARE_MESSAGE_UNITS ? `${err.message.slice(0, BARE_MESSAGE_UNITS - 1)}…` : err.message;
+  const message = cutMessage(err.message);
   return rpcError(err.code.slice(0, BARE_CODE_UNITS), message);
 }
 
@@ -306,8 +310,7 @@ export class IncomingCalls {
     const code = codeOf(error);
     if (code === null) return this.#replyFailed(callId, why);
     const lost = { code: codeOf(why) ?? RpcCode.ENCODE_ERROR, path: pathOf(why) };
-    const message = describeThrown(error);
-    const cut = message.length > BARE_MESSAGE_UNITS ? `${message.slice(0, BARE_MESSAGE_UNITS - 1)}…` : message;
+    const cut = cutMessage(describeThrown(error));
     try {
       this.#sender.sendMessage(Msg.ERROR, callId, null, rpcError(code.slice(0, BARE_CODE_UNITS), cut, { lost }));
     } catch {

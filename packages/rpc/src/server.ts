@@ -104,8 +104,9 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #connections = new Set<RpcConnection>();
   #closing: Promise<void> | null = null;
   // Sockets accepted (or given to serve()) once close() began: refused with
-  // SHUTTING_DOWN, and close() waits for them as for its connections.
-  #refusedWhileClosing: FramedChannel[] = [];
+  // SHUTTING_DOWN, and close() waits for them as for its connections. null
+  // once close() has taken them: later ones go on their own.
+  #refusedWhileClosing: FramedChannel[] | null = [];
   // Shared by every connection: one object per connection cost ~0.4 KB.
   #connectionOptions: ConnectionOptions;
   // Likewise for framing and the handshake: the limits, what the server
@@ -242,7 +243,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
   #serve(transport: UnixSocket | Duplex, ready: HelloAccepted, fail: HandshakeFailed): void {
     const channel = new FramedChannel(transport, this.#framing);
     const refusal = this.#closing ? shuttingDown() : checkPeer(this.#options.allow, peerOf(transport));
-    if (this.#closing) this.#refusedWhileClosing.push(channel);
+    if (this.#closing) this.#refusedWhileClosing?.push(channel);
     try {
       serverHandshake(channel, this.#hello, refusal, ready, fail);
     } catch (err) {
@@ -316,8 +317,8 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     // exits then drop them. So are the refusals of the clients whose hello
     // was awaited. (A peer that keeps its side open is cut off after a
     // grace period.)
-    const channels = [...closing.map((conn) => conn.channel), ...refused, ...this.#refusedWhileClosing];
-    this.#refusedWhileClosing = [];
+    const channels = [...closing.map((conn) => conn.channel), ...refused, ...(this.#refusedWhileClosing ?? [])];
+    this.#refusedWhileClosing = null;
     await Promise.all(channels.map((channel) => transportClosed(channel.transport)));
     this.emit('close');
   }

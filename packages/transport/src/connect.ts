@@ -77,11 +77,13 @@ async function waitConnected(
 ): Promise<UnixSocket> {
   const socket = socketOwning(fd, type, options);
   let timer: NodeJS.Timeout | undefined;
-  const left = deadline - Date.now();
   const timeout = new Promise<never>((_, reject) => {
-    // No deadline (Infinity), or one past setTimeout's range, which would
-    // fire at once: no timer.
-    if (left < MAX_TIMER) timer = setTimeout(() => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)), Math.max(0, left));
+    // setTimeout fires at once past its range: a longer deadline is waited
+    // for in steps, and none (Infinity) not at all.
+    const arm = (left: number): void => {
+      timer = setTimeout(() => (left > MAX_TIMER ? arm(left - MAX_TIMER) : reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`))), Math.min(left, MAX_TIMER));
+    };
+    if (deadline !== Infinity) arm(Math.max(0, deadline - Date.now()));
   });
   try {
     await Promise.race([socket.whenWritable(), timeout]);

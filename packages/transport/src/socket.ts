@@ -233,6 +233,10 @@ export class UnixSocket extends Duplex {
    * stay unread by anyone else until its bytes have been delivered.
    */
   readInto(buffer: Uint8Array, offset: number, length: number): void {
+    if (!(buffer instanceof Uint8Array)) throw invalidArg('buffer', `must be a Uint8Array; received ${typeof buffer}`);
+    if (!Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 1 || offset + length > buffer.length) {
+      throw invalidArg('offset', `and length must name a range of the buffer (${buffer.length} bytes); received ${offset} and ${length}`);
+    }
     this.#handle?.setReadTarget(buffer, offset, length);
   }
 

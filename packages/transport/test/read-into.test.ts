@@ -115,11 +115,14 @@ describe('readInto()', () => {
     expect(got[0]!.data.equals(pattern(100, 9))).toBe(true);
   });
 
-  it('takes no range outside the buffer: such a call names nothing', async () => {
+  it('refuses a range outside the buffer, or no buffer, with ERR_INVALID_ARG_VALUE, and names nothing', async () => {
     const [a, b] = pair();
     const target = Buffer.alloc(16, 0xee);
     const got = receive(b);
-    for (const [offset, length] of [[8, 16], [-1, 4], [0, 0], [Number.NaN, 4]] as const) b.readInto(target, offset, length);
+    for (const [offset, length] of [[8, 16], [-1, 4], [0, 0], [Number.NaN, 4], [0.5, 4]] as const) {
+      expect(() => b.readInto(target, offset, length), `${offset}, ${length}`).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    expect(() => b.readInto([1, 2] as unknown as Uint8Array, 0, 1)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     a.write(pattern(32, 10));
     await waitFor(() => total(got) === 32, () => `${total(got)} bytes in`);
     expect(target.every((x) => x === 0xee)).toBe(true);
