@@ -313,9 +313,10 @@ function unpackRange(source: Uint8Array, start: number, end: number): unknown {
   return packr.unpack(source, range);
 }
 
+// Byte by byte: Buffer#copy() of a part of its source, and subarray(),
+// each make a view of it first, an object per message received.
 function copyBytes(source: Uint8Array, start: number, end: number): void {
-  if (Buffer.isBuffer(source)) source.copy(scratch, 0, start, end);
-  else scratch.set(source.subarray(start, end), 0);
+  for (let i = start, j = 0; i < end; i++, j++) scratch[j] = source[i]!;
 }
 
 let decodedFds: Fd[] | null = null;
