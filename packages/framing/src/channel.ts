@@ -12,7 +12,7 @@ import { FrameDecoder } from './decoder.js';
 import { ChannelEmitterBase } from './emitter.js';
 import { FramingError, invalidArg, unsupported } from './errors.js';
 import { type FrameLimits, type ResolvedLimits, resolveLimits } from './header.js';
-import { FrameWriter, type GatheringSocket, kRoomAfterFlush } from './writer.js';
+import { FrameWriter, type GatheringSocket, SMALL_FRAME, kRoomAfterFlush } from './writer.js';
 
 export interface FramedEvents {
   frame: (payload: Buffer, fds: ReceivedFds | null) => void;
@@ -226,14 +226,10 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * `onSent` to hear it, the channel fails with it.)
    */
   send(payload: Uint8Array | readonly Uint8Array[], fds?: readonly FdLike[] | null, onSent?: SentCallback): boolean {
-    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME)) {
-      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#is(ENDED) ? 'ended' : 'closed'}`);
-    }
+    this.#checkOpen();
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
     const length = byteLengthOf(pieces);
-    if (length > this.limits.maxFrameSize) {
-      throw new FramingError('FRAME_TOO_LARGE', `cannot send a frame of ${length} bytes: maxFrameSize is ${this.limits.maxFrameSize}`);
-    }
+    this.#checkSize(length);
     const fdList = fds && fds.length > 0 ? fds : null;
     if (fdList) this.#checkSendableFds(fdList.length);
     const ok = this.#writer.write(pieces, length, fdList, fdList ? (onSent ?? null) : null);
@@ -242,6 +238,35 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     this.#framesOut++;
     this.#bytesOut += length;
     return ok;
+  }
+
+  /**
+   * send() of source[start, end), without fds, copied before this returns:
+   * the caller may reuse `source` at once. For a small payload (at most
+   * SMALL_FRAME bytes) no view of it is made at all.
+   */
+  sendCopy(source: Uint8Array, start: number, end: number): boolean {
+    const length = end - start;
+    if (length > SMALL_FRAME) return this.send(Buffer.from(source.subarray(start, end)));
+    this.#checkOpen();
+    this.#checkSize(length);
+    const ok = this.#writer.writeCopy(source, start, end);
+    if (!ok) this.#flags |= NEED_DRAIN;
+    this.#framesOut++;
+    this.#bytesOut += length;
+    return ok;
+  }
+
+  #checkOpen(): void {
+    if (this.#is(DESTROYED | ENDED | CLOSE_ON_RESUME)) {
+      throw new FramingError('CONNECTION_CLOSED', `cannot send: the channel was ${this.#is(ENDED) ? 'ended' : 'closed'}`);
+    }
+  }
+
+  #checkSize(length: number): void {
+    if (length > this.limits.maxFrameSize) {
+      throw new FramingError('FRAME_TOO_LARGE', `cannot send a frame of ${length} bytes: maxFrameSize is ${this.limits.maxFrameSize}`);
+    }
   }
 
   /**

@@ -35,11 +35,33 @@ function copyPieces(target: Buffer, at: number, pieces: readonly Uint8Array[]): 
   return at;
 }
 
+// A copy of source[start, end) into target at `at`; returns the end. Short
+// ranges byte by byte: set() or copy() of a part of a buffer makes a view
+// of it first, an object per frame.
+const SHORT_COPY = 128;
+
+function copyRange(target: Buffer, at: number, source: Uint8Array, start: number, end: number): number {
+  if (end - start > SHORT_COPY) {
+    target.set(source.subarray(start, end), at);
+    return at + end - start;
+  }
+  for (let i = start; i < end; i++) target[at++] = source[i]!;
+  return at;
+}
+
 /** Header and payload in one new buffer: for small frames only. */
 export function joinFrame(pieces: readonly Uint8Array[], length: number, fdCount: number): Buffer {
   const frame = Buffer.allocUnsafe(HEADER_SIZE + length);
   writeHeader(frame, 0, length, fdCount);
   copyPieces(frame, HEADER_SIZE, pieces);
+  return frame;
+}
+
+// joinFrame() of source[start, end).
+function joinRange(source: Uint8Array, start: number, end: number): Buffer {
+  const frame = Buffer.allocUnsafe(HEADER_SIZE + end - start);
+  writeHeader(frame, 0, end - start, 0);
+  copyRange(frame, HEADER_SIZE, source, start, end);
   return frame;
 }
 
@@ -116,6 +138,22 @@ export class FrameWriter implements BatchEndListener {
     return ok;
   }
 
+  /**
+   * write() of one small fd-less payload, source[start, end) (at most
+   * SMALL_FRAME bytes), copied before this returns: the caller may reuse
+   * `source` at once, and no view of it is made.
+   */
+  writeCopy(source: Uint8Array, start: number, end: number): boolean {
+    if (this.#messages) return this.#put(joinRange(source, start, end));
+    if (!this.#inTick) {
+      this.#beginTick();
+      return this.#put(joinRange(source, start, end));
+    }
+    const at = this.#reserve(end - start);
+    this.#end = copyRange(this.#slab!, at, source, start, end);
+    return this.#hasRoom();
+  }
+
   /** Hands what is packed to the stream now; returns what write() said. */
   flush(): boolean {
     if (this.#end === this.#start) return true;
@@ -155,12 +193,19 @@ export class FrameWriter implements BatchEndListener {
   }
 
   #pack(pieces: readonly Uint8Array[], length: number): void {
+    const at = this.#reserve(length);
+    this.#end = copyPieces(this.#slab!, at, pieces);
+  }
+
+  // Room in the slab for a frame of `length` payload bytes, its header
+  // written: returns where its payload goes.
+  #reserve(length: number): number {
     const size = HEADER_SIZE + length;
     // (An onSent callback run by the write may have packed into a new slab.)
     while (this.#slab && this.#end + size > this.#slab.length) this.#retireSlab();
     this.#slab ??= Buffer.allocUnsafe(Math.max(SLAB_SIZE, size));
     writeHeader(this.#slab, this.#end, length, 0);
-    this.#end = copyPieces(this.#slab, this.#end + HEADER_SIZE, pieces);
+    return this.#end + HEADER_SIZE;
   }
 
   // A native socket coalesces one tick's writes into one sendmsg by

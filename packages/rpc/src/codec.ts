@@ -2,11 +2,11 @@
 // types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
-import { Packr, Unpackr, addExtension } from 'msgpackr';
+import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
 import { MapBox, prepareNested } from './prepare.js';
-import { packSpliced } from './splice.js';
+import { packSpliced, splicesPending } from './splice.js';
 
 export { MAX_DEPTH, prepareValue } from './prepare.js';
 export { SPLICE_MIN } from './splice.js';
@@ -169,6 +169,14 @@ export interface Encoded {
   fds: number[] | null;
   /** Fds handed over with Fd.transfer(): close them once the message has left. */
   transfers: Fd[] | null;
+  /**
+   * Set by packLent() for a small message left where the packer wrote it:
+   * `bytes` is then the packer's own buffer, the message at [start, start +
+   * length), overwritten by the next pack.
+   */
+  lent: boolean;
+  /** Where the message starts in `bytes` (0 unless lent). */
+  start: number;
 }
 
 /** Encodes a message whose fields were already prepared. */
@@ -186,7 +194,7 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
   sendStacks = withStacks;
   try {
     const { bytes, length } = packSpliced(packr, value, reserve);
-    return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers };
+    return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers, lent: false, start: 0 };
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
     throw encodeFailure(err);
@@ -195,6 +203,60 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
     outgoingTransfers = null;
     sendStacks = false;
   }
+}
+
+// The most a lent message may take: what the framing layer copies into its
+// own buffers anyway (its SMALL_FRAME). A larger one keeps its bytes.
+const LEND_MAX = 1024;
+// The record packLent() fills, one for every message.
+const lentRecord: Encoded = { bytes: scratch, length: 0, fds: null, transfers: null, lent: false, start: 0 };
+
+/**
+ * packMessage() for a message sent at once: the record it returns is
+ * reused by the next call. A small message without fds stays in the
+ * packer's buffer, lent (see Encoded.lent), which the next message packs
+ * over: each message copied out of it costs no Buffer of its own, and the
+ * packer never moves on to fresh memory (a new 8 KiB buffer every ~150
+ * calls, and a view of it for each).
+ */
+export function packLent(value: unknown, reserve: number, withStacks: boolean): Encoded {
+  if (splicesPending()) return packMessage(value, reserve, withStacks);
+  outgoingFds = null;
+  outgoingTransfers = null;
+  sendStacks = withStacks;
+  try {
+    const packed = packr.pack(value, REUSE_BUFFER_MODE | RESET_BUFFER_MODE | RESERVE_START_SPACE | reserve) as Buffer & { start: number; end: number };
+    return lend(packed, packed.start, packed.end);
+  } catch (err) {
+    for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
+    throw encodeFailure(err);
+  } finally {
+    outgoingFds = null;
+    outgoingTransfers = null;
+    sendStacks = false;
+  }
+}
+
+// packr's buffer holds the message at [start, end), and packr will write
+// the next one over it: it stays there only if it is small and fd-less
+// (sent by copying it at once); otherwise packr moves past it, and it
+// travels as a view, as packMessage()'s messages do.
+function lend(packed: Buffer, start: number, end: number): Encoded {
+  const record = lentRecord;
+  record.fds = outgoingFds;
+  record.transfers = outgoingTransfers;
+  record.length = end - start;
+  if (outgoingFds === null && end - start <= LEND_MAX) {
+    record.bytes = packed;
+    record.start = start;
+    record.lent = true;
+  } else {
+    packr.position = end;
+    record.bytes = packed.subarray(start, end);
+    record.start = 0;
+    record.lent = false;
+  }
+  return record;
 }
 
 // Each error inside a value is packed on its own (a nested pack), its walk
@@ -251,9 +313,10 @@ function unpackRange(source: Uint8Array, start: number, end: number): unknown {
   return packr.unpack(source, range);
 }
 
+// Byte by byte: Buffer#copy() of a part of its source, and subarray(),
+// each make a view of it first, an object per message received.
 function copyBytes(source: Uint8Array, start: number, end: number): void {
-  if (Buffer.isBuffer(source)) source.copy(scratch, 0, start, end);
-  else scratch.set(source.subarray(start, end), 0);
+  for (let i = start, j = 0; i < end; i++, j++) scratch[j] = source[i]!;
 }
 
 let decodedFds: Fd[] | null = null;

@@ -6,7 +6,7 @@
 // the wire. What is out of the ordinary (an id past 32 bits, a name that is
 // not short ASCII, a message of another shape or written differently by
 // another implementation) goes through msgpackr whole, as every message did.
-import { type Encoded, decodeAt, encode, packMessage, takeDecodedFds } from './codec.js';
+import { type Encoded, decodeAt, encode, packLent, packMessage, takeDecodedFds } from './codec.js';
 import type { Fd } from './fd.js';
 import { Msg } from './protocol.js';
 
@@ -80,15 +80,27 @@ function writeName(target: Buffer, at: number, name: string): number {
 
 /** Encodes [kind, id, name, value], leaving out the id if NO_ID and the name if null. Fields of the value must be prepared. */
 export function encodeMessage(kind: number, id: number, name: string | null, value: unknown, withStacks = false): Encoded {
+  return encodeWith(packMessage, kind, id, name, value, withStacks);
+}
+
+/**
+ * encodeMessage() for a message sent at once: the record is reused, and a
+ * small message is lent (see packLent()), valid until the next encode.
+ */
+export function encodeMessageLent(kind: number, id: number, name: string | null, value: unknown, withStacks: boolean): Encoded {
+  return encodeWith(packLent, kind, id, name, value, withStacks);
+}
+
+function encodeWith(pack: typeof packMessage, kind: number, id: number, name: string | null, value: unknown, withStacks: boolean): Encoded {
   const idSize = id === NO_ID ? 0 : id >= 0 && id <= 0xffffffff && Number.isInteger(id) ? 1 + uintBytes(id) : -1;
   const nameSize = name === null ? 0 : asciiNameSize(name);
   if (idSize < 0 || nameSize < 0) return encode(generic(kind, id, name, value), withStacks);
   const size = 2 + idSize + nameSize;
-  const encoded = packMessage(value, size, withStacks);
+  const encoded = pack(value, size, withStacks);
   const head = Array.isArray(encoded.bytes) ? encoded.bytes[0]! : encoded.bytes;
-  head[0] = 0x92 + (idSize > 0 ? 1 : 0) + (nameSize > 0 ? 1 : 0);
-  head[1] = kind;
-  let at = 2;
+  let at = encoded.start;
+  head[at++] = 0x92 + (idSize > 0 ? 1 : 0) + (nameSize > 0 ? 1 : 0);
+  head[at++] = kind;
   if (idSize > 0) at = writeUint(head, at, id);
   if (nameSize > 0) writeName(head, at, name!);
   return encoded;

@@ -2,6 +2,7 @@
 // methods), validation and interceptor, the handler, and its answer: a
 // RESULT or ERROR, or a credit-paced stream of items.
 import { debuglog } from 'node:util';
+import { CallTable } from './call-table.js';
 import { prepareValue } from './codec.js';
 import { RpcCode, RpcError, describeThrown, rpcError } from './errors.js';
 import { type Fd, closeAll, closeTransfers } from './fd.js';
@@ -29,7 +30,7 @@ export interface HandlingOptions {
 
 // Shared, only ever read: each field gets its own collection before its
 // first write, so an idle connection carries none.
-const NO_INCOMING: Map<number, IncomingCall> = new Map();
+const NO_INCOMING = new CallTable<IncomingCall>();
 const NO_CALLS: Set<IncomingCall> = new Set();
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -95,7 +96,7 @@ export class IncomingCalls {
   readonly #connection: RpcConnection;
   readonly #sender: MessageSender;
   readonly #options: HandlingOptions;
-  #incoming: Map<number, IncomingCall> = NO_INCOMING;
+  #incoming: CallTable<IncomingCall> = NO_INCOMING;
   // Notifications being handled: they count against maxInFlight too.
   #notifications: Set<IncomingCall> = NO_CALLS;
   // Answers sent whose fds have not left yet: a closing server waits for
@@ -129,7 +130,7 @@ export class IncomingCalls {
 
   /** The connection is gone: every handler's signal is aborted. */
   cancelAll(reason: Error): void {
-    for (const call of this.#incoming.values()) call.cancel(reason);
+    for (const call of this.#incoming.entries()) call.cancel(reason);
     for (const call of this.#notifications) call.cancel(reason);
   }
 
@@ -160,8 +161,8 @@ export class IncomingCalls {
       return;
     }
     const call = new IncomingCall(callId, method, this.#connection, this.#connection.peer);
-    if (this.#incoming === NO_INCOMING) this.#incoming = new Map();
-    this.#incoming.set(callId, call);
+    if (this.#incoming === NO_INCOMING) this.#incoming = new CallTable();
+    this.#incoming.add(call);
     this.#run(call, this.#options.handlers.get(method)!, args, fds, true);
   }
 

@@ -1,6 +1,7 @@
 // Calls to the peer: the table of those awaiting an answer, their deadlines
 // and abort signals, and the answers (RESULT, ERROR, STREAM_*) that settle them.
 import { prepareValue } from './codec.js';
+import { CallTable } from './call-table.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { RpcCode, abortError, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
@@ -19,6 +20,7 @@ export interface CallOptions {
 }
 
 interface Pending {
+  id: number;
   resolve: (value: unknown) => void;
   reject: (err: Error) => void;
   // (The stream's state, not the RpcStream its caller holds: see stream.ts.)
@@ -37,11 +39,27 @@ interface SignalWatch {
   readonly onAbort: () => void;
 }
 
-// Shared, only ever read: the table gets its own Map before its first write,
-// so an idle connection (servers hold thousands) carries none.
-const NO_PENDING: Map<number, Pending> = new Map();
+// Shared, only ever read: the table gets one of its own before its first
+// write, so an idle connection (servers hold thousands) carries none.
+const NO_PENDING = new CallTable<Pending>();
 
 const noop = (): void => {};
+
+// Every field spelled out, in one place: a spread here once made each
+// call's record a slow dictionary-mode object (17% of a pipelined call's CPU).
+function newPending(resolve: Pending['resolve'], reject: Pending['reject'], stream: Pending['stream']): Pending {
+  return { id: 0, resolve, reject, stream, timer: null, signal: null };
+}
+
+// The record whose resolvers a promise's executor hands over: set just
+// before new Promise() runs it (at once), so that a call needs no closure
+// of its own (with a context for its arguments) only to take them.
+let filling: Pending | null = null;
+
+function takeResolvers(resolve: Pending['resolve'], reject: Pending['reject']): void {
+  filling!.resolve = resolve;
+  filling!.reject = reject;
+}
 
 /** The connection, as its calls see it. */
 export interface CallerLink extends StreamLink {
@@ -53,7 +71,7 @@ export class OutgoingCalls {
   // Streams call back through the connection (credit, cancel).
   readonly #link: CallerLink;
   #nextId = 1;
-  #pending: Map<number, Pending> = NO_PENDING;
+  #pending: CallTable<Pending> = NO_PENDING;
   #watches: Map<AbortSignal, SignalWatch> | null = null;
   /** Calls started, for stats. */
   started = 0;
@@ -69,38 +87,40 @@ export class OutgoingCalls {
   }
 
   call(method: string, args: unknown[], options: CallOptions | undefined): Promise<unknown> {
-    return new Promise((resolve, reject) => this.#start(method, args, options, resolve, reject, null));
+    const pending = newPending(noop, noop, null);
+    filling = pending;
+    const promise = new Promise(takeResolvers);
+    filling = null;
+    // (As a throw in an executor would: the promise fails, nothing throws.)
+    try {
+      this.#start(method, args, options, pending);
+    } catch (err) {
+      pending.reject(err as Error);
+    }
+    return promise;
   }
 
   stream(method: string, args: unknown[], options: CallOptions | undefined): RpcStream<unknown> {
     const stream = new RpcStream<unknown>(this.#nextId, this.#link);
     const state = RpcStream.stateOf(stream);
-    this.#start(method, args, options, noop, (err) => state.end(err), state);
+    this.#start(method, args, options, newPending(noop, (err) => state.end(err), state));
     return stream;
   }
 
-  #start(
-    method: string,
-    args: unknown[],
-    options: CallOptions | undefined,
-    resolve: Pending['resolve'],
-    reject: Pending['reject'],
-    stream: Pending['stream'],
-  ): void {
+  #start(method: string, args: unknown[], options: CallOptions | undefined, pending: Pending): void {
     const refused = this.#refusal(method, options);
     if (refused) {
       closeTransfers(args); // given away with a call that never leaves
-      return reject(refused);
+      return pending.reject(refused);
     }
     const id = this.#nextId++;
     const signal = options?.signal ?? null;
-    // Every field spelled out: a spread here made each call's record a
-    // slow dictionary-mode object (17% of a pipelined call's CPU).
-    const pending: Pending = { resolve, reject, stream, timer: null, signal };
+    pending.id = id;
+    pending.signal = signal;
     // Pending before it is sent: a send that cuts the connection off (a
     // burst past maxOutboundBytes) fails every pending call, this one too.
-    if (this.#pending === NO_PENDING) this.#pending = new Map();
-    this.#pending.set(id, pending);
+    if (this.#pending === NO_PENDING) this.#pending = new CallTable();
+    this.#pending.add(pending);
     try {
       this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
     } catch (err) {
@@ -258,8 +278,8 @@ export class OutgoingCalls {
 
   /** The connection is gone: every call fails with `lost`. */
   failAll(lost: Error): void {
-    for (const [callId, pending] of this.#pending) {
-      this.#settle(callId, pending);
+    for (const pending of this.#pending.entries()) {
+      this.#settle(pending.id, pending);
       pending.reject(lost);
     }
   }

@@ -5,7 +5,7 @@ import { debuglog } from 'node:util';
 import type { FramedChannel } from '@afunix/framing';
 import type { SentCallback } from '@afunix/transport';
 import { type Encoded, encode } from './codec.js';
-import { NO_ID, encodeMessage } from './envelope.js';
+import { NO_ID, encodeMessageLent } from './envelope.js';
 import { RpcCode, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
 
@@ -50,7 +50,7 @@ export class MessageSender {
 
   /** send() of [kind, id, name, value] (envelope.ts), without building the array. */
   sendMessage(kind: number, id: number, name: string | null, value: unknown): boolean {
-    return this.#sendEncoded(encodeMessage(kind, id, name, value, this.#options.exposeStack), kind, id);
+    return this.#sendEncoded(encodeMessageLent(kind, id, name, value, this.#options.exposeStack === true), kind, id);
   }
 
   /**
@@ -60,7 +60,7 @@ export class MessageSender {
    * refusal of them.
    */
   sendAwaitingFds(kind: number, id: number, value: unknown): boolean | Promise<boolean> {
-    const encoded = encodeMessage(kind, id, null, value, this.#options.exposeStack);
+    const encoded = encodeMessageLent(kind, id, null, value, this.#options.exposeStack === true);
     if (!encoded.fds) return this.#sendEncoded(encoded, kind, id);
     return new Promise((resolve, reject) => {
       let ok: boolean | undefined;
@@ -77,14 +77,17 @@ export class MessageSender {
   }
 
   #sendEncoded(encoded: Encoded, kind: number, id: number, onFdsSent?: SentCallback): boolean {
-    const { bytes, length, fds, transfers } = encoded;
+    // (Out of the record first: it may be encodeMessageLent()'s, reused.)
+    const { bytes, length, fds, transfers, lent, start } = encoded;
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
       closeAll(transfers);
       throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
     }
     try {
-      const ok = this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers, onFdsSent) : undefined);
+      const ok = lent
+        ? this.#channel.sendCopy(bytes as Buffer, start, start + length)
+        : this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers, onFdsSent) : undefined);
       if (!ok) this.#checkOutbound();
       return ok;
     } catch (err) {

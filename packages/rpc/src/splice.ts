@@ -48,6 +48,11 @@ export function spliced(bytes: Buffer): Spliced {
   return new Spliced(bytes);
 }
 
+/** Whether a Spliced value was made since the last packSpliced(): the next message needs it. */
+export function splicesPending(): boolean {
+  return made > 0;
+}
+
 function binHeaderSize(length: number): number {
   return length < 0x100 ? 2 : length < 0x10000 ? 3 : 5;
 }
