@@ -189,12 +189,19 @@ export function encode(message: unknown[], withStacks = false): Encoded {
  * start of the first piece for the caller to fill in (envelope.ts).
  */
 export function packMessage(value: unknown, reserve: number, withStacks: boolean): Encoded {
+  return packing(packViews, value, reserve, withStacks);
+}
+
+// What the extensions note while a message is packed (its fds, the Fds it
+// gives away, whether errors take their stacks) is set up around `pack`,
+// and cleared whatever it does; the transfers are closed if it fails.
+// (`pack` is a module function, not a closure: no allocation per message.)
+function packing(pack: (value: unknown, reserve: number) => Encoded, value: unknown, reserve: number, withStacks: boolean): Encoded {
   outgoingFds = null;
   outgoingTransfers = null;
   sendStacks = withStacks;
   try {
-    const { bytes, length } = packSpliced(packr, value, reserve);
-    return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers, lent: false, start: 0 };
+    return pack(value, reserve);
   } catch (err) {
     for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
     throw encodeFailure(err);
@@ -203,6 +210,11 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
     outgoingTransfers = null;
     sendStacks = false;
   }
+}
+
+function packViews(value: unknown, reserve: number): Encoded {
+  const { bytes, length } = packSpliced(packr, value, reserve);
+  return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers, lent: false, start: 0 };
 }
 
 // The most a lent message may take: what the framing layer copies into its
@@ -221,20 +233,12 @@ const lentRecord: Encoded = { bytes: scratch, length: 0, fds: null, transfers: n
  */
 export function packLent(value: unknown, reserve: number, withStacks: boolean): Encoded {
   if (splicesPending()) return packMessage(value, reserve, withStacks);
-  outgoingFds = null;
-  outgoingTransfers = null;
-  sendStacks = withStacks;
-  try {
-    const packed = packr.pack(value, REUSE_BUFFER_MODE | RESET_BUFFER_MODE | RESERVE_START_SPACE | reserve) as Buffer & { start: number; end: number };
-    return lend(packed, packed.start, packed.end);
-  } catch (err) {
-    for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
-    throw encodeFailure(err);
-  } finally {
-    outgoingFds = null;
-    outgoingTransfers = null;
-    sendStacks = false;
-  }
+  return packing(packInPlace, value, reserve, withStacks);
+}
+
+function packInPlace(value: unknown, reserve: number): Encoded {
+  const packed = packr.pack(value, REUSE_BUFFER_MODE | RESET_BUFFER_MODE | RESERVE_START_SPACE | reserve) as Buffer & { start: number; end: number };
+  return lend(packed, packed.start, packed.end);
 }
 
 // packr's buffer holds the message at [start, end), and packr will write
