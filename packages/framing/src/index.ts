@@ -14,3 +14,5 @@ export {
 } from './header.js';
 export { FrameDecoder, type FrameHandler } from './decoder.js';
 export { FramedChannel, type FrameListener, type FramedEvents, type FramedStats } from './channel.js';
+/** The largest payload FramedChannel.sendCopy() copies into its slab (larger ones get a Buffer of their own). */
+export { SMALL_FRAME } from './writer.js';

@@ -2,6 +2,7 @@
 // types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
 // extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
 // gives the byte-level definitions.
+import { SMALL_FRAME } from '@afunix/framing';
 import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
 import { Fd } from './fd.js';
@@ -217,9 +218,8 @@ function packViews(value: unknown, reserve: number): Encoded {
   return { bytes, length, fds: outgoingFds, transfers: outgoingTransfers, lent: false, start: 0 };
 }
 
-// The most a lent message may take: what the framing layer copies into its
-// own buffers anyway (its SMALL_FRAME). A larger one keeps its bytes.
-const LEND_MAX = 1024;
+// The most a lent message may take is what the framing layer copies into
+// its own slab anyway (SMALL_FRAME): a larger one keeps its bytes.
 // The record packLent() fills, one for every message.
 const lentRecord: Encoded = { bytes: scratch, length: 0, fds: null, transfers: null, lent: false, start: 0 };
 
@@ -250,7 +250,7 @@ function lend(packed: Buffer, start: number, end: number): Encoded {
   record.fds = outgoingFds;
   record.transfers = outgoingTransfers;
   record.length = end - start;
-  if (outgoingFds === null && end - start <= LEND_MAX) {
+  if (outgoingFds === null && end - start <= SMALL_FRAME) {
     record.bytes = packed;
     record.start = start;
     record.lent = true;
