@@ -77,6 +77,12 @@ type ConnectionEvents = {
   idle: () => void;
 };
 
+/** @internal What a socket offers to keep (or not) the event loop alive: UnixSocket, net.Socket. */
+export interface Refable {
+  ref(): unknown;
+  unref(): unknown;
+}
+
 // Shared, only ever read: replaced by a Set of its own before its first write.
 const NO_NAMES: Set<string> = new Set();
 
@@ -106,6 +112,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #peerStreams: Set<string>;
   #peerSubscriptions: Set<string> = NO_NAMES;
   #closed = false;
+  #unrefd = false;
   #remote: unknown;
 
   /** Throws ERR_INVALID_ARG_VALUE if `channel` ever carried a connection: the first would never hear it close. */
@@ -226,6 +233,35 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   unsubscribe(names: string[]): void {
     if (names.length > 0 && !this.#closed) this.#sender.send([Msg.UNSUBSCRIBE, names]);
+  }
+
+  /**
+   * Lets the process exit while this connection is idle, as
+   * net.Socket#unref() does. Our calls awaiting answers (streams not yet
+   * ended included) still hold it: their callers wait for them, and an
+   * exit would leave those awaits unsettled. No-op over a Duplex without
+   * unref().
+   */
+  unref(): void {
+    this.#unrefd = true;
+    // (Made now, on a connection that may never call: the hook must be in
+    // place before its first call.)
+    this.#outgoing.onBusy ??= (busy) => this.#hold(busy);
+    this.#hold(this.#outgoing.size > 0);
+  }
+
+  /** Undoes unref(): the connection holds its process again, as it did. */
+  ref(): void {
+    this.#unrefd = false;
+    this.#hold(true);
+  }
+
+  // Whether the socket keeps the event loop alive: always, unless unref'd,
+  // and then while calls await answers.
+  #hold(busy: boolean): void {
+    const transport = this.channel.transport as Partial<Refable>;
+    if (busy || !this.#unrefd) transport.ref?.();
+    else transport.unref?.();
   }
 
   /** Whether the peer asked for this event. */

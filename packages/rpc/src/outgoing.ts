@@ -75,6 +75,12 @@ export class OutgoingCalls {
   #watches: Map<AbortSignal, SignalWatch> | null = null;
   /** Calls started, for stats. */
   started = 0;
+  /**
+   * Told when the first call starts awaiting its answer (true) and when the
+   * last one is settled (false): an unref'd connection holds its process
+   * while someone awaits a call (RpcConnection.unref()).
+   */
+  onBusy: ((busy: boolean) => void) | null = null;
 
   constructor(sender: MessageSender, link: CallerLink) {
     this.#sender = sender;
@@ -121,6 +127,7 @@ export class OutgoingCalls {
     // burst past maxOutboundBytes) fails every pending call, this one too.
     if (this.#pending === NO_PENDING) this.#pending = new CallTable();
     this.#pending.add(pending);
+    if (this.onBusy !== null && this.#pending.size === 1) this.onBusy(true);
     try {
       this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
     } catch (err) {
@@ -221,6 +228,7 @@ export class OutgoingCalls {
 
   #settle(id: number, pending: Pending): void {
     this.#pending.delete(id);
+    if (this.onBusy !== null && this.#pending.size === 0) this.onBusy(false);
     if (pending.timer) clearTimeout(pending.timer);
     if (pending.signal) this.#unwatch(pending.signal, id);
   }
