@@ -68,7 +68,12 @@ type Lifecycle = {
 };
 
 export interface ClientControls<C extends Contract> {
-  /** Server events: adding a listener subscribes, removing the last one unsubscribes. */
+  /**
+   * Server events: adding a listener subscribes, removing the last one
+   * unsubscribes. Once the client is closed, adding one throws
+   * CONNECTION_CLOSED (while it reconnects it does not: it is subscribed
+   * on the new connection).
+   */
   readonly $events: TypedEmitter<Listeners<EventsOf<C>>>;
   /** Connection lifecycle: disconnect, reconnect, close. */
   readonly $lifecycle: TypedEmitter<Lifecycle>;
@@ -116,11 +121,16 @@ type Listener = (...args: any[]) => void;
 class SubscribingEmitter extends EventEmitter {
   readonly #subscribed = new Set<string>();
   readonly #changed: (name: string, subscribed: boolean) => void;
+  readonly #closed: () => boolean;
 
-  /** `changed` runs when an event gains its first listener (true) or loses its last (false). */
-  constructor(changed: (name: string, subscribed: boolean) => void) {
+  /**
+   * `changed` runs when an event gains its first listener (true) or loses
+   * its last (false); once `closed()` says so, adding a listener throws.
+   */
+  constructor(changed: (name: string, subscribed: boolean) => void, closed: () => boolean) {
     super();
     this.#changed = changed;
+    this.#closed = closed;
   }
 
   /** The events that have listeners. */
@@ -131,14 +141,17 @@ class SubscribingEmitter extends EventEmitter {
   // EventEmitter's prototype has on === addListener and off ===
   // removeListener, each pair one function: both names are overridden.
   override addListener(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.addListener(name, listener));
   }
 
   override on(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.on(name, listener));
   }
 
   override prependListener(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.prependListener(name, listener));
   }
 
@@ -162,6 +175,15 @@ class SubscribingEmitter extends EventEmitter {
     return this;
   }
 
+  // A closed client gets no more events: a listener added now would wait
+  // for good, unnoticed, and stay referenced. It fails as $emit() and
+  // $notify do then (a call rejects with the same code).
+  #refuseClosed(name: string | symbol): void {
+    if (isServerEvent(name) && this.#closed()) {
+      throw rpcError(RpcCode.CONNECTION_CLOSED, `cannot listen to ${JSON.stringify(name)}: the client is closed`);
+    }
+  }
+
   #follow(name: string | symbol, self: this): this {
     if (!isServerEvent(name)) return self;
     const wanted = this.listenerCount(name) > 0;
@@ -180,7 +202,10 @@ function isServerEvent(name: string | symbol): name is string {
 }
 
 class ClientCore<C extends Contract> implements Callee {
-  readonly events = new SubscribingEmitter((name, subscribed) => this.#subscriptionChanged(name, subscribed));
+  readonly events = new SubscribingEmitter(
+    (name, subscribed) => this.#subscriptionChanged(name, subscribed),
+    () => this.#closed,
+  );
   readonly lifecycle = new EventEmitter();
   conn: RpcConnection | null = null;
   server: Hello = { protocol: 0 };
