@@ -14,9 +14,9 @@ import { type Credentials, type ReceivedFds, closeFd } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
 import { NO_ID, readMessage } from './envelope.js';
-import { RpcCode, RpcError, abortError, invalidArgValue, rpcError } from './errors.js';
+import { RpcCode, RpcError, invalidArgValue, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
-import { count, id, list, str } from './fields.js';
+import { count, id, list, optionalStr, str } from './fields.js';
 import { IncomingCalls } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
 import { type CallOptions, OutgoingCalls } from './outgoing.js';
@@ -415,7 +415,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       case Msg.STREAM_END:
         return this.#outgoing.onStreamEnd(id(m[1]));
       case Msg.CANCEL:
-        return this.#incoming.cancel(id(m[1]), abortError('the caller cancelled'));
+        // (The reason, new in [5, id, reason], is checked as any field is.)
+        return this.#incoming.cancel(id(m[1]), optionalStr(m[2]));
       case Msg.CREDIT:
         return this.#incoming.credit(id(m[1]), count(m[2]));
       case Msg.SUBSCRIBE:

@@ -168,7 +168,7 @@ export class OutgoingCalls {
     if (!watch) return;
     this.#watches!.delete(signal); // (so #settle's #unwatch leaves the ids alone)
     const ids = typeof watch.ids === 'number' ? [watch.ids] : watch.ids;
-    for (const id of ids) this.#abandon(id, abortError(signal.reason));
+    for (const id of ids) this.#abandon(id, abortError(signal.reason), RpcCode.ABORTED);
   }
 
   // Why a call cannot start at all, or null.
@@ -190,7 +190,7 @@ export class OutgoingCalls {
     const delay = Math.min(left, MAX_DELAY);
     pending.timer = setTimeout(() => {
       if (left > delay) this.#armDeadline(id, pending, method, timeout, left - delay);
-      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`));
+      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`), RpcCode.TIMEOUT);
     }, delay);
     pending.timer.unref();
   }
@@ -213,17 +213,19 @@ export class OutgoingCalls {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
-    this.#sender.trySend([Msg.CANCEL, id]);
+    this.#sender.trySend([Msg.CANCEL, id, RpcCode.CANCELLED]);
   }
 
-  // The caller gave up (abort or deadline): fail locally, tell the peer.
-  #abandon(id: number, err: Error): void {
+  // The caller gave up (abort or deadline): fail locally, and tell the peer
+  // why (`why`, the code the call failed with here), so that its handler's
+  // signal says the same.
+  #abandon(id: number, err: Error, why: string): void {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
     if (pending.stream) pending.stream.abort(err);
     else pending.reject(err);
-    this.#sender.trySend([Msg.CANCEL, id]);
+    this.#sender.trySend([Msg.CANCEL, id, why]);
   }
 
   #settle(id: number, pending: Pending): void {
