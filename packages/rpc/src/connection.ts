@@ -245,7 +245,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   unref(): void {
     this.#unrefd = true;
     // (Made now, on a connection that may never call: the hook must be in
-    // place before its first call.)
+    // place before its first call. A closure of its own only here: servers
+    // hold thousands of connections that never unref.)
     this.#outgoing.onBusy ??= (busy) => this.#hold(busy);
     this.#hold(this.#outgoing.size > 0);
   }
@@ -253,6 +254,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   /** Undoes unref(): the connection holds its process again, as it did. */
   ref(): void {
     this.#unrefd = false;
+    // (Calls need not tell us of themselves any more.)
+    if (this.#madeOutgoing) this.#madeOutgoing.onBusy = null;
     this.#hold(true);
   }
 
