@@ -193,6 +193,7 @@ const message: fc.Arbitrary<unknown> = fc.oneof(
   fc.tuple(fc.constant(Msg.NOTIFY), method, args),
   fc.tuple(fc.constantFrom(Msg.RESULT, Msg.ERROR, Msg.STREAM_ITEM), id, value),
   fc.tuple(fc.constantFrom(Msg.CANCEL, Msg.STREAM_END), id),
+  fc.tuple(fc.constant(Msg.CANCEL), id, fc.oneof(fc.constantFrom(RpcCode.TIMEOUT, RpcCode.ABORTED, RpcCode.CANCELLED, 'constructor'), fc.string(), value)),
   fc.tuple(fc.constant(Msg.CREDIT), id, fc.oneof(fc.integer(), value)),
   fc.tuple(fc.constant(Msg.EVENT), method, args),
   fc.tuple(fc.constantFrom(Msg.SUBSCRIBE, Msg.UNSUBSCRIBE), fc.oneof(fc.array(fc.string(), { maxLength: 3 }), value)),

@@ -2,13 +2,12 @@
 // are the client's own controls (birpc's convention), so they never collide
 // with a contract's methods.
 import { EventEmitter } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { FramedChannel } from '@afunix/framing';
 import { type ConnectionType, type Credentials, UnixSocket, connect as connectSocket } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
-import { type CallOptions, RpcConnection } from './connection.js';
+import { type CallOptions, type Refable, RpcConnection } from './connection.js';
 import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
 import { RpcCode, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
@@ -69,7 +68,12 @@ type Lifecycle = {
 };
 
 export interface ClientControls<C extends Contract> {
-  /** Server events: adding a listener subscribes, removing the last one unsubscribes. */
+  /**
+   * Server events: adding a listener subscribes, removing the last one
+   * unsubscribes. Once the client is closed, adding one throws
+   * CONNECTION_CLOSED (while it reconnects it does not: it is subscribed
+   * on the new connection).
+   */
   readonly $events: TypedEmitter<Listeners<EventsOf<C>>>;
   /** Connection lifecycle: disconnect, reconnect, close. */
   readonly $lifecycle: TypedEmitter<Lifecycle>;
@@ -86,6 +90,16 @@ export interface ClientControls<C extends Contract> {
   readonly $peer: Credentials | null;
   /** What the server offers: methods (with JSON Schemas where known), events. */
   $describe(): Promise<ServiceDescription>;
+  /**
+   * Lets the process exit while the client is idle, as net.Socket#unref()
+   * does: its connection, the connections it makes when it reconnects, and
+   * its reconnect backoff stop holding the event loop. Calls awaiting
+   * answers (and streams not yet ended) still hold it, and so does
+   * $close() until it resolves. Returns the client.
+   */
+  $unref(): this;
+  /** Undoes $unref(): the client holds its process again (the default). Returns the client. */
+  $ref(): this;
   $close(): Promise<void>;
 }
 
@@ -107,11 +121,16 @@ type Listener = (...args: any[]) => void;
 class SubscribingEmitter extends EventEmitter {
   readonly #subscribed = new Set<string>();
   readonly #changed: (name: string, subscribed: boolean) => void;
+  readonly #closed: () => boolean;
 
-  /** `changed` runs when an event gains its first listener (true) or loses its last (false). */
-  constructor(changed: (name: string, subscribed: boolean) => void) {
+  /**
+   * `changed` runs when an event gains its first listener (true) or loses
+   * its last (false); once `closed()` says so, adding a listener throws.
+   */
+  constructor(changed: (name: string, subscribed: boolean) => void, closed: () => boolean) {
     super();
     this.#changed = changed;
+    this.#closed = closed;
   }
 
   /** The events that have listeners. */
@@ -122,14 +141,17 @@ class SubscribingEmitter extends EventEmitter {
   // EventEmitter's prototype has on === addListener and off ===
   // removeListener, each pair one function: both names are overridden.
   override addListener(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.addListener(name, listener));
   }
 
   override on(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.on(name, listener));
   }
 
   override prependListener(name: string | symbol, listener: Listener): this {
+    this.#refuseClosed(name);
     return this.#follow(name, super.prependListener(name, listener));
   }
 
@@ -153,6 +175,15 @@ class SubscribingEmitter extends EventEmitter {
     return this;
   }
 
+  // A closed client gets no more events: a listener added now would wait
+  // for good, unnoticed, and stay referenced. It fails as $emit() and
+  // $notify do then (a call rejects with the same code).
+  #refuseClosed(name: string | symbol): void {
+    if (isServerEvent(name) && this.#closed()) {
+      throw rpcError(RpcCode.CONNECTION_CLOSED, `cannot listen to ${JSON.stringify(name)}: the client is closed`);
+    }
+  }
+
   #follow(name: string | symbol, self: this): this {
     if (!isServerEvent(name)) return self;
     const wanted = this.listenerCount(name) > 0;
@@ -171,7 +202,10 @@ function isServerEvent(name: string | symbol): name is string {
 }
 
 class ClientCore<C extends Contract> implements Callee {
-  readonly events = new SubscribingEmitter((name, subscribed) => this.#subscriptionChanged(name, subscribed));
+  readonly events = new SubscribingEmitter(
+    (name, subscribed) => this.#subscriptionChanged(name, subscribed),
+    () => this.#closed,
+  );
   readonly lifecycle = new EventEmitter();
   conn: RpcConnection | null = null;
   server: Hello = { protocol: 0 };
@@ -179,7 +213,10 @@ class ClientCore<C extends Contract> implements Callee {
   #options: ClientOptions<C>;
   #closed = false;
   #closing: Promise<void> | null = null;
-  #backoff: AbortController | null = null;
+  // Set by $unref(): every connection, handshake and backoff of this client
+  // lets the process exit while nothing awaits an answer.
+  #unrefd = false;
+  #backoff: { timer: NodeJS.Timeout; stop(): void } | null = null;
   // The channel of a handshake under way: close() ends it, or a reconnect
   // that close() overtook would bring the connection back.
   #opening: FramedChannel | null = null;
@@ -217,6 +254,8 @@ class ClientCore<C extends Contract> implements Callee {
       t.destroy();
       throw rpcError(RpcCode.CONNECTION_CLOSED, 'the client is closed');
     }
+    // (A reconnect's handshake too: nothing awaits it.)
+    if (this.#unrefd) (t as Partial<Refable>).unref?.();
     const channel = new FramedChannel(t, { maxFrameSize: this.#options.maxMessageSize });
     const peer = t instanceof UnixSocket ? safePeer(t) : null;
     const expose = this.#options.expose ?? {};
@@ -263,6 +302,7 @@ class ClientCore<C extends Contract> implements Callee {
     });
     conn.subscribe([...this.events.subscribed]);
     conn.once('close', (reason) => this.#lost(conn, reason));
+    if (this.#unrefd) conn.unref();
     return conn;
   }
 
@@ -293,9 +333,9 @@ class ClientCore<C extends Contract> implements Callee {
     while (!this.#closed) {
       if (r.maxAttempts !== undefined && this.#attempt >= r.maxAttempts) return this.#finish();
       const attempt = ++this.#attempt;
-      // (Referenced, as the socket was: a client that only listens to
-      // events must not let its process end because the server restarts.
-      // close() ends it.)
+      // (Referenced, as the socket was, unless $unref()'d: a client that
+      // only listens to events must not let its process end because the
+      // server restarts. close() ends it.)
       if (!(await this.#backOff(this.#delay))) return;
       this.#delay = Math.min(this.#delay * 2, maxDelay);
       if (this.#closed) return;
@@ -312,16 +352,32 @@ class ClientCore<C extends Contract> implements Callee {
     }
   }
 
-  // Resolves false if close() ended the wait.
-  async #backOff(ms: number): Promise<boolean> {
-    const backoff = (this.#backoff = new AbortController());
-    try {
-      await sleep(ms, undefined, { signal: backoff.signal });
-      return true;
-    } catch {
-      return false;
-    } finally {
-      this.#backoff = null;
+  // Resolves false if close() ended the wait. (A timer of our own, not
+  // timers/promises: $ref() and $unref() change it while it runs.)
+  #backOff(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (waited: boolean): void => {
+        clearTimeout(timer);
+        this.#backoff = null;
+        resolve(waited);
+      };
+      const timer = setTimeout(done, ms, true);
+      if (this.#unrefd) timer.unref();
+      this.#backoff = { timer, stop: () => done(false) };
+    });
+  }
+
+  /** $ref() (true) and $unref() (false): for now and for every connection to come. */
+  setRef(ref: boolean): void {
+    this.#unrefd = !ref;
+    if (ref) {
+      this.conn?.ref();
+      (this.#opening?.transport as Partial<Refable> | undefined)?.ref?.();
+      this.#backoff?.timer.ref();
+    } else {
+      this.conn?.unref();
+      (this.#opening?.transport as Partial<Refable> | undefined)?.unref?.();
+      this.#backoff?.timer.unref();
     }
   }
 
@@ -341,10 +397,12 @@ class ClientCore<C extends Contract> implements Callee {
     this.#closed = true;
     // A reconnect stops: in its backoff, or in a handshake under way, which
     // fails and brings nothing back.
-    this.#backoff?.abort();
+    this.#backoff?.stop();
     this.#opening?.destroy();
     if (conn && !conn.channel.closed) {
       const closed = new Promise((resolve) => conn.channel.once('close', resolve));
+      // Awaited: an unref'd client's process must live to see it resolve.
+      conn.ref();
       conn.close();
       await closed;
     }
@@ -417,8 +475,16 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
     $emit: (name: string, ...args: unknown[]) => sendingArgs(args, () => current().emitEvent(name, args)),
     $close: () => core.close(),
     $describe: () => callRemote(core, DESCRIBE, []),
+    $unref: () => {
+      core.setRef(false);
+      return client;
+    },
+    $ref: () => {
+      core.setRef(true);
+      return client;
+    },
   };
-  return new Proxy(Object.create(null), {
+  const client = new Proxy(Object.create(null), {
     get(_target, prop) {
       // (then, toJSON and the like: the remote proxy below answers them.)
       if (typeof prop !== 'string') return undefined;
@@ -429,6 +495,7 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
       return remote[prop];
     },
   }) as RpcClient<C>;
+  return client;
 }
 
 /**

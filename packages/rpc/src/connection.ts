@@ -14,9 +14,9 @@ import { type Credentials, type ReceivedFds, closeFd } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
 import { NO_ID, readMessage } from './envelope.js';
-import { RpcCode, RpcError, abortError, invalidArgValue, rpcError } from './errors.js';
+import { RpcCode, RpcError, invalidArgValue, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
-import { count, id, list, str } from './fields.js';
+import { count, id, list, optionalStr, str } from './fields.js';
 import { IncomingCalls } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
 import { type CallOptions, OutgoingCalls } from './outgoing.js';
@@ -77,6 +77,12 @@ type ConnectionEvents = {
   idle: () => void;
 };
 
+/** @internal What a socket offers to keep (or not) the event loop alive: UnixSocket, net.Socket. */
+export interface Refable {
+  ref(): unknown;
+  unref(): unknown;
+}
+
 // Shared, only ever read: replaced by a Set of its own before its first write.
 const NO_NAMES: Set<string> = new Set();
 
@@ -106,6 +112,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   #peerStreams: Set<string>;
   #peerSubscriptions: Set<string> = NO_NAMES;
   #closed = false;
+  #unrefd = false;
   #remote: unknown;
 
   /** Throws ERR_INVALID_ARG_VALUE if `channel` ever carried a connection: the first would never hear it close. */
@@ -226,6 +233,38 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   unsubscribe(names: string[]): void {
     if (names.length > 0 && !this.#closed) this.#sender.send([Msg.UNSUBSCRIBE, names]);
+  }
+
+  /**
+   * Lets the process exit while this connection is idle, as
+   * net.Socket#unref() does. Our calls awaiting answers (streams not yet
+   * ended included) still hold it: their callers wait for them, and an
+   * exit would leave those awaits unsettled. No-op over a Duplex without
+   * unref().
+   */
+  unref(): void {
+    this.#unrefd = true;
+    // (Made now, on a connection that may never call: the hook must be in
+    // place before its first call. A closure of its own only here: servers
+    // hold thousands of connections that never unref.)
+    this.#outgoing.onBusy ??= (busy) => this.#hold(busy);
+    this.#hold(this.#outgoing.size > 0);
+  }
+
+  /** Undoes unref(): the connection holds its process again, as it did. */
+  ref(): void {
+    this.#unrefd = false;
+    // (Calls need not tell us of themselves any more.)
+    if (this.#madeOutgoing) this.#madeOutgoing.onBusy = null;
+    this.#hold(true);
+  }
+
+  // Whether the socket keeps the event loop alive: always, unless unref'd,
+  // and then while calls await answers.
+  #hold(busy: boolean): void {
+    const transport = this.channel.transport as Partial<Refable>;
+    if (busy || !this.#unrefd) transport.ref?.();
+    else transport.unref?.();
   }
 
   /** Whether the peer asked for this event. */
@@ -379,7 +418,8 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       case Msg.STREAM_END:
         return this.#outgoing.onStreamEnd(id(m[1]));
       case Msg.CANCEL:
-        return this.#incoming.cancel(id(m[1]), abortError('the caller cancelled'));
+        // (The reason, new in [5, id, reason], is checked as any field is.)
+        return this.#incoming.cancel(id(m[1]), optionalStr(m[2]));
       case Msg.CREDIT:
         return this.#incoming.credit(id(m[1]), count(m[2]));
       case Msg.SUBSCRIBE:

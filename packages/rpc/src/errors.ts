@@ -34,6 +34,11 @@ export const RpcCode = {
   NOT_A_STREAM: 'NOT_A_STREAM',
   /** The peer stopped reading and our outbound buffer for it passed its cap. */
   SLOW_CONSUMER: 'SLOW_CONSUMER',
+  /**
+   * The caller stopped reading a stream before its end (break, return(),
+   * cancel(), or dropped it): what the producer's ctx.signal.reason says.
+   */
+  CANCELLED: 'CANCELLED',
 } as const;
 
 export interface RpcErrorOptions {
@@ -89,6 +94,30 @@ export function abortError(reason: unknown): RpcError {
   err.name = 'AbortError';
   return err;
 }
+
+/**
+ * Why the caller gave up a call, as its CANCEL said (PROTOCOL.md 2.9), for
+ * the handler's ctx.signal.reason: the code the caller's call ended with
+ * (ETIMEDOUT, ABORT_ERR), or CANCELLED for a stream it stopped reading.
+ * Without a reason (an older peer), or with one this side does not know
+ * (a newer peer's), it is the AbortError every CANCEL meant before. All are
+ * named AbortError, as that one was: a handler that tests the name keeps
+ * working, and one that wants to know tests the code.
+ */
+export function cancelReason(code: string | undefined): RpcError {
+  const message = code === undefined ? undefined : CANCEL_MESSAGES[code];
+  if (message === undefined) return abortError('the caller cancelled');
+  const err = new RpcError(message, { code: code! });
+  err.name = 'AbortError';
+  return err;
+}
+
+// (A null prototype: a peer's reason named "constructor" is no reason.)
+const CANCEL_MESSAGES: Record<string, string | undefined> = Object.assign(Object.create(null) as Record<string, string>, {
+  [RpcCode.TIMEOUT]: "the caller's deadline passed",
+  [RpcCode.ABORTED]: 'the caller aborted the call',
+  [RpcCode.CANCELLED]: 'the caller stopped reading the stream',
+});
 
 /** The wire form of an error (a msgpack map). */
 export interface ErrorRecord {

@@ -17,6 +17,11 @@ export function str(v: unknown): string {
   return v;
 }
 
+/** An optional string element: absent (undefined) or a string; anything else, null included, is not. */
+export function optionalStr(v: unknown): string | undefined {
+  return v === undefined ? undefined : str(v);
+}
+
 export function list(v: unknown): unknown[] {
   if (!Array.isArray(v)) throw rpcError(RpcCode.PROTOCOL_ERROR, 'expected an array');
   return v;

@@ -4,7 +4,7 @@
 import { debuglog } from 'node:util';
 import { CallTable } from './call-table.js';
 import { prepareValue } from './codec.js';
-import { RpcCode, RpcError, describeThrown, rpcError } from './errors.js';
+import { RpcCode, RpcError, cancelReason, describeThrown, rpcError } from './errors.js';
 import { type Fd, closeAll, closeTransfers } from './fd.js';
 import { IncomingCall, type Handler, type Interceptor } from './incoming.js';
 import { Msg } from './protocol.js';
@@ -118,9 +118,9 @@ export class IncomingCalls {
     return this.#incoming.size + this.#answersInTransit;
   }
 
-  /** CANCEL from the peer. */
-  cancel(callId: number, reason: Error): void {
-    this.#incoming.get(callId)?.cancel(reason);
+  /** CANCEL from the peer, with the reason it gave (a code), if any. */
+  cancel(callId: number, why: string | undefined): void {
+    this.#incoming.get(callId)?.cancel(cancelReason(why));
   }
 
   /** CREDIT from the peer, for one of our streams. */

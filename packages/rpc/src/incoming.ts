@@ -10,7 +10,11 @@ export type Handler = (...args: any[]) => unknown;
 /** What a handler gets as its first argument, before the caller's. */
 export interface CallContext<Remote = unknown> {
   readonly method: string;
-  /** Aborted when the caller cancels, its deadline passes, or it disconnects. */
+  /**
+   * Aborted when the caller cancels, its deadline passes, or it disconnects;
+   * the reason's `code` says which: ABORT_ERR, ETIMEDOUT, CANCELLED (it
+   * stopped reading the stream), CONNECTION_CLOSED.
+   */
   readonly signal: AbortSignal;
   /** The caller's pid/uid/gid (null over a transport that cannot tell). */
   readonly peer: Credentials | null;

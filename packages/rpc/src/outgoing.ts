@@ -75,6 +75,12 @@ export class OutgoingCalls {
   #watches: Map<AbortSignal, SignalWatch> | null = null;
   /** Calls started, for stats. */
   started = 0;
+  /**
+   * Told when the first call starts awaiting its answer (true) and when the
+   * last one is settled (false): an unref'd connection holds its process
+   * while someone awaits a call (RpcConnection.unref()).
+   */
+  onBusy: ((busy: boolean) => void) | null = null;
 
   constructor(sender: MessageSender, link: CallerLink) {
     this.#sender = sender;
@@ -121,6 +127,7 @@ export class OutgoingCalls {
     // burst past maxOutboundBytes) fails every pending call, this one too.
     if (this.#pending === NO_PENDING) this.#pending = new CallTable();
     this.#pending.add(pending);
+    if (this.onBusy !== null && this.#pending.size === 1) this.onBusy(true);
     try {
       this.#sender.sendMessage(Msg.REQUEST, id, method, prepareValue(args, 'args'));
     } catch (err) {
@@ -161,7 +168,7 @@ export class OutgoingCalls {
     if (!watch) return;
     this.#watches!.delete(signal); // (so #settle's #unwatch leaves the ids alone)
     const ids = typeof watch.ids === 'number' ? [watch.ids] : watch.ids;
-    for (const id of ids) this.#abandon(id, abortError(signal.reason));
+    for (const id of ids) this.#abandon(id, abortError(signal.reason), RpcCode.ABORTED);
   }
 
   // Why a call cannot start at all, or null.
@@ -183,7 +190,7 @@ export class OutgoingCalls {
     const delay = Math.min(left, MAX_DELAY);
     pending.timer = setTimeout(() => {
       if (left > delay) this.#armDeadline(id, pending, method, timeout, left - delay);
-      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`));
+      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`), RpcCode.TIMEOUT);
     }, delay);
     pending.timer.unref();
   }
@@ -206,21 +213,24 @@ export class OutgoingCalls {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
-    this.#sender.trySend([Msg.CANCEL, id]);
+    this.#sender.trySend([Msg.CANCEL, id, RpcCode.CANCELLED]);
   }
 
-  // The caller gave up (abort or deadline): fail locally, tell the peer.
-  #abandon(id: number, err: Error): void {
+  // The caller gave up (abort or deadline): fail locally, and tell the peer
+  // why (`why`, the code the call failed with here), so that its handler's
+  // signal says the same.
+  #abandon(id: number, err: Error, why: string): void {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
     if (pending.stream) pending.stream.abort(err);
     else pending.reject(err);
-    this.#sender.trySend([Msg.CANCEL, id]);
+    this.#sender.trySend([Msg.CANCEL, id, why]);
   }
 
   #settle(id: number, pending: Pending): void {
     this.#pending.delete(id);
+    if (this.onBusy !== null && this.#pending.size === 0) this.onBusy(false);
     if (pending.timer) clearTimeout(pending.timer);
     if (pending.signal) this.#unwatch(pending.signal, id);
   }

@@ -3,10 +3,12 @@
 import { spawn } from 'node:child_process';
 import { getEventListeners, once } from 'node:events';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { RpcCode } from '../src/index.js';
+import { Msg, RpcCode, createServer } from '../src/index.js';
 import { eventually, fixtures } from './helpers.js';
 import { useLab } from './lab.js';
+import { helloFrame, messageFrame, rawPeer } from './wire.js';
 
 const lab = useLab();
 
@@ -89,5 +91,136 @@ describe('cancellation', () => {
     const [code] = await once(child, 'exit');
     expect(out.trim()).toBe('3');
     expect(code).toBe(0);
+  });
+});
+
+describe("why the handler's signal aborted (ctx.signal.reason, across processes)", () => {
+  // The reasons the lab service's handlers saw after `from` of them.
+  async function reasonsAfter(from: number, count: number) {
+    await eventually(async () => (await lab.client.seen()).reasons.length >= from + count);
+    return (await lab.client.seen()).reasons.slice(from);
+  }
+  const seenSoFar = async () => (await lab.client.seen()).reasons.length;
+
+  it("the caller's AbortSignal: ABORT_ERR, the code its call failed with", async () => {
+    const from = await seenSoFar();
+    const controller = new AbortController();
+    const call = lab.client.$with({ signal: controller.signal }).delay(60_000, 1);
+    await lab.client.add(0, 0); // the call has reached the server
+    controller.abort();
+    await expect(call).rejects.toMatchObject({ code: RpcCode.ABORTED });
+    expect(await reasonsAfter(from, 1)).toEqual([{ method: 'delay', name: 'AbortError', code: RpcCode.ABORTED, message: 'the caller aborted the call' }]);
+  });
+
+  it("the caller's deadline: ETIMEDOUT, the code its call failed with", async () => {
+    const from = await seenSoFar();
+    await expect(lab.client.$with({ timeout: 50 }).delay(60_000, 1)).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+    expect(await reasonsAfter(from, 1)).toEqual([{ method: 'delay', name: 'AbortError', code: RpcCode.TIMEOUT, message: "the caller's deadline passed" }]);
+  });
+
+  it('a consumer that stopped reading a stream: CANCELLED', async () => {
+    const from = await seenSoFar();
+    for await (const n of lab.client.count(1_000_000)) if (n === 1) break;
+    expect(await reasonsAfter(from, 1)).toEqual([{ method: 'count', name: 'AbortError', code: RpcCode.CANCELLED, message: 'the caller stopped reading the stream' }]);
+  });
+
+  it("a stream's deadline and signal: ETIMEDOUT and ABORT_ERR", async () => {
+    const from = await seenSoFar();
+    const timed = lab.client.$with({ timeout: 100 }).count(1_000_000);
+    await timed.next(); // running, then left unread past its deadline
+    await sleep(300);
+    await expect(timed.next()).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+    const controller = new AbortController();
+    const aborted = lab.client.$with({ signal: controller.signal }).count(1_000_000);
+    await aborted.next();
+    controller.abort();
+    await expect(aborted.next()).rejects.toMatchObject({ code: RpcCode.ABORTED });
+    const codes = (await reasonsAfter(from, 2)).map((r) => [r.method, r.code]);
+    expect(codes).toEqual([['count', RpcCode.TIMEOUT], ['count', RpcCode.ABORTED]]);
+  });
+});
+
+describe('a CANCEL from a peer that gives no reason, or one that is wrong (PROTOCOL.md 2.9)', () => {
+  // A server whose `hang` handler waits until cancelled and reports why.
+  async function hangingServer() {
+    const reasons: unknown[] = [];
+    const closes: Array<string | undefined> = [];
+    const server = createServer({
+      service: 'hang',
+      handlers: {
+        hang: (ctx: { signal: AbortSignal }) =>
+          new Promise((_, reject) =>
+            ctx.signal.addEventListener('abort', () => {
+              const r = ctx.signal.reason as { name?: string; code?: string; message?: string };
+              reasons.push({ name: r.name, code: r.code, message: r.message });
+              reject(r);
+            }),
+          ),
+      },
+    });
+    server.on('disconnect', (_conn, reason) => closes.push((reason as { code?: string } | null)?.code));
+    const address = `@afunix-cancel-reason-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await server.listen(address);
+    return { address, reasons, closes, close: () => server.close({ timeout: 0 }) };
+  }
+
+  async function cancelWith(address: string, cancel: unknown[]) {
+    const peer = await rawPeer(address);
+    peer.send(helloFrame());
+    expect(await peer.nextMessage()).toMatchObject([Msg.HELLO, { service: 'hang' }]);
+    peer.send(messageFrame([Msg.REQUEST, 1, 'hang', []]));
+    peer.send(messageFrame([Msg.REQUEST, 2, 'missing', []]));
+    await peer.nextMessage(); // (METHOD_NOT_FOUND for 2: the call 1 before it is running)
+    peer.send(messageFrame(cancel));
+    return peer;
+  }
+
+  const generic = { name: 'AbortError', code: RpcCode.ABORTED, message: 'the call was aborted' };
+
+  it('without a reason it means what it always did: the AbortError ABORT_ERR', async () => {
+    const s = await hangingServer();
+    try {
+      const peer = await cancelWith(s.address, [Msg.CANCEL, 1]);
+      await eventually(() => s.reasons.length === 1);
+      expect(s.reasons).toEqual([generic]);
+      peer.destroy();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('with a reason this side does not know (a newer peer), the same', async () => {
+    const s = await hangingServer();
+    try {
+      const peer = await cancelWith(s.address, [Msg.CANCEL, 1, 'SOME_LATER_REASON']);
+      await eventually(() => s.reasons.length === 1);
+      expect(s.reasons).toEqual([generic]);
+      // (Nor does a name of Object.prototype's count as a reason.)
+      peer.send(messageFrame([Msg.REQUEST, 3, 'hang', []]));
+      peer.send(messageFrame([Msg.CANCEL, 3, 'constructor']));
+      await eventually(() => s.reasons.length === 2);
+      expect(s.reasons[1]).toEqual(generic);
+      peer.destroy();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('with a reason that is not a string (null too) is a PROTOCOL_ERROR, as any field of the wrong type', async () => {
+    const s = await hangingServer();
+    try {
+      for (const reason of [42, null, ['ETIMEDOUT'], true]) {
+        const peer = await cancelWith(s.address, [Msg.CANCEL, 1, reason]);
+        expect(await Promise.race([peer.closed.then(() => 'closed'), sleep(5_000).then(() => 'still open')])).toBe('closed');
+        peer.destroy();
+      }
+      await eventually(() => s.closes.length === 4);
+      expect(s.closes).toEqual(Array(4).fill(RpcCode.PROTOCOL_ERROR));
+      // The handlers were aborted by their connections' end, not by the CANCEL.
+      expect(s.reasons).toHaveLength(4);
+      for (const r of s.reasons) expect(r).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    } finally {
+      await s.close();
+    }
   });
 });

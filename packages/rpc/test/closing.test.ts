@@ -1,6 +1,7 @@
 // Closing and reconnecting, where a late step could undo an earlier one: a
 // reconnect that finishes after $close(), a listener added after close(),
 // a server that drops every connection as soon as it is made.
+import type { EventEmitter } from 'node:events';
 import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -197,5 +198,74 @@ describe('a call made right after the transport was destroyed', () => {
     const err = await client.add(1, 2).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RpcError);
     expect(err).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+  });
+});
+
+describe('$events once the client is closed', () => {
+  interface Ticker {
+    methods: { add(a: number, b: number): number };
+    events: { tick(n: number): void };
+  }
+
+  async function ticker(): Promise<{ path: string; server: ReturnType<typeof createServer<Ticker>> }> {
+    dir = tempDir();
+    const path = join(dir.dir, 'ticks.sock');
+    const server = createServer<Ticker>({ service: 't', handlers: { add: (_ctx, a, b) => a + b } });
+    cleanups.push(() => server.close({ timeout: 100 }));
+    await server.listen(path);
+    return { path, server };
+  }
+
+  const closedError = expect.objectContaining({ name: 'RpcError', code: RpcCode.CONNECTION_CLOSED });
+
+  it('refuses a listener after $close() with CONNECTION_CLOSED, as a call then fails, and keeps none', async () => {
+    const { path } = await ticker();
+    const client = await connect<Ticker>(path, { service: 't' });
+    const before = () => {};
+    client.$events.on('tick', before);
+    await client.$close();
+    await expect(client.add(1, 2)).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    const events = client.$events as unknown as EventEmitter;
+    const late = () => {};
+    for (const add of [events.on, events.addListener, events.once, events.prependListener, events.prependOnceListener]) {
+      expect(() => add.call(events, 'tick', late)).toThrow(closedError);
+    }
+    expect(client.$events.listeners('tick')).toEqual([before]);
+    // Taking listeners off still works, and EventEmitter's own events are no server's.
+    client.$events.off('tick', before);
+    expect(client.$events.listenerCount('tick')).toBe(0);
+    expect(() => events.on('removeListener', late)).not.toThrow();
+  });
+
+  it('refuses one after the connection was lost for good (no reconnect)', async () => {
+    const { path, server } = await ticker();
+    const client = await connect<Ticker>(path, { service: 't' });
+    const closed = new Promise<void>((resolve) => client.$lifecycle.once('close', () => resolve()));
+    await server.close({ timeout: 100 });
+    await closed;
+    expect(() => client.$events.on('tick', () => {})).toThrow(closedError);
+    expect(client.$events.listenerCount('tick')).toBe(0);
+  });
+
+  it('takes one while it reconnects, and subscribes it on the new connection', async () => {
+    const { path, server } = await ticker();
+    const client = await connect<Ticker>(path, { service: 't', reconnect: { initialDelay: 10 } });
+    cleanups.push(() => client.$close());
+    const ticks: number[] = [];
+    let refused: unknown = null;
+    // Added while the client has no connection, before it redials.
+    client.$lifecycle.once('disconnect', () => {
+      try {
+        client.$events.on('tick', (n) => ticks.push(n));
+      } catch (err) {
+        refused = err;
+      }
+    });
+    const reconnected = new Promise<void>((resolve) => client.$lifecycle.once('reconnect', () => resolve()));
+    for (const conn of server.connections) conn.destroy();
+    await reconnected;
+    expect(refused).toBeNull();
+    await eventually(() => server.publish('tick', 5) === 1);
+    await eventually(() => ticks.includes(5));
   });
 });

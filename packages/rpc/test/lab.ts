@@ -30,7 +30,16 @@ export interface Lab {
     /** Its argument (optional), and the caller's uid from its context. */
     uidFor(id?: number): { id?: number; uid: number | null };
     publish(n: number): number;
-    seen(): { aborted: number; produced: number; streamsCancelled: number; recorded: unknown[]; progress: number | null; progressFrom: number | null };
+    seen(): {
+      aborted: number;
+      produced: number;
+      streamsCancelled: number;
+      recorded: unknown[];
+      progress: number | null;
+      progressFrom: number | null;
+      /** Why handlers' signals were aborted (delay, count), in order. */
+      reasons: Array<{ method: string; name: string; code: string | null; message: string }>;
+    };
     big(size: number): Buffer;
     /** `({}).polluted` and Object.prototype's own keys now and before any client spoke. */
     pollution(): { polluted: unknown; protoKeys: string[]; baseline: string[] };

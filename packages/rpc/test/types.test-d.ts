@@ -54,6 +54,11 @@ describe('client types', () => {
     client.$emit('progress', '1');
   });
 
+  it('$unref() and $ref() give back the typed client', () => {
+    expectTypeOf(client.$unref()).toEqualTypeOf<RpcClient<Calc>>();
+    expectTypeOf(client.$unref().$ref().add(1, 2)).toEqualTypeOf<Promise<number>>();
+  });
+
   it('keeps the $with proxy typed', () => {
     expectTypeOf(client.$with({ timeout: 10 }).add(1, 2)).toEqualTypeOf<Promise<number>>();
     expectTypeOf(client.$notify.add).returns.toEqualTypeOf<void>();
