@@ -2,7 +2,7 @@
 // deep they nest, and the forms an Fd index may take.
 import { describe, expect, it } from 'vitest';
 import { decode, encode, encodeToBuffer, prepareValue } from '../src/codec.js';
-import { Fd, Msg, RpcCode, RpcError } from '../src/index.js';
+import { Fd, Msg, RemoteAggregateError, RpcCode, RpcError } from '../src/index.js';
 
 function ext(type: number, payload: Buffer): Buffer {
   const n = payload.length;
@@ -147,5 +147,103 @@ describe('an error whose cause is an error value (ext 2), as PROTOCOL.md 2.4 all
     let depth = 0;
     for (let err = decode(chain, null, noClose).message as Error | undefined; err; err = err.cause as Error | undefined) depth++;
     expect(depth).toBe(9); // the error and 8 causes
+  });
+});
+
+describe("an AggregateError's errors", () => {
+  const roundTrip = (value: unknown): unknown => (decode(encodeToBuffer([Msg.RESULT, 1, prepareValue(value, 'result')]), null, noClose).message as unknown[])[2];
+  // An error value (ext 2) around any record, as a peer may send it.
+  const errorValue = (record: unknown): Buffer => ext(2, encodeToBuffer(record as never));
+  const received = (bytes: Buffer): unknown => (decode(Buffer.concat([Buffer.from([0x93, Msg.RESULT, 0x01]), bytes]), null, noClose).message as unknown[])[2];
+
+  it('travel, each an error again, nested ones AggregateErrors again; what is not an error as it was', () => {
+    const inner = new AggregateError([new TypeError('bad type'), 'a string', 7], 'inner');
+    const sent = Object.assign(new AggregateError([new RpcError('one', { code: 'E_ONE', data: { id: 1 } }), inner], 'all failed', { cause: new Error('why') }), { code: 'E_ALL' });
+    const got = roundTrip(sent) as AggregateError & { code: string };
+    expect(got).toBeInstanceOf(AggregateError);
+    expect(got).toBeInstanceOf(RemoteAggregateError);
+    expect(got).toMatchObject({ name: 'AggregateError', message: 'all failed', code: 'E_ALL' });
+    expect(got.cause).toMatchObject({ message: 'why' });
+    expect(Object.keys(got)).not.toContain('errors'); // own and not enumerable, as AggregateError makes it
+    const [one, nested] = got.errors as [RpcError, AggregateError & { code: string }];
+    expect(one).toBeInstanceOf(RpcError);
+    expect(one).toMatchObject({ name: 'RpcError', message: 'one', code: 'E_ONE', data: { id: 1 } });
+    expect(nested).toBeInstanceOf(AggregateError);
+    expect(nested).toMatchObject({ name: 'AggregateError', message: 'inner', code: RpcCode.INTERNAL });
+    expect(nested.errors[0]).toMatchObject({ name: 'TypeError', message: 'bad type', code: RpcCode.INTERNAL });
+    expect(nested.errors.slice(1)).toEqual(['a string', 7]);
+  });
+
+  it('an AggregateError among the causes, and one whose errors are empty, stay AggregateErrors', () => {
+    const got = roundTrip(new Error('top', { cause: new AggregateError([], 'none') })) as Error;
+    expect(got).not.toBeInstanceOf(AggregateError);
+    expect(got.cause).toBeInstanceOf(AggregateError);
+    expect((got.cause as AggregateError).errors).toEqual([]);
+  });
+
+  it('nested deeper than 8 levels (with the causes), the rest is left out, as a chain of causes is', () => {
+    let deep: Error = new Error('bottom');
+    for (let i = 0; i < 12; i++) deep = new AggregateError([deep], `level ${i}`);
+    let levels = 0;
+    let got = roundTrip(deep) as Error;
+    for (; got instanceof AggregateError; got = got.errors[0] as Error) levels++;
+    expect(levels).toBe(8);
+    expect(got).toMatchObject({ name: 'AggregateError', message: 'level 3' }); // the ninth, without its errors
+  });
+
+  it('an AggregateError that contains itself fails with ENCODE_ERROR and the path, directly or through a cause', () => {
+    const self = new AggregateError([new Error('fine')], 'self');
+    self.errors.push(self);
+    expect(() => roundTrip(self)).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR, data: { path: '.error.errors[1]' } }));
+    const outer = new AggregateError([], 'outer');
+    outer.errors.push(new Error('wraps it', { cause: outer }));
+    expect(() => roundTrip({ e: outer })).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR, data: { path: '.error.errors[0].cause.errors[0]' } }));
+  });
+
+  it('the same error listed many times at each level fails with ENCODE_ERROR past 10 000 errors, at once', () => {
+    let wide: Error = new Error('leaf');
+    for (let i = 0; i < 6; i++) wide = new AggregateError(Array.from({ length: 10 }, () => wide), `fan ${i}`); // 10^6 leaves
+    const started = performance.now();
+    expect(() => roundTrip(wide)).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR, message: expect.stringContaining('more than 10000 errors') }));
+    expect(performance.now() - started).toBeLessThan(5_000); // liveness, not speed
+    // A list of 10 000 distinct errors (the error itself makes 10 001) is over too; 9 999 are not.
+    expect(() => roundTrip(new AggregateError(Array.from({ length: 10_000 }, () => new Error('x'))))).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR }));
+    expect((roundTrip(new AggregateError(Array.from({ length: 9_999 }, () => new Error('x')))) as AggregateError).errors).toHaveLength(9_999);
+  });
+
+  it('from a peer: errors that are not a list are ignored, the error arrives without them', () => {
+    for (const errors of ['nope', 42, null, { 0: { message: 'x' } }, true]) {
+      const got = received(errorValue({ name: 'AggregateError', message: 'odd', errors })) as Error;
+      expect(got).toBeInstanceOf(RpcError);
+      expect(got).not.toBeInstanceOf(AggregateError);
+      expect(got).toMatchObject({ name: 'AggregateError', message: 'odd', code: RpcCode.INTERNAL });
+      expect('errors' in got).toBe(false);
+    }
+  });
+
+  it('from a peer: errors as error values (ext 2) are filled in, and count towards the depth limit', () => {
+    // Built inside out: each level's errors hold the level below as an error value.
+    let bytes = errorValue({ name: 'Error', message: 'bottom' });
+    for (let i = 0; i < 20; i++) {
+      const record = encodeToBuffer({ name: 'AggregateError', message: `level ${i}`, errors: ['PLACE'] } as never);
+      const at = record.indexOf(Buffer.from('\xa5PLACE', 'latin1'));
+      bytes = ext(2, Buffer.concat([record.subarray(0, at), bytes, record.subarray(at + 6)]));
+    }
+    let levels = 0;
+    let got = received(bytes) as Error;
+    for (; got instanceof AggregateError; got = got.errors[0] as Error) levels++;
+    expect(levels).toBe(8);
+    expect(got).toMatchObject({ message: 'level 11' });
+  });
+
+  it('from a peer: a list as long as the message allows is taken in one linear pass', () => {
+    const many = 200_000;
+    const records = errorValue({ name: 'AggregateError', message: 'many', errors: Array.from({ length: many }, (_, i) => (i % 2 ? { message: `${i}` } : i)) });
+    const started = performance.now();
+    const got = received(records) as AggregateError;
+    expect(performance.now() - started).toBeLessThan(5_000); // liveness, not speed
+    expect(got.errors).toHaveLength(many);
+    expect(got.errors[1]).toBeInstanceOf(RpcError);
+    expect(got.errors[2]).toBe(2);
   });
 });
