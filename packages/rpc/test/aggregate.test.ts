@@ -11,6 +11,7 @@ interface Gathering {
     failWithCode(): never;
     failSelf(): never;
     failSelfWithCode(): never;
+    failMany(n: number): never;
     gather(): AggregateError;
     inspect(err: unknown): { aggregate: boolean; remote: boolean; codes: string[]; nested: boolean };
     add(a: number, b: number): number;
@@ -42,6 +43,9 @@ const server = createServer<Gathering>({
     },
     failSelfWithCode() {
       throw Object.assign(containsItself(), { code: 'E_SELF' });
+    },
+    failMany(_ctx, n) {
+      throw Object.assign(new AggregateError(Array.from({ length: n }, (_, i) => new Error(`attempt ${i} ${'x'.repeat(100)}`)), 'many'), { code: 'E_MANY' });
     },
     gather: () => allFailed(),
     inspect: (_ctx, err) => ({
@@ -100,6 +104,22 @@ describe('AggregateError over a connection', () => {
     });
     // Sent by the caller: refused before anything is sent.
     await expect(client.inspect(containsItself())).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR });
+  });
+
+  it("as many errors as the caller's maxMessageSize takes; more: its code, with data.lost saying MESSAGE_TOO_LARGE", async () => {
+    const [ours, theirs] = socketPair();
+    void server.serve(ours);
+    const small = await connect<Gathering>(theirs, { maxMessageSize: 64 * 1024 });
+    try {
+      const fits = await small.failMany(400).catch((e: unknown) => e);
+      expect(fits).toBeInstanceOf(AggregateError);
+      expect((fits as AggregateError).errors).toHaveLength(400);
+      const over = await small.$with({ timeout: 5_000 }).failMany(1_000).catch((e: unknown) => e);
+      expect(over).not.toBeInstanceOf(AggregateError);
+      expect(over).toMatchObject({ code: 'E_MANY', message: 'many', data: { lost: { code: RpcCode.MESSAGE_TOO_LARGE } } });
+    } finally {
+      await small.$close();
+    }
   });
 
   it('the connection carries on', async () => {
