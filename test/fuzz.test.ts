@@ -143,6 +143,40 @@ describe(`msgpack payload (seed ${SEED})`, () => {
     }, RUNS * 5);
   }, TIMEOUT);
 
+  it("msgpackr's extension types with any payload: a value of the type, or PROTOCOL_ERROR; no Invalid Date made up", () => {
+    // Timestamp, undefined, BigInt, typed arrays, RegExp, and msgpackr's
+    // Error, Set and bundled strings, in every ext form, with 0..20 bytes,
+    // and for the types msgpackr reads after, a value after it.
+    const types = fc.constantFrom(0xff, 0x00, 0x42, 0x74, 0x78, 0x65, 0x73, 0x62);
+    const form = fc.tuple(types, fc.uint8Array({ maxLength: 20 }), fc.boolean(), fc.constantFrom(0x05, 0xc0, 0x90, 0x92)).map(([type, payload, fixed, after]) => {
+      const fixedHead = { 1: 0xd4, 2: 0xd5, 4: 0xd6, 8: 0xd7, 16: 0xd8 }[payload.length];
+      const head = fixed && fixedHead ? [fixedHead, type] : [0xc7, payload.length, type];
+      return Buffer.from([0x94, Msg.RESULT, 0x01, ...head, ...payload, after]);
+    });
+    const kinds: Record<number, (v: unknown) => boolean> = {
+      0xff: (v) => v instanceof Date,
+      0x00: (v) => v === undefined,
+      0x42: (v) => typeof v === 'bigint',
+      0x74: (v) => ArrayBuffer.isView(v) || v instanceof ArrayBuffer,
+      0x78: (v) => v instanceof RegExp,
+    };
+    run("msgpackr's extension types", form, (bytes) => {
+      const type = bytes[bytes[3] === 0xc7 ? 5 : 4]!;
+      let value: unknown;
+      try {
+        value = (decode(bytes, null, () => {}).message as unknown[])[2];
+      } catch (err) {
+        expect(err).toBeInstanceOf(RpcError);
+        expect((err as RpcError).code).toBe(RpcCode.PROTOCOL_ERROR);
+        return;
+      }
+      expect(kinds[type]?.(value) ?? false).toBe(true);
+      // Only msgpackr's own marker (a payload of one byte, 0xff) stands for an invalid Date.
+      const marker = (bytes[3] === 0xd4 && bytes[5] === 0xff) || (bytes[3] === 0xc7 && bytes[4] === 1 && bytes[6] === 0xff);
+      if (value instanceof Date && Number.isNaN(value.getTime())) expect(marker).toBe(true);
+    }, RUNS * 5);
+  }, TIMEOUT);
+
   it('valid values survive the trip exactly', () => {
     run('msgpack round trip', values(false), (v) => {
       const { message } = decode(encodeToBuffer([Msg.RESULT, 1, prepareValue(v, 'result')]), null, () => {});

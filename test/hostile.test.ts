@@ -1,6 +1,7 @@
 // Hostile peers on raw sockets against a server in another process: random
 // bytes, truncated frames, oversized headers, fds where no frame starts,
-// 253 fds per message in a loop, deeply nested payloads, __proto__ keys.
+// 253 fds per message in a loop, deeply nested payloads, malformed payloads
+// of msgpackr's extension types, __proto__ keys.
 // Throughout, a well-behaved client keeps calling. Afterwards the server
 // holds exactly the fds it held before, Object.prototype is untouched, and
 // every bad connection ended with a code.
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADER_SIZE } from '../packages/framing/dist/index.js';
-import { encode, encodeToBuffer, prepareValue } from '../packages/rpc/src/codec.js';
+import { decode, encode, encodeToBuffer, prepareValue } from '../packages/rpc/src/codec.js';
 import { Fd, Msg, type RpcClient, connect } from '../packages/rpc/src/index.js';
 import {
   type RawPeer, type Target, type TargetContract, type TargetStats, delta, eventually, frame, helloFrame, messageFrame, openFds,
@@ -315,6 +316,88 @@ describe('payloads built to hurt the decoder', () => {
     expect(await good.add(2, 2)).toBe(4);
   });
 });
+
+describe("malformed payloads of msgpackr's extension types (PROTOCOL.md 2.3)", () => {
+  const ext = (type: number, payload: number[]) => Buffer.from([0xc7, payload.length, type, ...payload]);
+  // [REQUEST, 1, 'echo', [value]], the value's bytes as they are.
+  const echoOf = (value: Buffer) => frame(Buffer.concat([Buffer.from([0x94, Msg.REQUEST, 0x01, 0xa4]), Buffer.from('echo'), Buffer.from([0x91]), value]));
+  const malformed: Array<[string, Buffer]> = [
+    ['a timestamp of 3 bytes', ext(0xff, [0, 0, 1])],
+    ['a 64-bit timestamp with 10^9 nanoseconds', Buffer.from([0xd7, 0xff, 0xee, 0x6b, 0x28, 0x00, 0x00, 0x00, 0x00, 0x01])],
+    ['a 96-bit timestamp of 2^48 + 5 seconds', ext(0xff, [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 5])],
+    ['undefined with 5 bytes', ext(0, [1, 2, 3, 4, 5])],
+    ['a BigInt of no bytes', ext(0x42, [])],
+    ['an Int32Array of 3 bytes', ext(0x74, [5, 1, 2, 3])],
+    ["msgpackr's Error, its record after it", Buffer.from([0xd4, 0x65, 0x00, 0x93, 0xa1, 0x58, 0xa1, 0x6d, 0xc0])],
+    ["msgpackr's Set, its members after it", Buffer.from([0xd4, 0x73, 0x00, 0x92, 0x01, 0x02])],
+    ['a RegExp followed by a number', Buffer.from([0xd4, 0x78, 0x00, 0x05])],
+  ];
+
+  it('each ends its connection with PROTOCOL_ERROR, and only its connection', async () => {
+    const a = await attack('malformed extension payloads', stream, malformed.length, async (peer, i) => {
+      await established(peer);
+      peer.send(echoOf(malformed[i]![1]));
+    }, { bound: 2_000 });
+    expect(a.codes).toEqual({ 'after hello: PROTOCOL_ERROR': malformed.length });
+    expect(await good.add(3, 4)).toBe(7);
+  });
+
+  it('the forms it accepts are answered: an invalid Date, a short BigInt, a RegExp, odd and long lists of errors', async () => {
+    // An error value (ext 2, as ext 32) around any record.
+    const errorValue = (record: object) => {
+      const bytes = encodeToBuffer(record as never);
+      const head = Buffer.from([0xc9, 0, 0, 0, 0, 2]);
+      head.writeUInt32BE(bytes.length, 1);
+      return Buffer.concat([head, bytes]);
+    };
+    const values = [
+      Buffer.from([0xd4, 0xff, 0xff]), // msgpackr's invalid Date
+      Buffer.from([0xd4, 0x00, 0x07]), // undefined, its byte not looked at
+      Buffer.from([0xd4, 0x42, 0x07]), // 7n in one byte
+      Buffer.from([0xd4, 0x78, 0x00, 0x92, 0xa1, 0x61, 0xa1, 0x67]), // /a/g
+      errorValue({ name: 'AggregateError', message: 'odd', errors: 'not a list' }),
+      // (5 000 of them errors: echoed, they stay within what a sender sends, 10 000.)
+      errorValue({ name: 'AggregateError', message: 'long', errors: Array.from({ length: 50_000 }, (_, i) => (i % 10 ? null : { message: `${i}` })) }),
+    ];
+    const list = Buffer.concat([Buffer.from([0xdc, 0, values.length]), ...values]);
+    const before = await stream.stats();
+    const peer = await rawPeer(stream.address);
+    try {
+      await established(peer);
+      peer.send(echoOf(list));
+      await eventually(() => framesIn(peer.received()).length >= 2, 10_000, 'the answer');
+      const answer = framesIn(peer.received())[1]!; // after the server's hello
+      const message = decode(answer, null, () => {}).message as unknown[];
+      expect(message.slice(0, 2), String(message[2])).toEqual([Msg.RESULT, 1]); // (an ERROR says why)
+      const [when, nothing, seven, re, odd, long] = message[2] as unknown[];
+      expect(Number.isNaN((when as Date).getTime())).toBe(true);
+      expect([nothing, seven, re]).toEqual([undefined, 7n, /a/g]);
+      expect(odd).toBeInstanceOf(Error);
+      expect(odd).not.toBeInstanceOf(AggregateError);
+      expect(odd).toMatchObject({ name: 'AggregateError', message: 'odd' });
+      expect(long).toBeInstanceOf(AggregateError);
+      expect((long as AggregateError).errors).toHaveLength(50_000);
+      expect((long as AggregateError).errors.slice(0, 2)).toEqual([expect.objectContaining({ message: '0' }), null]);
+    } finally {
+      peer.destroy();
+    }
+    // (Gone from the server before the next test counts its fds.)
+    await eventually(async () => (await stream.stats()).fds === before.fds, 10_000, 'the server closing the connection');
+    expect(await good.add(5, 6)).toBe(11);
+  });
+});
+
+// The payloads of the whole frames at the start of `bytes`.
+function framesIn(bytes: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at + HEADER_SIZE <= bytes.length; ) {
+    const end = at + HEADER_SIZE + bytes.readUInt32LE(at + 4);
+    if (end > bytes.length) break;
+    out.push(bytes.subarray(at + HEADER_SIZE, end));
+    at = end;
+  }
+  return out;
+}
 
 describe('hellos with fields of the wrong type', () => {
   // Found by pnpm fuzz (seed 283151234): a BigInt service name made the

@@ -1,7 +1,8 @@
 // Messages are msgpack arrays. Beyond plain msgpack (and msgpackr's standard
-// types: Date as timestamp, undefined, BigInt, Set, typed arrays), three
-// extension types carry what an RPC needs: Map, Error and Fd. docs/PROTOCOL.md
-// gives the byte-level definitions.
+// types: Date as timestamp, undefined, BigInt, typed arrays, checked as they
+// are read in builtins.ts), four extension types carry what an RPC needs:
+// Map, Error, Fd and Set. docs/PROTOCOL.md gives the byte-level definitions.
+import './builtins.js';
 import { SMALL_FRAME } from '@afunix/framing';
 import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';

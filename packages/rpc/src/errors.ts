@@ -1,5 +1,6 @@
-// Errors that survive the trip: name, message, code, data and cause go over
-// the wire; the stack only when the server opts in.
+// Errors that survive the trip: name, message, code, data, cause and an
+// AggregateError's errors go over the wire; the stack only when the server
+// opts in.
 
 /** Stable codes for conditions the RPC layer itself reports. */
 export const RpcCode = {
@@ -126,37 +127,126 @@ export interface ErrorRecord {
   code?: string;
   data?: unknown;
   cause?: unknown;
+  /** An AggregateError's errors, each an error's record or the value it was. */
+  errors?: unknown[];
   stack?: string;
 }
 
+/**
+ * A received error that had `errors` (an AggregateError on the sender):
+ * an AggregateError here too, with the `code` (and `data`) every error
+ * received has.
+ */
+export class RemoteAggregateError extends AggregateError {
+  code: string;
+  data?: unknown;
+
+  constructor(errors: unknown[], message: string, options: RpcErrorOptions = {}) {
+    super(errors, message, options.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = 'AggregateError';
+    this.code = options.code ?? RpcCode.INTERNAL;
+    if (options.data !== undefined) this.data = options.data;
+  }
+}
+
+// How deep causes and inner errors nest, counted together: deeper ones are
+// left out, on both sides.
 const MAX_CAUSE_DEPTH = 8;
 
-export function errorToRecord(err: unknown, withStack: boolean, depth = 0): ErrorRecord {
+/**
+ * The most errors one error value carries, itself, its causes and inner
+ * errors together. The depth limit alone does not bound an AggregateError:
+ * each level may list the same error many times over (n^8 records).
+ */
+export const MAX_ERRORS = 10_000;
+
+// One error being turned into its record: where the walk is (the errors
+// above, and how it got there, for a message) and how many records it made.
+interface Walk {
+  withStack: boolean;
+  above: Error[];
+  keys: Array<'cause' | number>;
+  made: number;
+}
+
+export function errorToRecord(err: unknown, withStack: boolean): ErrorRecord {
+  return toRecord(err, { withStack, above: [], keys: [], made: 0 });
+}
+
+function toRecord(err: unknown, walk: Walk): ErrorRecord {
   if (!(err instanceof Error)) {
     return { name: 'Error', message: String(err), code: RpcCode.INTERNAL };
   }
+  if (++walk.made > MAX_ERRORS) throw unsendable(walk, `more than ${MAX_ERRORS} errors in one error (with its causes and inner errors)`);
   const e = err as Error & { code?: unknown; data?: unknown };
   const record: ErrorRecord = { name: e.name, message: e.message };
   if (typeof e.code === 'string') record.code = e.code;
   else if (typeof e.code === 'number') record.code = String(e.code);
   if (e.data !== undefined) record.data = e.data;
-  if (e.cause !== undefined && depth < MAX_CAUSE_DEPTH) {
-    record.cause = e.cause instanceof Error ? errorToRecord(e.cause, withStack, depth + 1) : e.cause;
+  if (walk.above.length < MAX_CAUSE_DEPTH) {
+    walk.above.push(err);
+    if (e.cause !== undefined) record.cause = e.cause instanceof Error ? below(e.cause, 'cause', walk) : e.cause;
+    if (err instanceof AggregateError && Array.isArray(err.errors)) record.errors = innerRecords(err.errors as unknown[], walk);
+    walk.above.pop();
   }
-  if (withStack && e.stack) record.stack = e.stack;
+  if (walk.withStack && e.stack) record.stack = e.stack;
   return record;
 }
 
-// The depth at which a received Error was taken as another's cause.
-const causeDepth = new WeakMap<Error, number>();
+function below(err: Error, key: 'cause' | number, walk: Walk): ErrorRecord {
+  walk.keys.push(key);
+  const record = toRecord(err, walk);
+  walk.keys.pop();
+  return record;
+}
+
+// What is not an Error is sent as the value it is (Promise.any() may reject
+// with anything). An error among its own errors, directly or further down,
+// would repeat until the depth limit, and branch at every level: refused.
+// (A cause that repeats an error is cut at the depth limit, as it always
+// was: a chain does not branch.)
+function innerRecords(errors: readonly unknown[], walk: Walk): unknown[] {
+  const out: unknown[] = [];
+  for (let i = 0; i < errors.length; i++) {
+    const item = errors[i];
+    if (!(item instanceof Error)) {
+      out.push(item);
+      continue;
+    }
+    if (walk.above.includes(item)) {
+      walk.keys.push(i);
+      throw unsendable(walk, 'an AggregateError that contains itself');
+    }
+    out.push(below(item, i, walk));
+  }
+  return out;
+}
+
+// As prepare() reports what cannot travel: the path from the error value.
+function unsendable(walk: Walk, what: string): RpcError {
+  let path = '.error';
+  for (const key of walk.keys) path += key === 'cause' ? '.cause' : `.errors[${key}]`;
+  return rpcError(RpcCode.ENCODE_ERROR, `cannot send ${what} at ${path}`, { path });
+}
+
+// The depth at which a received Error was taken as another's cause, or
+// among another's errors.
+const takenDepth = new WeakMap<Error, number>();
 
 function takenAt(err: Error, depth: number): Error {
-  causeDepth.set(err, depth);
+  takenDepth.set(err, depth);
   return err;
 }
 
 function isRecord(v: unknown): v is ErrorRecord {
   return typeof v === 'object' && v !== null && typeof (v as ErrorRecord).message === 'string';
+}
+
+// A cause, or one of the errors, as received at `level`: an error value
+// (ext 2) is an Error already, a record becomes one, anything else stays.
+function received(value: unknown, level: number): unknown {
+  if (value instanceof Error) return takenAt(value, level + 1);
+  return isRecord(value) ? recordToError(value, level + 1) : value;
 }
 
 /**
@@ -176,24 +266,50 @@ export function recordToError(record: unknown, depth = 0, into?: RpcError): Erro
   // it is (a copy made now would be of the empty placeholder), at the depth
   // it is taken at, so that the chain stops at MAX_CAUSE_DEPTH as a chain of
   // records does (each placeholder is filled on its own, from depth 0).
-  const level = into ? (causeDepth.get(into) ?? depth) : depth;
-  const cause = record.cause !== undefined && level < MAX_CAUSE_DEPTH
-    ? (record.cause instanceof Error ? takenAt(record.cause, level + 1) : isRecord(record.cause) ? recordToError(record.cause, level + 1) : record.cause)
-    : undefined;
+  const level = into ? (takenDepth.get(into) ?? depth) : depth;
+  const deeper = level < MAX_CAUSE_DEPTH;
+  const cause = record.cause !== undefined && deeper ? received(record.cause, level) : undefined;
+  // Anything but an array is no list of errors: ignored, as an odd name is.
+  const errors = Array.isArray(record.errors) && deeper ? record.errors.map((item) => received(item, level)) : undefined;
   const raw = record.code as unknown;
   const code = typeof raw === 'string' ? raw : typeof raw === 'number' ? String(raw) : RpcCode.INTERNAL;
-  let err: RpcError;
+  let err: RpcError | RemoteAggregateError;
   if (into) {
-    err = into;
+    err = errors ? aggregated(into, errors) : into;
     err.message = record.message;
     err.code = code;
     if (record.data !== undefined) err.data = record.data;
     // As the Error constructor makes it: own, not enumerable.
     if (cause !== undefined) Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true });
   } else {
-    err = new RpcError(record.message, { code, data: record.data, cause });
+    err = unstacked(record.message, { code, data: record.data, cause }, errors);
   }
   err.name = typeof record.name === 'string' ? record.name : 'Error';
   if (typeof record.stack === 'string') (err as RpcError & { remoteStack?: string }).remoteStack = record.stack;
   return err;
+}
+
+// An error made from a record (a cause, one of the errors). Its stack
+// would show only the decoder, and capturing one is most of what making an
+// error costs, which a peer would have us do for every error it lists: it
+// gets none, as the decoder's placeholders get none.
+function unstacked(message: string, options: RpcErrorOptions, errors: unknown[] | undefined): RpcError | RemoteAggregateError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return errors ? new RemoteAggregateError(errors, message, options) : new RpcError(message, options);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
+// The decoder's placeholder, made before anyone knew it would have errors,
+// turned into the AggregateError it stands for (it is already in the
+// decoded value: it cannot be replaced). An Error has no internal state
+// beyond an AggregateError's; `errors` is own and not enumerable, as
+// AggregateError's constructor makes it.
+function aggregated(placeholder: RpcError, errors: unknown[]): RemoteAggregateError {
+  Object.setPrototypeOf(placeholder, RemoteAggregateError.prototype);
+  Object.defineProperty(placeholder, 'errors', { value: errors, writable: true, configurable: true });
+  return placeholder as unknown as RemoteAggregateError;
 }

@@ -5,7 +5,7 @@ export type {
   RemoteMethod, ServerContext, ServerHandlers,
 } from './contract.js';
 export { DESCRIBE, type MethodDescription, type ServiceDescription } from './describe.js';
-export { type ErrorRecord, RpcCode, RpcError, type RpcErrorOptions } from './errors.js';
+export { type ErrorRecord, RemoteAggregateError, RpcCode, RpcError, type RpcErrorOptions } from './errors.js';
 export { Fd } from './fd.js';
 export { type CallContext, type CallInfo, type Interceptor } from './incoming.js';
 export type { PeerPolicy } from './policy.js';
