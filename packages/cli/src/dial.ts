@@ -4,6 +4,7 @@
 import { lstatSync } from 'node:fs';
 import { type Contract, DESCRIBE, RpcCode, type RpcClient, type ServiceDescription, connect } from '@afunix/rpc';
 import { type ConnectionType, features, isAbstract } from '@afunix/transport';
+import { descriptionProblem } from './description.js';
 import { CliError, codeOf, connectionError, messageOf, usageError } from './errors.js';
 
 export interface Dialed {
@@ -102,15 +103,25 @@ export async function hangUp(client: RpcClient<Contract>): Promise<void> {
   }
 }
 
-/** What the service offers ($describe), within the timeout; failures are connection errors (exit 3). */
+/**
+ * What the service offers ($describe), within the timeout. Every failure is
+ * the peer's (exit 3): no answer in time (TIMEOUT), the connection gone
+ * (CONNECTION_CLOSED), a refusal (DESCRIBE_FAILED, the server's own code in
+ * the message), or an answer that is not a description (BAD_DESCRIPTION).
+ */
 export async function describeService(client: RpcClient<Contract>, address: string, timeout = DEFAULT_CONNECT_TIMEOUT): Promise<ServiceDescription> {
   const conn = client.$connection;
   if (!conn) throw connectionError(`the connection to ${address} closed`, RpcCode.CONNECTION_CLOSED);
+  let answer: unknown;
   try {
-    return (await conn.call(DESCRIBE, [], { timeout })) as ServiceDescription;
+    answer = await conn.call(DESCRIBE, [], { timeout });
   } catch (err) {
     const code = codeOf(err);
     if (code === RpcCode.TIMEOUT) throw connectionError(`${address} did not describe itself within ${timeout} ms`, code);
-    throw connectionError(`${address} could not describe itself: ${messageOf(err)}`, code || 'DESCRIBE_FAILED');
+    if (code === RpcCode.CONNECTION_CLOSED) throw connectionError(`the connection to ${address} was lost while it described itself: ${messageOf(err)}`, code);
+    throw connectionError(`${address} refused to describe itself: ${messageOf(err)}${code ? ` (${code})` : ''}`, 'DESCRIBE_FAILED');
   }
+  const problem = descriptionProblem(answer);
+  if (problem) throw connectionError(`${address} answered $describe with something that is not a service description: ${problem}`, 'BAD_DESCRIPTION');
+  return answer as ServiceDescription;
 }

@@ -1,7 +1,8 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
+import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { describeService, dial, hangUp } from '../dial.js';
-import { Exit, connectionError, oneLine, usageError } from '../errors.js';
+import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
@@ -11,6 +12,9 @@ Subscribes to the named events and prints each one as a JSON line,
 {"event": "<name>", "args": [...]}, until SIGINT (Ctrl-C) or SIGTERM; then
 it unsubscribes, closes the connection and exits 0. Once subscribed it says
 so on stderr ("watching ..."): events published after that line are seen.
+An event the service does not name (in its $describe answer) gets a
+warning; a service that cannot describe itself is watched all the same,
+after a warning that the names were not checked.
 
   <socket>          a path, or @name for a Linux abstract socket
   --timeout <ms>    give up connecting after this long (default 5000)
@@ -49,6 +53,22 @@ function warnAboutUnknown(events: string[], offered: string[], address: string):
   }
 }
 
+/**
+ * The events the service names, or null when it cannot say: $describe only
+ * serves the unknown-event warning, so a service that refuses it or answers
+ * nonsense is still watched (with a warning). A lost connection is not
+ * shrugged off: the watch is over.
+ */
+async function offeredEvents(client: RpcClient<Contract>, address: string, timeout: number | undefined): Promise<string[] | null> {
+  try {
+    return (await describeService(client, address, timeout)).events;
+  } catch (err) {
+    if (!(err instanceof CliError) || err.code === RpcCode.CONNECTION_CLOSED) throw err;
+    process.stderr.write(`afunix: warning: the event names are not checked: ${oneLine(err.message)} [${oneLine(err.code)}]\n`);
+    return null;
+  }
+}
+
 export const watch: Command = {
   name: 'watch',
   summary: 'print events as JSON lines until SIGINT/SIGTERM',
@@ -77,8 +97,8 @@ export const watch: Command = {
       for (const name of new Set(events)) emitter.on(name, (...args: unknown[]) => printLine({ event: name, args }));
       // Calls are answered in order, so once $describe answers, the server
       // has taken our subscriptions: the readiness line below is truthful.
-      const description = await describeService(client, address!, timeout);
-      warnAboutUnknown(events, description.events, address!);
+      const offered = await offeredEvents(client, address!, timeout);
+      if (offered) warnAboutUnknown(events, offered, address!);
       process.stderr.write(`afunix: watching ${events.join(', ')} on ${address} (Ctrl-C to stop)\n`);
       const ending = await end.ended;
       if (ending.kind === 'lost') {

@@ -1,0 +1,61 @@
+// Peers that do not behave: what they send is data to check, never a crash
+// of the CLI (exit 70). Real CLI processes against real servers.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
+
+const tmp = tempDir();
+const running = new Fixtures();
+const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
+
+beforeAll(() => requireBuiltCli());
+afterAll(async () => {
+  await running.stopAll();
+  tmp.cleanup();
+});
+
+describe('a $describe answer that is wrong or refused', () => {
+  const modes = [
+    ['methods-not-array', 'BAD_DESCRIPTION', /answered \$describe with something that is not a service description: "methods" is a string, not an array/],
+    ['null', 'BAD_DESCRIPTION', /not a service description: the answer is null, not an object/],
+    ['bad-entries', 'BAD_DESCRIPTION', /not a service description: "service" is missing, not a string/],
+    ['bad-method', 'BAD_DESCRIPTION', /not a service description: methods\[1\]\.name is a number, not a string/],
+    ['bad-event', 'BAD_DESCRIPTION', /not a service description: events\[1\] is a number, not a string/],
+    ['refused', 'DESCRIBE_FAILED', /refused to describe itself: describe refused \(INTERNAL\)/],
+  ] as const;
+  const sockets = new Map<string, string>();
+  beforeAll(async () => {
+    for (const [mode] of modes) {
+      const path = join(tmp.dir, `odd-${mode}.sock`);
+      await fixture('odd-describe.mjs', path, mode);
+      sockets.set(mode, path);
+    }
+  });
+
+  it.each(modes)('methods: %s is a peer problem (exit 3, %s), not a crash', async (mode, code, message) => {
+    for (const extra of [[], ['--json']]) {
+      const r = await afunix(['methods', sockets.get(mode)!, ...extra]);
+      expect(r.code).toBe(3);
+      expect(oneLineError(r.stderr)).toMatch(message);
+      expect(r.stderr).toContain(`[${code}]`);
+      expect(r.stdout).toBe('');
+    }
+  });
+
+  it.each(modes)('watch: %s does not stop the watch; it warns and subscribes anyway', async (mode, code) => {
+    const sock = sockets.get(mode)!;
+    const watcher = spawnCli(['watch', sock, 'tick']);
+    const done = outcomeOf(watcher);
+    let printed = '';
+    watcher.stdout!.on('data', (s: string) => (printed += s));
+    const stderr = await stderrMatching(watcher, /watching tick on/);
+    expect(stderr).toMatch(new RegExp(`^afunix: warning: the event names are not checked: .*\\[${code}\\]\\n`));
+    const published = await afunix(['call', sock, 'publish', '"tick"', '7']);
+    expect(published.stdout.trim()).toBe('1');
+    await expect.poll(() => printed, { timeout: 5_000 }).toContain('{"event":"tick","args":[7]}');
+    watcher.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('{"event":"tick","args":[7]}\n');
+  });
+});
