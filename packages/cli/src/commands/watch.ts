@@ -17,6 +17,8 @@ warning; a service that cannot describe itself is watched all the same,
 after a warning that the names were not checked.
 
   <socket>          a path, or @name for a Linux abstract socket
+  <event>...        at most 4096 names of at most 256 characters each (what
+                    a server takes from one connection)
   --timeout <ms>    give up connecting after this long (default 5000)
 
 Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
@@ -24,6 +26,12 @@ be made or is lost while watching.
 `;
 
 const RESERVED_EVENTS = ['newListener', 'removeListener'];
+// What a server takes from one connection (the rpc README: at most 4096
+// event names of at most 256 characters). Past either it closes the
+// connection as a protocol error, which the CLI could only report as a lost
+// connection: the command line is refused here instead.
+const MAX_EVENTS = 4096;
+const MAX_EVENT_NAME = 256;
 
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
@@ -51,6 +59,16 @@ function warnAboutUnknown(events: string[], offered: string[], address: string):
   for (const name of events.filter((e) => !offered.includes(e))) {
     process.stderr.write(`afunix: warning: ${address} does not name an event ${JSON.stringify(name)} (it names: ${offered.map((e) => oneLine(String(e))).join(', ')})\n`);
   }
+}
+
+/** A usage error for names no server would take (String length: the server counts UTF-16 units too). */
+function checkEventLimits(events: string[]): void {
+  const long = events.find((e) => e.length > MAX_EVENT_NAME);
+  if (long !== undefined) {
+    throw usageError(`an event name of ${long.length} characters is longer than a server accepts (at most ${MAX_EVENT_NAME}): ${JSON.stringify(long.slice(0, 32))}…`);
+  }
+  const count = new Set(events).size;
+  if (count > MAX_EVENTS) throw usageError(`${count} event names are more than one connection may watch (at most ${MAX_EVENTS})`);
 }
 
 /**
@@ -83,6 +101,7 @@ export const watch: Command = {
     if (reserved !== undefined) {
       throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(reserved)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
     }
+    checkEventLimits(events);
     const timeout = timeoutFrom(values);
     // (dial() keeps to the timeout itself.) Stopped while connecting: a
     // watch that ends on a signal, as it would a moment later.

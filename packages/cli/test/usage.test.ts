@@ -1,0 +1,47 @@
+// What the CLI says about its own command line: limits it checks before
+// connecting, hints, help texts and their exit statuses. Real CLI
+// processes, and a real server where one is needed.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
+
+const tmp = tempDir();
+const sock = join(tmp.dir, 'fixture.sock');
+const running = new Fixtures();
+const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
+
+beforeAll(async () => {
+  requireBuiltCli();
+  // events: [] — the service names none, so watch warns about none.
+  await fixture('service.mjs', sock, JSON.stringify({ events: [] }));
+});
+afterAll(async () => {
+  await running.stopAll();
+  tmp.cleanup();
+});
+
+/** `afunix watch` until it says it is watching, then SIGINT: its outcome. */
+async function watchBriefly(args: string[]) {
+  const watcher = spawnCli(['watch', ...args]);
+  const done = outcomeOf(watcher);
+  await stderrMatching(watcher, /watching /);
+  watcher.kill('SIGINT');
+  return done;
+}
+
+describe('watch: event names a server would not take are refused before connecting (exit 2)', () => {
+  it('a name longer than 256 characters', async () => {
+    const r = await afunix(['watch', sock, 'tick', 'e'.repeat(257)]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(/^afunix: an event name of 257 characters is longer than a server accepts \(at most 256\): "e{32}"… \[USAGE\]$/);
+    expect((await watchBriefly([sock, 'e'.repeat(256)])).code).toBe(0);
+  });
+
+  it('more than 4096 names (repeats count once)', async () => {
+    const names = (n: number) => Array.from({ length: n }, (_, i) => `e${i}`);
+    const r = await afunix(['watch', sock, ...names(4097)]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe('afunix: 4097 event names are more than one connection may watch (at most 4096) [USAGE]');
+    expect((await watchBriefly([sock, ...names(4096), 'e0'])).code).toBe(0);
+  });
+});
