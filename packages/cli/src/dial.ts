@@ -81,12 +81,21 @@ export function explainConnectFailure(err: unknown, address: string, timeout: nu
       return usageError(`cannot use ${JSON.stringify(address)} as a socket address: ${message}`);
     case RpcCode.ACCESS_DENIED:
       return connectionError(`the server at ${address} refused this client: ${message}`, code);
-    case RpcCode.HANDSHAKE_TIMEOUT:
+    // Silence proves nothing about what listens: a stopped or overloaded
+    // afunix server is as silent as something that is not afunix.
     case 'ETIMEDOUT':
-      return connectionError(`${address} did not answer an afunix hello within ${timeout} ms (not afunix, or stuck)`, RpcCode.HANDSHAKE_TIMEOUT);
+      return connectionError(`${address} did not take the connection within ${timeout} ms (its listen backlog stayed full: a stopped or overloaded server)`, code);
+    case RpcCode.HANDSHAKE_TIMEOUT:
+      return connectionError(`${address} did not answer an afunix hello within ${timeout} ms (a stopped or overloaded server, or not afunix)`, code);
+    // Only bytes that are not afunix prove a peer is not afunix.
     case RpcCode.PROTOCOL_ERROR:
-    case RpcCode.CONNECTION_CLOSED:
       return connectionError(`${address} is not an afunix server (${message})`, 'NOT_AFUNIX');
+    // Closing without a word is what a server at its connection limit or
+    // shutting down does too.
+    case RpcCode.CONNECTION_CLOSED:
+    case 'EPIPE':
+    case 'ECONNRESET':
+      return connectionError(`${address} closed the connection without answering the afunix hello (a server at its limit or shutting down, or not afunix): ${message}`, 'HUNG_UP');
     case RpcCode.PROTOCOL_MISMATCH:
       return connectionError(`${address} speaks another afunix protocol: ${message}`, code);
     default:

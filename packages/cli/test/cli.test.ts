@@ -243,7 +243,7 @@ describe('connection errors: one line, exit 3', () => {
     await fixture('not-afunix.mjs', silent, 'silent');
     const r = await afunix(['methods', silent, '--timeout', '300']);
     expect(r.code).toBe(3);
-    expect(oneLineError(r.stderr)).toBe(`afunix: ${silent} did not answer an afunix hello within 300 ms (not afunix, or stuck) [HANDSHAKE_TIMEOUT]`);
+    expect(oneLineError(r.stderr)).toBe(`afunix: ${silent} did not answer an afunix hello within 300 ms (a stopped or overloaded server, or not afunix) [HANDSHAKE_TIMEOUT]`);
   });
 
   it('a server whose policy refuses us (ACCESS_DENIED)', async () => {

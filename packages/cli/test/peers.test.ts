@@ -1,5 +1,6 @@
 // Peers that do not behave: what they send is data to check, never a crash
 // of the CLI (exit 70). Real CLI processes against real servers.
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
@@ -57,5 +58,41 @@ describe('a $describe answer that is wrong or refused', () => {
     const r = await done;
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('{"event":"tick","args":[7]}\n');
+  });
+});
+
+describe('a peer that does not answer is not declared "not afunix"', () => {
+  it('ls: no-answer for a stopped server or a full backlog, hung-up for one that closes at once', async () => {
+    const dir = join(tmp.dir, 'run');
+    mkdirSync(dir);
+    const stopped = await fixture('service.mjs', join(dir, 'stopped.sock'));
+    stopped.child.kill('SIGSTOP');
+    await fixture('not-afunix.mjs', join(dir, 'frozen.sock'), 'frozen');
+    await fixture('not-afunix.mjs', join(dir, 'hangup.sock'), 'hangup');
+    await fixture('not-afunix.mjs', join(dir, 'chatty.sock'), 'chatty');
+    const r = await afunix(['ls', dir, '--json', '--timeout', '300']);
+    stopped.child.kill('SIGCONT');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([
+      { socket: join(dir, 'chatty.sock'), state: 'not-afunix', detail: expect.stringContaining('[NOT_AFUNIX]') },
+      { socket: join(dir, 'frozen.sock'), state: 'no-answer', detail: expect.stringMatching(/listen backlog stayed full.*\[ETIMEDOUT\]$/) },
+      { socket: join(dir, 'hangup.sock'), state: 'hung-up', detail: expect.stringContaining('[HUNG_UP]') },
+      { socket: join(dir, 'stopped.sock'), state: 'no-answer', detail: expect.stringContaining('[HANDSHAKE_TIMEOUT]') },
+    ]);
+  });
+
+  it('info: a peer that closes at once, or whose backlog is full, is a connection problem that does not claim to know', async () => {
+    const hangup = join(tmp.dir, 'hangup.sock');
+    await fixture('not-afunix.mjs', hangup, 'hangup');
+    const r = await afunix(['info', hangup]);
+    expect(r.code).toBe(3);
+    expect(oneLineError(r.stderr)).toMatch(
+      new RegExp(`^afunix: ${hangup} closed the connection without answering the afunix hello \\(a server at its limit or shutting down, or not afunix\\): .* \\[HUNG_UP\\]$`),
+    );
+    const frozen = join(tmp.dir, 'frozen.sock');
+    await fixture('not-afunix.mjs', frozen, 'frozen');
+    const f = await afunix(['call', frozen, 'add', '--timeout', '300']);
+    expect(f.code).toBe(3);
+    expect(oneLineError(f.stderr)).toBe(`afunix: ${frozen} did not take the connection within 300 ms (its listen backlog stayed full: a stopped or overloaded server) [ETIMEDOUT]`);
   });
 });

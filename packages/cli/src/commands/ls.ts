@@ -14,7 +14,13 @@ probes each one with an afunix hello:
 
   alive        it answered: service, version and server pid are shown
   stale        nobody listens (ECONNREFUSED): a leftover socket file
-  not-afunix   something listens, but it does not speak afunix
+  not-afunix   something listens and answered, but not in afunix (or in
+               another afunix protocol version)
+  no-answer    something listens but did not answer within --timeout: a
+               stopped or overloaded server (a full listen backlog), or
+               something that is not afunix and waits for its client
+  hung-up      it took the connection and closed it without a word: a
+               server at its limit or shutting down, or not afunix
   denied       we may not connect (EACCES), or the server refused us (ACCESS_DENIED)
   error        anything else (the detail says what)
 
@@ -25,7 +31,7 @@ probes each one with an afunix hello:
 Exit status: 0 (whatever the sockets' states); 2 when <dir> cannot be read.
 `;
 
-type State = 'alive' | 'stale' | 'not-afunix' | 'denied' | 'error';
+type State = 'alive' | 'stale' | 'not-afunix' | 'no-answer' | 'hung-up' | 'denied' | 'error';
 
 interface Entry {
   socket: string;
@@ -79,9 +85,13 @@ function classify(err: unknown): { state: State; detail: string } {
     case RpcCode.ACCESS_DENIED:
       return { state: 'denied', detail };
     case 'NOT_AFUNIX':
-    case RpcCode.HANDSHAKE_TIMEOUT:
     case RpcCode.PROTOCOL_MISMATCH:
       return { state: 'not-afunix', detail };
+    case RpcCode.HANDSHAKE_TIMEOUT:
+    case 'ETIMEDOUT':
+      return { state: 'no-answer', detail };
+    case 'HUNG_UP':
+      return { state: 'hung-up', detail };
     default:
       return { state: 'error', detail };
   }
@@ -120,7 +130,7 @@ function render(entries: Entry[], where: string): string {
 
 export const ls: Command = {
   name: 'ls',
-  summary: 'list the sockets in a directory: alive, stale or not afunix',
+  summary: 'list the sockets in a directory, and what answers on each',
   help,
   async run(argv) {
     const { values, positionals, help: wantsHelp } = parseCommand('ls', argv, { ...JSON_OPTION, ...TIMEOUT_OPTION });
