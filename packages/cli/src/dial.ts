@@ -103,12 +103,42 @@ export function explainConnectFailure(err: unknown, address: string, timeout: nu
   }
 }
 
-/** Closes the client without letting a failing close hide the real outcome. */
+// How long a finished command waits for the peer to close its side. The
+// rpc client's own $close() waits up to 2 s for that before it cuts the
+// connection off, and a stopped or wedged server never closes: the CLI
+// would end 2 s late, for a courtesy nobody needs once the answer is in.
+const HANGUP_GRACE_MS = 200;
+
+/**
+ * Closes the client: an orderly close (what was queued is sent) that waits
+ * at most HANGUP_GRACE_MS for the peer, then a cut. A failing close does
+ * not hide the real outcome.
+ */
 export async function hangUp(client: RpcClient<Contract>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, HANGUP_GRACE_MS)));
+  try {
+    await Promise.race([client.$close(), late]);
+  } catch {
+    // The connection is gone either way.
+  } finally {
+    clearTimeout(timer);
+  }
+  await cutOff(client);
+}
+
+/**
+ * Tears the connection down at once, waiting for nothing from the peer:
+ * for --timeout and signals, which must end the CLI now, when the peer may
+ * be the very thing that is stuck. The server sees the connection end, and
+ * that aborts what it was doing for us.
+ */
+export async function cutOff(client: RpcClient<Contract>): Promise<void> {
+  client.$connection?.destroy();
   try {
     await client.$close();
   } catch {
-    // The connection is gone either way.
+    // As above.
   }
 }
 

@@ -96,3 +96,40 @@ describe('a peer that does not answer is not declared "not afunix"', () => {
     expect(oneLineError(f.stderr)).toBe(`afunix: ${frozen} did not take the connection within 300 ms (its listen backlog stayed full: a stopped or overloaded server) [ETIMEDOUT]`);
   });
 });
+
+describe('a server that freezes mid-call', () => {
+  // The CLI must not wait for the frozen peer to close its side (rpc's
+  // $close() waits up to 2 s for that): --timeout and SIGINT end it now.
+  async function frozenMidCall(args: string[]) {
+    const sock = join(tmp.dir, `frozen-${args.join('-')}.sock`);
+    const server = await fixture('service.mjs', sock);
+    const busy = async () => Number((await afunix(['call', sock, 'busy'])).stdout);
+    const caller = spawnCli(['call', sock, 'slow', '60000', ...args]);
+    const done = outcomeOf(caller);
+    await expect.poll(busy, { timeout: 10_000 }).toBe(1);
+    const callStarted = performance.now(); // (at the latest)
+    server.child.kill('SIGSTOP');
+    return { caller, callStarted, done, thaw: () => server.child.kill('SIGCONT') };
+  }
+
+  it('--timeout is a bound: the CLI exits when it passes, not 2 s later', async () => {
+    const { callStarted, done, thaw } = await frozenMidCall(['--timeout', '1500']);
+    const r = await done;
+    const took = performance.now() - callStarted;
+    thaw();
+    expect(r.code).toBe(3);
+    expect(oneLineError(r.stderr)).toBe('afunix: slow did not finish within 1500 ms [ETIMEDOUT]');
+    expect(took).toBeLessThan(1500 + 1000);
+  });
+
+  it('SIGINT ends the CLI at once', async () => {
+    const { caller, done, thaw } = await frozenMidCall([]);
+    const sent = performance.now();
+    caller.kill('SIGINT');
+    const r = await done;
+    const took = performance.now() - sent;
+    thaw();
+    expect(r.code).toBe(130);
+    expect(took).toBeLessThan(1000);
+  });
+});

@@ -1,7 +1,7 @@
 // afunix call <socket> <method> [args...]: one call, its result as JSON.
 import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
-import { dial, hangUp } from '../dial.js';
+import { cutOff, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
 import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
 import { printLine, printResult, toJson } from '../render.js';
@@ -127,6 +127,8 @@ async function callOnce(client: RpcClient<Contract>, address: string, method: st
     throw explainCallFailure(err, method, address, stop, client);
   } finally {
     stop.dispose();
+    // --timeout and signals end the CLI now: no waiting for a peer that may be the stuck part.
+    if (stop.reason) await cutOff(client);
   }
 }
 
@@ -155,7 +157,7 @@ export const call: Command = {
     try {
       const args = buildArguments(tokens, files.fds);
       // (dial() keeps to the timeout itself.)
-      const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+      const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void cutOff(late.client));
       if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
       const { client } = dialed;
       try {

@@ -1,7 +1,7 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
 import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
 import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
-import { describeService, dial, hangUp } from '../dial.js';
+import { cutOff, describeService, dial } from '../dial.js';
 import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
@@ -105,7 +105,7 @@ export const watch: Command = {
     const timeout = timeoutFrom(values);
     // (dial() keeps to the timeout itself.) Stopped while connecting: a
     // watch that ends on a signal, as it would a moment later.
-    const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+    const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void cutOff(late.client));
     if (dialed === INTERRUPTED || dialed === TIMED_OUT) return Exit.OK;
     const { client } = dialed;
     // Listening before anything else, so SIGINT during setup also ends cleanly.
@@ -126,7 +126,8 @@ export const watch: Command = {
       return Exit.OK;
     } finally {
       end.dispose();
-      await hangUp(client);
+      // A watch ends on a signal or a lost connection: either way, at once.
+      await cutOff(client);
     }
   },
 };
