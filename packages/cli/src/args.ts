@@ -23,6 +23,15 @@ export interface Parsed {
 
 export const TIMEOUT_OPTION = { timeout: { type: 'string' } } as const satisfies Options;
 export const JSON_OPTION = { json: { type: 'boolean' } } as const satisfies Options;
+export const MAX_MESSAGE_OPTION = { 'max-message-size': { type: 'string' } } as const satisfies Options;
+
+/** The largest message the CLI takes from a server unless told otherwise (rpc's own default). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
+// What the option may be: rpc's floor (MIN_MAX_MESSAGE_SIZE, so that an
+// error can always answer) and the frame format's ceiling (a 32-bit length).
+const MIN_MESSAGE_SIZE = 4096;
+const MAX_MESSAGE_SIZE = 0xffff_ffff;
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
 export function parseCommand(command: string, argv: string[], options: Options): Parsed {
   let parsed: ReturnType<typeof parseArgs>;
@@ -55,6 +64,18 @@ export function timeoutFrom(values: Values): number | undefined {
     throw usageError(`--timeout needs a positive number of milliseconds, got ${JSON.stringify(raw)}`);
   }
   return ms;
+}
+
+/** --max-message-size <bytes>: a whole number of bytes, or of KiB, MiB, GiB with K, M, G (as curl's --max-filesize). */
+export function maxMessageSizeFrom(values: Values): number {
+  const raw = values['max-message-size'];
+  if (raw === undefined) return DEFAULT_MAX_MESSAGE_SIZE;
+  const match = typeof raw === 'string' ? /^(\d+)([KMG]?)$/i.exec(raw) : null;
+  const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toUpperCase()]! : NaN;
+  if (!(bytes >= MIN_MESSAGE_SIZE && bytes <= MAX_MESSAGE_SIZE)) {
+    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
+  }
+  return bytes;
 }
 
 /** Prints a command's help to stdout; --help always succeeds. */

@@ -16,8 +16,8 @@ export interface Dialed {
 /** Milliseconds for connect + hello when --timeout is not given. */
 export const DEFAULT_CONNECT_TIMEOUT = 5_000;
 
-async function connectAs(address: string, type: ConnectionType, timeout: number): Promise<RpcClient<Contract>> {
-  return connect<Contract>(address, { type, timeout });
+async function connectAs(address: string, type: ConnectionType, timeout: number, maxMessageSize: number | undefined): Promise<RpcClient<Contract>> {
+  return connect<Contract>(address, { type, timeout, maxMessageSize });
 }
 
 /**
@@ -33,17 +33,18 @@ function maybeSeqpacket(err: unknown, address: string): boolean {
 /**
  * Connects and says hello, as stream and then, where the answer suggests
  * it, as seqpacket: users should not have to know which kind a service
- * listens on.
+ * listens on. `maxMessageSize` is the most the server may send us (our
+ * hello announces it; rpc's default is 16 MiB).
  */
-export async function dial(address: string, timeout = DEFAULT_CONNECT_TIMEOUT): Promise<Dialed> {
+export async function dial(address: string, timeout = DEFAULT_CONNECT_TIMEOUT, maxMessageSize?: number): Promise<Dialed> {
   if (!address) throw usageError('a socket address is needed (a path, or @name for an abstract socket)');
   try {
-    return { client: await connectAs(address, 'stream', timeout), address, type: 'stream' };
+    return { client: await connectAs(address, 'stream', timeout, maxMessageSize), address, type: 'stream' };
   } catch (err) {
     if (!maybeSeqpacket(err, address)) throw explainConnectFailure(err, address, timeout);
   }
   try {
-    return { client: await connectAs(address, 'seqpacket', timeout), address, type: 'seqpacket' };
+    return { client: await connectAs(address, 'seqpacket', timeout, maxMessageSize), address, type: 'seqpacket' };
   } catch (err) {
     throw explainConnectFailure(err, address, timeout);
   }

@@ -133,3 +133,47 @@ describe('a server that freezes mid-call', () => {
     expect(took).toBeLessThan(1000);
   });
 });
+
+describe('answers larger than 16 MiB', () => {
+  const size = 17_000_000; // past rpc's default limit of 16 MiB
+  let sock: string;
+  let roomy: string;
+  beforeAll(async () => {
+    sock = join(tmp.dir, 'huge.sock');
+    roomy = join(tmp.dir, 'roomy.sock');
+    await fixture('service.mjs', sock);
+    await fixture('service.mjs', roomy, JSON.stringify({ maxMessageSize: 32 * 1024 * 1024 }));
+  });
+
+  it('the CLI says the limit is its own and how to raise it (exit 2)', async () => {
+    const r = await afunix(['call', sock, 'huge', String(size)]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(
+      /^afunix: the answer to huge \((\d+) bytes\) is larger than the CLI accepts \(16777216 bytes\): raise the limit with --max-message-size \1 \[MESSAGE_TOO_LARGE\]$/,
+    );
+    const small = await afunix(['call', sock, 'huge', '5000', '--max-message-size', '4096']);
+    expect(small.code).toBe(2);
+    expect(oneLineError(small.stderr)).toMatch(/larger than the CLI accepts \(4096 bytes\)/);
+  });
+
+  it('--max-message-size raises it', async () => {
+    const r = await afunix(['call', roomy, 'huge', String(size), '--max-message-size', '32M']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout.length).toBe(size + 3); // "x…x" and a newline
+  });
+
+  it("the server's own limit is the server's: not the method throwing, nothing to raise here", async () => {
+    const r = await afunix(['call', sock, 'huge', String(size), '--max-message-size', '32M']);
+    expect(r.code).toBe(1);
+    expect(oneLineError(r.stderr)).toMatch(/^afunix: the server cannot send the answer to huge \(\d+ bytes\): its own limit is 16777216 bytes \[MESSAGE_TOO_LARGE\]$/);
+  });
+
+  it.each(['1k', '4095', '4G', '1.5M', 'lots'])('--max-message-size %s is a usage error', async (value) => {
+    const r = await afunix(['call', sock, 'huge', '1', '--max-message-size', value]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(
+      `afunix: --max-message-size needs a whole number of bytes from 4096 to 4294967295 (or with K, M or G: 64M), got "${value}" [USAGE]`,
+    );
+  });
+});

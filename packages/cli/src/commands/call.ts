@@ -1,6 +1,6 @@
 // afunix call <socket> <method> [args...]: one call, its result as JSON.
 import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
-import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
 import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
@@ -8,6 +8,7 @@ import { printLine, printResult, toJson } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
 
 const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
+                   [--max-message-size <bytes>]
 
 Calls a method and prints its result as JSON. A streaming method prints one
 JSON line per item as the items arrive.
@@ -28,6 +29,10 @@ Arguments are JSON:
                     included) may each take at most this long. Without it,
                     connecting gives up after 5000 ms and the rest waits as
                     long as it takes.
+  --max-message-size <bytes>
+                    the largest answer (or stream item) the server may send,
+                    default 16M (16 MiB); K, M and G count KiB, MiB, GiB.
+                    A larger one fails with MESSAGE_TOO_LARGE (exit 2).
 
 Results that JSON cannot hold: Buffer {"$base64": "..."}, BigInt "123"
 (a string), Map an object (string keys) or {"$map": [[k, v], ...]}, Set an
@@ -88,9 +93,36 @@ function remoteFailure(err: unknown, method: string): CliError {
   return new CliError(`${method} threw ${e.name || 'Error'}: ${e.message}`, codeOf(err) || RpcCode.INTERNAL, Exit.REMOTE, detail);
 }
 
-function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>): CliError {
+/**
+ * The server could not send us its answer because our hello said we take
+ * less: the limit is the CLI's own, so say how to raise it. (The error
+ * comes back over the connection like a method's; the rpc layer words it
+ * "a message of N bytes is more than the peer accepts (L)".)
+ */
+function resultTooLarge(err: unknown, method: string, limit: number): CliError | null {
+  if (codeOf(err) !== RpcCode.MESSAGE_TOO_LARGE) return null;
+  const ours = /a message of (\d+) bytes is more than the peer accepts \((\d+)\)/.exec(messageOf(err));
+  if (ours && Number(ours[2]) <= limit) {
+    return new CliError(
+      `the answer to ${method} (${ours[1]} bytes) is larger than the CLI accepts (${ours[2]} bytes): raise the limit with --max-message-size ${ours[1]}`,
+      RpcCode.MESSAGE_TOO_LARGE,
+      Exit.USAGE,
+    );
+  }
+  // The server's own limit (its maxMessageSize bounds what it sends too):
+  // nothing the CLI can raise, and not the method throwing either.
+  const theirs = /cannot send a frame of (\d+) bytes: maxFrameSize is (\d+)/.exec(messageOf(err));
+  if (theirs) {
+    return new CliError(`the server cannot send the answer to ${method} (${theirs[1]} bytes): its own limit is ${theirs[2]} bytes`, RpcCode.MESSAGE_TOO_LARGE, Exit.REMOTE);
+  }
+  return null; // the method's own failure
+}
+
+function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>, limit: number): CliError {
   if (stop.reason === 'timeout') return connectionError(`${method} did not finish within ${stop.timeout} ms`, RpcCode.TIMEOUT);
   if (stop.reason === 'signal') return interrupted(method);
+  const tooLarge = resultTooLarge(err, method, limit);
+  if (tooLarge) return tooLarge;
   const code = codeOf(err);
   // A connection that is gone means the error is ours, not the method's.
   if (code === RpcCode.CONNECTION_CLOSED && client.$connection === null) {
@@ -112,7 +144,16 @@ async function unsent(pending: unknown): Promise<never> {
   throw new Error('a call that was not sent did not fail');
 }
 
-async function callOnce(client: RpcClient<Contract>, address: string, method: string, args: unknown[], timeout?: number): Promise<void> {
+interface CallSetting {
+  address: string;
+  method: string;
+  args: unknown[];
+  timeout: number | undefined;
+  /** --max-message-size: the most the server may send us. */
+  maxMessageSize: number;
+}
+
+async function callOnce(client: RpcClient<Contract>, { address, method, args, timeout, maxMessageSize }: CallSetting): Promise<void> {
   const conn = client.$connection;
   if (!conn) throw connectionError(`the connection to ${address} closed before the call`, RpcCode.CONNECTION_CLOSED);
   const stop = new Interruption(timeout);
@@ -124,7 +165,7 @@ async function callOnce(client: RpcClient<Contract>, address: string, method: st
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw explainCallFailure(err, method, address, stop, client);
+    throw explainCallFailure(err, method, address, stop, client, maxMessageSize);
   } finally {
     stop.dispose();
     // --timeout and signals end the CLI now: no waiting for a peer that may be the stuck part.
@@ -137,11 +178,12 @@ export const call: Command = {
   summary: 'call a method: JSON arguments in, its result (or stream) as JSON out',
   help,
   async run(argv) {
-    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, { ...TIMEOUT_OPTION, fd: { type: 'string', multiple: true } });
+    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, { ...TIMEOUT_OPTION, ...MAX_MESSAGE_OPTION, fd: { type: 'string', multiple: true } });
     if (wantsHelp) return printHelp(help);
     const [address, method, ...tokens] = requirePositionals('call', positionals, ['socket', 'method'], true);
     if (!method) throw usageError('the method name is empty');
     const timeout = timeoutFrom(values);
+    const maxMessageSize = maxMessageSizeFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
     const abandoned = new AbortController();
     const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
@@ -157,11 +199,11 @@ export const call: Command = {
     try {
       const args = buildArguments(tokens, files.fds);
       // (dial() keeps to the timeout itself.)
-      const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void cutOff(late.client));
+      const dialed = await untilInterrupted(() => dial(address!, timeout, maxMessageSize), undefined, (late) => void cutOff(late.client));
       if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
       const { client } = dialed;
       try {
-        await callOnce(client, address!, method, args, timeout);
+        await callOnce(client, { address: address!, method, args, timeout, maxMessageSize });
       } finally {
         await hangUp(client);
       }

@@ -1,12 +1,12 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
 import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
-import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, describeService, dial } from '../dial.js';
 import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
-const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>]
+const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>] [--max-message-size <bytes>]
 
 Subscribes to the named events and prints each one as a JSON line,
 {"event": "<name>", "args": [...]}, until SIGINT (Ctrl-C) or SIGTERM; then
@@ -20,6 +20,9 @@ after a warning that the names were not checked.
   <event>...        at most 4096 names of at most 256 characters each (what
                     a server takes from one connection)
   --timeout <ms>    give up connecting after this long (default 5000)
+  --max-message-size <bytes>
+                    the largest event the server may send us, default 16M
+                    (K, M, G: KiB, MiB, GiB); the server skips a larger one
 
 Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
 be made or is lost while watching.
@@ -92,7 +95,7 @@ export const watch: Command = {
   summary: 'print events as JSON lines until SIGINT/SIGTERM',
   help,
   async run(argv) {
-    const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, TIMEOUT_OPTION);
+    const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, { ...TIMEOUT_OPTION, ...MAX_MESSAGE_OPTION });
     if (wantsHelp) return printHelp(help);
     const [address, ...events] = requirePositionals('watch', positionals, ['socket', 'event'], true);
     // The CLI listens on an EventEmitter, whose own 'newListener' and
@@ -103,9 +106,10 @@ export const watch: Command = {
     }
     checkEventLimits(events);
     const timeout = timeoutFrom(values);
+    const maxMessageSize = maxMessageSizeFrom(values);
     // (dial() keeps to the timeout itself.) Stopped while connecting: a
     // watch that ends on a signal, as it would a moment later.
-    const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void cutOff(late.client));
+    const dialed = await untilInterrupted(() => dial(address!, timeout, maxMessageSize), undefined, (late) => void cutOff(late.client));
     if (dialed === INTERRUPTED || dialed === TIMED_OUT) return Exit.OK;
     const { client } = dialed;
     // Listening before anything else, so SIGINT during setup also ends cleanly.
