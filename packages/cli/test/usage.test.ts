@@ -45,3 +45,15 @@ describe('watch: event names a server would not take are refused before connecti
     expect((await watchBriefly([sock, ...names(4096), 'e0'])).code).toBe(0);
   });
 });
+
+describe('call: arguments that cannot be sent are a usage error, not the method throwing', () => {
+  it('more --fd files than one message carries (253)', async () => {
+    const fds = (n: number) => Array.from({ length: n }, () => ['--fd', '/dev/null']).flat();
+    const r = await afunix(['call', sock, 'countFds', ...fds(254)]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe('afunix: --fd was given 254 times: at most 253 fds travel in one message [USAGE]');
+    const most = await afunix(['call', sock, 'countFds', ...fds(253)]);
+    expect(most.stderr).toBe('');
+    expect(most.stdout).toBe('253\n');
+  });
+});

@@ -1,5 +1,6 @@
 // afunix call <socket> <method> [args...]: one call, its result as JSON.
 import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
+import { MAX_FDS } from '@afunix/transport';
 import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
@@ -20,7 +21,8 @@ Arguments are JSON:
   negative number: call s neg -- -5)
   {"$base64": "..."} is sent as a Buffer.
 
-  --fd <path>       open <path> read-only and pass it as an Fd (repeatable).
+  --fd <path>       open <path> read-only and pass it as an Fd (repeatable,
+                    at most 253 times: what one message can carry).
                     The string "$fd0" in the arguments marks where the first
                     one goes, "$fd1" the second...; an --fd without a
                     placeholder is appended after the last argument.
@@ -132,16 +134,29 @@ function explainCallFailure(err: unknown, method: string, address: string, stop:
   return remoteFailure(err, method);
 }
 
-/** A call that failed before it was sent: why, as a usage error when the arguments cannot travel. */
-async function unsent(pending: unknown): Promise<never> {
+// Why arguments cannot travel: a usage error, as the README says.
+const UNSENDABLE = new Set<string>([RpcCode.ENCODE_ERROR, RpcCode.MESSAGE_TOO_LARGE, 'TOO_MANY_FDS', 'FRAME_TOO_LARGE']);
+
+/**
+ * A call that failed before it was sent: whatever went wrong happened here,
+ * so it is never worded as the method throwing. Arguments that cannot
+ * travel are a usage error; anything else (the connection closing under
+ * us) a connection problem.
+ */
+async function unsent(pending: unknown, method: string, address: string): Promise<never> {
   try {
     await (pending instanceof RpcStream ? pending[Symbol.asyncIterator]().next() : pending);
   } catch (err) {
     const code = codeOf(err);
-    if (code === RpcCode.ENCODE_ERROR || code === RpcCode.MESSAGE_TOO_LARGE) throw new CliError(`arguments cannot be sent: ${messageOf(err)}`, code, Exit.USAGE);
-    throw err;
+    if (UNSENDABLE.has(code)) throw new CliError(`arguments cannot be sent: ${messageOf(err)}`, code, Exit.USAGE);
+    throw connectionError(`the call to ${method} could not be sent to ${address}: ${messageOf(err)}`, code || 'ESEND');
   }
   throw new Error('a call that was not sent did not fail');
+}
+
+/** More --fd files than one message can carry: refused before opening any. */
+function checkFdCount(paths: readonly string[]): void {
+  if (paths.length > MAX_FDS) throw usageError(`--fd was given ${paths.length} times: at most ${MAX_FDS} fds travel in one message`);
 }
 
 interface CallSetting {
@@ -161,7 +176,7 @@ async function callOnce(client: RpcClient<Contract>, { address, method, args, ti
   try {
     const pending = conn.call(method, args, { signal: stop.controller.signal });
     // The request never left: what failed is our arguments, not the method.
-    if (conn.stats.callsOut === sentBefore) await unsent(pending);
+    if (conn.stats.callsOut === sentBefore) await unsent(pending, method, address);
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
     if (err instanceof CliError) throw err;
@@ -185,6 +200,7 @@ export const call: Command = {
     const timeout = timeoutFrom(values);
     const maxMessageSize = maxMessageSizeFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
+    checkFdCount(paths);
     const abandoned = new AbortController();
     const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {
