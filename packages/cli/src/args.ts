@@ -38,7 +38,7 @@ export function parseCommand(command: string, argv: string[], options: Options):
   try {
     parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
   } catch (err) {
-    throw usageError(`${parseArgsProblem(err as Error)} (see afunix ${command} --help)`);
+    throw usageError(`${parseArgsProblem(err as Error, [...Object.keys(options), 'help'])} (see afunix ${command} --help)`);
   }
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, help: values.help === true };
@@ -86,10 +86,45 @@ export function printHelp(text: string): number {
 
 // node:util's parseArgs explains on several lines (the hint in the last),
 // and its unknown-option hint leaves a quote open: one line of our own.
-function parseArgsProblem(err: Error & { code?: string }): string {
+function parseArgsProblem(err: Error & { code?: string }, known: string[]): string {
   const unknown = /^Unknown option '([^']+)'/.exec(err.message);
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
-    return `unknown option ${unknown[1]} (an argument that starts with '-' goes after --, as in -- ${unknown[1]})`;
+    const option = unknown[1]!;
+    // A typo of an option (--jsn) is likelier than a value that starts with '-'.
+    const near = nearestOption(option, known);
+    if (near) return `unknown option ${option} (did you mean --${near}?)`;
+    return `unknown option ${option} (an argument that starts with '-' goes after --, as in -- ${option})`;
   }
   return err.message.split('\n').join(' ');
+}
+
+/** The known option `given` most likely misspells (as git's "did you mean"), or null if none is close. */
+export function nearestOption(given: string, known: readonly string[]): string | null {
+  const typed = given.replace(/^-+/, '').toLowerCase();
+  if (typed === '') return null;
+  // Up to one edit in a short name, two in a longer one: --jsn, --timout;
+  // a start that only one option has: --max-message.
+  const allowed = typed.length <= 4 ? 1 : 2;
+  let best: { name: string; distance: number } | null = null;
+  for (const name of known) {
+    const distance = editDistance(typed, name.toLowerCase());
+    if (distance <= allowed && (!best || distance < best.distance)) best = { name, distance };
+  }
+  if (best) return best.name;
+  const starting = known.filter((name) => typed.length >= 3 && name.startsWith(typed));
+  return starting.length === 1 ? starting[0]! : null;
+}
+
+/** Levenshtein distance, with a swap of two neighbours as one edit (--jsno). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
 }

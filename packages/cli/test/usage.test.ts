@@ -57,3 +57,24 @@ describe('call: arguments that cannot be sent are a usage error, not the method 
     expect(most.stdout).toBe('253\n');
   });
 });
+
+describe('an unknown option', () => {
+  it.each([
+    [['info', sock, '--jsn'], '--jsn (did you mean --json?) (see afunix info --help)'],
+    [['info', sock, '--JSON'], '--JSON (did you mean --json?) (see afunix info --help)'],
+    [['methods', sock, '--josn'], '--josn (did you mean --json?) (see afunix methods --help)'],
+    [['call', sock, 'add', '--timout', '5'], '--timout (did you mean --timeout?) (see afunix call --help)'],
+    [['call', sock, 'add', '--max-message', '5'], '--max-message (did you mean --max-message-size?) (see afunix call --help)'],
+    [['ls', '--hlep'], '--hlep (did you mean --help?) (see afunix ls --help)'],
+  ])('%j: suggests the nearest known option', async (args, message) => {
+    const r = await afunix(args);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: unknown option ${message} [USAGE]`);
+  });
+
+  it('with no option near it, says where a value that starts with - goes', async () => {
+    const r = await afunix(['call', sock, 'echo', '-x']);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe("afunix: unknown option -x (an argument that starts with '-' goes after --, as in -- -x) (see afunix call --help) [USAGE]");
+  });
+});
