@@ -1,7 +1,7 @@
 // The afunix CLI as a user meets it: the built binary, run as a child
 // process, against real servers running in other processes.
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,11 +41,33 @@ describe('help and usage', () => {
     }
   });
 
-  it('is linked into the workspace as the afunix bin (npx afunix, pnpm exec afunix)', async () => {
+  it('is linked into the workspace as the afunix bin (pnpm exec afunix)', async () => {
     const bin = fileURLToPath(new URL('../../../node_modules/.bin/afunix', import.meta.url));
     const r = await outcomeOf(spawn(bin, ['--version'], { stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('afunix 0.1.0\n');
+  });
+
+  it('runs as the docs say: pnpm exec afunix, from the root and from an example', async () => {
+    // The workspace's own pnpm (what `npx pnpm@<version>` runs), not a download.
+    const pnpm = fileURLToPath(new URL('../../../node_modules/.bin/pnpm', import.meta.url));
+    for (const dir of ['../../../', '../../../examples/daemon-control/']) {
+      const cwd = fileURLToPath(new URL(dir, import.meta.url));
+      const r = await outcomeOf(spawn(pnpm, ['exec', 'afunix', '--version'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
+      expect(r.stdout, cwd).toBe('afunix 0.1.0\n');
+    }
+  });
+
+  it('no doc tells users to run bare `npx afunix` (the public npm name is not ours)', () => {
+    const docs = ['../README.md', ...readdirSync(fileURLToPath(new URL('../../../examples/', import.meta.url))).map((e) => `../../../examples/${e}/README.md`)];
+    for (const doc of docs) {
+      const path = fileURLToPath(new URL(doc, import.meta.url));
+      if (!existsSync(path)) continue;
+      for (const line of readFileSync(path, 'utf8').split('\n')) {
+        // Allowed only where it explains itself: --no-install, or in prose saying why not.
+        if (/^\s*npx afunix\b/.test(line) || /\(or: npx afunix\)/.test(line)) throw new Error(`${doc}: ${line}`);
+      }
+    }
   });
 
   it.each([
