@@ -1,6 +1,7 @@
 // What the CLI says about its own command line: limits it checks before
 // connecting, hints, help texts and their exit statuses. Real CLI
 // processes, and a real server where one is needed.
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
@@ -78,3 +79,55 @@ describe('an unknown option', () => {
     expect(oneLineError(r.stderr)).toBe("afunix: unknown option -x (an argument that starts with '-' goes after --, as in -- -x) (see afunix call --help) [USAGE]");
   });
 });
+
+describe('call --args-file: arguments from a file or standard input', () => {
+  it('reads one JSON array from a file: past what a command line holds', async () => {
+    const file = join(tmp.dir, 'big-args.json');
+    const text = 'x'.repeat(3_000_000); // one argv string may hold 128 KiB (MAX_ARG_STRLEN)
+    writeFileSync(file, JSON.stringify([text, { $base64: 'aGk=' }]));
+    const r = await afunix(['call', sock, 'echo', '--args-file', file]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([text, { $base64: 'aGk=' }]);
+  });
+
+  it('- reads standard input; $fdN placeholders work as on the command line', async () => {
+    const r = await afunixWithInput(['call', sock, 'add', '--args-file', '-'], '[40, 2]');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('42\n');
+    const file = join(tmp.dir, 'label.txt');
+    writeFileSync(file, 'content');
+    const fd = await afunixWithInput(['call', sock, 'readLabelled', '--args-file', '-', '--fd', file], '["label", "$fd0"]');
+    expect(fd.stdout).toBe('"label: content"\n');
+  });
+
+  it.each([
+    ['{"a": 1}', 'afunix: --args-file - (standard input) must hold a JSON array, the argument list (as in [1, "two"]), not an object [USAGE]'],
+    ['', 'afunix: --args-file - (standard input) is not JSON: it is empty [USAGE]'],
+    ['[1,', /^afunix: --args-file - \(standard input\) is not JSON: .+ \[USAGE\]$/],
+    ['[12345678901234567890]', /^afunix: --args-file - \(standard input\): 12345678901234567890 is beyond Number\.MAX_SAFE_INTEGER/],
+    ['[{"$base64": "!!!"}]', /is not valid base64/],
+    ['["$fd3"]', /\$fd3 names --fd number 3, but 0 --fd option\(s\) were given/],
+  ])('%j is checked as command-line arguments are (exit 2)', async (input, message) => {
+    const r = await afunixWithInput(['call', sock, 'echo', '--args-file', '-'], input);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(message);
+  });
+
+  it('a file that cannot be read, or arguments given both ways, are usage errors', async () => {
+    const missing = join(tmp.dir, 'no-such.json');
+    const r = await afunix(['call', sock, 'echo', '--args-file', missing]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: cannot read --args-file ${missing}: ENOENT [USAGE]`);
+    const both = await afunix(['call', sock, 'echo', '1', '--args-file', missing]);
+    expect(both.code).toBe(2);
+    expect(oneLineError(both.stderr)).toBe('afunix: the arguments go on the command line or in --args-file, not both [USAGE]');
+  });
+});
+
+/** `afunix <args>` with `input` on its standard input. */
+function afunixWithInput(args: string[], input: string) {
+  const child = spawnCli(args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin!.end(input);
+  return outcomeOf(child);
+}

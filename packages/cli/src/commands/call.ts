@@ -4,12 +4,12 @@ import { MAX_FDS } from '@afunix/transport';
 import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
-import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
+import { OpenedFiles, argumentsFromFile, argumentsFromTokens, buildArguments, releaseFifoOpens } from '../input.js';
 import { printLine, printResult, toJson } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
 
-const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
-                   [--max-message-size <bytes>]
+const help = `Usage: afunix call <socket> <method> [args... | --args-file <path>|-] [--fd <path>]...
+                   [--timeout <ms>] [--max-message-size <bytes>]
 
 Calls a method and prints its result as JSON. A streaming method prints one
 JSON line per item as the items arrive.
@@ -20,6 +20,12 @@ Arguments are JSON:
   (a single array argument is therefore '[[1, 2]]'; put -- before a
   negative number: call s neg -- -5)
   {"$base64": "..."} is sent as a Buffer.
+
+  --args-file <path>
+                    the argument list from a file instead: one JSON array,
+                    checked like command-line arguments; - reads standard
+                    input (as grpcurl -d @). For arguments past what a
+                    command line holds, or that should not show in ps.
 
   --fd <path>       open <path> read-only and pass it as an Fd (repeatable,
                     at most 253 times: what one message can carry).
@@ -188,12 +194,24 @@ async function callOnce(client: RpcClient<Contract>, { address, method, args, ti
   }
 }
 
+/** The JSON argument list: from the command line, or from --args-file (not both). */
+async function argumentList(tokens: string[], argsFile: string | undefined): Promise<unknown[]> {
+  if (argsFile === undefined) return argumentsFromTokens(tokens);
+  if (tokens.length > 0) throw usageError('the arguments go on the command line or in --args-file, not both');
+  return argumentsFromFile(argsFile);
+}
+
 export const call: Command = {
   name: 'call',
   summary: 'call a method: JSON arguments in, its result (or stream) as JSON out',
   help,
   async run(argv) {
-    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, { ...TIMEOUT_OPTION, ...MAX_MESSAGE_OPTION, fd: { type: 'string', multiple: true } });
+    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, {
+      ...TIMEOUT_OPTION,
+      ...MAX_MESSAGE_OPTION,
+      fd: { type: 'string', multiple: true },
+      'args-file': { type: 'string' },
+    });
     if (wantsHelp) return printHelp(help);
     const [address, method, ...tokens] = requirePositionals('call', positionals, ['socket', 'method'], true);
     if (!method) throw usageError('the method name is empty');
@@ -201,6 +219,7 @@ export const call: Command = {
     const maxMessageSize = maxMessageSizeFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
     checkFdCount(paths);
+    const list = await argumentList(tokens, values['args-file'] as string | undefined);
     const abandoned = new AbortController();
     const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {
@@ -213,7 +232,7 @@ export const call: Command = {
     if (files === INTERRUPTED) throw interrupted(method);
     if (files === TIMED_OUT) throw usageError(`cannot open the --fd files within ${timeout} ms (a FIFO waits for a writer): ${paths.join(', ')}`);
     try {
-      const args = buildArguments(tokens, files.fds);
+      const args = buildArguments(list, files.fds);
       // (dial() keeps to the timeout itself.)
       const dialed = await untilInterrupted(() => dial(address!, timeout, maxMessageSize), undefined, (late) => void cutOff(late.client));
       if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
