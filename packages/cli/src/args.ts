@@ -98,12 +98,17 @@ function parseArgsProblem(err: Error & { code?: string }, known: string[]): stri
   return err.message.split('\n').join(' ');
 }
 
-/** The known option `given` most likely misspells (as git's "did you mean"), or null if none is close. */
-export function nearestOption(given: string, known: readonly string[]): string | null {
-  const typed = given.replace(/^-+/, '').toLowerCase();
+/** The known option `given` (--jsn) most likely misspells, without its dashes, or null if none is close. */
+function nearestOption(given: string, known: readonly string[]): string | null {
+  return nearestName(given.replace(/^-+/, ''), known);
+}
+
+/** The known name `given` most likely misspells (as git's "did you mean"), or null if none is close. */
+export function nearestName(given: string, known: readonly string[]): string | null {
+  const typed = given.toLowerCase();
   if (typed === '') return null;
   // Up to one edit in a short name, two in a longer one: --jsn, --timout;
-  // a start that only one option has: --max-message.
+  // a start that only one name has: --max-message.
   const allowed = typed.length <= 4 ? 1 : 2;
   let best: { name: string; distance: number } | null = null;
   for (const name of known) {
@@ -111,7 +116,7 @@ export function nearestOption(given: string, known: readonly string[]): string |
     if (distance <= allowed && (!best || distance < best.distance)) best = { name, distance };
   }
   if (best) return best.name;
-  const starting = known.filter((name) => typed.length >= 3 && name.startsWith(typed));
+  const starting = known.filter((name) => typed.length >= 3 && name.toLowerCase().startsWith(typed));
   return starting.length === 1 ? starting[0]! : null;
 }
 

@@ -131,3 +131,31 @@ function afunixWithInput(args: string[], input: string) {
   child.stdin!.end(input);
   return outcomeOf(child);
 }
+
+describe('call: a method the service does not have', () => {
+  it('is a usage error that names the nearest method', async () => {
+    for (const [typed, near] of [['ech', 'echo'], ['Count', 'count'], ['greeet', 'greet']]) {
+      const r = await afunix(['call', sock, typed!]);
+      expect(r.code).toBe(2);
+      expect(oneLineError(r.stderr)).toBe(`afunix: the service at ${sock} has no method "${typed}" (did you mean "${near}"?) [METHOD_NOT_FOUND]`);
+    }
+  });
+
+  it('lists the methods when none is near, or says where to find them when there are many', async () => {
+    const few = join(tmp.dir, 'few.sock');
+    await fixture('odd-describe.mjs', few, 'honest');
+    const r = await afunix(['call', few, 'nosuch']);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: the service at ${few} has no method "nosuch" (its methods: ping, publish) [METHOD_NOT_FOUND]`);
+    const many = await afunix(['call', sock, 'nosuch']);
+    expect(oneLineError(many.stderr)).toMatch(new RegExp(`^afunix: the service at ${sock} has no method "nosuch" \\(it has \\d+: afunix methods ${sock} lists them\\) \\[METHOD_NOT_FOUND\\]$`));
+  });
+
+  it('without a hint when the service cannot describe itself', async () => {
+    const refusing = join(tmp.dir, 'refusing.sock');
+    await fixture('odd-describe.mjs', refusing, 'refused');
+    const r = await afunix(['call', refusing, 'nosuch']);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: the service at ${refusing} has no method "nosuch" [METHOD_NOT_FOUND]`);
+  });
+});

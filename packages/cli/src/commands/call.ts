@@ -1,8 +1,8 @@
 // afunix call <socket> <method> [args...]: one call, its result as JSON.
 import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
 import { MAX_FDS } from '@afunix/transport';
-import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
-import { cutOff, dial, hangUp } from '../dial.js';
+import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, nearestName, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { cutOff, describeService, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
 import { OpenedFiles, argumentsFromFile, argumentsFromTokens, buildArguments, releaseFifoOpens } from '../input.js';
 import { printLine, printResult, toJson } from '../render.js';
@@ -140,6 +140,42 @@ function explainCallFailure(err: unknown, method: string, address: string, stop:
   return remoteFailure(err, method);
 }
 
+// How long the CLI asks $describe for the names to suggest: a hint is not
+// worth a long wait.
+const SUGGEST_TIMEOUT = 2_000;
+// Up to this many methods are listed when none is near the name given.
+const LISTED_METHODS = 12;
+
+/**
+ * METHOD_NOT_FOUND: the name on the command line is not one the service
+ * has (a usage error), with the nearest name or the list when $describe
+ * can tell. Should $describe list the method after all, the error came
+ * from inside it (a handler passing on a call of its own) and is its own.
+ */
+async function missingMethod(err: unknown, client: RpcClient<Contract>, address: string, method: string): Promise<CliError> {
+  const offered = await methodNames(client, address);
+  if (offered?.includes(method)) return remoteFailure(err, method);
+  return new CliError(`the service at ${address} has no method ${JSON.stringify(method)}${methodHint(offered, method, address)}`, RpcCode.METHOD_NOT_FOUND, Exit.USAGE);
+}
+
+/** The service's method names, or null when it cannot say (the hint is only a hint). */
+async function methodNames(client: RpcClient<Contract>, address: string): Promise<string[] | null> {
+  try {
+    return (await describeService(client, address, SUGGEST_TIMEOUT)).methods.map((m) => m.name);
+  } catch {
+    return null;
+  }
+}
+
+function methodHint(offered: string[] | null, method: string, address: string): string {
+  if (offered === null) return '';
+  const near = nearestName(method, offered);
+  if (near !== null) return ` (did you mean ${JSON.stringify(near)}?)`;
+  if (offered.length === 0) return ' (it has none)';
+  if (offered.length <= LISTED_METHODS) return ` (its methods: ${offered.join(', ')})`;
+  return ` (it has ${offered.length}: afunix methods ${address} lists them)`;
+}
+
 // Why arguments cannot travel: a usage error, as the README says.
 const UNSENDABLE = new Set<string>([RpcCode.ENCODE_ERROR, RpcCode.MESSAGE_TOO_LARGE, 'TOO_MANY_FDS', 'FRAME_TOO_LARGE']);
 
@@ -186,6 +222,7 @@ async function callOnce(client: RpcClient<Contract>, { address, method, args, ti
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
     if (err instanceof CliError) throw err;
+    if (!stop.reason && codeOf(err) === RpcCode.METHOD_NOT_FOUND) throw await missingMethod(err, client, address, method);
     throw explainCallFailure(err, method, address, stop, client, maxMessageSize);
   } finally {
     stop.dispose();
