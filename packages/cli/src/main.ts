@@ -8,6 +8,7 @@ import { ls } from './commands/ls.js';
 import { methods } from './commands/methods.js';
 import { watch } from './commands/watch.js';
 import { CliError, Exit, codeOf, formatFailure, messageOf, usageError } from './errors.js';
+import { ALL_STATUSES, exitStatusHelp } from './exit-status.js';
 import { abandonedAny, endIfStuck } from './waiting.js';
 
 const commands: readonly Command[] = [info, methods, call, watch, ls];
@@ -26,13 +27,7 @@ ${list}
 Sockets are paths, or @name for Linux abstract sockets.
 Run afunix <command> --help for a command's options.
 
-Exit status: 0 success; 1 the remote method threw; 2 usage (or an
-unusable local file or directory); 3 connection problems (no socket,
-stale, permission denied, not afunix, access denied, timed out, connection
-lost); 130 interrupted; 141 the reader of the output went away (a
-closed pipe, as in afunix ... | head); 70 an unexpected failure in afunix
-itself.
-`;
+${exitStatusHelp(ALL_STATUSES, { [Exit.INTERRUPTED]: 'interrupted by SIGINT (Ctrl-C; call also by SIGTERM)' })}`;
 }
 
 function version(): string {

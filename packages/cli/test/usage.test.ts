@@ -1,7 +1,7 @@
 // What the CLI says about its own command line: limits it checks before
 // connecting, hints, help texts and their exit statuses. Real CLI
 // processes, and a real server where one is needed.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
@@ -157,5 +157,43 @@ describe('call: a method the service does not have', () => {
     const r = await afunix(['call', refusing, 'nosuch']);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toBe(`afunix: the service at ${refusing} has no method "nosuch" [METHOD_NOT_FOUND]`);
+  });
+});
+
+describe('help texts list the exit statuses each command can return', () => {
+  const statusesOf = (help: string) => [...help.slice(help.indexOf('Exit status:')).matchAll(/^ {2}(\d+) +(.*)$/gm)].map((m) => Number(m[1]));
+  const lineOf = (help: string, status: number) => new RegExp(`^ {2}${status} +.*(?:\\n {7}.*)*`, 'm').exec(help)?.[0];
+
+  it.each([
+    [[], [0, 1, 2, 3, 130, 141, 70]],
+    [['info'], [0, 2, 3, 130, 141, 70]],
+    [['methods'], [0, 2, 3, 130, 141, 70]],
+    [['call'], [0, 1, 2, 3, 130, 141, 70]],
+    [['watch'], [0, 2, 3, 141, 70]],
+    [['ls'], [0, 2, 130, 141, 70]],
+  ])('afunix %j --help', async (command, statuses) => {
+    const r = await afunix([...command, '--help']);
+    expect(r.code).toBe(0);
+    expect(statusesOf(r.stdout)).toEqual(statuses);
+  });
+
+  it('in the same words everywhere (one source), and each in the README table', async () => {
+    const helps = await Promise.all([[], ['info'], ['methods'], ['call'], ['watch'], ['ls']].map(async (c) => (await afunix([...c, '--help'])).stdout));
+    for (const status of [141, 70]) {
+      const lines = helps.map((h) => lineOf(h, status));
+      expect(lines.every((l) => l !== undefined)).toBe(true);
+      expect(new Set(lines).size).toBe(1);
+    }
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    for (const status of statusesOf(helps[0]!)) expect(readme).toMatch(new RegExp(`^\\| ${status} \\|`, 'm'));
+  });
+
+  it('watch | head: the 141 that watch --help now lists', async () => {
+    const watcher = spawnCli(['watch', sock, 'tick']);
+    const done = outcomeOf(watcher);
+    await stderrMatching(watcher, /watching tick/);
+    watcher.stdout!.destroy(); // the reader goes away
+    await afunix(['call', sock, 'publish', '"tick"', '1']);
+    expect((await done).code).toBe(141);
   });
 });

@@ -5,6 +5,7 @@ import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, n
 import { cutOff, describeService, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
 import { OpenedFiles, argumentsFromFile, argumentsFromTokens, buildArguments, releaseFifoOpens } from '../input.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printLine, printResult, toJson } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
 
@@ -47,10 +48,12 @@ Results that JSON cannot hold: Buffer {"$base64": "..."}, BigInt "123"
 array, Date an ISO string, undefined null, NaN/Infinity strings, a received
 Fd {"$fd": "<what it refers to>"} (then closed), an Error {"$error": {...}}.
 
-Exit status: 0 success; 1 the method threw (name, code and message on
-stderr); 2 usage; 3 connection problems (no socket, refused, not afunix,
-access denied, timed out, connection lost); 130 interrupted.
-`;
+${exitStatusHelp([Exit.OK, Exit.REMOTE, Exit.USAGE, Exit.CONNECTION, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.INTERNAL], {
+  [Exit.REMOTE]: 'the method threw (its name, code and message on stderr), or the server could not send its answer',
+  [Exit.USAGE]:
+    'usage: a bad command line, a method the service does not have, arguments that cannot be sent, an --fd or --args-file that cannot be read, an answer larger than --max-message-size, output that cannot be written',
+  [Exit.INTERRUPTED]: 'interrupted by SIGINT or SIGTERM, while connecting or during the call',
+})}`;
 
 // setTimeout's largest delay: a longer one fires after 1 ms (with a
 // TimeoutOverflowWarning), so a longer --timeout is waited for in steps.

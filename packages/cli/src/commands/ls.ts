@@ -5,6 +5,7 @@ import { RpcCode } from '@afunix/rpc';
 import { JSON_OPTION, TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, usageError } from '../errors.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printResult, table } from '../render.js';
 
 const help = `Usage: afunix ls [dir] [--json] [--timeout <ms>]
@@ -28,8 +29,10 @@ probes each one with an afunix hello:
   --json            print [{socket, state, service?, version?, pid?, detail?}]
   --timeout <ms>    how long each probe may take (default 1000)
 
-Exit status: 0 (whatever the sockets' states); 2 when <dir> cannot be read.
-`;
+${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.INTERNAL], {
+  [Exit.OK]: "success, whatever the sockets' states",
+  [Exit.USAGE]: 'usage: a bad command line, a directory that cannot be read, output that cannot be written',
+})}`;
 
 type State = 'alive' | 'stale' | 'not-afunix' | 'no-answer' | 'hung-up' | 'denied' | 'error';
 

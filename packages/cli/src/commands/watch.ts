@@ -3,6 +3,7 @@ import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
 import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, describeService, dial } from '../dial.js';
 import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
@@ -24,9 +25,10 @@ after a warning that the names were not checked.
                     the largest event the server may send us, default 16M
                     (K, M, G: KiB, MiB, GiB); the server skips a larger one
 
-Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
-be made or is lost while watching.
-`;
+${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.BROKEN_PIPE, Exit.INTERNAL], {
+  [Exit.OK]: 'stopped by SIGINT or SIGTERM (also while connecting)',
+  [Exit.CONNECTION]: 'the connection cannot be made, or is lost while watching',
+})}`;
 
 const RESERVED_EVENTS = ['newListener', 'removeListener'];
 // What a server takes from one connection (the rpc README: at most 4096
