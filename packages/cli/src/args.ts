@@ -55,13 +55,17 @@ export function requirePositionals(command: string, positionals: string[], names
   return positionals;
 }
 
-/** --timeout <ms>: a positive whole number of milliseconds. */
+/**
+ * --timeout <ms>: a whole number of milliseconds, at least 1. Past
+ * setTimeout's 2^31 - 1 the CLI waits in steps, so the ceiling is only what
+ * a number holds exactly.
+ */
 export function timeoutFrom(values: Values): number | undefined {
   const raw = values.timeout;
   if (raw === undefined) return undefined;
   const ms = Number(raw);
   if (typeof raw !== 'string' || !/^\d+$/.test(raw) || !Number.isSafeInteger(ms) || ms <= 0) {
-    throw usageError(`--timeout needs a positive number of milliseconds, got ${JSON.stringify(raw)}`);
+    throw usageError(`--timeout needs a whole number of milliseconds from 1 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(raw)}`);
   }
   return ms;
 }

@@ -77,7 +77,7 @@ describe('help and usage', () => {
     [['watch', sock], /afunix watch needs <event>/],
     [['info', sock, '--bogus'], /^afunix: unknown option --bogus \(an argument that starts with '-' goes after --, as in -- --bogus\) \(see afunix info --help\)/],
     [['call', sock, 'neg', '--timeout', '-5'], /argument is ambiguous\. .*use '--timeout=-XYZ'\. \(see afunix call --help\)/],
-    [['info', sock, '--timeout', 'soon'], /--timeout needs a positive number of milliseconds/],
+    [['info', sock, '--timeout', 'soon'], /--timeout needs a whole number of milliseconds from 1 to 9007199254740991, got "soon"/],
     [['call', sock, 'greet', 'world'], /argument 1 is not JSON: world \(a string needs JSON quotes: '"world"'\)/],
     [['call', sock, 'readFd', '"$fd1"', '--fd', '/dev/null'], /\$fd1 names --fd number 1, but 1 --fd option\(s\) were given/],
     [['call', sock, 'readFd', '--fd', '/no/such/file'], /cannot open \/no\/such\/file for --fd: ENOENT/],

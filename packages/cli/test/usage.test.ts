@@ -197,3 +197,11 @@ describe('help texts list the exit statuses each command can return', () => {
     expect((await done).code).toBe(141);
   });
 });
+
+describe('--timeout', () => {
+  it.each(['1.5', '0', '-5', '9007199254740992', '1e3'])('%s: a whole number of milliseconds, with the range', async (value) => {
+    const r = await afunix(['info', sock, `--timeout=${value}`]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: --timeout needs a whole number of milliseconds from 1 to 9007199254740991, got "${value}" [USAGE]`);
+  });
+});
