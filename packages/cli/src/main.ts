@@ -30,6 +30,14 @@ Run afunix <command> --help for a command's options.
 ${exitStatusHelp(ALL_STATUSES, { [Exit.INTERRUPTED]: 'interrupted by SIGINT (Ctrl-C; call also by SIGTERM)' })}`;
 }
 
+/** afunix help [command], as git help commit: that command's help; a topic there is none for is a usage error. */
+function help(topic: string | undefined): number {
+  if (topic === undefined) return printHelp(overview());
+  const asked = commands.find((c) => c.name === topic);
+  if (!asked) throw usageError(`no help for ${JSON.stringify(topic)}: it is not a command (commands: ${commands.map((c) => c.name).join(', ')})`);
+  return printHelp(asked.help);
+}
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return `afunix ${pkg.version}\n`;
@@ -37,11 +45,13 @@ function version(): string {
 
 async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    // afunix help call, as git help commit: that command's help.
-    const asked = commands.find((c) => c.name === rest[0]);
-    return printHelp(asked ? asked.help : overview());
+  // No command at all is a usage error (the overview on stderr, exit 2):
+  // a script that lost its arguments must not look as if it succeeded.
+  if (name === undefined) {
+    process.stderr.write(overview());
+    return Exit.USAGE;
   }
+  if (name === '--help' || name === '-h' || name === 'help') return help(rest[0]);
   if (name === '--version' || name === '-V') return printHelp(version());
   const command = commands.find((c) => c.name === name);
   if (!command) throw usageError(`unknown command ${JSON.stringify(name)} (commands: ${commands.map((c) => c.name).join(', ')})`);

@@ -205,3 +205,25 @@ describe('--timeout', () => {
     expect(oneLineError(r.stderr)).toBe(`afunix: --timeout needs a whole number of milliseconds from 1 to 9007199254740991, got "${value}" [USAGE]`);
   });
 });
+
+describe('no command, or help on something that is not one (exit 2, as git)', () => {
+  it('afunix alone prints the overview on stderr and exits 2', async () => {
+    const r = await afunix([]);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^Usage: afunix <command>/);
+  });
+
+  it.each([['help', 'nosuch'], ['--help', 'nosuch']])('afunix %s %s names the unknown topic', async (...args) => {
+    const r = await afunix(args);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(oneLineError(r.stderr)).toBe('afunix: no help for "nosuch": it is not a command (commands: info, methods, call, watch, ls) [USAGE]');
+  });
+
+  it('afunix help alone is still the overview, exit 0', async () => {
+    const r = await afunix(['help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: afunix <command>/);
+  });
+});
