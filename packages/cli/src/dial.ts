@@ -3,7 +3,8 @@
 // not afunix, a server that refuses us, a deadline.
 import { lstatSync } from 'node:fs';
 import { type Contract, DESCRIBE, RpcCode, type RpcClient, type ServiceDescription, connect } from '@afunix/rpc';
-import { type ConnectionType, features, isAbstract } from '@afunix/transport';
+import { basename } from 'node:path';
+import { type ConnectionType, SUN_PATH_SIZE, features, isAbstract } from '@afunix/transport';
 import { descriptionProblem } from './description.js';
 import { CliError, codeOf, connectionError, messageOf, usageError } from './errors.js';
 
@@ -59,6 +60,30 @@ function isNonSocketFile(address: string): boolean {
   }
 }
 
+/**
+ * Why an address does not fit sun_path, and what to do. The kernel has no
+ * room for more (SUN_PATH_SIZE counts the final NUL of a path), so the CLI
+ * cannot reach such a path as written; a relative one from nearer by can.
+ */
+function tooLong(address: string): string {
+  const room = `sun_path holds ${SUN_PATH_SIZE} bytes on ${platformName()}`;
+  if (isAbstract(address)) {
+    const bytes = Buffer.byteLength(address) - 1;
+    return `the abstract name ${address} is too long: ${bytes} bytes, and a name may have at most ${SUN_PATH_SIZE - 1} (${room}, with the leading NUL)`;
+  }
+  const bytes = Buffer.byteLength(address);
+  const name = basename(address);
+  const hint =
+    Buffer.byteLength(name) + 2 < SUN_PATH_SIZE
+      ? `use a relative path from nearer by (cd to its directory, then ./${name}), or a socket in a shorter directory`
+      : 'use a socket with a shorter name';
+  return `the socket path ${address} is too long: ${bytes} bytes, and a path may have at most ${SUN_PATH_SIZE - 1} (${room}, with the final NUL); ${hint}`;
+}
+
+function platformName(): string {
+  return process.platform === 'linux' ? 'Linux' : process.platform === 'darwin' ? 'macOS' : process.platform;
+}
+
 /** The CliError (exit 3, or 2 for a malformed address) for a failed connect or hello. */
 export function explainConnectFailure(err: unknown, address: string, timeout: number): CliError {
   const code = codeOf(err);
@@ -78,6 +103,7 @@ export function explainConnectFailure(err: unknown, address: string, timeout: nu
     case 'EPROTOTYPE':
       return connectionError(`${address} is a datagram socket, not an afunix server`, 'NOT_AFUNIX');
     case 'ENAMETOOLONG':
+      return usageError(tooLong(address));
     case 'ERR_INVALID_ARG_VALUE':
       return usageError(`cannot use ${JSON.stringify(address)} as a socket address: ${message}`);
     case RpcCode.ACCESS_DENIED:

@@ -1,7 +1,7 @@
 // What the CLI says about its own command line: limits it checks before
 // connecting, hints, help texts and their exit statuses. Real CLI
 // processes, and a real server where one is needed.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
@@ -225,5 +225,29 @@ describe('no command, or help on something that is not one (exit 2, as git)', ()
     const r = await afunix(['help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Usage: afunix <command>/);
+  });
+});
+
+describe('a socket path longer than sun_path', () => {
+  it('says the limit and how to get under it; the relative path it suggests works', async () => {
+    const dir = join(tmp.dir, 'd'.repeat(100));
+    mkdirSync(dir);
+    await running.startIn(dir, 'service.mjs', './app.sock'); // bound by a relative path
+    const long = join(dir, 'app.sock');
+    const r = await afunix(['info', long]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(
+      `afunix: the socket path ${long} is too long: ${long.length} bytes, and a path may have at most 107 (sun_path holds 108 bytes on Linux, with the final NUL); use a relative path from nearer by (cd to its directory, then ./app.sock), or a socket in a shorter directory [USAGE]`,
+    );
+    const relative = await afunix(['info', './app.sock', '--json'], { cwd: dir });
+    expect(relative.code).toBe(0);
+    expect(JSON.parse(relative.stdout)).toMatchObject({ service: 'fixture' });
+  });
+
+  it('an abstract name: its own limit', async () => {
+    const name = `@${'a'.repeat(120)}`;
+    const r = await afunix(['info', name]);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toBe(`afunix: the abstract name ${name} is too long: 120 bytes, and a name may have at most 107 (sun_path holds 108 bytes on Linux, with the leading NUL) [USAGE]`);
   });
 });
