@@ -1,7 +1,7 @@
 // What the CLI says about its own command line: limits it checks before
 // connecting, hints, help texts and their exit statuses. Real CLI
 // processes, and a real server where one is needed.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
@@ -249,5 +249,26 @@ describe('a socket path longer than sun_path', () => {
     const r = await afunix(['info', name]);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toBe(`afunix: the abstract name ${name} is too long: 120 bytes, and a name may have at most 107 (sun_path holds 108 bytes on Linux, with the leading NUL) [USAGE]`);
+  });
+});
+
+describe('ls and symlinks', () => {
+  it('follows a symlink to a socket and shows it; lists one directory, not its subdirectories', async () => {
+    const dir = join(tmp.dir, 'links');
+    mkdirSync(join(dir, 'real'), { recursive: true });
+    const server = await fixture('service.mjs', join(dir, 'real', 'app.sock'));
+    symlinkSync('real/app.sock', join(dir, 'app-link.sock'));
+    symlinkSync('nowhere.sock', join(dir, 'dangling.sock'));
+    writeFileSync(join(dir, 'plain.txt'), 'x');
+    symlinkSync('plain.txt', join(dir, 'file-link'));
+    const r = await afunix(['ls', dir, '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([
+      { socket: join(dir, 'app-link.sock'), target: 'real/app.sock', state: 'alive', service: 'fixture', version: '2.3.4', pid: server.pid },
+    ]);
+    const table = await afunix(['ls', dir]);
+    expect(table.stdout).toMatch(new RegExp(`^alive\\s+${join(dir, 'app-link.sock')} -> real/app\\.sock\\s+fixture\\s+2\\.3\\.4\\s+${server.pid}$`, 'm'));
+    const sub = await afunix(['ls', join(dir, 'real'), '--json']);
+    expect(JSON.parse(sub.stdout)).toEqual([{ socket: join(dir, 'real', 'app.sock'), state: 'alive', service: 'fixture', version: '2.3.4', pid: server.pid }]);
   });
 });
