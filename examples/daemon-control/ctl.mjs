@@ -1,10 +1,19 @@
 // The daemon's control client:
 //   node ctl.mjs [--socket <path>] status [--json] | reload | logs [--count <n>] | stop
-// Exit status: 0 done, 1 the daemon said no (or is not running), 2 usage.
+// Exit status: 0 done, 1 the daemon said no (or is not running), 2 usage,
+// 141 the reader of its output went away (ctl.mjs logs | head).
 // @ts-check
 import { parseArgs } from 'node:util';
 import { connect } from '@afunix/rpc';
 import { SERVICE, defaultSocketPath } from './paths.mjs';
+
+// `node ctl.mjs logs | head -1`: the reader is gone, and so is the point of
+// going on. Exit at once with 141, as a process that SIGPIPE ended (the
+// daemon sees the connection close).
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.exit(141);
+});
 
 /** @typedef {import('./contract.js').Control} Control */
 /** @typedef {import('@afunix/rpc').RpcClient<Control>} Client */

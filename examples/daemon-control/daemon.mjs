@@ -154,5 +154,12 @@ process.on('SIGHUP', () => {
 });
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+// stdout is the log (the journal under systemd, main.mjs's pipe in the
+// guided run). Should its reader go away (`node daemon.mjs | head -1`, or
+// main.mjs dying), stop as on SIGTERM: not crash, nor run on unseen.
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  shutdown();
+});
 startHeartbeat();
 log('info', `${SERVICE} (pid ${process.pid}) listening on ${socketPath} (socket from ${startedBy === 'systemd' ? 'systemd' : 'the daemon itself'})`);

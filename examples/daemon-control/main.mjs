@@ -10,6 +10,14 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+// `node main.mjs | head -1`: once the reader of stdout is gone, print nothing
+// more but finish as usual: the daemon is stopped and the temp dir removed, then exit 141, the status of a
+// process that SIGPIPE ended (what the afunix CLI gives too).
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.once('exit', () => (process.exitCode = 141));
+});
+
 const here = (/** @type {string} */ file) => fileURLToPath(new URL(file, import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'daemon-control-'));
 const socket = join(dir, 'control.sock');

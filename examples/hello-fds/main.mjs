@@ -8,6 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Fd, connect, createServer } from '@afunix/rpc';
 
+// `node main.mjs | head -1`: once the reader of stdout is gone, print nothing
+// more but finish (and clean up) as usual, then exit 141, the status of a
+// process that SIGPIPE ended (what the afunix CLI gives too). Both roles: the
+// client shares the server's stdout.
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.once('exit', () => (process.exitCode = 141));
+});
+
 /** @typedef {{ methods: { greet(name: string): string; countdown(from: number): AsyncIterable<number>; peek(file: Fd): string } }} Hello */
 const [role, socket] = process.argv.slice(2);
 const me = `pid ${process.pid}`;

@@ -6,6 +6,14 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { spawnHelper } from '@afunix/rpc';
 
+// `node main.mjs | head -1`: once the reader of stdout is gone, print nothing
+// more but finish (and clean up) as usual, then exit 141, the status of a
+// process that SIGPIPE ended (what the afunix CLI gives too).
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.once('exit', () => (process.exitCode = 141));
+});
+
 /** @typedef {import('./contract.js').Indexer} Indexer */
 
 const text = `The quick brown fox jumps over the lazy dog

@@ -12,6 +12,15 @@ import { randomBytes } from 'node:crypto';
 import { Fd, RpcError, createServer } from '@afunix/rpc';
 import { fromFd, socketPairFds } from '@afunix/transport';
 
+// `node main.mjs | head -1`: once the reader of stdout is gone, print nothing
+// more but finish (and clean up) as usual, then exit 141, the status of a
+// process that SIGPIPE ended (what the afunix CLI gives too). The worker, which
+// shares this stdout, does the same.
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.once('exit', () => (process.exitCode = 141));
+});
+
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 

@@ -7,6 +7,13 @@ import { openSync, readSync } from 'node:fs';
 import { connect } from '@afunix/rpc';
 import { fromFd } from '@afunix/transport';
 
+// This stdout is the broker's: when its reader is gone (`node main.mjs |
+// head -1`), print nothing more, do the work all the same, exit 141.
+process.stdout.on('error', (err) => {
+  if (/** @type {{ code?: string }} */ (err).code !== 'EPIPE') throw err;
+  process.once('exit', () => (process.exitCode = 141));
+});
+
 const secret = process.argv[2] ?? '';
 const name = secret.split('/').pop();
 /** @param {unknown} err */

@@ -3,7 +3,7 @@
 // graceful stop), and socket activation the way systemd does it.
 import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -232,5 +232,49 @@ os.execv(argv[0], argv)
     expect((await ctl(['stop'], { env })).code).toBe(0);
     expect(await exit).toBe(0);
     expect(existsSync(socket)).toBe(true); // the socket is the service manager's, left in place
+  });
+});
+
+describe('piped into head -1 (its reader goes away)', () => {
+  /** `<node script args> | head -1` as a shell runs it: what reached head, and the script's status. */
+  async function piped(script: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; status: string }> {
+    const quoted = [process.execPath, here(script), ...args].map((a) => `'${a}'`).join(' ');
+    const r = await run('bash', ['-c', `${quoted} | head -1; echo "status \${PIPESTATUS[0]}"`], { env });
+    const [, stdout = '', status = ''] = /^([\s\S]*)status (\d+)\n$/.exec(r.stdout) ?? [];
+    return { stdout, stderr: r.stderr, status };
+  }
+
+  it('main.mjs: no stack trace, 141, and neither the daemon nor the temp dir is left behind', async () => {
+    const tmpDir = freshDir();
+    const r = await piped('main.mjs', [], sessionEnv(null, { TMPDIR: tmpDir }));
+    expect(r.stderr).toBe('');
+    const [, pid] = /^started: daemon-control \(pid (\d+)\)/.exec(r.stdout) ?? [];
+    expect(pid).toBeDefined();
+    expect(['141', '0']).toContain(r.status); // 0 only if all was written before head left
+    expect(() => process.kill(Number(pid), 0)).toThrow(/ESRCH/); // the daemon is gone
+    expect(readdirSync(tmpDir)).toEqual([]);
+  });
+
+  it('daemon.mjs: stops as on SIGTERM (exit 0, socket removed) instead of crashing', async () => {
+    const runtime = freshDir();
+    const config = join(runtime, 'config.json');
+    writeFileSync(config, JSON.stringify({ greeting: 'hello', heartbeatMs: 100 })); // the heartbeat's log line finds the pipe closed
+    const r = await piped('daemon.mjs', ['--config', config], sessionEnv(runtime));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^info: daemon-control \(pid \d+\) listening on /);
+    expect(r.status).toBe('0');
+    expect(existsSync(join(runtime, 'daemon-control.sock'))).toBe(false);
+  });
+
+  it('ctl.mjs logs: ends at once with 141, quietly', async () => {
+    const runtime = freshDir();
+    const config = join(runtime, 'config.json');
+    writeFileSync(config, JSON.stringify({ greeting: 'hello', heartbeatMs: 100 }));
+    const env = sessionEnv(runtime);
+    await daemon(['--config', config], { env });
+    const r = await piped('ctl.mjs', ['logs'], env);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^[\d:.]+ debug heartbeat \d+: hello\n$/);
+    expect(r.status).toBe('141');
   });
 });

@@ -1,11 +1,39 @@
 // Runs the demo as a user would, and checks what it says it did.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
 const main = fileURLToPath(new URL('../main.mjs', import.meta.url));
+
+/**
+ * `node <script> | head -1` as a shell runs it, with TMPDIR a fresh
+ * directory: what reached head, how the script ended, and what it left in
+ * TMPDIR.
+ */
+async function pipedIntoHead(script: string): Promise<{ stdout: string; stderr: string; status: string; left: string[] }> {
+  const tmp = mkdtempSync(join(tmpdir(), 'piped-'));
+  try {
+    const child = spawn('bash', ['-c', `'${process.execPath}' '${script}' | head -1; echo "status \${PIPESTATUS[0]}"`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TMPDIR: tmp },
+    });
+    let out = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    await once(child, 'close');
+    clearTimeout(killer);
+    const [, stdout = '', status = ''] = /^([\s\S]*)status (\d+)\n$/.exec(out) ?? [];
+    return { stdout, stderr, status, left: readdirSync(tmp) };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
 
 it('runs a call, a stream and an fd pass across two processes, then exits 0 by itself', async () => {
   const child = spawn(process.execPath, [main], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -27,4 +55,13 @@ it('runs a call, a stream and an fd pass across two processes, then exits 0 by i
   expect(lines[3]).toMatch(/^client: passed fd \d+; the server saw fd \d+ → .*\/examples\/hello-fds\/main\.mjs, starting "\/\/ afunix in one file/);
   expect(lines[4]).toBe('server: client exited with 0; done');
   expect(existsSync(socket!)).toBe(false); // cleaned up after itself
+});
+
+it('piped into head -1: no stack trace, exit 141 (as SIGPIPE would), nothing left behind', async () => {
+  const r = await pipedIntoHead(main);
+  expect(r.stderr).toBe('');
+  expect(r.stdout).toMatch(/^server \(pid \d+\): listening on \S+hello\.sock\n$/);
+  // 141 once a write finds the reader gone; 0 if everything was written before head left.
+  expect(['141', '0']).toContain(r.status);
+  expect(r.left).toEqual([]);
 });

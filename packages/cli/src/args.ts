@@ -23,13 +23,22 @@ export interface Parsed {
 
 export const TIMEOUT_OPTION = { timeout: { type: 'string' } } as const satisfies Options;
 export const JSON_OPTION = { json: { type: 'boolean' } } as const satisfies Options;
+export const MAX_MESSAGE_OPTION = { 'max-message-size': { type: 'string' } } as const satisfies Options;
+
+/** The largest message the CLI takes from a server unless told otherwise (rpc's own default). */
+export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
+// What the option may be: rpc's floor (MIN_MAX_MESSAGE_SIZE, so that an
+// error can always answer) and the frame format's ceiling (a 32-bit length).
+const MIN_MESSAGE_SIZE = 4096;
+const MAX_MESSAGE_SIZE = 0xffff_ffff;
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
 export function parseCommand(command: string, argv: string[], options: Options): Parsed {
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
   } catch (err) {
-    throw usageError(`${parseArgsProblem(err as Error)} (see afunix ${command} --help)`);
+    throw usageError(`${parseArgsProblem(err as Error, [...Object.keys(options), 'help'])} (see afunix ${command} --help)`);
   }
   const values = parsed.values as Values;
   return { values, positionals: parsed.positionals, help: values.help === true };
@@ -46,15 +55,31 @@ export function requirePositionals(command: string, positionals: string[], names
   return positionals;
 }
 
-/** --timeout <ms>: a positive whole number of milliseconds. */
+/**
+ * --timeout <ms>: a whole number of milliseconds, at least 1. Past
+ * setTimeout's 2^31 - 1 the CLI waits in steps, so the ceiling is only what
+ * a number holds exactly.
+ */
 export function timeoutFrom(values: Values): number | undefined {
   const raw = values.timeout;
   if (raw === undefined) return undefined;
   const ms = Number(raw);
   if (typeof raw !== 'string' || !/^\d+$/.test(raw) || !Number.isSafeInteger(ms) || ms <= 0) {
-    throw usageError(`--timeout needs a positive number of milliseconds, got ${JSON.stringify(raw)}`);
+    throw usageError(`--timeout needs a whole number of milliseconds from 1 to ${Number.MAX_SAFE_INTEGER}, got ${JSON.stringify(raw)}`);
   }
   return ms;
+}
+
+/** --max-message-size <bytes>: a whole number of bytes, or of KiB, MiB, GiB with K, M, G (as curl's --max-filesize). */
+export function maxMessageSizeFrom(values: Values): number {
+  const raw = values['max-message-size'];
+  if (raw === undefined) return DEFAULT_MAX_MESSAGE_SIZE;
+  const match = typeof raw === 'string' ? /^(\d+)([KMG]?)$/i.exec(raw) : null;
+  const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toUpperCase()]! : NaN;
+  if (!(bytes >= MIN_MESSAGE_SIZE && bytes <= MAX_MESSAGE_SIZE)) {
+    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
+  }
+  return bytes;
 }
 
 /** Prints a command's help to stdout; --help always succeeds. */
@@ -65,10 +90,50 @@ export function printHelp(text: string): number {
 
 // node:util's parseArgs explains on several lines (the hint in the last),
 // and its unknown-option hint leaves a quote open: one line of our own.
-function parseArgsProblem(err: Error & { code?: string }): string {
+function parseArgsProblem(err: Error & { code?: string }, known: string[]): string {
   const unknown = /^Unknown option '([^']+)'/.exec(err.message);
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
-    return `unknown option ${unknown[1]} (an argument that starts with '-' goes after --, as in -- ${unknown[1]})`;
+    const option = unknown[1]!;
+    // A typo of an option (--jsn) is likelier than a value that starts with '-'.
+    const near = nearestOption(option, known);
+    if (near) return `unknown option ${option} (did you mean --${near}?)`;
+    return `unknown option ${option} (an argument that starts with '-' goes after --, as in -- ${option})`;
   }
   return err.message.split('\n').join(' ');
+}
+
+/** The known option `given` (--jsn) most likely misspells, without its dashes, or null if none is close. */
+function nearestOption(given: string, known: readonly string[]): string | null {
+  return nearestName(given.replace(/^-+/, ''), known);
+}
+
+/** The known name `given` most likely misspells (as git's "did you mean"), or null if none is close. */
+export function nearestName(given: string, known: readonly string[]): string | null {
+  const typed = given.toLowerCase();
+  if (typed === '') return null;
+  // Up to one edit in a short name, two in a longer one: --jsn, --timout;
+  // a start that only one name has: --max-message.
+  const allowed = typed.length <= 4 ? 1 : 2;
+  let best: { name: string; distance: number } | null = null;
+  for (const name of known) {
+    const distance = editDistance(typed, name.toLowerCase());
+    if (distance <= allowed && (!best || distance < best.distance)) best = { name, distance };
+  }
+  if (best) return best.name;
+  const starting = known.filter((name) => typed.length >= 3 && name.toLowerCase().startsWith(typed));
+  return starting.length === 1 ? starting[0]! : null;
+}
+
+/** Levenshtein distance, with a swap of two neighbours as one edit (--jsno). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
 }

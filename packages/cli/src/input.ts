@@ -12,6 +12,7 @@
 //     order, after the last argument.
 //   - {"$base64": "..."} becomes a Buffer, the same marker results use.
 import { closeSync, constants, open, openSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Fd } from '@afunix/rpc';
 import { codeOf, usageError } from './errors.js';
 import { setOwn } from './render.js';
@@ -26,13 +27,13 @@ const JSON_NUMBERS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 const BASE64 = /^(?:[A-Za-z0-9+/]*={0,2}|[A-Za-z0-9_-]*)$/;
 
 /** JSON.parse turns 12345678901234567890 into 12345678901234567000 and 1e400 into Infinity: refuse both. */
-function checkNumbers(token: string, position: number): void {
-  for (const [literal] of token.matchAll(JSON_NUMBERS)) {
+function checkNumbers(text: string, where: string): void {
+  for (const [literal] of text.matchAll(JSON_NUMBERS)) {
     if (literal.startsWith('"')) continue;
     const n = Number(literal);
-    if (!Number.isFinite(n)) throw usageError(`argument ${position}: ${literal} is beyond what a number can hold`);
+    if (!Number.isFinite(n)) throw usageError(`${where}: ${literal} is beyond what a number can hold`);
     if (/^-?\d+$/.test(literal) && !Number.isSafeInteger(n)) {
-      throw usageError(`argument ${position}: ${literal} is beyond Number.MAX_SAFE_INTEGER, where a number no longer holds every integer exactly (it would be sent as ${n}; the CLI cannot send a BigInt; pass it as a string if the method takes one)`);
+      throw usageError(`${where}: ${literal} is beyond Number.MAX_SAFE_INTEGER, where a number no longer holds every integer exactly (it would be sent as ${n}; the CLI cannot send a BigInt; pass it as a string if the method takes one)`);
     }
   }
 }
@@ -45,8 +46,49 @@ function parseToken(token: string, position: number): unknown {
     const hint = /^[\w.-]+$/.test(token) ? ` (a string needs JSON quotes: '"${token}"')` : '';
     throw usageError(`argument ${position} is not JSON: ${token}${hint}`);
   }
-  checkNumbers(token, position);
+  checkNumbers(token, `argument ${position}`);
   return value;
+}
+
+/** The argument list from command-line tokens, as JSON values (see the rule above). */
+export function argumentsFromTokens(tokens: readonly string[]): unknown[] {
+  const parsed = tokens.map((t, i) => parseToken(t, i + 1));
+  return parsed.length === 1 && Array.isArray(parsed[0]) ? parsed[0] : parsed;
+}
+
+/**
+ * The argument list from --args-file: its whole text is one JSON array, as
+ * grpcurl's -d @ reads a request. For arguments past what a command line
+ * holds (ARG_MAX), or that should not show in ps.
+ */
+export async function argumentsFromFile(path: string): Promise<unknown[]> {
+  const where = path === '-' ? '--args-file - (standard input)' : `--args-file ${path}`;
+  const text = await readArgsText(path, where);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw usageError(`${where} is not JSON: ${text.trim() === '' ? 'it is empty' : (err as Error).message}`);
+  }
+  if (!Array.isArray(value)) throw usageError(`${where} must hold a JSON array, the argument list (as in [1, "two"]), not ${describeJson(value)}`);
+  checkNumbers(text, where);
+  return value;
+}
+
+async function readArgsText(path: string, where: string): Promise<string> {
+  try {
+    if (path !== '-') return await readFile(path, 'utf8');
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8');
+  } catch (err) {
+    throw usageError(`cannot read ${where}: ${codeOf(err) || (err as Error).message}`);
+  }
+}
+
+function describeJson(value: unknown): string {
+  if (value === null) return 'null';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
 function isBase64Marker(value: object): value is { $base64: string } {
@@ -86,10 +128,8 @@ class Reviver {
   }
 }
 
-/** The argument list for a call, with --fd files put in place. */
-export function buildArguments(tokens: readonly string[], fds: readonly Fd[]): unknown[] {
-  const parsed = tokens.map((t, i) => parseToken(t, i + 1));
-  const list = parsed.length === 1 && Array.isArray(parsed[0]) ? parsed[0] : parsed;
+/** The argument list for a call (JSON values), with markers made Buffers and --fd files put in place. */
+export function buildArguments(list: readonly unknown[], fds: readonly Fd[]): unknown[] {
   const reviver = new Reviver(fds);
   const args = list.map((v) => reviver.revive(v));
   fds.forEach((fd, i) => {

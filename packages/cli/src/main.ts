@@ -8,6 +8,7 @@ import { ls } from './commands/ls.js';
 import { methods } from './commands/methods.js';
 import { watch } from './commands/watch.js';
 import { CliError, Exit, codeOf, formatFailure, messageOf, usageError } from './errors.js';
+import { ALL_STATUSES, exitStatusHelp } from './exit-status.js';
 import { abandonedAny, endIfStuck } from './waiting.js';
 
 const commands: readonly Command[] = [info, methods, call, watch, ls];
@@ -26,13 +27,15 @@ ${list}
 Sockets are paths, or @name for Linux abstract sockets.
 Run afunix <command> --help for a command's options.
 
-Exit status: 0 success; 1 the remote method threw; 2 usage (or an
-unusable local file or directory); 3 connection problems (no socket,
-stale, permission denied, not afunix, access denied, timed out, connection
-lost); 130 interrupted; 141 the reader of the output went away (a
-closed pipe, as in afunix ... | head); 70 an unexpected failure in afunix
-itself.
-`;
+${exitStatusHelp(ALL_STATUSES, { [Exit.INTERRUPTED]: 'interrupted by SIGINT (Ctrl-C; call also by SIGTERM)' })}`;
+}
+
+/** afunix help [command], as git help commit: that command's help; a topic there is none for is a usage error. */
+function help(topic: string | undefined): number {
+  if (topic === undefined) return printHelp(overview());
+  const asked = commands.find((c) => c.name === topic);
+  if (!asked) throw usageError(`no help for ${JSON.stringify(topic)}: it is not a command (commands: ${commands.map((c) => c.name).join(', ')})`);
+  return printHelp(asked.help);
 }
 
 function version(): string {
@@ -42,11 +45,13 @@ function version(): string {
 
 async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    // afunix help call, as git help commit: that command's help.
-    const asked = commands.find((c) => c.name === rest[0]);
-    return printHelp(asked ? asked.help : overview());
+  // No command at all is a usage error (the overview on stderr, exit 2):
+  // a script that lost its arguments must not look as if it succeeded.
+  if (name === undefined) {
+    process.stderr.write(overview());
+    return Exit.USAGE;
   }
+  if (name === '--help' || name === '-h' || name === 'help') return help(rest[0]);
   if (name === '--version' || name === '-V') return printHelp(version());
   const command = commands.find((c) => c.name === name);
   if (!command) throw usageError(`unknown command ${JSON.stringify(name)} (commands: ${commands.map((c) => c.name).join(', ')})`);

@@ -50,8 +50,8 @@ export interface Fixture {
 }
 
 /** Starts a fixture script and waits for its {"ready":true} line. */
-export async function startFixture(script: string, args: string[]): Promise<Fixture> {
-  const child = spawn(process.execPath, [join(fixtures, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+export async function startFixture(script: string, args: string[], cwd?: string): Promise<Fixture> {
+  const child = spawn(process.execPath, [join(fixtures, script), ...args], { stdio: ['ignore', 'pipe', 'inherit'], cwd });
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`${script} exited early with code ${code}`)));
@@ -74,7 +74,12 @@ export class Fixtures {
   readonly #running: Fixture[] = [];
 
   async start(script: string, ...args: string[]): Promise<Fixture> {
-    const f = await startFixture(script, args);
+    return this.startIn(undefined, script, ...args);
+  }
+
+  /** start(), in the working directory `cwd` (for relative socket paths). */
+  async startIn(cwd: string | undefined, script: string, ...args: string[]): Promise<Fixture> {
+    const f = await startFixture(script, args, cwd);
     this.#running.push(f);
     return f;
   }

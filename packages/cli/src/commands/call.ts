@@ -1,13 +1,16 @@
 // afunix call <socket> <method> [args...]: one call, its result as JSON.
 import { type Contract, RpcCode, type RpcClient, RpcStream } from '@afunix/rpc';
-import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
-import { dial, hangUp } from '../dial.js';
+import { MAX_FDS } from '@afunix/transport';
+import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, nearestName, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { cutOff, describeService, dial, hangUp } from '../dial.js';
 import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '../errors.js';
-import { OpenedFiles, buildArguments, releaseFifoOpens } from '../input.js';
+import { OpenedFiles, argumentsFromFile, argumentsFromTokens, buildArguments, releaseFifoOpens } from '../input.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printLine, printResult, toJson } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
 
-const help = `Usage: afunix call <socket> <method> [args...] [--fd <path>]... [--timeout <ms>]
+const help = `Usage: afunix call <socket> <method> [args... | --args-file <path>|-] [--fd <path>]...
+                   [--timeout <ms>] [--max-message-size <bytes>]
 
 Calls a method and prints its result as JSON. A streaming method prints one
 JSON line per item as the items arrive.
@@ -19,7 +22,14 @@ Arguments are JSON:
   negative number: call s neg -- -5)
   {"$base64": "..."} is sent as a Buffer.
 
-  --fd <path>       open <path> read-only and pass it as an Fd (repeatable).
+  --args-file <path>
+                    the argument list from a file instead: one JSON array,
+                    checked like command-line arguments; - reads standard
+                    input (as grpcurl -d @). For arguments past what a
+                    command line holds, or that should not show in ps.
+
+  --fd <path>       open <path> read-only and pass it as an Fd (repeatable,
+                    at most 253 times: what one message can carry).
                     The string "$fd0" in the arguments marks where the first
                     one goes, "$fd1" the second...; an --fd without a
                     placeholder is appended after the last argument.
@@ -28,16 +38,22 @@ Arguments are JSON:
                     included) may each take at most this long. Without it,
                     connecting gives up after 5000 ms and the rest waits as
                     long as it takes.
+  --max-message-size <bytes>
+                    the largest answer (or stream item) the server may send,
+                    default 16M (16 MiB); K, M and G count KiB, MiB, GiB.
+                    A larger one fails with MESSAGE_TOO_LARGE (exit 2).
 
 Results that JSON cannot hold: Buffer {"$base64": "..."}, BigInt "123"
 (a string), Map an object (string keys) or {"$map": [[k, v], ...]}, Set an
 array, Date an ISO string, undefined null, NaN/Infinity strings, a received
 Fd {"$fd": "<what it refers to>"} (then closed), an Error {"$error": {...}}.
 
-Exit status: 0 success; 1 the method threw (name, code and message on
-stderr); 2 usage; 3 connection problems (no socket, refused, not afunix,
-access denied, timed out, connection lost); 130 interrupted.
-`;
+${exitStatusHelp([Exit.OK, Exit.REMOTE, Exit.USAGE, Exit.CONNECTION, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.INTERNAL], {
+  [Exit.REMOTE]: 'the method threw (its name, code and message on stderr), or the server could not send its answer',
+  [Exit.USAGE]:
+    'usage: a bad command line, a method the service does not have, arguments that cannot be sent, an --fd or --args-file that cannot be read, an answer larger than --max-message-size, output that cannot be written',
+  [Exit.INTERRUPTED]: 'interrupted by SIGINT or SIGTERM, while connecting or during the call',
+})}`;
 
 // setTimeout's largest delay: a longer one fires after 1 ms (with a
 // TimeoutOverflowWarning), so a longer --timeout is waited for in steps.
@@ -88,9 +104,36 @@ function remoteFailure(err: unknown, method: string): CliError {
   return new CliError(`${method} threw ${e.name || 'Error'}: ${e.message}`, codeOf(err) || RpcCode.INTERNAL, Exit.REMOTE, detail);
 }
 
-function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>): CliError {
+/**
+ * The server could not send us its answer because our hello said we take
+ * less: the limit is the CLI's own, so say how to raise it. (The error
+ * comes back over the connection like a method's; the rpc layer words it
+ * "a message of N bytes is more than the peer accepts (L)".)
+ */
+function resultTooLarge(err: unknown, method: string, limit: number): CliError | null {
+  if (codeOf(err) !== RpcCode.MESSAGE_TOO_LARGE) return null;
+  const ours = /a message of (\d+) bytes is more than the peer accepts \((\d+)\)/.exec(messageOf(err));
+  if (ours && Number(ours[2]) <= limit) {
+    return new CliError(
+      `the answer to ${method} (${ours[1]} bytes) is larger than the CLI accepts (${ours[2]} bytes): raise the limit with --max-message-size ${ours[1]}`,
+      RpcCode.MESSAGE_TOO_LARGE,
+      Exit.USAGE,
+    );
+  }
+  // The server's own limit (its maxMessageSize bounds what it sends too):
+  // nothing the CLI can raise, and not the method throwing either.
+  const theirs = /cannot send a frame of (\d+) bytes: maxFrameSize is (\d+)/.exec(messageOf(err));
+  if (theirs) {
+    return new CliError(`the server cannot send the answer to ${method} (${theirs[1]} bytes): its own limit is ${theirs[2]} bytes`, RpcCode.MESSAGE_TOO_LARGE, Exit.REMOTE);
+  }
+  return null; // the method's own failure
+}
+
+function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>, limit: number): CliError {
   if (stop.reason === 'timeout') return connectionError(`${method} did not finish within ${stop.timeout} ms`, RpcCode.TIMEOUT);
   if (stop.reason === 'signal') return interrupted(method);
+  const tooLarge = resultTooLarge(err, method, limit);
+  if (tooLarge) return tooLarge;
   const code = codeOf(err);
   // A connection that is gone means the error is ours, not the method's.
   if (code === RpcCode.CONNECTION_CLOSED && client.$connection === null) {
@@ -100,19 +143,77 @@ function explainCallFailure(err: unknown, method: string, address: string, stop:
   return remoteFailure(err, method);
 }
 
-/** A call that failed before it was sent: why, as a usage error when the arguments cannot travel. */
-async function unsent(pending: unknown): Promise<never> {
+// How long the CLI asks $describe for the names to suggest: a hint is not
+// worth a long wait.
+const SUGGEST_TIMEOUT = 2_000;
+// Up to this many methods are listed when none is near the name given.
+const LISTED_METHODS = 12;
+
+/**
+ * METHOD_NOT_FOUND: the name on the command line is not one the service
+ * has (a usage error), with the nearest name or the list when $describe
+ * can tell. Should $describe list the method after all, the error came
+ * from inside it (a handler passing on a call of its own) and is its own.
+ */
+async function missingMethod(err: unknown, client: RpcClient<Contract>, address: string, method: string): Promise<CliError> {
+  const offered = await methodNames(client, address);
+  if (offered?.includes(method)) return remoteFailure(err, method);
+  return new CliError(`the service at ${address} has no method ${JSON.stringify(method)}${methodHint(offered, method, address)}`, RpcCode.METHOD_NOT_FOUND, Exit.USAGE);
+}
+
+/** The service's method names, or null when it cannot say (the hint is only a hint). */
+async function methodNames(client: RpcClient<Contract>, address: string): Promise<string[] | null> {
+  try {
+    return (await describeService(client, address, SUGGEST_TIMEOUT)).methods.map((m) => m.name);
+  } catch {
+    return null;
+  }
+}
+
+function methodHint(offered: string[] | null, method: string, address: string): string {
+  if (offered === null) return '';
+  const near = nearestName(method, offered);
+  if (near !== null) return ` (did you mean ${JSON.stringify(near)}?)`;
+  if (offered.length === 0) return ' (it has none)';
+  if (offered.length <= LISTED_METHODS) return ` (its methods: ${offered.join(', ')})`;
+  return ` (it has ${offered.length}: afunix methods ${address} lists them)`;
+}
+
+// Why arguments cannot travel: a usage error, as the README says.
+const UNSENDABLE = new Set<string>([RpcCode.ENCODE_ERROR, RpcCode.MESSAGE_TOO_LARGE, 'TOO_MANY_FDS', 'FRAME_TOO_LARGE']);
+
+/**
+ * A call that failed before it was sent: whatever went wrong happened here,
+ * so it is never worded as the method throwing. Arguments that cannot
+ * travel are a usage error; anything else (the connection closing under
+ * us) a connection problem.
+ */
+async function unsent(pending: unknown, method: string, address: string): Promise<never> {
   try {
     await (pending instanceof RpcStream ? pending[Symbol.asyncIterator]().next() : pending);
   } catch (err) {
     const code = codeOf(err);
-    if (code === RpcCode.ENCODE_ERROR || code === RpcCode.MESSAGE_TOO_LARGE) throw new CliError(`arguments cannot be sent: ${messageOf(err)}`, code, Exit.USAGE);
-    throw err;
+    if (UNSENDABLE.has(code)) throw new CliError(`arguments cannot be sent: ${messageOf(err)}`, code, Exit.USAGE);
+    throw connectionError(`the call to ${method} could not be sent to ${address}: ${messageOf(err)}`, code || 'ESEND');
   }
   throw new Error('a call that was not sent did not fail');
 }
 
-async function callOnce(client: RpcClient<Contract>, address: string, method: string, args: unknown[], timeout?: number): Promise<void> {
+/** More --fd files than one message can carry: refused before opening any. */
+function checkFdCount(paths: readonly string[]): void {
+  if (paths.length > MAX_FDS) throw usageError(`--fd was given ${paths.length} times: at most ${MAX_FDS} fds travel in one message`);
+}
+
+interface CallSetting {
+  address: string;
+  method: string;
+  args: unknown[];
+  timeout: number | undefined;
+  /** --max-message-size: the most the server may send us. */
+  maxMessageSize: number;
+}
+
+async function callOnce(client: RpcClient<Contract>, { address, method, args, timeout, maxMessageSize }: CallSetting): Promise<void> {
   const conn = client.$connection;
   if (!conn) throw connectionError(`the connection to ${address} closed before the call`, RpcCode.CONNECTION_CLOSED);
   const stop = new Interruption(timeout);
@@ -120,14 +221,24 @@ async function callOnce(client: RpcClient<Contract>, address: string, method: st
   try {
     const pending = conn.call(method, args, { signal: stop.controller.signal });
     // The request never left: what failed is our arguments, not the method.
-    if (conn.stats.callsOut === sentBefore) await unsent(pending);
+    if (conn.stats.callsOut === sentBefore) await unsent(pending, method, address);
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw explainCallFailure(err, method, address, stop, client);
+    if (!stop.reason && codeOf(err) === RpcCode.METHOD_NOT_FOUND) throw await missingMethod(err, client, address, method);
+    throw explainCallFailure(err, method, address, stop, client, maxMessageSize);
   } finally {
     stop.dispose();
+    // --timeout and signals end the CLI now: no waiting for a peer that may be the stuck part.
+    if (stop.reason) await cutOff(client);
   }
+}
+
+/** The JSON argument list: from the command line, or from --args-file (not both). */
+async function argumentList(tokens: string[], argsFile: string | undefined): Promise<unknown[]> {
+  if (argsFile === undefined) return argumentsFromTokens(tokens);
+  if (tokens.length > 0) throw usageError('the arguments go on the command line or in --args-file, not both');
+  return argumentsFromFile(argsFile);
 }
 
 export const call: Command = {
@@ -135,12 +246,20 @@ export const call: Command = {
   summary: 'call a method: JSON arguments in, its result (or stream) as JSON out',
   help,
   async run(argv) {
-    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, { ...TIMEOUT_OPTION, fd: { type: 'string', multiple: true } });
+    const { values, positionals, help: wantsHelp } = parseCommand('call', argv, {
+      ...TIMEOUT_OPTION,
+      ...MAX_MESSAGE_OPTION,
+      fd: { type: 'string', multiple: true },
+      'args-file': { type: 'string' },
+    });
     if (wantsHelp) return printHelp(help);
     const [address, method, ...tokens] = requirePositionals('call', positionals, ['socket', 'method'], true);
     if (!method) throw usageError('the method name is empty');
     const timeout = timeoutFrom(values);
+    const maxMessageSize = maxMessageSizeFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
+    checkFdCount(paths);
+    const list = await argumentList(tokens, values['args-file'] as string | undefined);
     const abandoned = new AbortController();
     const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {
@@ -153,13 +272,13 @@ export const call: Command = {
     if (files === INTERRUPTED) throw interrupted(method);
     if (files === TIMED_OUT) throw usageError(`cannot open the --fd files within ${timeout} ms (a FIFO waits for a writer): ${paths.join(', ')}`);
     try {
-      const args = buildArguments(tokens, files.fds);
+      const args = buildArguments(list, files.fds);
       // (dial() keeps to the timeout itself.)
-      const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+      const dialed = await untilInterrupted(() => dial(address!, timeout, maxMessageSize), undefined, (late) => void cutOff(late.client));
       if (dialed === INTERRUPTED || dialed === TIMED_OUT) throw interrupted(method);
       const { client } = dialed;
       try {
-        await callOnce(client, address!, method, args, timeout);
+        await callOnce(client, { address: address!, method, args, timeout, maxMessageSize });
       } finally {
         await hangUp(client);
       }

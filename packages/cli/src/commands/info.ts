@@ -3,6 +3,7 @@ import { JSON_OPTION, TIMEOUT_OPTION, type Command, parseCommand, printHelp, req
 import { dial, hangUp } from '../dial.js';
 import { Exit } from '../errors.js';
 import { type PeerInfo, describePeer, named } from '../peer.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printResult, table } from '../render.js';
 
 const help = `Usage: afunix info <socket> [--json] [--timeout <ms>]
@@ -14,7 +15,8 @@ and its executable (/proc/<pid>/exe, when readable).
   <socket>          a path, or @name for a Linux abstract socket
   --json            print one JSON object instead of a table
   --timeout <ms>    give up connecting after this long (default 5000)
-`;
+
+${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.INTERNAL])}`;
 
 interface Info {
   address: string;

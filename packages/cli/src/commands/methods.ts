@@ -3,6 +3,7 @@ import type { ServiceDescription } from '@afunix/rpc';
 import { JSON_OPTION, TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { describeService, dial, hangUp } from '../dial.js';
 import { Exit, oneLine } from '../errors.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printResult, table } from '../render.js';
 import { summarizeArgs } from '../schema.js';
 
@@ -16,7 +17,8 @@ its argument schema where the server has one) and the events it names.
                     {service, version, protocol, methods: [{name, stream, args?}], events}
                     where args is the JSON Schema of the argument list
   --timeout <ms>    give up after this long (default 5000)
-`;
+
+${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.INTERNAL])}`;
 
 function render(d: ServiceDescription): string {
   const title = `${oneLine(String(d.service))}${d.version ? ` ${oneLine(String(d.version))}` : ''} (protocol ${oneLine(String(d.protocol))})\n`;

@@ -1,25 +1,42 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
-import { TIMEOUT_OPTION, type Command, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
-import { describeService, dial, hangUp } from '../dial.js';
-import { Exit, connectionError, oneLine, usageError } from '../errors.js';
+import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
+import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
+import { cutOff, describeService, dial } from '../dial.js';
+import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
+import { exitStatusHelp } from '../exit-status.js';
 import { printLine } from '../render.js';
 import { INTERRUPTED, TIMED_OUT, untilInterrupted } from '../waiting.js';
 
-const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>]
+const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>] [--max-message-size <bytes>]
 
 Subscribes to the named events and prints each one as a JSON line,
 {"event": "<name>", "args": [...]}, until SIGINT (Ctrl-C) or SIGTERM; then
 it unsubscribes, closes the connection and exits 0. Once subscribed it says
 so on stderr ("watching ..."): events published after that line are seen.
+An event the service does not name (in its $describe answer) gets a
+warning; a service that cannot describe itself is watched all the same,
+after a warning that the names were not checked.
 
   <socket>          a path, or @name for a Linux abstract socket
+  <event>...        at most 4096 names of at most 256 characters each (what
+                    a server takes from one connection)
   --timeout <ms>    give up connecting after this long (default 5000)
+  --max-message-size <bytes>
+                    the largest event the server may send us, default 16M
+                    (K, M, G: KiB, MiB, GiB); the server skips a larger one
 
-Exit status: 0 after SIGINT/SIGTERM; 2 usage; 3 when the connection cannot
-be made or is lost while watching.
-`;
+${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.BROKEN_PIPE, Exit.INTERNAL], {
+  [Exit.OK]: 'stopped by SIGINT or SIGTERM (also while connecting)',
+  [Exit.CONNECTION]: 'the connection cannot be made, or is lost while watching',
+})}`;
 
 const RESERVED_EVENTS = ['newListener', 'removeListener'];
+// What a server takes from one connection (the rpc README: at most 4096
+// event names of at most 256 characters). Past either it closes the
+// connection as a protocol error, which the CLI could only report as a lost
+// connection: the command line is refused here instead.
+const MAX_EVENTS = 4096;
+const MAX_EVENT_NAME = 256;
 
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
@@ -49,12 +66,38 @@ function warnAboutUnknown(events: string[], offered: string[], address: string):
   }
 }
 
+/** A usage error for names no server would take (String length: the server counts UTF-16 units too). */
+function checkEventLimits(events: string[]): void {
+  const long = events.find((e) => e.length > MAX_EVENT_NAME);
+  if (long !== undefined) {
+    throw usageError(`an event name of ${long.length} characters is longer than a server accepts (at most ${MAX_EVENT_NAME}): ${JSON.stringify(long.slice(0, 32))}…`);
+  }
+  const count = new Set(events).size;
+  if (count > MAX_EVENTS) throw usageError(`${count} event names are more than one connection may watch (at most ${MAX_EVENTS})`);
+}
+
+/**
+ * The events the service names, or null when it cannot say: $describe only
+ * serves the unknown-event warning, so a service that refuses it or answers
+ * nonsense is still watched (with a warning). A lost connection is not
+ * shrugged off: the watch is over.
+ */
+async function offeredEvents(client: RpcClient<Contract>, address: string, timeout: number | undefined): Promise<string[] | null> {
+  try {
+    return (await describeService(client, address, timeout)).events;
+  } catch (err) {
+    if (!(err instanceof CliError) || err.code === RpcCode.CONNECTION_CLOSED) throw err;
+    process.stderr.write(`afunix: warning: the event names are not checked: ${oneLine(err.message)} [${oneLine(err.code)}]\n`);
+    return null;
+  }
+}
+
 export const watch: Command = {
   name: 'watch',
   summary: 'print events as JSON lines until SIGINT/SIGTERM',
   help,
   async run(argv) {
-    const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, TIMEOUT_OPTION);
+    const { values, positionals, help: wantsHelp } = parseCommand('watch', argv, { ...TIMEOUT_OPTION, ...MAX_MESSAGE_OPTION });
     if (wantsHelp) return printHelp(help);
     const [address, ...events] = requirePositionals('watch', positionals, ['socket', 'event'], true);
     // The CLI listens on an EventEmitter, whose own 'newListener' and
@@ -63,10 +106,12 @@ export const watch: Command = {
     if (reserved !== undefined) {
       throw usageError(`afunix watch cannot watch an event named ${JSON.stringify(reserved)}: the name is reserved by Node's EventEmitter, which the CLI listens on`);
     }
+    checkEventLimits(events);
     const timeout = timeoutFrom(values);
+    const maxMessageSize = maxMessageSizeFrom(values);
     // (dial() keeps to the timeout itself.) Stopped while connecting: a
     // watch that ends on a signal, as it would a moment later.
-    const dialed = await untilInterrupted(() => dial(address!, timeout), undefined, (late) => void hangUp(late.client));
+    const dialed = await untilInterrupted(() => dial(address!, timeout, maxMessageSize), undefined, (late) => void cutOff(late.client));
     if (dialed === INTERRUPTED || dialed === TIMED_OUT) return Exit.OK;
     const { client } = dialed;
     // Listening before anything else, so SIGINT during setup also ends cleanly.
@@ -77,8 +122,8 @@ export const watch: Command = {
       for (const name of new Set(events)) emitter.on(name, (...args: unknown[]) => printLine({ event: name, args }));
       // Calls are answered in order, so once $describe answers, the server
       // has taken our subscriptions: the readiness line below is truthful.
-      const description = await describeService(client, address!, timeout);
-      warnAboutUnknown(events, description.events, address!);
+      const offered = await offeredEvents(client, address!, timeout);
+      if (offered) warnAboutUnknown(events, offered, address!);
       process.stderr.write(`afunix: watching ${events.join(', ')} on ${address} (Ctrl-C to stop)\n`);
       const ending = await end.ended;
       if (ending.kind === 'lost') {
@@ -87,7 +132,8 @@ export const watch: Command = {
       return Exit.OK;
     } finally {
       end.dispose();
-      await hangUp(client);
+      // A watch ends on a signal or a lost connection: either way, at once.
+      await cutOff(client);
     }
   },
 };
