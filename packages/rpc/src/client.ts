@@ -100,7 +100,15 @@ export interface ClientControls<C extends Contract> {
   $unref(): this;
   /** Undoes $unref(): the client holds its process again (the default). Returns the client. */
   $ref(): this;
-  $close(): Promise<void>;
+  /**
+   * Closes the client: no reconnect, calls still pending fail with
+   * CONNECTION_CLOSED. What is queued is sent, our side ends, and it
+   * resolves once the server has closed its side too, or `timeout` ms
+   * later (default 2,000) with the connection cut off: 0 cuts it at once,
+   * for a peer that may be the stuck part. Called again, it returns the
+   * same promise, and a shorter `timeout` cuts the wait short.
+   */
+  $close(options?: { timeout?: number }): Promise<void>;
 }
 
 export type RpcClient<C extends Contract> = Remote<MethodsOf<C>> & ClientControls<C>;
@@ -213,6 +221,7 @@ class ClientCore<C extends Contract> implements Callee {
   #options: ClientOptions<C>;
   #closed = false;
   #closing: Promise<void> | null = null;
+  #hangingUp: RpcConnection | null = null;
   // Set by $unref(): every connection, handshake and backoff of this client
   // lets the process exit while nothing awaits an answer.
   #unrefd = false;
@@ -387,11 +396,13 @@ class ClientCore<C extends Contract> implements Callee {
     this.lifecycle.emit('close');
   }
 
-  close(): Promise<void> {
-    return (this.#closing ??= this.#close());
+  close(timeout?: number): Promise<void> {
+    if (!this.#closing) return (this.#closing = this.#close(timeout));
+    if (timeout !== undefined) this.#hangingUp?.close(timeout);
+    return this.#closing;
   }
 
-  async #close(): Promise<void> {
+  async #close(timeout: number | undefined): Promise<void> {
     const conn = this.conn;
     const wasClosed = this.#closed; // (given up reconnecting: 'close' was said)
     this.#closed = true;
@@ -403,8 +414,12 @@ class ClientCore<C extends Contract> implements Callee {
       const closed = new Promise((resolve) => conn.channel.once('close', resolve));
       // Awaited: an unref'd client's process must live to see it resolve.
       conn.ref();
-      conn.close();
+      // (Kept apart from this.conn, which the connection's teardown clears:
+      // a second close() may still cut this one's wait short.)
+      this.#hangingUp = conn;
+      conn.close(timeout);
       await closed;
+      this.#hangingUp = null;
     }
     this.conn = null;
     if (!wasClosed) this.lifecycle.emit('close');
@@ -473,7 +488,11 @@ function clientProxy<C extends Contract>(core: ClientCore<C>): RpcClient<C> {
     $with: (options: CallOptions) => remoteProxy(core, options),
     $notify: notifyProxy(current),
     $emit: (name: string, ...args: unknown[]) => sendingArgs(args, () => current().emitEvent(name, args)),
-    $close: () => core.close(),
+    $close: (options?: { timeout?: number } | null) => {
+      const timeout = options?.timeout ?? undefined;
+      const bad = badTimeout('options.timeout', timeout);
+      return bad ? Promise.reject(bad) : core.close(timeout);
+    },
     $describe: () => callRemote(core, DESCRIBE, []),
     $unref: () => {
       core.setRef(false);

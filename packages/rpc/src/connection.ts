@@ -13,6 +13,7 @@ import { type FramedChannel, FramingError } from '@afunix/framing';
 import { type Credentials, type ReceivedFds, closeFd } from '@afunix/transport';
 import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
+import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { NO_ID, readMessage } from './envelope.js';
 import { RpcCode, RpcError, invalidArgValue, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
@@ -20,7 +21,7 @@ import { count, id, list, optionalStr, str } from './fields.js';
 import { IncomingCalls } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
 import { type CallOptions, OutgoingCalls } from './outgoing.js';
-import { Msg } from './protocol.js';
+import { MAX_EVENT_NAME, MAX_SUBSCRIPTIONS, Msg } from './protocol.js';
 import { ownerOf, setOwner } from './owner.js';
 import { MessageSender } from './sender.js';
 import type { RpcStream, StreamLink } from './stream.js';
@@ -86,17 +87,12 @@ export interface Refable {
 // Shared, only ever read: replaced by a Set of its own before its first write.
 const NO_NAMES: Set<string> = new Set();
 
-const CLOSE_GRACE_MS = 2_000;
-// Event names one connection may subscribe to. The peer chooses the names,
-// so without a bound its subscriptions would grow with every byte it sends
-// (2 000 000 names took a server from 55 to 213 MiB).
-const MAX_SUBSCRIPTIONS = 4096;
-// The longest event name a peer may subscribe to. The count above bounds
-// the names, not their size: each could be as long as a message (150 names
-// of 1 MiB took a server from 56 to 245 MiB). Event names are identifiers,
-// like method names, and the envelope writes names up to 246 characters
-// itself (envelope.ts); 256 leaves a connection's names at most ~1 MiB.
-const MAX_EVENT_NAME = 256;
+/** How long close() waits for the peer to end its side, unless told. */
+export const CLOSE_GRACE_MS = 2_000;
+
+function destroyChannel(channel: FramedChannel): void {
+  channel.destroy();
+}
 
 export class RpcConnection extends (EventEmitter as new () => TypedEmitter<ConnectionEvents>) implements StreamLink {
   /** The peer's pid/uid/gid, or null over a transport that cannot tell. */
@@ -289,10 +285,22 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
    * writes are flushed, and a peer that does not close its side in time is
    * cut off.
    */
-  close(): void {
+  /**
+   * Ends our side once what is queued has left, and closes when the peer
+   * ends its side too, or `grace` ms later if it does not (0: at once,
+   * waiting for nothing; Infinity: for as long as the peer takes). A second
+   * close() may only shorten the wait.
+   */
+  close(grace = CLOSE_GRACE_MS): void {
+    const bad = badTimeout('grace', grace);
+    if (bad) throw bad;
     if (!this.channel.closed) {
-      this.channel.end();
-      setTimeout(() => this.channel.destroy(), CLOSE_GRACE_MS).unref();
+      if (grace <= 0) this.channel.destroy();
+      else {
+        this.channel.end();
+        // (Past setTimeout's range it would fire at once: the longest it waits is MAX_DELAY, 24.8 days.)
+        if (grace !== Infinity) setTimeout(destroyChannel, Math.min(grace, MAX_DELAY), this.channel).unref();
+      }
     }
     if (!this.#closed) this.#teardown(rpcError(RpcCode.CONNECTION_CLOSED, 'the connection was closed locally'));
   }

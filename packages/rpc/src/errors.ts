@@ -65,6 +65,16 @@ export function rpcError(code: string, message: string, data?: unknown): RpcErro
   return new RpcError(message, { code, data });
 }
 
+/**
+ * A message too large to send, with whose limit it passed in `data`:
+ * `limitOf: 'receiver'` is the maxMessageSize the peer announced,
+ * `'sender'` the sender's own. (It travels when it fails an answer, so the
+ * caller can tell a limit of its own, which it may raise, from the server's.)
+ */
+export function messageTooLarge(message: string, size: number, limit: number, limitOf: 'receiver' | 'sender'): RpcError {
+  return rpcError(RpcCode.MESSAGE_TOO_LARGE, message, { size, limit, limitOf });
+}
+
 /** A bad argument or option, as Node's own (and @afunix/transport's) are reported. */
 export function invalidArgValue(name: string, message: string): TypeError & { code: string } {
   return Object.assign(new TypeError(`The argument '${name}' ${message}`), { code: 'ERR_INVALID_ARG_VALUE' });

@@ -9,7 +9,7 @@ export { type ErrorRecord, RemoteAggregateError, RpcCode, RpcError, type RpcErro
 export { Fd } from './fd.js';
 export { type CallContext, type CallInfo, type Interceptor } from './incoming.js';
 export type { PeerPolicy } from './policy.js';
-export { MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
+export { DEFAULT_MAX_MESSAGE_SIZE, MAX_EVENT_NAME, MAX_SUBSCRIPTIONS, MIN_MAX_MESSAGE_SIZE, Msg, PROTOCOL_VERSION, STREAM_WINDOW } from './protocol.js';
 export { type RpcServerOptions, RpcServer, createServer } from './server.js';
 export { CHANNEL_FD, type Helper, type SpawnHelperOptions, serveParent, spawnHelper } from './spawn.js';
 export { RpcStream } from './stream.js';

@@ -33,6 +33,12 @@ export function receiveLimit(channel: FramedChannel): number {
   return packet ? Math.min(frame, packet.receive - HEADER_SIZE) : frame;
 }
 
+/** The largest payload our own socket can send (a seqpacket packet), or undefined on a stream. */
+export function ownSendLimit(channel: FramedChannel): number | undefined {
+  const packet = packetLimits(channel);
+  return packet ? packet.send - HEADER_SIZE : undefined;
+}
+
 /** The largest payload this side may send: the peer's word, and our packet size. */
 export function sendLimit(channel: FramedChannel, peerAnnounced: number | undefined): number | undefined {
   const packet = packetLimits(channel);

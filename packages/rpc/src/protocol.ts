@@ -1,6 +1,8 @@
 // Message kinds and protocol constants. Every frame payload is one msgpack
 // array whose first element is the kind; docs/PROTOCOL.md defines each.
 
+import { DEFAULT_MAX_FRAME_SIZE } from '@afunix/framing';
+
 export const PROTOCOL_VERSION = 1;
 
 export const Msg = {
@@ -38,6 +40,26 @@ export const Msg = {
  * the last resort to fit), so every call can always be answered.
  */
 export const MIN_MAX_MESSAGE_SIZE = 4096;
+
+/** The maxMessageSize a side announces unless told otherwise (16 MiB). */
+export const DEFAULT_MAX_MESSAGE_SIZE = DEFAULT_MAX_FRAME_SIZE;
+
+/**
+ * Event names one connection may subscribe to. The peer chooses the names,
+ * so without a bound its subscriptions would grow with every byte it sends
+ * (2 000 000 names took a server from 55 to 213 MiB): past it, a
+ * SUBSCRIBE is a PROTOCOL_ERROR.
+ */
+export const MAX_SUBSCRIPTIONS = 4096;
+
+/**
+ * The longest event name a peer may subscribe to. The count above bounds
+ * the names, not their size: each could be as long as a message (150 names
+ * of 1 MiB took a server from 56 to 245 MiB). Event names are identifiers,
+ * like method names, and the envelope writes names up to 246 characters
+ * itself (envelope.ts); 256 leaves a connection's names at most ~1 MiB.
+ */
+export const MAX_EVENT_NAME = 256;
 
 /** Items a producer may send before the first CREDIT. */
 export const STREAM_WINDOW = 32;

@@ -6,8 +6,9 @@ import type { FramedChannel } from '@afunix/framing';
 import type { SentCallback } from '@afunix/transport';
 import { type Encoded, encode } from './codec.js';
 import { NO_ID, encodeMessageLent } from './envelope.js';
-import { RpcCode, rpcError } from './errors.js';
+import { RpcCode, messageTooLarge, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
+import { ownSendLimit } from './limits.js';
 
 const debug = debuglog('afunix');
 
@@ -82,7 +83,7 @@ export class MessageSender {
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
       closeAll(transfers);
-      throw rpcError(RpcCode.MESSAGE_TOO_LARGE, `a message of ${length} bytes is more than the peer accepts (${limit})`);
+      throw this.#tooLarge(length, limit);
     }
     try {
       const ok = lent
@@ -93,11 +94,21 @@ export class MessageSender {
     } catch (err) {
       closeAll(transfers);
       const code = (err as { code?: string }).code;
-      if (code === 'FRAME_TOO_LARGE') throw rpcError(RpcCode.MESSAGE_TOO_LARGE, (err as Error).message);
+      if (code === 'FRAME_TOO_LARGE') throw messageTooLarge((err as Error).message, length, this.#channel.limits.maxFrameSize, 'sender');
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', (err as Error).message);
       if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
       throw err;
     }
+  }
+
+  // Over the limit: the peer's (its hello's maxMessageSize), or, on
+  // seqpacket, what our own socket can send in one packet.
+  #tooLarge(length: number, limit: number): Error {
+    const own = ownSendLimit(this.#channel);
+    if (own !== undefined && own <= limit) {
+      return messageTooLarge(`a message of ${length} bytes is more than this socket can send in one packet (${limit})`, length, limit, 'sender');
+    }
+    return messageTooLarge(`a message of ${length} bytes is more than the peer accepts (${limit})`, length, limit, 'receiver');
   }
 
   // A message with fds hears whether they left: transferred ones are closed

@@ -6,8 +6,9 @@ import { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect as connectSocket, socketPair } from '@afunix/transport';
-import { RpcCode, RpcError, connect, createServer } from '../src/index.js';
-import { eventually, openFdCount, tempDir } from './helpers.js';
+import { RpcCode, RpcError, type RpcClient, connect, createServer } from '../src/index.js';
+import { type Service, eventually, openFdCount, startService, tempDir } from './helpers.js';
+import type { Lab } from './lab.js';
 import { runFixture } from './procs.js';
 
 interface Adder {
@@ -267,5 +268,50 @@ describe('$events once the client is closed', () => {
     expect(refused).toBeNull();
     await eventually(() => server.publish('tick', 5) === 1);
     await eventually(() => ticks.includes(5));
+  });
+});
+
+describe('$close({ timeout }) against a server that does not answer', () => {
+  // A service in its own process, stopped (SIGSTOP): it never ends its side.
+  async function frozen(): Promise<{ client: RpcClient<Lab>; service: Service; pending: Promise<unknown> }> {
+    dir = tempDir();
+    const service = await startService(join(dir.dir, 'frozen.sock'));
+    cleanups.push(() => service.stop());
+    const client = await connect<Lab>(service.address);
+    cleanups.push(() => client.$close({ timeout: 0 }));
+    expect(await client.add(1, 2)).toBe(3);
+    process.kill(service.pid, 'SIGSTOP');
+    cleanups.push(() => process.kill(service.pid, 'SIGCONT'));
+    const pending = client.delay(10, 1).catch((err: unknown) => err);
+    return { client, service, pending };
+  }
+
+  const state = (p: Promise<unknown>) => Promise.race([p.then(() => 'settled'), settle(500).then(() => 'pending')]);
+
+  it('timeout: 0 cuts the connection at once; the pending call fails with CONNECTION_CLOSED', async () => {
+    const { client, pending } = await frozen();
+    // (Resolved while the server is still stopped, well inside the default
+    // 2 s grace: nothing was waited for.)
+    expect(await state(client.$close({ timeout: 0 }))).toBe('settled');
+    expect(await pending).toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
+    expect(client.$connection).toBe(null);
+  });
+
+  it('the default close waits for the server; a second $close() with a shorter timeout cuts the wait short', async () => {
+    const { client } = await frozen();
+    const graceful = client.$close();
+    expect(await state(graceful)).toBe('pending');
+    const cut = client.$close({ timeout: 0 });
+    expect(cut).toBe(graceful);
+    // (Well before the 1.5 s left of the default grace.)
+    expect(await state(cut)).toBe('settled');
+  });
+
+  it('refuses a timeout that is not a number >= 0', async () => {
+    const { client } = await frozen();
+    for (const timeout of [-1, Number.NaN, '5'] as unknown[]) {
+      await expect(client.$close({ timeout } as { timeout: number })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    expect(client.$connection).not.toBe(null);
   });
 });

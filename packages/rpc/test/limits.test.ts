@@ -56,6 +56,7 @@ describe('message size', () => {
     await expect(c.echo(Buffer.alloc(2 * MiB, 1))).rejects.toMatchObject({
       code: RpcCode.MESSAGE_TOO_LARGE,
       message: expect.stringMatching(/\d+ bytes/),
+      data: { size: expect.any(Number), limit: MiB, limitOf: 'receiver' },
     });
     expect(c.$connection).toBe(conn);
     expect(await c.add(2, 2)).toBe(4);
@@ -66,9 +67,18 @@ describe('message size', () => {
   it('fails a result larger than the client accepts with MESSAGE_TOO_LARGE; the connection survives', async () => {
     const c = await client(small.address, { maxMessageSize: 64 * 1024 });
     const conn = c.$connection;
-    await expect(c.big(128 * 1024)).rejects.toMatchObject({ code: RpcCode.MESSAGE_TOO_LARGE });
+    // (The server's error: whose limit it was travels with it.)
+    await expect(c.big(128 * 1024)).rejects.toMatchObject({ code: RpcCode.MESSAGE_TOO_LARGE, data: { limit: 64 * 1024, limitOf: 'receiver' } });
     expect(c.$connection).toBe(conn);
     expect((await c.big(1024)).length).toBe(1024);
+  });
+
+  it("fails a message over the sender's own maxMessageSize, under the peer's, with limitOf: 'sender'", async () => {
+    const c = await client(small.address, { maxMessageSize: 64 * 1024 });
+    const err = (await c.echo(Buffer.alloc(128 * 1024, 1)).catch((e: unknown) => e)) as { data?: { size: number } };
+    expect(err).toMatchObject({ code: RpcCode.MESSAGE_TOO_LARGE, data: { limit: 64 * 1024, limitOf: 'sender' } });
+    expect(err.data!.size).toBeGreaterThan(128 * 1024);
+    expect(await c.add(1, 1)).toBe(2);
   });
 });
 
