@@ -1,6 +1,7 @@
 // Command-line parsing on node:util parseArgs: every command gets --help,
 // and any parse failure becomes a usage error (exit 2) that names the command.
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { DEFAULT_MAX_MESSAGE_SIZE, MIN_MAX_MESSAGE_SIZE } from '@afunix/rpc';
 import { Exit, usageError } from './errors.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -25,11 +26,9 @@ export const TIMEOUT_OPTION = { timeout: { type: 'string' } } as const satisfies
 export const JSON_OPTION = { json: { type: 'boolean' } } as const satisfies Options;
 export const MAX_MESSAGE_OPTION = { 'max-message-size': { type: 'string' } } as const satisfies Options;
 
-/** The largest message the CLI takes from a server unless told otherwise (rpc's own default). */
-export const DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024;
-// What the option may be: rpc's floor (MIN_MAX_MESSAGE_SIZE, so that an
-// error can always answer) and the frame format's ceiling (a 32-bit length).
-const MIN_MESSAGE_SIZE = 4096;
+// What --max-message-size may be: rpc's floor (so that an error can always
+// answer) and the frame format's ceiling (a 32-bit length). Left out, it is
+// rpc's own default (DEFAULT_MAX_MESSAGE_SIZE).
 const MAX_MESSAGE_SIZE = 0xffff_ffff;
 const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
@@ -76,8 +75,8 @@ export function maxMessageSizeFrom(values: Values): number {
   if (raw === undefined) return DEFAULT_MAX_MESSAGE_SIZE;
   const match = typeof raw === 'string' ? /^(\d+)([KMG]?)$/i.exec(raw) : null;
   const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toUpperCase()]! : NaN;
-  if (!(bytes >= MIN_MESSAGE_SIZE && bytes <= MAX_MESSAGE_SIZE)) {
-    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
+  if (!(bytes >= MIN_MAX_MESSAGE_SIZE && bytes <= MAX_MESSAGE_SIZE)) {
+    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MAX_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
   }
   return bytes;
 }

@@ -131,9 +131,9 @@ export function explainConnectFailure(err: unknown, address: string, timeout: nu
 }
 
 // How long a finished command waits for the peer to close its side. The
-// rpc client's own $close() waits up to 2 s for that before it cuts the
-// connection off, and a stopped or wedged server never closes: the CLI
-// would end 2 s late, for a courtesy nobody needs once the answer is in.
+// rpc client's $close() waits up to 2 s by default, and a stopped or
+// wedged server never closes: the CLI would end 2 s late, for a courtesy
+// nobody needs once the answer is in.
 const HANGUP_GRACE_MS = 200;
 
 /**
@@ -142,16 +142,7 @@ const HANGUP_GRACE_MS = 200;
  * not hide the real outcome.
  */
 export async function hangUp(client: RpcClient<Contract>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, HANGUP_GRACE_MS)));
-  try {
-    await Promise.race([client.$close(), late]);
-  } catch {
-    // The connection is gone either way.
-  } finally {
-    clearTimeout(timer);
-  }
-  await cutOff(client);
+  await closeWithin(client, HANGUP_GRACE_MS);
 }
 
 /**
@@ -161,11 +152,14 @@ export async function hangUp(client: RpcClient<Contract>): Promise<void> {
  * that aborts what it was doing for us.
  */
 export async function cutOff(client: RpcClient<Contract>): Promise<void> {
-  client.$connection?.destroy();
+  await closeWithin(client, 0);
+}
+
+async function closeWithin(client: RpcClient<Contract>, timeout: number): Promise<void> {
   try {
-    await client.$close();
+    await client.$close({ timeout });
   } catch {
-    // As above.
+    // The connection is gone either way.
   }
 }
 

@@ -105,28 +105,47 @@ function remoteFailure(err: unknown, method: string): CliError {
 }
 
 /**
- * The server could not send us its answer because our hello said we take
- * less: the limit is the CLI's own, so say how to raise it. (The error
- * comes back over the connection like a method's; the rpc layer words it
- * "a message of N bytes is more than the peer accepts (L)".)
+ * The answer could not reach us for its size: over our own limit (the
+ * CLI's, announced in our hello: say how to raise it), or over the
+ * server's (nothing the CLI can raise, and not the method throwing
+ * either). The error says whose in `data.limitOf`; a server from before
+ * that only words it ("a message of N bytes is more than the peer accepts
+ * (L)" for ours, "cannot send a frame of N bytes: maxFrameSize is L" for
+ * its own).
  */
 function resultTooLarge(err: unknown, method: string, limit: number): CliError | null {
   if (codeOf(err) !== RpcCode.MESSAGE_TOO_LARGE) return null;
-  const ours = /a message of (\d+) bytes is more than the peer accepts \((\d+)\)/.exec(messageOf(err));
-  if (ours && Number(ours[2]) <= limit) {
+  const over = sizeLimit(err);
+  if (over?.limitOf === 'receiver' && over.limit <= limit) {
     return new CliError(
-      `the answer to ${method} (${ours[1]} bytes) is larger than the CLI accepts (${ours[2]} bytes): raise the limit with --max-message-size ${ours[1]}`,
+      `the answer to ${method} (${over.size} bytes) is larger than the CLI accepts (${over.limit} bytes): raise the limit with --max-message-size ${over.size}`,
       RpcCode.MESSAGE_TOO_LARGE,
       Exit.USAGE,
     );
   }
-  // The server's own limit (its maxMessageSize bounds what it sends too):
-  // nothing the CLI can raise, and not the method throwing either.
-  const theirs = /cannot send a frame of (\d+) bytes: maxFrameSize is (\d+)/.exec(messageOf(err));
-  if (theirs) {
-    return new CliError(`the server cannot send the answer to ${method} (${theirs[1]} bytes): its own limit is ${theirs[2]} bytes`, RpcCode.MESSAGE_TOO_LARGE, Exit.REMOTE);
+  if (over?.limitOf === 'sender') {
+    return new CliError(`the server cannot send the answer to ${method} (${over.size} bytes): its own limit is ${over.limit} bytes`, RpcCode.MESSAGE_TOO_LARGE, Exit.REMOTE);
   }
   return null; // the method's own failure
+}
+
+interface SizeLimit {
+  size: number;
+  limit: number;
+  limitOf: 'receiver' | 'sender';
+}
+
+function sizeLimit(err: unknown): SizeLimit | null {
+  const data = (err as { data?: Partial<SizeLimit> }).data;
+  if (data && typeof data.size === 'number' && typeof data.limit === 'number' && (data.limitOf === 'receiver' || data.limitOf === 'sender')) {
+    return { size: data.size, limit: data.limit, limitOf: data.limitOf };
+  }
+  const message = messageOf(err);
+  const ours = /a message of (\d+) bytes is more than the peer accepts \((\d+)\)/.exec(message);
+  if (ours) return { size: Number(ours[1]), limit: Number(ours[2]), limitOf: 'receiver' };
+  const theirs = /cannot send a frame of (\d+) bytes: maxFrameSize is (\d+)/.exec(message);
+  if (theirs) return { size: Number(theirs[1]), limit: Number(theirs[2]), limitOf: 'sender' };
+  return null;
 }
 
 function explainCallFailure(err: unknown, method: string, address: string, stop: Interruption, client: RpcClient<Contract>, limit: number): CliError {

@@ -1,5 +1,5 @@
 // afunix watch <socket> <event...>: events as JSON lines until SIGINT/SIGTERM.
-import { type Contract, RpcCode, type RpcClient } from '@afunix/rpc';
+import { type Contract, MAX_EVENT_NAME, MAX_SUBSCRIPTIONS, RpcCode, type RpcClient } from '@afunix/rpc';
 import { MAX_MESSAGE_OPTION, TIMEOUT_OPTION, type Command, maxMessageSizeFrom, parseCommand, printHelp, requirePositionals, timeoutFrom } from '../args.js';
 import { cutOff, describeService, dial } from '../dial.js';
 import { CliError, Exit, connectionError, oneLine, usageError } from '../errors.js';
@@ -31,12 +31,10 @@ ${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.BROKEN_PIPE, Exit.I
 })}`;
 
 const RESERVED_EVENTS = ['newListener', 'removeListener'];
-// What a server takes from one connection (the rpc README: at most 4096
-// event names of at most 256 characters). Past either it closes the
-// connection as a protocol error, which the CLI could only report as a lost
-// connection: the command line is refused here instead.
-const MAX_EVENTS = 4096;
-const MAX_EVENT_NAME = 256;
+// What a server takes from one connection (MAX_SUBSCRIPTIONS names of at
+// most MAX_EVENT_NAME characters). Past either it closes the connection as
+// a protocol error, which the CLI could only report as a lost connection:
+// the command line is refused here instead.
 
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
@@ -73,7 +71,7 @@ function checkEventLimits(events: string[]): void {
     throw usageError(`an event name of ${long.length} characters is longer than a server accepts (at most ${MAX_EVENT_NAME}): ${JSON.stringify(long.slice(0, 32))}…`);
   }
   const count = new Set(events).size;
-  if (count > MAX_EVENTS) throw usageError(`${count} event names are more than one connection may watch (at most ${MAX_EVENTS})`);
+  if (count > MAX_SUBSCRIPTIONS) throw usageError(`${count} event names are more than one connection may watch (at most ${MAX_SUBSCRIPTIONS})`);
 }
 
 /**
