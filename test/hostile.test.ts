@@ -331,6 +331,7 @@ describe("malformed payloads of msgpackr's extension types (PROTOCOL.md 2.3)", (
     ["msgpackr's Error, its record after it", Buffer.from([0xd4, 0x65, 0x00, 0x93, 0xa1, 0x58, 0xa1, 0x6d, 0xc0])],
     ["msgpackr's Set, its members after it", Buffer.from([0xd4, 0x73, 0x00, 0x92, 0x01, 0x02])],
     ['a RegExp followed by a number', Buffer.from([0xd4, 0x78, 0x00, 0x05])],
+    ['a RegExp in msgpackr\'s own form (its cost is unbounded by its size)', Buffer.from([0xd4, 0x78, 0x00, 0x92, 0xa1, 0x61, 0xa1, 0x67])],
   ];
 
   it('each ends its connection with PROTOCOL_ERROR, and only its connection', async () => {
@@ -342,7 +343,7 @@ describe("malformed payloads of msgpackr's extension types (PROTOCOL.md 2.3)", (
     expect(await good.add(3, 4)).toBe(7);
   });
 
-  it('the forms it accepts are answered: an invalid Date, a short BigInt, a RegExp, odd and long lists of errors', async () => {
+  it('the forms it accepts are answered: an invalid Date, a short BigInt, odd and long lists of errors', async () => {
     // An error value (ext 2, as ext 32) around any record.
     const errorValue = (record: object) => {
       const bytes = encodeToBuffer(record as never);
@@ -354,7 +355,6 @@ describe("malformed payloads of msgpackr's extension types (PROTOCOL.md 2.3)", (
       Buffer.from([0xd4, 0xff, 0xff]), // msgpackr's invalid Date
       Buffer.from([0xd4, 0x00, 0x07]), // undefined, its byte not looked at
       Buffer.from([0xd4, 0x42, 0x07]), // 7n in one byte
-      Buffer.from([0xd4, 0x78, 0x00, 0x92, 0xa1, 0x61, 0xa1, 0x67]), // /a/g
       errorValue({ name: 'AggregateError', message: 'odd', errors: 'not a list' }),
       // (5 000 of them errors: echoed, they stay within what a sender sends, 10 000.)
       errorValue({ name: 'AggregateError', message: 'long', errors: Array.from({ length: 50_000 }, (_, i) => (i % 10 ? null : { message: `${i}` })) }),
@@ -369,9 +369,9 @@ describe("malformed payloads of msgpackr's extension types (PROTOCOL.md 2.3)", (
       const answer = framesIn(peer.received())[1]!; // after the server's hello
       const message = decode(answer, null, () => {}).message as unknown[];
       expect(message.slice(0, 2), String(message[2])).toEqual([Msg.RESULT, 1]); // (an ERROR says why)
-      const [when, nothing, seven, re, odd, long] = message[2] as unknown[];
+      const [when, nothing, seven, odd, long] = message[2] as unknown[];
       expect(Number.isNaN((when as Date).getTime())).toBe(true);
-      expect([nothing, seven, re]).toEqual([undefined, 7n, /a/g]);
+      expect([nothing, seven]).toEqual([undefined, 7n]);
       expect(odd).toBeInstanceOf(Error);
       expect(odd).not.toBeInstanceOf(AggregateError);
       expect(odd).toMatchObject({ name: 'AggregateError', message: 'odd' });

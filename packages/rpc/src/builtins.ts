@@ -10,7 +10,7 @@
 // and fails with PROTOCOL_ERROR. The typed arrays (0x74) are left to
 // msgpackr, which already throws for every malformed payload.
 import { addExtension } from 'msgpackr';
-import { RpcCode, type RpcError, describeThrown, rpcError } from './errors.js';
+import { RpcCode, type RpcError, rpcError } from './errors.js';
 
 // msgpackr indexes extensions by their type byte: the timestamp's -1 is 0xff.
 const EXT_TIMESTAMP = 0xff;
@@ -83,40 +83,74 @@ function undefinedValue(p?: Uint8Array): undefined {
 }
 undefinedValue.noBuffer = true;
 
-// msgpackr's Error, Set and bundled strings: an afunix sender writes its own
-// Error and Set (2 and 4) and no bundles, and their form, the value after
-// the extension, is not one a peer's decoder can frame.
-function foreign(name: string): () => never {
-  return () => {
-    throw rpcError(RpcCode.PROTOCOL_ERROR, `extension ${name} is msgpackr's own, not part of the protocol`);
-  };
+// Whether the value being read is an afunix message (codec.ts's
+// decodeAt() says so): the readers below are process-wide, and for another
+// msgpackr user in the process they read as msgpackr does.
+let inMessage = false;
+
+/** @internal codec.ts: an afunix message is being read (true) or no longer (false). */
+export function readingMessage(reading: boolean): void {
+  inMessage = reading;
 }
 
-// A RegExp is the exception: an afunix sender writes one as msgpackr does,
-// fixext 1 followed by [source, flags], for which msgpackr calls `read`
-// with that value. Any other form, or any other value, is refused.
-function regExp(): never {
-  throw malformed('RegExp', 'not fixext 1 followed by [source, flags]');
+function notInProtocol(what: string): RpcError {
+  return rpcError(RpcCode.PROTOCOL_ERROR, `extension ${what} is not part of the protocol`);
 }
-regExp.read = (value: unknown): RegExp => {
-  if (!Array.isArray(value) || value.length !== 2 || typeof value[0] !== 'string' || typeof value[1] !== 'string') {
-    throw malformed('RegExp', 'not followed by [source, flags]');
-  }
-  try {
-    return new RegExp(value[0], value[1]);
-  } catch (err) {
-    throw malformed('RegExp', describeThrown(err));
-  }
-};
+
+// msgpackr's Error, Set and RegExp, written as fixext 1 followed by their
+// value (for which msgpackr calls `read` with that value). An afunix
+// sender writes its own Error and Set (2 and 4), and refuses a RegExp: a
+// peer's RegExp costs what V8 takes to compile it, unbounded by its size
+// (each \p{L} with the u flag is ~0.2 ms: a 20 KB hello took 0.9 s). In an
+// afunix message each is refused; elsewhere each is what msgpackr makes of
+// it (its readers, as of msgpackr 2.1.4), in msgpackr's own form only.
+function foreign(what: string, read: (value: unknown) => unknown): ((payload: Uint8Array) => never) & { read(value: unknown): unknown } {
+  const reader = (): never => {
+    throw inMessage ? notInProtocol(what) : malformed(what, 'not fixext 1 followed by its value');
+  };
+  reader.read = (value: unknown): unknown => {
+    if (inMessage) throw notInProtocol(what);
+    return read(value);
+  };
+  return reader;
+}
+
+const ERROR_CLASSES: Record<string, ErrorConstructor | undefined> = Object.assign(Object.create(null) as Record<string, ErrorConstructor>, {
+  Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
+});
+
+function msgpackrError(value: unknown): Error {
+  const [name, message, cause, errors] = value as [unknown, string, unknown, unknown[] | undefined];
+  if (name === 'AggregateError') return new AggregateError(errors ?? [], message, { cause });
+  const Class = typeof name === 'string' ? ERROR_CLASSES[name] : undefined;
+  if (Class) return new Class(message, { cause });
+  const error = new Error(message, { cause });
+  error.name = String(name);
+  return error;
+}
+
+function msgpackrRegExp(value: unknown): RegExp {
+  const [source, flags] = value as [string, string];
+  return new RegExp(source, flags);
+}
+
+// Bundled strings read their strings from an offset the sender chooses,
+// which msgpackr does not keep within the message (in a small message's
+// reused scratch buffer, that is the previous message's bytes): refused
+// everywhere, for msgpackr's reader cannot be kept for others. A process
+// that loads afunix cannot read msgpackr's `bundleStrings` output.
+function bundledStrings(): never {
+  throw notInProtocol("0x62 (msgpackr's bundled strings)");
+}
 
 const readers: Array<[number, (payload: Uint8Array) => unknown]> = [
   [EXT_TIMESTAMP, timestamp],
   [EXT_UNDEFINED, undefinedValue],
   [EXT_BIGINT, bigInt],
-  [EXT_MSGPACKR_ERROR, foreign('0x65 (Error)')],
-  [EXT_MSGPACKR_SET, foreign('0x73 (Set)')],
-  [EXT_MSGPACKR_BUNDLE, foreign('0x62 (bundled strings)')],
-  [EXT_MSGPACKR_REGEXP, regExp],
+  [EXT_MSGPACKR_ERROR, foreign("0x65 (msgpackr's Error)", msgpackrError)],
+  [EXT_MSGPACKR_SET, foreign("0x73 (msgpackr's Set)", (value) => new Set(value as Iterable<unknown>))],
+  [EXT_MSGPACKR_REGEXP, foreign('0x78 (RegExp)', msgpackrRegExp)],
+  [EXT_MSGPACKR_BUNDLE, bundledStrings],
 ];
 // Reading only: msgpackr still writes these types itself.
 for (const [type, unpack] of readers) addExtension({ type, unpack });

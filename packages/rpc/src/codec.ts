@@ -2,7 +2,7 @@
 // types: Date as timestamp, undefined, BigInt, typed arrays, checked as they
 // are read in builtins.ts), four extension types carry what an RPC needs:
 // Map, Error, Fd and Set. docs/PROTOCOL.md gives the byte-level definitions.
-import './builtins.js';
+import { readingMessage } from './builtins.js';
 import { SMALL_FRAME } from '@afunix/framing';
 import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
@@ -334,6 +334,7 @@ export function decodeAt(source: Uint8Array, start: number, end: number, fds: nu
   incomingFds = fds;
   incomingWrapped = null;
   decoding = true;
+  readingMessage(true);
   let value: unknown;
   try {
     value = unpackRange(source, start, end);
@@ -348,6 +349,7 @@ export function decodeAt(source: Uint8Array, start: number, end: number, fds: nu
       : rpcError(RpcCode.PROTOCOL_ERROR, `undecodable message: ${(err as Error).message}`);
   } finally {
     decoding = false;
+    readingMessage(false);
     fills = null;
     unpacker = packr;
     if (fds) for (const fd of fds) if (fd >= 0) closeFd(fd);

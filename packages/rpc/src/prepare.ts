@@ -118,6 +118,8 @@ function prepare(value: unknown, depth: number): unknown {
     }
   }
   if (value instanceof Error || value instanceof ArrayBuffer) return value;
+  // (A receiver refuses one: compiling a peer's pattern costs what it will.)
+  if (value instanceof RegExp) throw new Unsendable('a RegExp (send its source and flags)');
   return prepareObject(value as Record<string, unknown>, depth + 1);
 }
 

@@ -1,5 +1,6 @@
 // The decoder on what a peer controls: the cost of extension values, how
 // deep they nest, and the forms an Fd index may take.
+import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decode, encode, encodeToBuffer, prepareValue } from '../src/codec.js';
 import { Fd, Msg, RemoteAggregateError, RpcCode, RpcError } from '../src/index.js';
@@ -349,7 +350,24 @@ describe("msgpackr's standard extension types from a peer (PROTOCOL.md 2.3)", ()
     expect(view.getUint8(1)).toBe(6);
   });
 
-  it('a RegExp, as an afunix sender writes it (fixext 1, then [source, flags])', () => {
-    expect(roundTrip(/a+b/gu)).toEqual(/a+b/gu);
+  it('a RegExp is refused both ways: compiling a peer\'s pattern costs what it will (a \\p{L} ~0.2 ms)', () => {
+    expect(() => prepareValue([/a+b/gu], 'args')).toThrow(expect.objectContaining({ code: RpcCode.ENCODE_ERROR, message: expect.stringContaining('RegExp') }));
+    const written = Buffer.from([0xd4, 0x78, 0x00, 0x92, 0xa1, 0x61, 0xa1, 0x67]); // msgpackr's /a/g
+    expect(() => decoded(written)).toThrow(expect.objectContaining({ code: RpcCode.PROTOCOL_ERROR }));
+  });
+
+  it("leaves another msgpackr user in the process msgpackr's own readings of its Error, Set and RegExp", () => {
+    const other = new Unpackr({ moreTypes: true });
+    const after = (ext: number, value: unknown[]) => Buffer.concat([Buffer.from([0xd4, ext, 0x00]), new Packr({ useRecords: false }).pack(value)]);
+    expect(other.unpack(after(0x73, [1, 2]))).toEqual(new Set([1, 2]));
+    expect(other.unpack(after(0x78, ['a+', 'g']))).toEqual(/a+/g);
+    const err = other.unpack(after(0x65, ['TypeError', 'bad', null])) as Error;
+    expect(err).toBeInstanceOf(TypeError);
+    expect(err.message).toBe('bad');
+    const named = other.unpack(after(0x65, ['constructor', 'odd', null])) as Error;
+    expect(named).toBeInstanceOf(Error);
+    expect(named.name).toBe('constructor');
+    // (The same bytes in an afunix message are refused: see above.)
+    expect(() => decoded(after(0x73, [1, 2]))).toThrow(expect.objectContaining({ code: RpcCode.PROTOCOL_ERROR }));
   });
 });
