@@ -58,6 +58,7 @@ export class UnixSocket extends Duplex {
   #fd: number;
   #handle: NativeHandle | null;
   #writes: WriteQueue;
+  #unrefd = false;
   #reading = false;
   #receiver: Receiver | null = null;
   #peer: Credentials | undefined;
@@ -201,7 +202,7 @@ export class UnixSocket extends Duplex {
     });
   }
 
-  /** @internal The queue has room again after a send() that found it full. */
+  /** @internal WriteQueue: the queue has room again after a send() that found it full. */
   queueDrained(): void {
     // A write() that returned false meanwhile gets the Writable's own 'drain'.
     if (!writableNeedsDrain.call(this)) this.emit('drain');
@@ -251,13 +252,25 @@ export class UnixSocket extends Duplex {
 
   /** Keep (ref) or stop keeping (unref) the process alive for this socket. */
   ref(): this {
+    this.#unrefd = false;
     this.#handle?.ref();
     return this;
   }
 
+  /** As net.Socket#unref(): writes still waiting for room hold the process until they leave. */
   unref(): this {
-    this.#handle?.unref();
+    this.#unrefd = true;
+    if (!this.#writes.waitingForRoom) this.#handle?.unref();
     return this;
+  }
+
+  /** @internal WriteQueue: writes began (true) or stopped (false) waiting for room in the kernel. */
+  writesWaiting(waiting: boolean): void {
+    // (net's pending write requests hold the loop; the poll handle is all
+    // we have, so an unref'd socket is ref'd meanwhile.)
+    if (!this.#unrefd) return;
+    if (waiting) this.#handle?.ref();
+    else this.#handle?.unref();
   }
 
   override _read(): void {

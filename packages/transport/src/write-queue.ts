@@ -17,6 +17,8 @@ export interface WriteHost {
   destroy(err?: Error): unknown;
   /** The queue fell below the high-water mark after a send() that found it full. */
   queueDrained(): void;
+  /** Writes began (true) or stopped (false) waiting for the socket to be writable. */
+  writesWaiting(waiting: boolean): void;
 }
 
 /** Hears that a batch of writes is about to leave (see WriteQueue.batchStarted). */
@@ -429,7 +431,13 @@ export class WriteQueue {
     if (this.#watching === on || !this.#handle) return;
     this.#watching = on;
     const r = this.#handle.watchWritable(on);
-    if (r < 0) this.#host.destroy(systemError(r, 'poll'));
+    if (r < 0) return void this.#host.destroy(systemError(r, 'poll'));
+    this.#host.writesWaiting(on);
+  }
+
+  /** Whether writes wait for the socket to be writable (the writable watch is on). */
+  get waitingForRoom(): boolean {
+    return this.#watching;
   }
 
   /** The socket is writable again (the handle's writable callback). */

@@ -366,3 +366,33 @@ describe('when a socket goes away', () => {
     expect(await child.exited).toEqual({ code: 0, signal: null });
   });
 });
+
+describe('unref()', () => {
+  it('writes still waiting for room hold the process until they have left, as net.Socket does', async () => {
+    const path = join(dir.path, 'unref.sock');
+    const size = 8 * 1024 * 1024;
+    let received = 0;
+    let ended!: () => void;
+    const end = new Promise<void>((resolve) => (ended = resolve));
+    let reading!: UnixSocket;
+    server = createServer((s) => {
+      reading = s;
+      sockets.push(s);
+      s.pause(); // (the child's queue fills: its writes wait for room)
+      s.on('data', (d: Buffer) => (received += d.length));
+      s.on('end', ended);
+    });
+    await server.listen(path);
+    const child = nodeChild('unref_writer.mjs', [path, String(size), 'unref']);
+    const said = await child.next<{ queued: number }>();
+    expect(said.queued).toBeGreaterThan(0);
+    // The child's main module has returned; only its socket's writes are left.
+    await delay(300);
+    expect(child.proc.exitCode).toBe(null);
+    reading.resume();
+    await end;
+    expect(received).toBe(size);
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
