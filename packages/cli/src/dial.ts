@@ -169,12 +169,12 @@ async function closeWithin(client: RpcClient<Contract>, timeout: number): Promis
  * (CONNECTION_CLOSED), a refusal (DESCRIBE_FAILED, the server's own code in
  * the message), or an answer that is not a description (BAD_DESCRIPTION).
  */
-export async function describeService(client: RpcClient<Contract>, address: string, timeout = DEFAULT_CONNECT_TIMEOUT): Promise<ServiceDescription> {
+export async function describeService(client: RpcClient<Contract>, address: string, timeout = DEFAULT_CONNECT_TIMEOUT, signal?: AbortSignal): Promise<ServiceDescription> {
   const conn = client.$connection;
   if (!conn) throw connectionError(`the connection to ${address} closed`, RpcCode.CONNECTION_CLOSED);
   let answer: unknown;
   try {
-    answer = await conn.call(DESCRIBE, [], { timeout });
+    answer = await conn.call(DESCRIBE, [], { timeout, signal });
   } catch (err) {
     const code = codeOf(err);
     if (code === RpcCode.TIMEOUT) throw connectionError(`${address} did not describe itself within ${timeout} ms`, code);

@@ -63,7 +63,8 @@ export function argumentsFromTokens(tokens: readonly string[]): unknown[] {
  */
 export async function argumentsFromFile(path: string): Promise<unknown[]> {
   const where = path === '-' ? '--args-file - (standard input)' : `--args-file ${path}`;
-  const text = await readArgsText(path, where);
+  // (A leading byte-order mark, as some Windows editors write one, is not JSON.)
+  const text = (await readArgsText(path, where)).replace(/^\uFEFF/, '');
   let value: unknown;
   try {
     value = JSON.parse(text);

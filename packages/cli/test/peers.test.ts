@@ -119,7 +119,9 @@ describe('a server that freezes mid-call', () => {
     thaw();
     expect(r.code).toBe(3);
     expect(oneLineError(r.stderr)).toBe('afunix: slow did not finish within 1500 ms [ETIMEDOUT]');
-    expect(took).toBeLessThan(1500 + 1000);
+    // (Before: ~4.3 s, the timeout then rpc's 2 s close grace and more. The
+    // margin is for a busy machine, not a speed claim.)
+    expect(took).toBeLessThan(1500 + 1500);
   });
 
   it('SIGINT ends the CLI at once', async () => {
@@ -130,7 +132,8 @@ describe('a server that freezes mid-call', () => {
     const took = performance.now() - sent;
     thaw();
     expect(r.code).toBe(130);
-    expect(took).toBeLessThan(1000);
+    // (Before: 2.03 s, rpc's close grace; healthy: ~0.03 s.)
+    expect(took).toBeLessThan(1500);
   });
 });
 
@@ -146,7 +149,8 @@ describe('answers larger than 16 MiB', () => {
   });
 
   it('the CLI says the limit is its own and how to raise it (exit 2)', async () => {
-    const r = await afunix(['call', sock, 'huge', String(size)]);
+    // (A server whose own limit is larger: raising the CLI's is then the fix.)
+    const r = await afunix(['call', roomy, 'huge', String(size)]);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toMatch(
       /^afunix: the answer to huge \((\d+) bytes\) is larger than the CLI accepts \(16777216 bytes\): raise the limit with --max-message-size \1 \[MESSAGE_TOO_LARGE\]$/,
@@ -164,9 +168,13 @@ describe('answers larger than 16 MiB', () => {
   });
 
   it("the server's own limit is the server's: not the method throwing, nothing to raise here", async () => {
-    const r = await afunix(['call', sock, 'huge', String(size), '--max-message-size', '32M']);
-    expect(r.code).toBe(1);
-    expect(oneLineError(r.stderr)).toMatch(/^afunix: the server cannot send the answer to huge \(\d+ bytes\): its own limit is 16777216 bytes \[MESSAGE_TOO_LARGE\]$/);
+    // Over both limits, the CLI's and the server's, it is the server's that is
+    // named: raising the CLI's would not help (it used to suggest that).
+    for (const extra of [['--max-message-size', '32M'], []]) {
+      const r = await afunix(['call', sock, 'huge', String(size), ...extra]);
+      expect(r.code).toBe(1);
+      expect(oneLineError(r.stderr)).toMatch(/^afunix: the server cannot send the answer to huge \(\d+ bytes\): its own limit is 16777216 bytes \[MESSAGE_TOO_LARGE\]$/);
+    }
   });
 
   it.each(['1k', '4095', '4G', '1.5M', 'lots'])('--max-message-size %s is a usage error', async (value) => {

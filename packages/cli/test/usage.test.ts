@@ -95,6 +95,10 @@ describe('call --args-file: arguments from a file or standard input', () => {
     const r = await afunixWithInput(['call', sock, 'add', '--args-file', '-'], '[40, 2]');
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('42\n');
+    // (A byte-order mark before the JSON, as some editors write one, is not an error.)
+    const marked = await afunixWithInput(['call', sock, 'add', '--args-file', '-'], '\uFEFF[1, 2]');
+    expect(marked.stderr).toBe('');
+    expect(marked.stdout).toBe('3\n');
     const file = join(tmp.dir, 'label.txt');
     writeFileSync(file, 'content');
     const fd = await afunixWithInput(['call', sock, 'readLabelled', '--args-file', '-', '--fd', file], '["label", "$fd0"]');

@@ -5,7 +5,7 @@
 import { readingMessage } from './builtins.js';
 import { SMALL_FRAME } from '@afunix/framing';
 import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
-import { RpcCode, RpcError, errorToRecord, recordToError, rpcError } from './errors.js';
+import { RpcCode, RpcError, errorToRecord, recordToError, rpcError, stackless } from './errors.js';
 import { Fd } from './fd.js';
 import { MapBox, prepareNested } from './prepare.js';
 import { packSpliced, splicesPending } from './splice.js';
@@ -68,13 +68,7 @@ function fill(target: Filled, payload: Buffer): void {
 // would show only the decoder, and capturing it was most of the cost of a
 // message full of errors (29 us each): it gets none.
 function placeholderError(): RpcError {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    return new RpcError('');
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
+  return stackless('');
 }
 
 // An Fd's payload is a small non-negative integer, read here directly (a

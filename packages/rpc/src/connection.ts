@@ -281,15 +281,11 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   }
 
   /**
-   * Closes the connection: pending calls fail with CONNECTION_CLOSED, queued
-   * writes are flushed, and a peer that does not close its side in time is
-   * cut off.
-   */
-  /**
-   * Ends our side once what is queued has left, and closes when the peer
-   * ends its side too, or `grace` ms later if it does not (0: at once,
-   * waiting for nothing; Infinity: for as long as the peer takes). A second
-   * close() may only shorten the wait.
+   * Closes the connection: pending calls fail with CONNECTION_CLOSED at
+   * once; what is queued is sent and our side ends. It closes when the peer
+   * ends its side too, or `grace` ms later if it does not (default 2,000;
+   * 0: at once, waiting for nothing; Infinity: for as long as the peer
+   * takes). A second close() may only shorten the wait.
    */
   close(grace = CLOSE_GRACE_MS): void {
     const bad = badTimeout('grace', grace);

@@ -59,6 +59,14 @@ export class RpcError extends Error {
     this.code = options.code ?? RpcCode.INTERNAL;
     if (options.data !== undefined) this.data = options.data;
   }
+
+  // A received AggregateError is a RemoteAggregateError, an AggregateError,
+  // which an RpcError cannot also be: `instanceof RpcError` holds for it
+  // all the same, so that one test covers every error from the wire.
+  // (Subclasses keep the plain test.)
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, value) || (this === RpcError && value instanceof RemoteAggregateError);
+  }
 }
 
 export function rpcError(code: string, message: string, data?: unknown): RpcError {
@@ -304,10 +312,19 @@ export function recordToError(record: unknown, depth = 0, into?: RpcError): Erro
 // error costs, which a peer would have us do for every error it lists: it
 // gets none, as the decoder's placeholders get none.
 function unstacked(message: string, options: RpcErrorOptions, errors: unknown[] | undefined): RpcError | RemoteAggregateError {
+  return errors ? withoutStack(() => new RemoteAggregateError(errors, message, options)) : stackless(message, options);
+}
+
+/** An RpcError that captures no stack (decoded errors: their stack would show only the decoder). */
+export function stackless(message: string, options?: RpcErrorOptions): RpcError {
+  return withoutStack(() => new RpcError(message, options));
+}
+
+function withoutStack<T>(make: () => T): T {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {
-    return errors ? new RemoteAggregateError(errors, message, options) : new RpcError(message, options);
+    return make();
   } finally {
     Error.stackTraceLimit = limit;
   }

@@ -103,7 +103,11 @@ export class MessageSender {
 
   // Over the limit: the peer's (its hello's maxMessageSize), or, on
   // seqpacket, what our own socket can send in one packet.
+  // Over our own limit too, it is ours that the caller must hear of: the
+  // peer's could be raised and the message still not leave.
   #tooLarge(length: number, limit: number): Error {
+    const frame = this.#channel.limits.maxFrameSize;
+    if (length > frame) return messageTooLarge(`cannot send a frame of ${length} bytes: maxFrameSize is ${frame}`, length, frame, 'sender');
     const own = ownSendLimit(this.#channel);
     if (own !== undefined && own <= limit) {
       return messageTooLarge(`a message of ${length} bytes is more than this socket can send in one packet (${limit})`, length, limit, 'sender');

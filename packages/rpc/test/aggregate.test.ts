@@ -64,6 +64,9 @@ afterAll(() => client.$close());
 
 function expectAllFailed(err: unknown, code: string): void {
   expect(err).toBeInstanceOf(AggregateError);
+  // (One test covers every error from the wire; a subclass keeps the plain test.)
+  expect(err).toBeInstanceOf(RpcError);
+  expect(err).not.toBeInstanceOf(class Narrower extends RpcError {});
   expect(err).toMatchObject({ name: 'AggregateError', message: 'all failed', code });
   const { errors, cause } = err as AggregateError;
   expect(cause).toMatchObject({ name: 'Error', message: 'why' });

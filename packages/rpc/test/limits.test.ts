@@ -69,6 +69,8 @@ describe('message size', () => {
     const conn = c.$connection;
     // (The server's error: whose limit it was travels with it.)
     await expect(c.big(128 * 1024)).rejects.toMatchObject({ code: RpcCode.MESSAGE_TOO_LARGE, data: { limit: 64 * 1024, limitOf: 'receiver' } });
+    // Over the server's own limit as well: that one is named, since raising ours would not help.
+    await expect(c.big(2 * MiB)).rejects.toMatchObject({ code: RpcCode.MESSAGE_TOO_LARGE, data: { limit: MiB, limitOf: 'sender' } });
     expect(c.$connection).toBe(conn);
     expect((await c.big(1024)).length).toBe(1024);
   });

@@ -174,16 +174,16 @@ const LISTED_METHODS = 12;
  * can tell. Should $describe list the method after all, the error came
  * from inside it (a handler passing on a call of its own) and is its own.
  */
-async function missingMethod(err: unknown, client: RpcClient<Contract>, address: string, method: string): Promise<CliError> {
-  const offered = await methodNames(client, address);
+async function missingMethod(err: unknown, client: RpcClient<Contract>, address: string, method: string, signal: AbortSignal): Promise<CliError> {
+  const offered = await methodNames(client, address, signal);
   if (offered?.includes(method)) return remoteFailure(err, method);
   return new CliError(`the service at ${address} has no method ${JSON.stringify(method)}${methodHint(offered, method, address)}`, RpcCode.METHOD_NOT_FOUND, Exit.USAGE);
 }
 
 /** The service's method names, or null when it cannot say (the hint is only a hint). */
-async function methodNames(client: RpcClient<Contract>, address: string): Promise<string[] | null> {
+async function methodNames(client: RpcClient<Contract>, address: string, signal: AbortSignal): Promise<string[] | null> {
   try {
-    return (await describeService(client, address, SUGGEST_TIMEOUT)).methods.map((m) => m.name);
+    return (await describeService(client, address, SUGGEST_TIMEOUT, signal)).methods.map((m) => m.name);
   } catch {
     return null;
   }
@@ -244,7 +244,11 @@ async function callOnce(client: RpcClient<Contract>, { address, method, args, ti
     await printOutcome(pending instanceof RpcStream ? pending : await pending);
   } catch (err) {
     if (err instanceof CliError) throw err;
-    if (!stop.reason && codeOf(err) === RpcCode.METHOD_NOT_FOUND) throw await missingMethod(err, client, address, method);
+    if (!stop.reason && codeOf(err) === RpcCode.METHOD_NOT_FOUND) {
+      // (The hint asks the service for its names: --timeout and signals still end it.)
+      const missing = await missingMethod(err, client, address, method, stop.controller.signal);
+      if (!stop.reason) throw missing;
+    }
     throw explainCallFailure(err, method, address, stop, client, maxMessageSize);
   } finally {
     stop.dispose();

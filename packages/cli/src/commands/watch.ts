@@ -11,7 +11,7 @@ const help = `Usage: afunix watch <socket> <event>... [--timeout <ms>] [--max-me
 
 Subscribes to the named events and prints each one as a JSON line,
 {"event": "<name>", "args": [...]}, until SIGINT (Ctrl-C) or SIGTERM; then
-it unsubscribes, closes the connection and exits 0. Once subscribed it says
+it closes the connection (the server drops its subscriptions) and exits 0. Once subscribed it says
 so on stderr ("watching ..."): events published after that line are seen.
 An event the service does not name (in its $describe answer) gets a
 warning; a service that cannot describe itself is watched all the same,
