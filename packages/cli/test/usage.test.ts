@@ -162,6 +162,15 @@ describe('call: a method the service does not have', () => {
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toBe(`afunix: the service at ${refusing} has no method "nosuch" [METHOD_NOT_FOUND]`);
   });
+
+  it('--timeout still bounds the call while the hint waits for a silent $describe', async () => {
+    const silent = join(tmp.dir, 'silent.sock');
+    await fixture('odd-describe.mjs', silent, 'silent');
+    // (Before: the hint waited out its own 2 s, then said "no method", exit 2.)
+    const r = await afunix(['call', silent, 'nosuch', '--timeout', '500']);
+    expect(r.code).toBe(3);
+    expect(oneLineError(r.stderr)).toBe('afunix: nosuch did not finish within 500 ms [ETIMEDOUT]');
+  });
 });
 
 describe('help texts list the exit statuses each command can return', () => {
