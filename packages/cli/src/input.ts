@@ -79,6 +79,9 @@ export async function argumentsFromFile(path: string): Promise<unknown[]> {
 async function readArgsText(path: string, where: string): Promise<string> {
   try {
     if (path !== '-') return await readFile(path, 'utf8');
+    // A terminal gives no end of input by itself: say how to give one, as
+    // `cat` users know it, rather than wait in silence.
+    if (process.stdin.isTTY) process.stderr.write('afunix: reading the argument list (a JSON array) from the terminal; end it with Ctrl-D\n');
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks).toString('utf8');
