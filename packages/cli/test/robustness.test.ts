@@ -237,6 +237,19 @@ describe('interrupted before the call is made', () => {
     }
   });
 
+  it('watch: a signal while the server leaves $describe unanswered ends it at once (0), with no "watching" line', async () => {
+    const silent = join(tmp.dir, 'silent-describe.sock');
+    await fixture('odd-describe.mjs', silent, 'silent');
+    // (A long --timeout: before, the watch waited it out, signal or not.)
+    const child = spawnCli(['watch', silent, 'tick', '--timeout', '60000']);
+    const outcome = outcomeOf(child, 15_000);
+    await delay(1000); // connected and subscribed by then; $describe unanswered
+    child.kill('SIGINT');
+    const r = await outcome;
+    expect({ code: r.code, signal: r.signal }).toEqual({ code: 0, signal: null });
+    expect(r.stderr).not.toContain('watching');
+  });
+
   it('an --fd FIFO nobody writes to: --timeout bounds the wait (2), SIGINT ends it (130), and the CLI exits', async () => {
     const fifo = join(tmp.dir, 'fifo');
     expect(spawnSync('mkfifo', [fifo]).status).toBe(0);

@@ -39,9 +39,16 @@ const RESERVED_EVENTS = ['newListener', 'removeListener'];
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
 /** Resolves on the first of SIGINT, SIGTERM or the connection going away. */
-function untilEnd(lifecycle: NodeJS.EventEmitter): { ended: Promise<Ending>; dispose(): void } {
-  let finish!: (e: Ending) => void;
-  const ended = new Promise<Ending>((resolve) => (finish = resolve));
+// `signal` is aborted once the watch ends, so that setup still under way
+// (the $describe behind the warning) stops with it.
+function untilEnd(lifecycle: NodeJS.EventEmitter): { ended: Promise<Ending>; signal: AbortSignal; dispose(): void } {
+  let resolveEnded!: (e: Ending) => void;
+  const ended = new Promise<Ending>((resolve) => (resolveEnded = resolve));
+  const stop = new AbortController();
+  const finish = (e: Ending): void => {
+    resolveEnded(e);
+    stop.abort();
+  };
   const onSignal = () => finish({ kind: 'signal' });
   const onLost = (reason: Error | null) => finish({ kind: 'lost', reason });
   process.on('SIGINT', onSignal);
@@ -49,6 +56,7 @@ function untilEnd(lifecycle: NodeJS.EventEmitter): { ended: Promise<Ending>; dis
   lifecycle.on('disconnect', onLost);
   return {
     ended,
+    signal: stop.signal,
     dispose() {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -80,10 +88,11 @@ function checkEventLimits(events: string[]): void {
  * nonsense is still watched (with a warning). A lost connection is not
  * shrugged off: the watch is over.
  */
-async function offeredEvents(client: RpcClient<Contract>, address: string, timeout: number | undefined): Promise<string[] | null> {
+async function offeredEvents(client: RpcClient<Contract>, address: string, timeout: number | undefined, signal: AbortSignal): Promise<string[] | null> {
   try {
-    return (await describeService(client, address, timeout)).events;
+    return (await describeService(client, address, timeout, signal)).events;
   } catch (err) {
+    if (signal.aborted) return null; // (the watch is over: nothing to warn about)
     if (!(err instanceof CliError) || err.code === RpcCode.CONNECTION_CLOSED) throw err;
     process.stderr.write(`afunix: warning: the event names are not checked: ${oneLine(err.message)} [${oneLine(err.code)}]\n`);
     return null;
@@ -120,9 +129,11 @@ export const watch: Command = {
       for (const name of new Set(events)) emitter.on(name, (...args: unknown[]) => printLine({ event: name, args }));
       // Calls are answered in order, so once $describe answers, the server
       // has taken our subscriptions: the readiness line below is truthful.
-      const offered = await offeredEvents(client, address!, timeout);
-      if (offered) warnAboutUnknown(events, offered, address!);
-      process.stderr.write(`afunix: watching ${events.join(', ')} on ${address} (Ctrl-C to stop)\n`);
+      const offered = await offeredEvents(client, address!, timeout, end.signal);
+      if (!end.signal.aborted) {
+        if (offered) warnAboutUnknown(events, offered, address!);
+        process.stderr.write(`afunix: watching ${events.join(', ')} on ${address} (Ctrl-C to stop)\n`);
+      }
       const ending = await end.ended;
       if (ending.kind === 'lost') {
         throw connectionError(`the connection to ${address} was lost${ending.reason ? `: ${ending.reason.message}` : ''}`, 'CONNECTION_CLOSED');
