@@ -8,7 +8,6 @@ import { pipedIntoHead } from '../../test-support/piped.js';
 
 const main = fileURLToPath(new URL('../main.mjs', import.meta.url));
 
-
 it('runs a call, a stream and an fd pass across two processes, then exits 0 by itself', async () => {
   const child = spawn(process.execPath, [main], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -7,7 +7,6 @@ import { pipedIntoHead } from '../../test-support/piped.js';
 
 const main = fileURLToPath(new URL('../main.mjs', import.meta.url));
 
-
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -10,7 +10,6 @@ import { pipedIntoHead } from '../../test-support/piped.js';
 const main = fileURLToPath(new URL('../main.mjs', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
-
 async function runMain(as: { uid?: number; gid?: number } = {}): Promise<string[]> {
   const broker = spawn(process.execPath, [main], { stdio: ['ignore', 'pipe', 'pipe'], ...as });
   let stdout = '';

@@ -29,7 +29,7 @@ export const MAX_MESSAGE_OPTION = { 'max-message-size': { type: 'string' } } as 
 // What --max-message-size may be: rpc's floor (so that an error can always
 // answer) and the frame format's ceiling (a 32-bit length). Left out, it is
 // rpc's own default (DEFAULT_MAX_MESSAGE_SIZE).
-const MAX_MESSAGE_SIZE = 0xffff_ffff;
+const MAX_SIZE_OPTION = 0xffff_ffff;
 const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 
 export function parseCommand(command: string, argv: string[], options: Options): Parsed {
@@ -75,8 +75,8 @@ export function maxMessageSizeFrom(values: Values): number {
   if (raw === undefined) return DEFAULT_MAX_MESSAGE_SIZE;
   const match = typeof raw === 'string' ? /^(\d+)([KMG]?)$/i.exec(raw) : null;
   const bytes = match ? Number(match[1]) * SIZE_UNITS[match[2]!.toUpperCase()]! : NaN;
-  if (!(bytes >= MIN_MAX_MESSAGE_SIZE && bytes <= MAX_MESSAGE_SIZE)) {
-    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MAX_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
+  if (!(bytes >= MIN_MAX_MESSAGE_SIZE && bytes <= MAX_SIZE_OPTION)) {
+    throw usageError(`--max-message-size needs a whole number of bytes from ${MIN_MAX_MESSAGE_SIZE} to ${MAX_SIZE_OPTION} (or with K, M or G: 64M), got ${JSON.stringify(raw)}`);
   }
   return bytes;
 }

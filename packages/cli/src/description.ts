@@ -32,8 +32,8 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** "null", "an array", "a number": what a field was instead. */
-function kindOf(v: unknown): string {
+/** "null", "an array", "a number": what a JSON value (or a field) was instead. */
+export function kindOf(v: unknown): string {
   if (v === null) return 'null';
   if (v === undefined) return 'missing';
   if (Array.isArray(v)) return 'an array';

@@ -2,8 +2,8 @@
 // readable line: a missing socket, a stale one, permissions, a peer that is
 // not afunix, a server that refuses us, a deadline.
 import { lstatSync } from 'node:fs';
-import { type Contract, DESCRIBE, RpcCode, type RpcClient, type ServiceDescription, connect } from '@afunix/rpc';
 import { basename } from 'node:path';
+import { type Contract, DESCRIBE, RpcCode, type RpcClient, type ServiceDescription, connect } from '@afunix/rpc';
 import { type ConnectionType, SUN_PATH_SIZE, features, isAbstract } from '@afunix/transport';
 import { descriptionProblem } from './description.js';
 import { CliError, codeOf, connectionError, messageOf, usageError } from './errors.js';

@@ -15,6 +15,7 @@ import { closeSync, constants, open, openSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Fd } from '@afunix/rpc';
 import { codeOf, usageError } from './errors.js';
+import { kindOf } from './description.js';
 import { setOwn } from './render.js';
 
 const FD_PLACEHOLDER = /^\$fd(\d+)$/;
@@ -71,7 +72,7 @@ export async function argumentsFromFile(path: string): Promise<unknown[]> {
   } catch (err) {
     throw usageError(`${where} is not JSON: ${text.trim() === '' ? 'it is empty' : (err as Error).message}`);
   }
-  if (!Array.isArray(value)) throw usageError(`${where} must hold a JSON array, the argument list (as in [1, "two"]), not ${describeJson(value)}`);
+  if (!Array.isArray(value)) throw usageError(`${where} must hold a JSON array, the argument list (as in [1, "two"]), not ${kindOf(value)}`);
   checkNumbers(text, where);
   return value;
 }
@@ -88,11 +89,6 @@ async function readArgsText(path: string, where: string): Promise<string> {
   } catch (err) {
     throw usageError(`cannot read ${where}: ${codeOf(err) || (err as Error).message}`);
   }
-}
-
-function describeJson(value: unknown): string {
-  if (value === null) return 'null';
-  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
 function isBase64Marker(value: object): value is { $base64: string } {

@@ -5,8 +5,20 @@
 export const INTERRUPTED = Symbol('interrupted');
 export const TIMED_OUT = Symbol('timed out');
 
-// setTimeout's largest delay (a longer one fires at once).
+// setTimeout's largest delay: a longer one fires after 1 ms (with a
+// TimeoutOverflowWarning), so a longer --timeout is waited for in steps.
 const MAX_DELAY = 2 ** 31 - 1;
+
+/** A timer for any number of ms, past setTimeout's range too; `cancel()` stops it. */
+export function afterMs(ms: number, fire: () => void): { cancel(): void } {
+  let timer: NodeJS.Timeout;
+  const arm = (left: number): void => {
+    const delay = Math.min(left, MAX_DELAY);
+    timer = setTimeout(() => (left > delay ? arm(left - delay) : fire()), delay);
+  };
+  arm(ms);
+  return { cancel: () => clearTimeout(timer) };
+}
 
 // Work given up on still holds the event loop (a connect waiting for its
 // hello, an open on a libuv thread): the CLI exits at once, not after it.
@@ -30,7 +42,7 @@ export function untilInterrupted<T>(
 ): Promise<T | typeof INTERRUPTED | typeof TIMED_OUT> {
   return new Promise((resolve, reject) => {
     let settled = false;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: { cancel(): void } | undefined;
     const stop = (why: typeof INTERRUPTED | typeof TIMED_OUT) => {
       if (settled) return;
       settled = true;
@@ -42,17 +54,17 @@ export function untilInterrupted<T>(
       stop(INTERRUPTED);
     };
     const done = () => {
-      clearTimeout(timer);
+      timer?.cancel();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    if (timeout !== undefined && timeout < MAX_DELAY) {
-      timer = setTimeout(() => {
+    if (timeout !== undefined) {
+      timer = afterMs(timeout, () => {
         abandonedWork = true;
         stop(TIMED_OUT);
-      }, timeout);
+      });
     }
     let work: Promise<T>;
     try {

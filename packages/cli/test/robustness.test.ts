@@ -265,6 +265,21 @@ describe('interrupted before the call is made', () => {
     expect(oneLineError(r.stderr)).toBe('afunix: add was interrupted [INTERRUPTED]');
   });
 
+  it('an --args-file FIFO nobody writes to: bounded as an --fd one, --timeout (2) and SIGTERM (130)', async () => {
+    const fifo = join(tmp.dir, 'args-fifo');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const timedOut = await afunix(['call', sock, 'add', '--args-file', fifo, '--timeout', '300'], {});
+    expect({ code: timedOut.code, signal: timedOut.signal }).toEqual({ code: 2, signal: null });
+    expect(oneLineError(timedOut.stderr)).toBe('afunix: cannot read --args-file within 300 ms (a FIFO or standard input waits for its writer to finish) [USAGE]');
+    const child = spawnCli(['call', sock, 'add', '--args-file', fifo]);
+    const outcome = outcomeOf(child, 15_000);
+    await waitsForWriter(child.pid!);
+    child.kill('SIGTERM');
+    const r = await outcome;
+    expect({ code: r.code, signal: r.signal }).toEqual({ code: 130, signal: null });
+    expect(oneLineError(r.stderr)).toBe('afunix: add was interrupted [INTERRUPTED]');
+  });
+
   // (Needs root: the CLI runs as another user, who may read the FIFO but not write it.)
   it.runIf(isRoot)('a FIFO it may read but not write: its open cannot be called off, so the CLI ends by its own signal, at once', async () => {
     const dir = tempDir();

@@ -7,7 +7,7 @@ import { CliError, Exit, codeOf, connectionError, messageOf, usageError } from '
 import { OpenedFiles, argumentsFromFile, argumentsFromTokens, buildArguments, releaseFifoOpens } from '../input.js';
 import { exitStatusHelp } from '../exit-status.js';
 import { printLine, printResult, toJson } from '../render.js';
-import { INTERRUPTED, TIMED_OUT, abandonStuck, untilInterrupted } from '../waiting.js';
+import { INTERRUPTED, TIMED_OUT, abandonStuck, afterMs, untilInterrupted } from '../waiting.js';
 
 const help = `Usage: afunix call <socket> <method> [args... | --args-file <path>|-] [--fd <path>]...
                    [--timeout <ms>] [--max-message-size <bytes>]
@@ -55,26 +55,17 @@ ${exitStatusHelp([Exit.OK, Exit.REMOTE, Exit.USAGE, Exit.CONNECTION, Exit.INTERR
   [Exit.INTERRUPTED]: 'interrupted by SIGINT or SIGTERM, while connecting or during the call',
 })}`;
 
-// setTimeout's largest delay: a longer one fires after 1 ms (with a
-// TimeoutOverflowWarning), so a longer --timeout is waited for in steps.
-const MAX_DELAY = 2 ** 31 - 1;
-
 /** Ends a call early on --timeout or on SIGINT/SIGTERM, and remembers which. */
 class Interruption {
   readonly controller = new AbortController();
   reason: 'timeout' | 'signal' | null = null;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: { cancel(): void } | undefined;
   #onSignal = () => this.#stop('signal');
 
   constructor(readonly timeout: number | undefined) {
-    if (timeout !== undefined) this.#arm(timeout);
+    if (timeout !== undefined) this.#timer = afterMs(timeout, () => this.#stop('timeout'));
     process.once('SIGINT', this.#onSignal);
     process.once('SIGTERM', this.#onSignal);
-  }
-
-  #arm(left: number): void {
-    const delay = Math.min(left, MAX_DELAY);
-    this.#timer = setTimeout(() => (left > delay ? this.#arm(left - delay) : this.#stop('timeout')), delay);
   }
 
   #stop(reason: 'timeout' | 'signal'): void {
@@ -83,7 +74,7 @@ class Interruption {
   }
 
   dispose(): void {
-    clearTimeout(this.#timer);
+    this.#timer?.cancel();
     process.off('SIGINT', this.#onSignal);
     process.off('SIGTERM', this.#onSignal);
   }
@@ -282,7 +273,14 @@ export const call: Command = {
     const maxMessageSize = maxMessageSizeFrom(values);
     const paths = (values.fd as string[] | undefined) ?? [];
     checkFdCount(paths);
-    const list = await argumentList(tokens, values['args-file'] as string | undefined);
+    // (A FIFO or a standard input nobody ends waits like an --fd FIFO: bounded the same way.)
+    const argsFile = values['args-file'] as string | undefined;
+    const list = await untilInterrupted(() => argumentList(tokens, argsFile), timeout, () => {});
+    if (typeof list === 'symbol' && argsFile !== undefined && argsFile !== '-' && !releaseFifoOpens([argsFile])) {
+      abandonStuck(list === INTERRUPTED ? 'SIGINT' : 'SIGTERM');
+    }
+    if (list === INTERRUPTED) throw interrupted(method);
+    if (list === TIMED_OUT) throw usageError(`cannot read --args-file within ${timeout} ms (a FIFO or standard input waits for its writer to finish)`);
     const abandoned = new AbortController();
     const files = await untilInterrupted(() => OpenedFiles.open(paths, abandoned.signal), timeout, (late) => late.close());
     if (typeof files === 'symbol') {

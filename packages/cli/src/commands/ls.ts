@@ -76,17 +76,24 @@ function socketsIn(dir: string): Found[] {
   for (const e of entries) {
     const socket = join(dir, e.name);
     if (e.isSocket()) found.push({ socket });
-    else if (e.isSymbolicLink() && linksToSocket(socket)) found.push({ socket, target: readlinkSync(socket) });
+    else if (e.isSymbolicLink()) {
+      const target = socketLinkTarget(socket);
+      if (target !== null) found.push({ socket, target });
+    }
   }
   return found.sort((a, b) => (a.socket < b.socket ? -1 : a.socket > b.socket ? 1 : 0));
 }
 
-/** Whether a symlink ends at a socket (a dangling or looping link does not). */
-function linksToSocket(path: string): boolean {
+/**
+ * Where a symlink points, if it ends at a socket; null for a dangling or
+ * looping link, one to anything else, or one gone since the directory was
+ * read (runtime directories change under us).
+ */
+function socketLinkTarget(path: string): string | null {
   try {
-    return statSync(path).isSocket();
+    return statSync(path).isSocket() ? readlinkSync(path) : null;
   } catch {
-    return false;
+    return null;
   }
 }
 

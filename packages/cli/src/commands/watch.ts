@@ -31,10 +31,6 @@ ${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.CONNECTION, Exit.BROKEN_PIPE, Exit.I
 })}`;
 
 const RESERVED_EVENTS = ['newListener', 'removeListener'];
-// What a server takes from one connection (MAX_SUBSCRIPTIONS names of at
-// most MAX_EVENT_NAME characters). Past either it closes the connection as
-// a protocol error, which the CLI could only report as a lost connection:
-// the command line is refused here instead.
 
 type Ending = { kind: 'signal' } | { kind: 'lost'; reason: Error | null };
 
@@ -72,6 +68,10 @@ function warnAboutUnknown(events: string[], offered: string[], address: string):
   }
 }
 
+// What a server takes from one connection (MAX_SUBSCRIPTIONS names of at
+// most MAX_EVENT_NAME characters). Past either it closes the connection as
+// a protocol error, which the CLI could only report as a lost connection:
+// the command line is refused here instead.
 /** A usage error for names no server would take (String length: the server counts UTF-16 units too). */
 function checkEventLimits(events: string[]): void {
   const long = events.find((e) => e.length > MAX_EVENT_NAME);
