@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // afunix: inspect, call and watch afunix services from the shell.
 import { readFileSync } from 'node:fs';
-import { type Command, printHelp } from './args.js';
+import { type Command, nearestName, printHelp } from './args.js';
 import { call } from './commands/call.js';
 import { info } from './commands/info.js';
 import { ls } from './commands/ls.js';
@@ -31,11 +31,21 @@ ${exitStatusHelp(ALL_STATUSES, { [Exit.INTERRUPTED]: 'interrupted by SIGINT (Ctr
 }
 
 /** afunix help [command], as git help commit: that command's help; a topic there is none for is a usage error. */
-function help(topic: string | undefined): number {
-  if (topic === undefined) return printHelp(overview());
+function help(topics: string[]): number {
+  const [topic, ...extra] = topics;
+  if (extra.length > 0) throw usageError(`afunix help takes at most one command, got ${topics.length}`);
+  // (help help, help --help: the overview, which says what help does.)
+  if (topic === undefined || topic === 'help' || topic === '--help' || topic === '-h') return printHelp(overview());
   const asked = commands.find((c) => c.name === topic);
-  if (!asked) throw usageError(`no help for ${JSON.stringify(topic)}: it is not a command (commands: ${commands.map((c) => c.name).join(', ')})`);
+  if (!asked) throw usageError(`no help for ${JSON.stringify(topic)}: it is not a command${commandHint(topic)}`);
   return printHelp(asked.help);
+}
+
+// "did you mean call?" for a near name, else the list.
+function commandHint(given: string): string {
+  const names = commands.map((c) => c.name);
+  const near = nearestName(given, names);
+  return near ? ` (did you mean ${near}?)` : ` (commands: ${names.join(', ')})`;
 }
 
 function version(): string {
@@ -51,10 +61,10 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(overview());
     return Exit.USAGE;
   }
-  if (name === '--help' || name === '-h' || name === 'help') return help(rest[0]);
+  if (name === '--help' || name === '-h' || name === 'help') return help(rest);
   if (name === '--version' || name === '-V') return printHelp(version());
   const command = commands.find((c) => c.name === name);
-  if (!command) throw usageError(`unknown command ${JSON.stringify(name)} (commands: ${commands.map((c) => c.name).join(', ')})`);
+  if (!command) throw usageError(`unknown command ${JSON.stringify(name)}${commandHint(name)}`);
   return command.run(rest);
 }
 

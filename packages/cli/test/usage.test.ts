@@ -234,6 +234,21 @@ describe('no command, or help on something that is not one (exit 2, as git)', ()
     expect(oneLineError(r.stderr)).toBe('afunix: no help for "nosuch": it is not a command (commands: info, methods, call, watch, ls) [USAGE]');
   });
 
+  it('a near command name is suggested; help help is the overview; help takes one topic', async () => {
+    const near = await afunix(['cal']);
+    expect(near.code).toBe(2);
+    expect(oneLineError(near.stderr)).toBe('afunix: unknown command "cal" (did you mean call?) [USAGE]');
+    expect(oneLineError((await afunix(['help', 'calll'])).stderr)).toBe('afunix: no help for "calll": it is not a command (did you mean call?) [USAGE]');
+    for (const topic of ['help', '--help']) {
+      const r = await afunix(['help', topic]);
+      expect(r.code, topic).toBe(0);
+      expect(r.stdout).toMatch(/^Usage: afunix <command>/);
+    }
+    const extra = await afunix(['help', 'call', 'extra']);
+    expect(extra.code).toBe(2);
+    expect(oneLineError(extra.stderr)).toBe('afunix: afunix help takes at most one command, got 2 [USAGE]');
+  });
+
   it('afunix help alone is still the overview, exit 0', async () => {
     const r = await afunix(['help']);
     expect(r.code).toBe(0);
