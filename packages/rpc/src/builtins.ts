@@ -7,7 +7,9 @@
 // afunix frames a value (PROTOCOL.md 2.3). The readers below replace
 // msgpackr's for those types, process-wide as every extension is: each
 // checks its payload as it reads it, no pass of its own over the message,
-// and fails with PROTOCOL_ERROR. The typed arrays (0x74) are left to
+// and fails with PROTOCOL_ERROR. msgpackr's own Error, Set and RegExp are
+// refused in afunix messages only, and read as msgpackr reads them for
+// anyone else in the process. The typed arrays (0x74) are left to
 // msgpackr, which already throws for every malformed payload.
 import { addExtension } from 'msgpackr';
 import { RpcCode, type RpcError, rpcError } from './errors.js';
