@@ -136,11 +136,12 @@ function msgpackrRegExp(value: unknown): RegExp {
   return new RegExp(source, flags);
 }
 
-// Bundled strings read their strings from an offset the sender chooses,
-// which msgpackr does not keep within the message (in a small message's
-// reused scratch buffer, that is the previous message's bytes): refused
-// everywhere, for msgpackr's reader cannot be kept for others. A process
-// that loads afunix cannot read msgpackr's `bundleStrings` output.
+// Bundled strings are read from an offset the sender chooses, past the
+// value that uses them: not a form a peer's message should take (in a
+// small message's reused scratch buffer, bytes past its end are an earlier
+// message's). Refused everywhere, for msgpackr's own reader works on its
+// internal state and cannot be kept for others: a process that loads
+// afunix cannot read msgpackr's `bundleStrings` output.
 function bundledStrings(): never {
   throw notInProtocol("0x62 (msgpackr's bundled strings)");
 }
