@@ -88,7 +88,7 @@ export interface Refable {
 const NO_NAMES: Set<string> = new Set();
 
 /** How long close() waits for the peer to end its side, unless told. */
-export const CLOSE_GRACE_MS = 2_000;
+const CLOSE_GRACE_MS = 2_000;
 
 function destroyChannel(channel: FramedChannel): void {
   channel.destroy();

@@ -3,7 +3,7 @@
 import { prepareValue } from './codec.js';
 import { CallTable } from './call-table.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
-import { RpcCode, abortError, invalidArgValue, rpcError, shownValue } from './errors.js';
+import { RpcCode, type RpcError, abortError, invalidArgValue, rpcError, shownValue } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
 import type { MessageSender } from './sender.js';
@@ -168,7 +168,7 @@ export class OutgoingCalls {
     if (!watch) return;
     this.#watches!.delete(signal); // (so #settle's #unwatch leaves the ids alone)
     const ids = typeof watch.ids === 'number' ? [watch.ids] : watch.ids;
-    for (const id of ids) this.#abandon(id, abortError(signal.reason), RpcCode.ABORTED);
+    for (const id of ids) this.#abandon(id, abortError(signal.reason));
   }
 
   // Why a call cannot start at all, or null.
@@ -190,7 +190,7 @@ export class OutgoingCalls {
     const delay = Math.min(left, MAX_DELAY);
     pending.timer = setTimeout(() => {
       if (left > delay) this.#armDeadline(id, pending, method, timeout, left - delay);
-      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`), RpcCode.TIMEOUT);
+      else this.#abandon(id, rpcError(RpcCode.TIMEOUT, `${method} timed out after ${timeout} ms`));
     }, delay);
     pending.timer.unref();
   }
@@ -217,15 +217,15 @@ export class OutgoingCalls {
   }
 
   // The caller gave up (abort or deadline): fail locally, and tell the peer
-  // why (`why`, the code the call failed with here), so that its handler's
-  // signal says the same.
-  #abandon(id: number, err: Error, why: string): void {
+  // why (the code the call failed with here), so that its handler's signal
+  // says the same.
+  #abandon(id: number, err: RpcError): void {
     const pending = this.#pending.get(id);
     if (!pending) return;
     this.#settle(id, pending);
     if (pending.stream) pending.stream.abort(err);
     else pending.reject(err);
-    this.#sender.trySend([Msg.CANCEL, id, why]);
+    this.#sender.trySend([Msg.CANCEL, id, err.code]);
   }
 
   #settle(id: number, pending: Pending): void {
