@@ -22,6 +22,7 @@ const WORKLOADS = {
   W4: 'W4 fd passing: one pipe fd per call, 256 in flight, 20,000 measured (+1,000 warm-up)',
   W5: 'W5 fan-out: one server, 100 subscribed connections in 4 client processes, 2,000 events each',
   W6: 'W6 idle connections: 10,000 concurrent connections from 4 client processes',
+  W7: 'W7 cold call: a fresh process loads the client, connects, makes one call and exits; 15 of them',
 };
 
 function fmt(v, digits = 0) {
@@ -168,6 +169,19 @@ export function renderMarkdown(doc) {
     { head: 'external B/conn', key: 'external_per_conn', digits: 0 },
     { head: 'connections/s', key: 'connects_per_s', digits: 0 },
   ], { key: 'rss_per_conn', lower: true }));
+  const { get, systems } = index(doc);
+  if (systems.some((x) => get(x.system, 'W7'))) {
+    out.push('', `### ${WORKLOADS.W7}`, '');
+    out.push('What a CLI pays to ask a daemon one thing (not in the issue’s list; no target). Median ms from spawn to exit, and the same above a process of Node alone (which loads nothing), run before each; the phases, in the process: loading the client library (its adapter file), connecting (with any handshake), the call, and closing. The server is one warm process throughout.', '');
+    out.push(workloadTable(doc, 'W7', [
+      { head: 'ms', key: 'median_ms', digits: 1 },
+      { head: 'above Node’s start', key: 'above_node_ms', digits: 1 },
+      { head: 'load ms', key: 'load_ms', digits: 1 },
+      { head: 'connect ms', key: 'connect_ms', digits: 1 },
+      { head: 'call ms', key: 'call_ms', digits: 1 },
+      { head: 'close ms', key: 'close_ms', digits: 1 },
+    ], { key: 'above_node_ms', lower: true }));
+  }
   out.push('');
   out.push('Systems: afunix rpc over a stream and a seqpacket unix socket, and over TCP loopback; the hand-written baseline (node:net + 4-byte length prefix + msgpackr, bench/lib/rpc-baseline.mjs); vscode-jsonrpc; node-ipc 9.2.1; @grpc/grpc-js over `unix:` with msgpackr as its serializer; birpc over a net socket with msgpackr. Each is one adapter file, bench/lib/rpc-&lt;name&gt;.mjs. Server and clients are separate processes; every answer is checked.');
   out.push('');

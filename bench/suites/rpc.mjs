@@ -21,6 +21,11 @@
 //   W6 idle conns 10,000 concurrent idle connections from 4 client processes (64
 //                 connecting at a time each); server RSS and heap per connection
 //                 (after forced GC, before vs after) and connect+handshake rate.
+//   W7 cold call  what a CLI pays to ask a daemon one thing: a fresh node process
+//                 loads the client, connects, makes one echo call and exits; 15
+//                 such processes one after another, each after one of Node alone
+//                 (loading nothing); median ms from spawn to exit, and above
+//                 Node's own start. Not in the issue's list; no target.
 //
 // A system that cannot finish W1 or W2 within 12 s of measuring (grpc here)
 // stops there; its row says `capped` and how many calls were measured.
@@ -39,19 +44,18 @@
 // A default run writes bench/results/latest.json, docs/benchmarks.md and
 // docs/benchmarks.svg; --quick or a filtered run writes
 // bench/results/latest-dev.json only.
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cpuModel } from '../lib/machine.mjs';
+import { canPin, coldProcess, now, tempPath, until, withServer, works } from '../lib/rpc-processes.mjs';
 import { writeDocs } from '../lib/rpc-report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const libDir = join(here, '..', 'lib');
-const peerFile = join(libDir, 'rpc-peer.mjs');
 const resultsDir = join(here, '..', 'results');
-const NOT_ADAPTERS = new Set(['rpc-peer.mjs', 'rpc-report.mjs']);
+const NOT_ADAPTERS = new Set(['rpc-cold.mjs', 'rpc-peer.mjs', 'rpc-processes.mjs', 'rpc-report.mjs']);
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -68,6 +72,7 @@ const config = quick
       W4: { warmup: 100, calls: 2_000, inflight: 256 },
       W5: { connections: 100, processes: 2, events: 50, batch: 50 },
       W6: { connections: 300, processes: 2, parallel: 64 },
+      W7: { runs: 3 },
     }
   : {
       rounds: 3,
@@ -77,6 +82,7 @@ const config = quick
       W4: { warmup: 1_000, calls: 20_000, inflight: 256 },
       W5: { connections: 100, processes: 4, events: 2_000, batch: 50 },
       W6: { connections: 10_000, processes: 4, parallel: 64 },
+      W7: { runs: 15 },
     };
 const steady = argv.includes('--steady');
 if (steady) {
@@ -85,9 +91,6 @@ if (steady) {
   config.W4 = { ...config.W4, warmup: 5_000, calls: 100_000 };
 }
 if (arg('rounds')) config.rounds = Math.max(1, Number(arg('rounds')) || 1);
-
-const TIMEOUT_MS = 180_000;
-const NOFILE = 65_536;
 
 // ------------------------------------------------------------ systems
 
@@ -101,104 +104,6 @@ async function loadSystems() {
   }
   list.sort((a, b) => (a.order ?? 100) - (b.order ?? 100));
   return onlySystems ? list.filter((s) => onlySystems.includes(s.name)) : list;
-}
-
-// ------------------------------------------------------------ processes
-
-
-const works = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
-const canPin = works('taskset', ['-c', '0', 'true']);
-const canPrlimit = works('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, 'true']);
-
-// Extra node flags for every peer, for profiling a workload, e.g.
-// AFUNIX_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-const nodeArgs = process.env.AFUNIX_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-
-let seq = 0;
-const socketPath = () => join(tmpdir(), `afunix-rpcbench-${process.pid}-${seq++}.sock`);
-const now = () => process.hrtime.bigint();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-class Peer {
-  #waiters = [];
-  #inbox = [];
-  #rid = 0;
-  constructor(role, system, address, options, { pinned = false, nofile = false } = {}) {
-    this.what = `${system.name} ${options.workload ?? ''} ${role}`;
-    const cmd = [process.execPath, '--expose-gc', ...nodeArgs, peerFile, role, system.file, system.name, address, JSON.stringify(options)];
-    if (pinned) cmd.unshift('taskset', '-c', '0');
-    if (nofile && canPrlimit) cmd.unshift('prlimit', `--nofile=${NOFILE}:${NOFILE}`, '--');
-    this.child = spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.exited = new Promise((resolve) =>
-      this.child.once('exit', (code, signal) => {
-        this.gone = signal ?? `code ${code}`;
-        for (const w of this.#waiters.splice(0)) w.reject(new Error(`${this.what}: exited (${this.gone})`));
-        resolve();
-      }),
-    );
-    this.child.on('message', (m) => {
-      const i = this.#waiters.findIndex((w) => w.match(m));
-      if (i < 0) return this.#inbox.push(m);
-      const [w] = this.#waiters.splice(i, 1);
-      w.resolve(m);
-    });
-  }
-
-  /** The next message that satisfies `match`. */
-  next(match, what = 'a message') {
-    const i = this.#inbox.findIndex(match);
-    if (i >= 0) return Promise.resolve(this.#inbox.splice(i, 1)[0]);
-    if (this.gone) return Promise.reject(new Error(`${this.what}: exited (${this.gone})`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.what}: no ${what} in ${TIMEOUT_MS / 1000} s`)), TIMEOUT_MS);
-      const done = (f) => (v) => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.#waiters.push({ match, resolve: done(resolve), reject: done(reject) });
-    });
-  }
-
-  ask(cmd, extra = {}) {
-    const rid = ++this.#rid;
-    this.child.send({ rid, cmd, ...extra });
-    return this.next((m) => m.rid === rid, `answer to ${cmd}`);
-  }
-
-  async stop() {
-    if (this.gone) return;
-    if (this.child.connected) this.child.send('exit', () => {});
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
-
-async function withServer(system, opts, fn) {
-  const path = system.transport === 'unix' ? socketPath() : '';
-  const server = new Peer('server', system, path, { workload: opts.workload }, opts);
-  const clients = [];
-  try {
-    const { address } = await server.next((m) => m.ready, 'ready');
-    return await fn(server, (options, popts = {}) => {
-      const c = new Peer('client', system, address, { workload: opts.workload, ...options }, { ...opts, ...popts });
-      clients.push(c);
-      return c;
-    });
-  } finally {
-    await Promise.all([...clients, server].map((p) => p.stop()));
-    if (path) rmSync(path, { force: true });
-  }
-}
-
-async function until(what, timeoutMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 // ------------------------------------------------------------ workloads
@@ -228,7 +133,7 @@ async function combined(system, sequence) {
 
 async function fdPassing(system) {
   const opts = config.W4;
-  const fifo = join(tmpdir(), `afunix-rpcbench-${process.pid}-${seq++}.fifo`);
+  const fifo = tempPath('fifo');
   if (!works('mkfifo', [fifo])) throw new Error('mkfifo failed');
   try {
     return await withServer(system, { workload: 'W4', nofile: true }, async (server, client) => {
@@ -306,9 +211,40 @@ async function idle(system) {
   });
 }
 
+// W7: cold client processes against one warm server, each run after one of
+// Node alone, so that both see the same machine.
+async function coldCalls(system) {
+  const { runs } = config.W7;
+  return withServer(system, { workload: 'W7' }, async (_server, _client, address) => {
+    const alone = [];
+    const calls = [];
+    for (let i = 0; i < runs; i++) {
+      alone.push(await coldProcess([]));
+      calls.push(await coldProcess([system.file, system.name, address]));
+    }
+    const med = (list, f) => {
+      const sorted = list.map(f).sort((a, b) => a - b);
+      return sorted[Math.floor((sorted.length - 1) / 2)];
+    };
+    const median_ms = med(calls, (c) => c.wall_ms);
+    const node_ms = med(alone, (c) => c.wall_ms);
+    return {
+      verified: runs,
+      median_ms,
+      node_ms,
+      above_node_ms: median_ms - node_ms,
+      load_ms: med(calls, (c) => c.loaded - c.started),
+      connect_ms: med(calls, (c) => c.connected - c.loaded),
+      call_ms: med(calls, (c) => c.answered - c.connected),
+      close_ms: med(calls, (c) => c.closed - c.answered),
+      runs_ms: calls.map((c) => Number(c.wall_ms.toFixed(1))),
+    };
+  });
+}
+
 // ------------------------------------------------------------ running
 
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'W6'];
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'W6', 'W7'];
 // The systems the targets are about get every round; the other peers one
 // (grpc alone would otherwise take minutes).
 const roundsFor = (s) => (s.ours || s.name === 'baseline' ? config.rounds : 1);
@@ -393,6 +329,7 @@ async function main() {
     if (wanted('W4') && !na(s, 'W4')) set(s, 'W4', await timed(`W4 ${s.name}`, () => fdPassing(s)));
     if (wanted('W5') && !na(s, 'W5')) set(s, 'W5', await timed(`W5 ${s.name}`, () => fanout(s)));
     if (wanted('W6') && !na(s, 'W6')) set(s, 'W6', await timed(`W6 ${s.name}`, () => idle(s)));
+    if (wanted('W7') && !na(s, 'W7')) set(s, 'W7', await timed(`W7 ${s.name}`, () => coldCalls(s)));
   }
   for (const s of systems) {
     const r = results.get(s.name);
@@ -453,6 +390,7 @@ function printTable(doc, systems) {
     ['W6 RSS B/conn', 'W6', 'rss_per_conn', 0],
     ['heap B/conn', 'W6', 'heap_per_conn', 0],
     ['conn/s', 'W6', 'connects_per_s', 0],
+    ['W7 ms', 'W7', 'median_ms', 0],
   ];
   const head = ['system', ...cols.map((c) => c[0])];
   const body = systems.map((s) => [
@@ -487,7 +425,7 @@ function printTable(doc, systems) {
         return o && b ? `${(lower ? b / o : o / b).toFixed(2)}x` : '-';
       };
       console.log(
-        `  ${s.name.padEnd(17)} W1 ${r('W1', 'median_us', true)}  W1 pinned ${r('W1', 'pinned_median_us', true)}  W2 ${r('W2', 'calls_per_s')}  W3 ${r('W3', 'mb_per_s')}  W5 ${r('W5', 'events_per_s')}  W6 RSS ${r('W6', 'rss_per_conn', true)}`,
+        `  ${s.name.padEnd(17)} W1 ${r('W1', 'median_us', true)}  W1 pinned ${r('W1', 'pinned_median_us', true)}  W2 ${r('W2', 'calls_per_s')}  W3 ${r('W3', 'mb_per_s')}  W5 ${r('W5', 'events_per_s')}  W6 RSS ${r('W6', 'rss_per_conn', true)}  W7 ${r('W7', 'above_node_ms', true)}`,
       );
     }
   }
