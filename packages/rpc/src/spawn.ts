@@ -1,6 +1,7 @@
 // The Electron main/helper pattern without Electron: one call spawns a child
 // with a socketpair channel on fd 3 and returns a typed client for it.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { setTimeout as delay } from 'node:timers/promises';
 import { closeFd, fromFd, socketPairFds } from '@afunix/transport';
 import { type ClientOptions, type RpcClient, connect } from './client.js';
@@ -8,6 +9,11 @@ import type { RpcConnection } from './connection.js';
 import type { Contract } from './contract.js';
 import { RpcCode, rpcError } from './errors.js';
 import { type RpcServerOptions, RpcServer } from './server.js';
+
+// node:child_process is loaded by the first spawnHelper(): a process that
+// never spawns one (a client, a helper itself) need not load it at start.
+let childProcess: typeof import('node:child_process') | null = null;
+const loadChildProcess = () => (childProcess ??= createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process'));
 
 /** The fd a helper finds its channel on (named in its environment too). */
 export const CHANNEL_FD = 3;
@@ -46,7 +52,7 @@ export async function spawnHelper<C extends Contract>(modulePath: string, option
   const [ours, theirs] = socketPairFds('stream');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [...(options.execArgv ?? []), modulePath, ...(options.args ?? [])], {
+    child = loadChildProcess().spawn(process.execPath, [...(options.execArgv ?? []), modulePath, ...(options.args ?? [])], {
       stdio: ['inherit', 'inherit', 'inherit', theirs],
       env: { ...(options.env ?? process.env), AFUNIX_CHANNEL_FD: String(CHANNEL_FD) },
       cwd: options.cwd,

@@ -4,9 +4,9 @@
 // Windows), so a fallback peer talks to a native one. Everything net cannot
 // do (fds, credentials, seqpacket, dgram, socketpair, autobind) fails with
 // ERR_AFUNIX_UNSUPPORTED naming the feature, as `features` says.
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmodSync, lstatSync, renameSync, type Stats, unlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -24,6 +24,11 @@ import { sendPieces } from './send-data.js';
 const debug = debuglog('afunix');
 const WINDOWS = process.platform === 'win32';
 const TRANSIENT = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
+// node:crypto is loaded only when closeNet() names a file to set aside:
+// most processes never do, and loading it costs a few ms of start-up.
+const randomHex = (bytes: number): string =>
+  (createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')).randomBytes(bytes).toString('hex');
 
 /** The error for a feature that needs the addon. */
 export function missing(feature: string): AfunixError {
@@ -258,7 +263,7 @@ function closeNet(srv: net.Server, path: string | null, identity: Identity | nul
     srv.close();
     return;
   }
-  const aside = join(dirname(path), `.afunix-keep-${randomBytes(6).toString('hex')}`);
+  const aside = join(dirname(path), `.afunix-keep-${randomHex(6)}`);
   try {
     renameSync(path, aside);
   } catch {

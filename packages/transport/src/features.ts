@@ -1,5 +1,4 @@
 // What this platform and build can do, found by trying it once at load time.
-import { randomBytes } from 'node:crypto';
 import { Kind, native } from './native.js';
 
 export interface Features {
@@ -61,7 +60,10 @@ function probe(): Features {
   }
   const a = n.socket(Kind.stream);
   if (a >= 0) {
-    const name = Buffer.concat([Buffer.from([0]), Buffer.from(`afunix-probe-${process.pid}-${randomBytes(6).toString('hex')}`)]);
+    // (Only a probe's name: it needs to be unlikely to be taken, not
+    // unguessable, and node:crypto would cost every process its start-up.)
+    const unique = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    const name = Buffer.concat([Buffer.from([0]), Buffer.from(`afunix-probe-${unique}`)]);
     f.abstract = n.bind(a, name) === 0;
     closeAll(a);
   }
