@@ -4,11 +4,13 @@
 //   pnpm run release:pack                 # -> dist-tarballs/*.tgz
 //   node scripts/release-pack.mjs [--out dir] [--quiet] [--fresh] [--build-if-stale | --skip-build]
 //
-// 1. `pnpm -r run build` for packages/* (tsc into dist/), then removes dist
-//    outputs whose source file no longer exists (a clean build would not
-//    have them, and they would be shipped). --build-if-stale builds only
-//    when some src/*.ts (or a tsconfig, a package.json) is newer than its
-//    dist/*.js, as after `npm test`'s own build; --skip-build never does.
+// 1. `pnpm -r run build` for packages/* (tsc into dist/, each package's
+//    modules then bundled into its entry by scripts/bundle.mjs), then
+//    removes dist outputs whose source file no longer exists (a clean build
+//    would not have them, and they would be shipped). --build-if-stale
+//    builds only when some src/*.ts (or a tsconfig, a package.json) is newer
+//    than its dist/*.d.ts, as after `npm test`'s own build; --skip-build
+//    never does.
 // 2. The transport prebuild: `build:prebuild` (prebuildify --napi --strip
 //    --tag-libc) run in a scratch copy of the native sources, so the
 //    workspace's build/Release, which tests running meanwhile load, is never
@@ -115,7 +117,8 @@ function staleness() {
     const pkgDir = join(root, 'packages', name);
     const configs = ['package.json', 'tsconfig.json', '../../tsconfig.base.json'].map((f) => statSync(join(pkgDir, f)).mtimeMs);
     for (const f of walk(join(pkgDir, 'src')).filter((f) => f.endsWith('.ts'))) {
-      const out = statSync(join(pkgDir, 'dist', f.replace(/\.ts$/, '.js')), { throwIfNoEntry: false });
+      // (Its .d.ts: the .js went into the package's bundle, scripts/bundle.mjs.)
+      const out = statSync(join(pkgDir, 'dist', f.replace(/\.ts$/, '.d.ts')), { throwIfNoEntry: false });
       const input = Math.max(statSync(join(pkgDir, 'src', f)).mtimeMs, ...configs);
       if (!out || out.mtimeMs < input) return `packages/${name}/src/${f}`;
     }

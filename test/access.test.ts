@@ -14,6 +14,8 @@ import {
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeHeader } from '../packages/framing/dist/index.js';
+import { decode, encodeToBuffer, prepareValue } from '../packages/rpc/src/codec.js';
 import { createServer as createSocketServer } from '../packages/transport/dist/index.js';
 import { type Target, fixtures, report, startTarget, tempDir } from './helpers.js';
 
@@ -49,6 +51,33 @@ function knock(address: string, mode: string, ...args: string[]): Promise<Record
     child.once('exit', (code) => reject(new Error(`knock.mjs exited (${code}) without a report`)));
   });
 }
+
+// knock.mjs only pushes bytes: the frames are made here, and what came back
+// is read here, with the codec's sources (the fixture runs built code,
+// where the codec is inside the bundle).
+const frame = (message: unknown[]): Buffer => {
+  const payload = encodeToBuffer(message);
+  return Buffer.concat([encodeHeader(payload.length), payload]);
+};
+
+let sent = 0;
+/** knock.mjs's send mode: `bytes` in one write; what came back, as messages. */
+async function knockWith(address: string, bytes: Buffer, waitMs: number) {
+  const file = join(tmp.dir, `knock-${sent++}.bin`);
+  writeFileSync(file, bytes, { mode: 0o644 });
+  const r = await knock(address, 'send', file, String(waitMs));
+  const reply = Buffer.from(String(r.reply), 'base64');
+  const messages: unknown[][] = [];
+  for (let at = 0; at + 8 <= reply.length; ) {
+    const len = reply.readUInt32LE(at + 4);
+    messages.push(decode(reply.subarray(at + 8, at + 8 + len), null, () => {}).message as unknown[]);
+    at += 8 + len;
+  }
+  return { sentBytes: r.sentBytes as number, answeredMs: r.answeredMs as number | null, messages };
+}
+
+const helloErrorOf = (messages: unknown[][]) =>
+  (messages.find((m) => m[0] === 0)?.[1] as { error?: { code?: string } } | undefined)?.error?.code ?? null;
 
 describe('file permissions keep another uid out', () => {
   it('socket mode 0600: EACCES for nobody; 0666: nobody gets in', async () => {
@@ -101,15 +130,17 @@ describe('peer-credential policies refuse before any call runs', () => {
     const before = await t.stats();
     const connected = await knock(t.address, 'connect');
     // A hello and two calls in one write, without waiting for the server's answer.
-    const pipelined = await knock(t.address, 'pipeline');
+    const hello = frame([0, { protocol: 1, streams: [] }]);
+    const { messages } = await knockWith(t.address, Buffer.concat([hello, frame([1, 1, 'add', [1, 2]]), frame([2, 'add', [3, 4]])]), 3_000);
+    const pipelined = { helloError: helloErrorOf(messages), kinds: messages.map((m) => m[0]) };
     const after = await t.stats();
     if (admitted) {
       expect(connected).toEqual({ ok: true, result: 3 });
-      expect(pipelined).toMatchObject({ ok: true, helloError: null });
+      expect(pipelined).toMatchObject({ helloError: null });
       expect(after.counts.calls - before.counts.calls).toBe(3); // add over connect, then add and the notification
     } else {
       expect(connected).toEqual({ ok: false, stage: 'connect', code: 'ACCESS_DENIED' });
-      expect(pipelined).toEqual({ ok: false, helloError: 'ACCESS_DENIED', kinds: [0] });
+      expect(pipelined).toEqual({ helloError: 'ACCESS_DENIED', kinds: [0] });
       expect(after.counts.calls).toBe(before.counts.calls); // not one handler ran
       expect((after.counts.handshakeErrors.ACCESS_DENIED ?? 0) - (before.counts.handshakeErrors.ACCESS_DENIED ?? 0)).toBe(2);
     }
@@ -120,7 +151,11 @@ describe("a refused peer's hello", () => {
   it('is never decoded: 8 MiB of the costliest shape cost the server no event-loop time', async () => {
     const t = await target(join(tmp.dir, 'refusing.sock'), { allow: 'root', mode: 0o666 });
     await t.monitor.resetDelay();
-    const refused = await knock(t.address, 'bighello', '8');
+    // A hello padded with 8 MiB of Sets, the costliest shape to decode.
+    const sets: Array<Set<number>> = [];
+    for (let i = 0; sets.length * 4 < 8 * 1024 * 1024; i++) sets.push(new Set([i & 127]));
+    const { sentBytes, answeredMs, messages } = await knockWith(t.address, frame([0, prepareValue({ protocol: 1, streams: [], padding: sets }, 'hello')]), 30_000);
+    const refused = { helloBytes: sentBytes, answeredMs, helloError: helloErrorOf(messages) };
     const { eventLoopDelay, counts } = await t.stats();
     expect(refused).toMatchObject({ helloError: 'ACCESS_DENIED' });
     expect(counts.handshakeErrors).toEqual({ ACCESS_DENIED: 1 });
