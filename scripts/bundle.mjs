@@ -8,13 +8,15 @@
 //
 // Other packages and Node's builtins stay imports, so every package is
 // still loaded once per process, whoever imports it. The source map goes
-// through tsc's own maps to src/*.ts. tsc's per-module .js files are then
-// removed: nothing may load a second copy of a module that is in the
-// bundle (its classes and registries would be different objects).
+// through tsc's own maps to src/*.ts. The .js files of the modules bundled
+// are then removed: nothing may load a second copy of a module that is in
+// the bundle (its classes and registries would be different objects). A
+// compiled module the bundle does not hold fails the build: something
+// would load it by path, apart from the rest.
 //
 //   node ../../scripts/bundle.mjs [entry, e.g. main.js]
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { build } from 'rolldown';
 
 const dist = resolve('dist');
@@ -25,9 +27,10 @@ if (!existsSync(entry)) {
   process.exit(1);
 }
 
-// Relative imports are our modules; anything else (node:*, other packages)
-// is loaded by Node as it is.
-const external = (id) => !id.startsWith('.') && !id.startsWith('/');
+// Relative imports are our modules (rolldown asks again with each one's
+// resolved path: C:\... on Windows); anything else (node:*, other
+// packages) is loaded by Node as it is.
+const external = (id, _importer, isResolved) => !isResolved && !id.startsWith('.') && !isAbsolute(id);
 
 // Hands rolldown each module with tsc's map, so the bundle's map reaches
 // the TypeScript sources rather than tsc's output.
@@ -39,8 +42,7 @@ const withTscMaps = {
   },
 };
 
-const modules = readdirSync(dist, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.js'));
-await build({
+const { output } = await build({
   input: entry,
   platform: 'node',
   external,
@@ -48,9 +50,23 @@ await build({
   logLevel: 'warn',
   output: { file: entry, format: 'esm', sourcemap: true },
 });
-for (const f of modules) {
-  if (f === entryName) continue;
-  rmSync(join(dist, f));
-  rmSync(join(dist, `${f}.map`), { force: true });
+// (moduleIds also names rolldown's own runtime helpers, which are no files.)
+const bundled = output[0].moduleIds.filter((id) => isAbsolute(id) && resolve(id) !== entry && existsSync(id));
+for (const id of bundled) {
+  rmSync(id);
+  rmSync(`${id}.map`, { force: true });
 }
-console.log(`bundle: ${modules.length} modules -> ${entry}`);
+// What tsc compiled from a module of types only: nothing imports it at run time.
+const typesOnly = (file) => /^export \{\};\s*(\/\/# sourceMappingURL=\S+\s*)?$/.test(readFileSync(file, 'utf8'));
+const left = [];
+for (const f of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
+  const file = join(dist, f);
+  if (!f.endsWith('.js') || file === entry) continue;
+  if (!typesOnly(file)) left.push(f);
+  else for (const gone of [file, `${file}.map`]) rmSync(gone, { force: true });
+}
+if (left.length > 0) {
+  console.error(`bundle: compiled but not in the bundle (nothing imports them statically): ${left.join(', ')}`);
+  process.exit(1);
+}
+console.log(`bundle: ${bundled.length + 1} modules -> ${entry}`);

@@ -113,14 +113,19 @@ async function lock() {
 // --- 1. build
 /** Why dist/ is out of date (a source or config newer than its output), or null. */
 function staleness() {
+  const buildFiles = ['package.json', 'scripts/bundle.mjs', 'tsconfig.base.json'].map((f) => statSync(join(root, f)).mtimeMs);
   for (const name of PACKAGES) {
     const pkgDir = join(root, 'packages', name);
-    const configs = ['package.json', 'tsconfig.json', '../../tsconfig.base.json'].map((f) => statSync(join(pkgDir, f)).mtimeMs);
+    const configs = ['package.json', 'tsconfig.json'].map((f) => statSync(join(pkgDir, f)).mtimeMs);
+    // One .js, the bundle (scripts/bundle.mjs): more is a bare tsc's output.
+    const js = existsSync(join(pkgDir, 'dist')) ? walk(join(pkgDir, 'dist')).filter((f) => f.endsWith('.js')) : [];
+    if (js.length !== 1) return `packages/${name}/dist/ holds ${js.length} .js files, not one bundle`;
+    const bundle = statSync(join(pkgDir, 'dist', js[0])).mtimeMs;
     for (const f of walk(join(pkgDir, 'src')).filter((f) => f.endsWith('.ts'))) {
-      // (Its .d.ts: the .js went into the package's bundle, scripts/bundle.mjs.)
+      // (Its .d.ts: its .js went into the bundle.)
       const out = statSync(join(pkgDir, 'dist', f.replace(/\.ts$/, '.d.ts')), { throwIfNoEntry: false });
-      const input = Math.max(statSync(join(pkgDir, 'src', f)).mtimeMs, ...configs);
-      if (!out || out.mtimeMs < input) return `packages/${name}/src/${f}`;
+      const input = Math.max(statSync(join(pkgDir, 'src', f)).mtimeMs, ...configs, ...buildFiles);
+      if (!out || Math.min(out.mtimeMs, bundle) < input) return `packages/${name}/src/${f}`;
     }
   }
   return null;
@@ -131,7 +136,7 @@ function build() {
   if (stale === null) {
     log('» build: skipped, dist/ is newer than every source');
   } else {
-    log(stale === 'always' ? '» build' : `» build (${stale} is newer than its output)`);
+    log(stale === 'always' ? '» build' : `» build (${stale.includes(' ') ? stale : `${stale} is newer than its output`})`);
     run(pnpm, ['-r', '--filter', './packages/*', 'run', 'build'], root);
   }
   for (const name of PACKAGES) {

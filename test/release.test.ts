@@ -251,13 +251,15 @@ afterAll(() => {
 });
 
 describe.concurrent('the packed packages, installed with npm outside the workspace', () => {
-  it('are complete: exports, types, sources for the maps, native sources and a prebuild', () => {
+  it('are complete: exports, types, one bundled module, sources for the maps, native sources and a prebuild', () => {
     expect(packed.map((p) => p.package)).toEqual(['@afunix/transport', '@afunix/framing', '@afunix/rpc', '@afunix/cli']);
     for (const p of packed) {
       expect(p.files).toContain('package.json');
       expect(p.files).toContain('README.md');
       expect(p.files.some((f) => f.startsWith('src/'))).toBe(true);
       expect(p.files.filter((f) => /^(test|node_modules|build)\//.test(f))).toEqual([]);
+      // Its JavaScript is one bundle (scripts/bundle.mjs), its entry.
+      expect(p.files.filter((f) => f.startsWith('dist/') && f.endsWith('.js'))).toEqual([p.package === '@afunix/cli' ? 'dist/main.js' : 'dist/index.js']);
     }
     const transport = packed.find((p) => p.package === '@afunix/transport')!;
     expect(transport.files).toEqual(expect.arrayContaining(['binding.gyp', 'scripts/build-native.mjs', 'native/addon.cc', 'dist/index.d.ts']));

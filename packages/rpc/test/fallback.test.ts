@@ -3,14 +3,14 @@
 // unix socket path and answers typed calls, to a native client here and to a
 // fallback client in the same child. The child imports the built package
 // (dist/), rebuilt here when a source is newer.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, existsSync, openSync, readdirSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { closeSync, openSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
+import { ensureBuilt } from '../../../test/ensure-built.js';
 import { Fd, connect, createServer } from '../src/index.js';
 import { tempDir } from './helpers.js';
 
@@ -22,16 +22,6 @@ afterAll(() => {
   child?.kill();
   tmp.cleanup();
 });
-
-function ensureBuilt(): void {
-  const built = join(pkg, 'dist', 'index.js');
-  const newest = Math.max(...readdirSync(join(pkg, 'src')).map((f) => statSync(join(pkg, 'src', f)).mtimeMs));
-  if (existsSync(built) && statSync(built).mtimeMs >= newest) return;
-  // The package's build script: tsc, then its modules bundled into dist/index.js.
-  const tsc = createRequire(join(pkg, 'package.json')).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: pkg, stdio: 'pipe' });
-  execFileSync(process.execPath, [join(pkg, '..', '..', 'scripts', 'bundle.mjs')], { cwd: pkg, stdio: 'pipe' });
-}
 
 interface Calc {
   methods: { add(a: number, b: number): number };
@@ -50,7 +40,7 @@ process.stdin.resume();
 `;
 
 it('a server without the addon listens on a path and answers typed calls over net', async () => {
-  ensureBuilt();
+  ensureBuilt(pkg);
   const address = join(tmp.dir, 'calc.sock');
   child = spawn(process.execPath, ['--input-type=module', '-e', CHILD, address], {
     cwd: pkg,
@@ -86,7 +76,7 @@ console.log(JSON.stringify(out));
 `;
 
 it("without the addon, listen() with a policy fails at once (ERR_AFUNIX_UNSUPPORTED), not with ACCESS_DENIED for every client", async () => {
-  ensureBuilt();
+  ensureBuilt(pkg);
   const r = spawn(process.execPath, ['--input-type=module', '-e', POLICY_CHILD, join(tmp.dir, 'policy.sock')], {
     cwd: pkg,
     env: { ...process.env, AFUNIX_FORCE_FALLBACK: '1' },
@@ -129,7 +119,7 @@ interface Files {
 }
 
 it('fds between a native side and one without the addon fail the call with ERR_AFUNIX_UNSUPPORTED, not the connection', async () => {
-  ensureBuilt();
+  ensureBuilt(pkg);
   const own = join(tmp.dir, 'files-fallback.sock');
   const nativeAddress = join(tmp.dir, 'files-native.sock');
   const r = spawn(process.execPath, ['--input-type=module', '-e', FDS_CHILD, own, nativeAddress], {

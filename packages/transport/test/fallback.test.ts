@@ -2,34 +2,19 @@
 // AFUNIX_FORCE_FALLBACK=1 imports the built package (dist/), so the addon is
 // never loaded there, while this process uses the native addon. Both speak
 // the same wire (a unix stream socket), so each side serves the other.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createRequire } from 'node:module';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt } from '../../../test/ensure-built.js';
 import { connect, createServer, type UnixServer, type UnixSocket } from '../src/index.js';
 
 const pkg = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fixture = join(pkg, 'test', 'fixtures', 'fallback-child.mjs');
-
-// The child imports dist/: rebuild it when any source is newer.
-function ensureBuilt(): void {
-  const built = join(pkg, 'dist', 'index.js');
-  const newest = Math.max(...readdirSync(join(pkg, 'src')).map((f) => statSync(join(pkg, 'src', f)).mtimeMs));
-  if (existsSync(built) && statSync(built).mtimeMs >= newest) return;
-  // The package's build script: tsc, then its modules bundled into dist/index.js.
-  const tsc = createRequire(join(pkg, 'package.json')).resolve('typescript/bin/tsc');
-  try {
-    execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: pkg, stdio: 'pipe' });
-    execFileSync(process.execPath, [join(pkg, '..', '..', 'scripts', 'bundle.mjs')], { cwd: pkg, stdio: 'pipe' });
-  } catch (err) {
-    throw new Error(`building dist/ for the fallback child failed:\n${(err as { stdout?: Buffer }).stdout ?? err}`);
-  }
-}
 
 function collect(sock: UnixSocket): Promise<string> {
   const parts: Buffer[] = [];
@@ -64,7 +49,7 @@ async function nextMessage(): Promise<Record<string, any>> {
 }
 
 beforeAll(async () => {
-  ensureBuilt();
+  ensureBuilt(pkg);
   dir = mkdtempSync(join(tmpdir(), 'afunix-fb-'));
   // A native server for the fallback client: answers once the client half-closes.
   let gotClient: (v: string) => void;

@@ -17,7 +17,7 @@ export const distIndex = join(dirname(fileURLToPath(import.meta.url)), '..', 'di
 
 export function requireDist(): void {
   if (!existsSync(distIndex)) {
-    throw new Error(`${distIndex} is missing: build it first (cd packages/transport && npx tsc -p tsconfig.json)`);
+    throw new Error(`${distIndex} is missing: build it first (cd packages/transport && npx pnpm@10.34.9 run build)`);
   }
 }
 
