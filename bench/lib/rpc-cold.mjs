@@ -7,6 +7,7 @@
 //
 //   node rpc-cold.mjs [<adapter file> <system> <address>]
 import { pathToFileURL } from 'node:url';
+import { check, payload } from './rpc-payload.mjs';
 
 const [file, systemName, address] = process.argv.slice(2);
 const phases = { started: performance.now() };
@@ -17,10 +18,7 @@ if (file) {
   if (!system) throw new Error(`no system ${systemName} in ${file}`);
   const client = await system.connect(address);
   phases.connected = performance.now();
-  const answer = await client.echo({ id: 1, name: 'alpha', ok: true, tags: ['a', 'b'] });
-  if (answer?.id !== 1 || answer.name !== 'alpha' || answer.ok !== true || answer.tags?.join() !== 'a,b') {
-    throw new Error(`wrong answer ${JSON.stringify(answer)}`);
-  }
+  check(await client.echo(payload(1)), 1);
   phases.answered = performance.now();
   await client.close();
   phases.closed = performance.now();

@@ -10,6 +10,7 @@
 import { fstatSync, readdirSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { setImmediate as tick } from 'node:timers/promises';
+import { check, payload } from './rpc-payload.mjs';
 
 const [role, file, systemName, address, optionsJson] = process.argv.slice(2);
 const options = optionsJson ? JSON.parse(optionsJson) : {};
@@ -100,17 +101,6 @@ async function server() {
 
 function quantile(sorted, q) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-
-const payload = (i) => ({ id: i, name: 'alpha', ok: true, tags: ['a', 'b'] });
-
-function check(r, i) {
-  if (
-    r === null || typeof r !== 'object' || r.id !== i || r.name !== 'alpha' || r.ok !== true ||
-    !Array.isArray(r.tags) || r.tags.length !== 2 || r.tags[0] !== 'a' || r.tags[1] !== 'b'
-  ) {
-    throw new Error(`call ${i}: wrong answer ${JSON.stringify(r)}`);
-  }
 }
 
 // A system too slow to finish a workload in `capSeconds` of measuring stops

@@ -119,7 +119,7 @@ const COLD_TIMEOUT_MS = 30_000;
 export function coldProcess(args) {
   return new Promise((resolve, reject) => {
     const t0 = now();
-    const child = spawn(process.execPath, [coldFile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...nodeArgs, coldFile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), COLD_TIMEOUT_MS);

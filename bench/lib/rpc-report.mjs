@@ -172,7 +172,7 @@ export function renderMarkdown(doc) {
   const { get, systems } = index(doc);
   if (systems.some((x) => get(x.system, 'W7'))) {
     out.push('', `### ${WORKLOADS.W7}`, '');
-    out.push('What a CLI pays to ask a daemon one thing (not in the issue’s list; no target). Median ms from spawn to exit, and the same above a process of Node alone (which loads nothing), run before each; the phases, in the process: loading the client library (its adapter file), connecting (with any handshake), the call, and closing. The server is one warm process throughout.', '');
+    out.push('What a CLI pays to ask a daemon one thing (not in the issue’s list; no target). Median ms from spawn to exit, and the median of each run minus the process of Node alone (which loads nothing) run just before it; the phases, in the process: loading the client library (its adapter file), connecting (with any handshake), the call, and closing. One server throughout, warmed by a first pair not counted.', '');
     out.push(workloadTable(doc, 'W7', [
       { head: 'ms', key: 'median_ms', digits: 1 },
       { head: 'above Node’s start', key: 'above_node_ms', digits: 1 },
