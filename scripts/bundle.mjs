@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // Joins a package's compiled modules (tsc's dist/*.js) into one file, its
 // entry (dist/index.js, or the one named), after tsc has run: run from the
-// package's directory, as its build script does. A process that loads the package then reads,
-// resolves and compiles one module rather than one per source file:
-// W7 of bench/suites/rpc.mjs (a fresh process making one call) measured
-// about 30 ms less per process for transport + framing + rpc.
+// package's directory, as its build script does. A process that loads the
+// package then reads, resolves and compiles one module rather than one per
+// source file: W7 of bench/suites/rpc.mjs (a fresh process making one
+// call) measured about 30 ms less per process for transport + framing + rpc.
 //
 // Other packages and Node's builtins stay imports, so every package is
 // still loaded once per process, whoever imports it. The source map goes
