@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const peerFile = join(dirname(fileURLToPath(import.meta.url)), 'rpc-peer.mjs');
-export const TIMEOUT_MS = 180_000;
+const TIMEOUT_MS = 180_000;
 const NOFILE = 65_536;
 
 export const works = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
@@ -18,7 +18,7 @@ const canPrlimit = works('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, 'true']);
 
 // Extra node flags for every peer, for profiling a workload, e.g.
 // AFUNIX_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-export const nodeArgs = process.env.AFUNIX_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+const nodeArgs = process.env.AFUNIX_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 
 let seq = 0;
 /** A fresh path in the temp directory, e.g. tempPath('sock'). */
