@@ -125,7 +125,7 @@ function staleness() {
       // (Its .d.ts: its .js went into the bundle.)
       const out = statSync(join(pkgDir, 'dist', f.replace(/\.ts$/, '.d.ts')), { throwIfNoEntry: false });
       const input = Math.max(statSync(join(pkgDir, 'src', f)).mtimeMs, ...configs, ...buildFiles);
-      if (!out || Math.min(out.mtimeMs, bundle) < input) return `packages/${name}/src/${f}`;
+      if (!out || Math.min(out.mtimeMs, bundle) < input) return `packages/${name}/src/${f} is newer than its output`;
     }
   }
   return null;
@@ -136,7 +136,7 @@ function build() {
   if (stale === null) {
     log('» build: skipped, dist/ is newer than every source');
   } else {
-    log(stale === 'always' ? '» build' : `» build (${stale.includes(' ') ? stale : `${stale} is newer than its output`})`);
+    log(stale === 'always' ? '» build' : `» build (${stale})`);
     run(pnpm, ['-r', '--filter', './packages/*', 'run', 'build'], root);
   }
   for (const name of PACKAGES) {
