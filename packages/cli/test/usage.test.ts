@@ -1,10 +1,13 @@
 // What the CLI says about its own command line: limits it checks before
 // connecting, hints, help texts and their exit statuses. Real CLI
 // processes, and a real server where one is needed.
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
+import {
+  type Fixture, Fixtures, afunix, cliMain, fixtures, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir,
+} from './helpers.js';
 
 const tmp = tempDir();
 const sock = join(tmp.dir, 'fixture.sock');
@@ -116,6 +119,22 @@ describe('call --args-file: arguments from a file or standard input', () => {
     const r = await afunixWithInput(['call', sock, 'echo', '--args-file', '-'], input);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toMatch(message);
+  });
+
+  it('- from a terminal says how to end the input, then reads what is typed up to Ctrl-D', async () => {
+    // (A pseudo-terminal as standard input, typed into by on-a-terminal.py.)
+    const typer = spawn('python3', [join(fixtures, 'on-a-terminal.py'), '[40, 2]', process.execPath, cliMain, 'call', sock, 'add', '--args-file', '-'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const r = await outcomeOf(typer);
+    expect(r.stderr).toBe('');
+    const typed = JSON.parse(r.stdout) as { prompt: string; stdout: string; stderr: string; code: number };
+    expect(typed).toEqual({
+      prompt: 'afunix: reading the argument list (a JSON array) from the terminal; end it with Ctrl-D\n',
+      stdout: '42\n',
+      stderr: '',
+      code: 0,
+    });
   });
 
   it('a file that cannot be read, or arguments given both ways, are usage errors', async () => {
