@@ -113,19 +113,24 @@ async function lock() {
 // --- 1. build
 /** Why dist/ is out of date (a source or config newer than its output), or null. */
 function staleness() {
-  const buildFiles = ['package.json', 'scripts/bundle.mjs', 'tsconfig.base.json'].map((f) => statSync(join(root, f)).mtimeMs);
+  const mtime = (path) => statSync(path).mtimeMs;
+  const buildFiles = ['package.json', 'scripts/bundle.mjs', 'tsconfig.base.json'].map((f) => [f, mtime(join(root, f))]);
   for (const name of PACKAGES) {
     const pkgDir = join(root, 'packages', name);
-    const configs = ['package.json', 'tsconfig.json'].map((f) => statSync(join(pkgDir, f)).mtimeMs);
+    const at = (f) => `packages/${name}/${f}`;
     // One .js, the bundle (scripts/bundle.mjs): more is a bare tsc's output.
     const js = existsSync(join(pkgDir, 'dist')) ? walk(join(pkgDir, 'dist')).filter((f) => f.endsWith('.js')) : [];
-    if (js.length !== 1) return `packages/${name}/dist/ holds ${js.length} .js files, not one bundle`;
-    const bundle = statSync(join(pkgDir, 'dist', js[0])).mtimeMs;
+    if (js.length !== 1) return `${at('dist/')} holds ${js.length} .js files, not one bundle`;
+    const bundle = mtime(join(pkgDir, 'dist', js[0]));
+    const configs = ['package.json', 'tsconfig.json'].map((f) => [at(f), mtime(join(pkgDir, f))]);
     for (const f of walk(join(pkgDir, 'src')).filter((f) => f.endsWith('.ts'))) {
       // (Its .d.ts: its .js went into the bundle.)
-      const out = statSync(join(pkgDir, 'dist', f.replace(/\.ts$/, '.d.ts')), { throwIfNoEntry: false });
-      const input = Math.max(statSync(join(pkgDir, 'src', f)).mtimeMs, ...configs, ...buildFiles);
-      if (!out || Math.min(out.mtimeMs, bundle) < input) return `packages/${name}/src/${f} is newer than its output`;
+      const declaration = `dist/${f.replace(/\.ts$/, '.d.ts')}`;
+      const out = statSync(join(pkgDir, declaration), { throwIfNoEntry: false });
+      if (!out) return `${at(declaration)} is missing`;
+      const built = Math.min(out.mtimeMs, bundle);
+      const newer = [[at(`src/${f}`), mtime(join(pkgDir, 'src', f))], ...configs, ...buildFiles].find(([, t]) => t > built);
+      if (newer) return `${newer[0]} is newer than ${at(declaration)} or the bundle`;
     }
   }
   return null;

@@ -123,11 +123,13 @@ describe('call --args-file: arguments from a file or standard input', () => {
 
   it('- from a terminal says how to end the input, then reads what is typed up to Ctrl-D', async () => {
     // (A pseudo-terminal as standard input, typed into by on-a-terminal.py.)
-    const typer = spawn('python3', [join(fixtures, 'on-a-terminal.py'), '[40, 2]', process.execPath, cliMain, 'call', sock, 'add', '--args-file', '-'], {
+    // Two lines: what is read is everything up to Ctrl-D, not a line.
+    const typer = spawn('python3', [join(fixtures, 'on-a-terminal.py'), '[40,\n 2]', process.execPath, cliMain, 'call', sock, 'add', '--args-file', '-'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const r = await outcomeOf(typer);
     expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
     const typed = JSON.parse(r.stdout) as { prompt: string; stdout: string; stderr: string; code: number };
     expect(typed).toEqual({
       prompt: 'afunix: reading the argument list (a JSON array) from the terminal; end it with Ctrl-D\n',
