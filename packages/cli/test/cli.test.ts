@@ -4,27 +4,19 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  type Fixture, Fixtures, NOBODY, afunix, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir,
+  type Fixture, NOBODY, afunix, isRoot, oneLineError, outcomeOf, spawnCli, stderrMatching, testFileScope,
 } from './helpers.js';
 
-const tmp = tempDir();
+const { tmp, fixture } = testFileScope();
 const sock = join(tmp.dir, 'fixture.sock');
 const abstract = `@afunix-cli-test-${process.pid}`;
-const running = new Fixtures();
 let service: Fixture;
 
-const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
-
 beforeAll(async () => {
-  requireBuiltCli();
   chmodSync(tmp.dir, 0o755); // the EACCES test runs the CLI as another user
   service = await fixture('service.mjs', sock, JSON.stringify({ mode: 0o600 }));
-});
-afterAll(async () => {
-  await running.stopAll();
-  tmp.cleanup();
 });
 
 describe('help and usage', () => {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll } from 'vitest';
 
 export const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
 export const cliMain = fileURLToPath(new URL('../dist/main.js', import.meta.url));
@@ -87,6 +88,24 @@ export class Fixtures {
   async stopAll(): Promise<void> {
     await Promise.all(this.#running.splice(0).map((f) => f.stop()));
   }
+}
+
+/**
+ * What every CLI test file sets up: the built CLI checked for, a temp
+ * directory, and fixture servers started with `fixture()` (or
+ * `running.startIn()`), all stopped and the directory removed after the
+ * file's tests. A file's own beforeAll runs after the check.
+ */
+export function testFileScope() {
+  const tmp = tempDir();
+  const running = new Fixtures();
+  beforeAll(() => requireBuiltCli());
+  afterAll(async () => {
+    await running.stopAll();
+    tmp.cleanup();
+  });
+  const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
+  return { tmp, running, fixture };
 }
 
 /** Resolves with the first stderr text matching `pattern` (the child's stderr must be piped). */

@@ -2,18 +2,10 @@
 // of the CLI (exit 70). Real CLI processes against real servers.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, Fixtures, afunix, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { afunix, oneLineError, outcomeOf, spawnCli, stderrMatching, testFileScope } from './helpers.js';
 
-const tmp = tempDir();
-const running = new Fixtures();
-const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
-
-beforeAll(() => requireBuiltCli());
-afterAll(async () => {
-  await running.stopAll();
-  tmp.cleanup();
-});
+const { tmp, fixture } = testFileScope();
 
 describe('a $describe answer that is wrong or refused', () => {
   const modes = [

@@ -7,22 +7,14 @@ import { chmodSync, closeSync, openSync, readFileSync, readdirSync } from 'node:
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Fixture, Fixtures, NOBODY, afunix, cliMain, isRoot, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { NOBODY, afunix, cliMain, isRoot, oneLineError, outcomeOf, spawnCli, stderrMatching, tempDir, testFileScope } from './helpers.js';
 
-const tmp = tempDir();
+const { tmp, fixture } = testFileScope();
 const sock = join(tmp.dir, 'fixture.sock');
-const running = new Fixtures();
-
-const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
 
 beforeAll(async () => {
-  requireBuiltCli();
   await fixture('service.mjs', sock);
-});
-afterAll(async () => {
-  await running.stopAll();
-  tmp.cleanup();
 });
 
 /** `afunix <args>` with stdout on a file opened for writing (e.g. /dev/full). */

@@ -4,24 +4,15 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Fixture, Fixtures, afunix, cliMain, fixtures, oneLineError, outcomeOf, requireBuiltCli, spawnCli, stderrMatching, tempDir,
-} from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { afunix, cliMain, fixtures, oneLineError, outcomeOf, spawnCli, stderrMatching, testFileScope } from './helpers.js';
 
-const tmp = tempDir();
+const { tmp, running, fixture } = testFileScope();
 const sock = join(tmp.dir, 'fixture.sock');
-const running = new Fixtures();
-const fixture = (script: string, ...args: string[]): Promise<Fixture> => running.start(script, ...args);
 
 beforeAll(async () => {
-  requireBuiltCli();
   // events: [] — the service names none, so watch warns about none.
   await fixture('service.mjs', sock, JSON.stringify({ events: [] }));
-});
-afterAll(async () => {
-  await running.stopAll();
-  tmp.cleanup();
 });
 
 /** `afunix watch` until it says it is watching, then SIGINT: its outcome. */
