@@ -8,6 +8,7 @@
 //   node rpc-peer.mjs server <adapter file> <system> <address> <json options>
 //   node rpc-peer.mjs client <adapter file> <system> <address> <json options>
 import { fstatSync, readdirSync } from 'node:fs';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { pathToFileURL } from 'node:url';
 import { setImmediate as tick } from 'node:timers/promises';
 import { check, payload } from './rpc-payload.mjs';
@@ -46,6 +47,12 @@ function serve(commands) {
   });
 }
 
+// Bytes the young generation holds resident. It grows while a burst of
+// connections survives its scavenges, and V8 shrinks it back at a GC that
+// finds the allocation rate low over its last 5 s: in an idle server, the
+// next GC (the memory reducer's, some 10-40 s on here, or any other).
+const youngResident = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.physical_space_size ?? 0;
+
 async function collect() {
   if (!global.gc) return;
   for (let i = 0; i < 3; i++) {
@@ -80,7 +87,20 @@ async function server() {
     memory: async () => {
       await collect();
       const m = process.memoryUsage();
-      return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, connections: srv.connections(), at: String(now()) };
+      return { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, young: youngResident(), connections: srv.connections(), at: String(now()) };
+    },
+    // W6: idles, then collects, until the young generation is back to
+    // `young` bytes resident (its size before the connections came) or
+    // `maxMs` have passed.
+    settle: async ({ young, maxMs }) => {
+      const t0 = Date.now();
+      let idleMs = 6_000; // past V8's 5 s window of allocation rate
+      do {
+        await new Promise((r) => setTimeout(r, Math.min(idleMs, Math.max(0, maxMs - (Date.now() - t0)))));
+        await collect();
+        idleMs = 3_000;
+      } while (youngResident() > young && Date.now() - t0 < maxMs);
+      return { settled: youngResident() <= young, settle_ms: Date.now() - t0 };
     },
     // W5: `events` events to every subscriber, `batch` per turn of the event loop.
     fanout: async ({ events, batch }) => {

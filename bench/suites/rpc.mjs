@@ -20,7 +20,9 @@
 //                 events delivered/s, each connection checking order and count.
 //   W6 idle conns 10,000 concurrent idle connections from 4 client processes (64
 //                 connecting at a time each); server RSS and heap per connection
-//                 (after forced GC, before vs after) and connect+handshake rate.
+//                 (after forced GC, before vs after) and connect+handshake rate;
+//                 then the same once the server has idled until V8 gave back
+//                 the young generation the burst grew (at most 30 s).
 //   W7 cold call  what a CLI pays to ask a daemon one thing: a fresh node process
 //                 loads the client, connects, makes one echo call and exits; 15
 //                 such processes one after another, each after one of Node alone
@@ -71,7 +73,7 @@ const config = quick
       W3: { warmup: 10, calls: 60, inflight: 4, size: 64 * 1024 },
       W4: { warmup: 100, calls: 2_000, inflight: 256 },
       W5: { connections: 100, processes: 2, events: 50, batch: 50 },
-      W6: { connections: 300, processes: 2, parallel: 64 },
+      W6: { connections: 300, processes: 2, parallel: 64, settleMs: 0 },
       W7: { runs: 3 },
     }
   : {
@@ -81,7 +83,7 @@ const config = quick
       W3: { warmup: 100, calls: 2_000, inflight: 4, size: 64 * 1024 },
       W4: { warmup: 1_000, calls: 20_000, inflight: 256 },
       W5: { connections: 100, processes: 4, events: 2_000, batch: 50 },
-      W6: { connections: 10_000, processes: 4, parallel: 64 },
+      W6: { connections: 10_000, processes: 4, parallel: 64, settleMs: 30_000 },
       W7: { runs: 15 },
     };
 const steady = argv.includes('--steady');
@@ -178,7 +180,7 @@ async function fanout(system) {
 }
 
 async function idle(system) {
-  const { connections, processes, parallel } = config.W6;
+  const { connections, processes, parallel, settleMs } = config.W6;
   return withServer(system, { workload: 'W6', nofile: true }, async (server, client) => {
     const before = await server.ask('memory');
     const each = Math.ceil(connections / processes);
@@ -192,6 +194,10 @@ async function idle(system) {
     const t0 = ready.reduce((m, r) => (BigInt(r.t_start) < m ? BigInt(r.t_start) : m), BigInt(ready[0].t_start));
     const t1 = ready.reduce((m, r) => (BigInt(r.t_end) > m ? BigInt(r.t_end) : m), all);
     const after = await server.ask('memory');
+    // The same connections once the server has idled until V8 gave back the
+    // young generation the burst of connecting grew: what they cost to keep.
+    const { settled, settle_ms } = await server.ask('settle', { young: before.young, maxMs: settleMs });
+    const idleAfter = await server.ask('memory');
     const verified = (await Promise.all(cs.map((c) => c.ask('verify')))).reduce((n, v) => n + v.verified, 0);
     if (verified !== connections) throw new Error(`${verified} of ${connections} connections answered`);
     const per = (k) => (after[k] - before[k]) / connections;
@@ -201,6 +207,13 @@ async function idle(system) {
       server_connections_seen: after.connections,
       rss_per_conn: per('rss'),
       heap_per_conn: per('heapUsed'),
+      settled_rss_per_conn: (idleAfter.rss - before.rss) / connections,
+      settled_heap_per_conn: (idleAfter.heapUsed - before.heapUsed) / connections,
+      settled,
+      settle_s: settle_ms / 1000,
+      young_before: before.young,
+      young_after: after.young,
+      young_settled: idleAfter.young,
       external_per_conn: per('external'),
       connects_per_s: connections / (Number(t1 - t0) / 1e9),
       rss_before: before.rss,
@@ -392,6 +405,7 @@ function printTable(doc, systems) {
     ['W5 events/s', 'W5', 'events_per_s', 0],
     ['W6 RSS B/conn', 'W6', 'rss_per_conn', 0],
     ['heap B/conn', 'W6', 'heap_per_conn', 0],
+    ['idle RSS', 'W6', 'settled_rss_per_conn', 0],
     ['conn/s', 'W6', 'connects_per_s', 0],
     ['W7 ms', 'W7', 'median_ms', 0],
   ];
