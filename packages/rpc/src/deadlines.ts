@@ -8,6 +8,14 @@
 
 import { invalidArgValue, shownValue } from './errors.js';
 
+// Milliseconds on a monotonic clock: process.hrtime() reads the one
+// performance.now() does (uv_hrtime), without loading perf_hooks at a
+// connection's first handshake (~1.5 ms of a short-lived client's start).
+function nowMs(): number {
+  const [s, ns] = process.hrtime();
+  return s * 1e3 + ns / 1e6;
+}
+
 /** setTimeout's largest delay; a longer one would fire at once. */
 export const MAX_DELAY = 2 ** 31 - 1;
 
@@ -25,7 +33,7 @@ export class Timed {
   deadlinePrev: Timed | null = null;
   /** @internal */
   deadlineNext: Timed | null = null;
-  /** @internal When it is due (performance.now() ms). */
+  /** @internal When it is due (nowMs()). */
   deadlineAt = 0;
 }
 
@@ -68,7 +76,7 @@ export class Deadlines<T extends Timed> {
     if (!queue) this.#queues.set(ms, (queue = new Queue()));
     // The list must stay in due order: an item set again goes to its end.
     item.deadlineQueue?.remove(item);
-    item.deadlineAt = performance.now() + ms;
+    item.deadlineAt = nowMs() + ms;
     queue.append(item);
     if (!queue.timer) this.#arm(queue, ms, ms);
   }
@@ -103,7 +111,7 @@ export class Deadlines<T extends Timed> {
     try {
       for (let item = queue.head; item !== null; item = queue.head) {
         // Read each time: the callbacks before may have taken a while.
-        const now = performance.now();
+        const now = nowMs();
         if (item.deadlineAt > now) {
           next = item.deadlineAt - now;
           break;

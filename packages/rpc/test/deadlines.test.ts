@@ -21,7 +21,7 @@ function items(): (name: string | number) => Item {
 
 describe('Deadlines (one timer per timeout value)', () => {
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'hrtime'] });
   });
   afterEach(() => {
     vi.useRealTimers();
