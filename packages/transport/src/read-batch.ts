@@ -23,6 +23,7 @@ const FastBuffer: ViewConstructor =
         }
       } as unknown as ViewConstructor);
 let lastPool: ArrayBuffer | null = null;
+let copyingFromPool = false;
 let markAsUntransferable: ((object: object) => void) | null = null;
 
 /**
@@ -38,18 +39,28 @@ export function batchBytes(bytes: Buffer | ArrayBuffer | Uint8Array, offset: num
 // Small reads share a pool, as Buffer.allocUnsafe's results do: a Buffer
 // handed out is a view of it. Like Node's own pool it may not be transferred
 // to another thread, which would take the memory from every other view.
+// The environment's first pool is never handed out: its bytes are copied
+// into Buffers of Node's own pool. Marking a pool loads worker_threads
+// (2-3 ms), which a process that reads a few small messages, a CLI asking
+// its daemon one thing, would pay for nothing.
 function poolView(pool: ArrayBuffer, offset: number, length: number): Buffer {
   if (pool !== lastPool) {
+    copyingFromPool = lastPool === null;
     lastPool = pool;
     // worker_threads is loaded when first needed, not with this module.
     // Loaded at startup it tipped how the heap is laid out so that bulk
     // receivers nearly always got their 120 KiB batch buffers as fresh,
     // page-faulting memory (19k instead of 12k faults per 128 MiB, ~40% more
     // receiver CPU; 10 of 10 runs, against 2 to 6 of 10 before the pool).
-    markAsUntransferable ??= (createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads')).markAsUntransferable;
-    markAsUntransferable(pool);
+    if (!copyingFromPool) {
+      markAsUntransferable ??= (createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads')).markAsUntransferable;
+      markAsUntransferable(pool);
+    }
   }
-  return new FastBuffer(pool, offset, length);
+  if (!copyingFromPool) return new FastBuffer(pool, offset, length);
+  const copy = Buffer.allocUnsafe(length);
+  copy.set(new Uint8Array(pool, offset, length));
+  return copy;
 }
 
 // A batch with metadata comes with chunks = [len, fds, addr, cred, ...].
