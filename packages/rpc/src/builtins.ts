@@ -11,7 +11,7 @@
 // refused in afunix messages only, and read as msgpackr reads them for
 // anyone else in the process. The typed arrays (0x74) are left to
 // msgpackr, which already throws for every malformed payload.
-import { addExtension } from 'msgpackr';
+import { addExtension } from './msgpack.js';
 import { RpcCode, type RpcError, rpcError } from './errors.js';
 
 // msgpackr indexes extensions by their type byte: the timestamp's -1 is 0xff.

@@ -4,7 +4,7 @@
 // Map, Error, Fd and Set. docs/PROTOCOL.md gives the byte-level definitions.
 import { readingMessage } from './builtins.js';
 import { SMALL_FRAME } from '@afunix/framing';
-import { Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension } from 'msgpackr';
+import { EXTRACTABLE, Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension, decodedExtractable } from './msgpack.js';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError, stackless } from './errors.js';
 import { Fd } from './fd.js';
 import { MapBox, prepareNested } from './prepare.js';
@@ -296,6 +296,7 @@ const range = { start: 0, end: 0 };
 // extractor, which costs a small message more than it saves.
 function unpackRange(source: Uint8Array, start: number, end: number): unknown {
   const length = end - start;
+  if (length >= EXTRACTABLE) decodedExtractable(length);
   // (An end of 0 would mean "to the end of the source" to msgpackr.)
   if (length > 0 && length <= SMALL_MESSAGE) {
     copyBytes(source, start, end);

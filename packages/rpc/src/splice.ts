@@ -10,7 +10,7 @@
 // Buffers waiting to be sent (a FinalizationRegistry for markers that were
 // never sent kept every marker to a full GC: a 64 KiB echo paid one
 // mark-compact per ~1 800 calls).
-import { RESERVE_START_SPACE, addExtension } from 'msgpackr';
+import { RESERVE_START_SPACE, addExtension } from './msgpack.js';
 
 /** Buffers of at least this many bytes travel as pieces of their own. */
 export const SPLICE_MIN = 16 * 1024;
