@@ -138,6 +138,9 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   constructor(transport: UnixSocket | Duplex, options?: FrameLimits | null) {
     super();
     const framed = transport as FramedTransport;
+    if (typeof framed?.on !== 'function' || typeof framed.destroy !== 'function' || typeof framed.write !== 'function') {
+      throw invalidArg('transport', 'must be a UnixSocket or another Duplex');
+    }
     if (framed[kChannel]) throw invalidArg('transport', 'already carries a FramedChannel');
     this.#limits = resolveLimits(options);
     Object.defineProperty(framed, kChannel, { value: this, enumerable: false });
@@ -230,6 +233,8 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
     const pieces: readonly Uint8Array[] = Array.isArray(payload) ? payload : [payload as Uint8Array];
     const length = byteLengthOf(pieces);
     this.#checkSize(length);
+    if (fds != null && !Array.isArray(fds)) throw invalidArg('fds', 'must be an array of fds, or null');
+    if (onSent != null && typeof onSent !== 'function') throw invalidArg('onSent', `must be a function; received ${typeof onSent}`);
     const fdList = fds && fds.length > 0 ? fds : null;
     if (fdList) this.#checkSendableFds(fdList.length);
     const ok = this.#writer.write(pieces, length, fdList, fdList ? (onSent ?? null) : null);
@@ -246,6 +251,12 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
    * SMALL_FRAME bytes) no view of it is made at all.
    */
   sendCopy(source: Uint8Array, start: number, end: number): boolean {
+    // (Unchecked, a range past the source's end would send the frame's
+    // uninitialised rest: memory of this process.)
+    if (!(source instanceof Uint8Array)) throw invalidArg('source', 'must be a Uint8Array');
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || start > end || end > source.length) {
+      throw invalidArg('start', `and end must name a range of the source (${source.length} bytes); received ${start} and ${end}`);
+    }
     const length = end - start;
     if (length > SMALL_FRAME) return this.send(Buffer.from(source.subarray(start, end)));
     this.#checkOpen();

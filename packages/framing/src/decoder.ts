@@ -7,7 +7,7 @@
 // byte is where the sender attached them, and the kernel never moves fds
 // later than the read holding that byte, so any other placement is a
 // protocol error rather than something to guess about.
-import { FramingError } from './errors.js';
+import { FramingError, invalidArg } from './errors.js';
 import {
   HEADER_SIZE,
   type FrameLimits,
@@ -58,6 +58,7 @@ export class FrameDecoder {
    * closure for each.
    */
   constructor(onFrame: FrameHandler, limits?: FrameLimits | null, thisArg?: unknown) {
+    if (typeof onFrame !== 'function') throw invalidArg('onFrame', `must be a function; received ${typeof onFrame}`);
     this.#onFrame = onFrame;
     this.#thisArg = thisArg ?? this;
     this.#limits = resolveLimits(limits);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type ReceivedFds, type UnixSocket, socketPair } from '@afunix/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FramedChannel, HEADER_SIZE, encodeHeader } from '../src/index.js';
+import { FrameDecoder, FramedChannel, HEADER_SIZE, encodeHeader } from '../src/index.js';
 import { codeOf, frameBytes, openFdCount, rawHeader } from './helpers.js';
 
 let dir: string;
@@ -131,6 +131,28 @@ for (const type of ['stream', 'seqpacket'] as const) {
       a.destroy();
       await closed;
       expect(codeOf(() => new FramedChannel(a.transport))).toBe('ERR_INVALID_ARG_VALUE');
+    });
+
+    it('refuses bad arguments to send() and sendCopy() with ERR_INVALID_ARG_VALUE, sends nothing, and goes on', async () => {
+      const [a, b] = pair(type);
+      const abc = Buffer.from('abc');
+      const refusals = [
+        // A range past the source's end would send the frame's uninitialised rest.
+        () => a.sendCopy(abc, 0, 100),
+        () => a.sendCopy(abc, 0, 2_000),
+        () => a.sendCopy(abc, -1, 2),
+        () => a.sendCopy(abc, 2, 1),
+        () => a.sendCopy(abc, 0.5, 2),
+        () => a.sendCopy('abc' as unknown as Buffer, 0, 3),
+        // fds not in an array would be dropped; a bad onSent would throw after the frame left.
+        () => a.send(abc, 3 as unknown as number[]),
+        () => a.send(abc, null, 'done' as unknown as () => void),
+      ];
+      for (const refused of refusals) expect(codeOf(refused), String(refused)).toBe('ERR_INVALID_ARG_VALUE');
+      expect(a.stats.framesOut).toBe(0);
+      a.sendCopy(abc, 1, 3);
+      const [payload] = await once(b, 'frame');
+      expect(payload.toString()).toBe('bc');
     });
 
     it('gives stats as a snapshot, and does not print its channel when the transport is inspected', async () => {
@@ -388,6 +410,15 @@ for (const type of ['stream', 'seqpacket'] as const) {
     });
   });
 }
+
+describe('construction', () => {
+  it('refuses what is no Duplex, and a decoder without a frame handler, with ERR_INVALID_ARG_VALUE', () => {
+    for (const bad of [undefined, null, {}, { on() {} }]) {
+      expect(codeOf(() => new FramedChannel(bad as unknown as UnixSocket)), String(bad)).toBe('ERR_INVALID_ARG_VALUE');
+    }
+    expect(codeOf(() => new FrameDecoder('frames' as unknown as () => void))).toBe('ERR_INVALID_ARG_VALUE');
+  });
+});
 
 describe('fd placement on a stream', () => {
   // (A large frame's rest is read straight into its buffer: the fds come
