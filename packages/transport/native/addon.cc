@@ -191,16 +191,15 @@ Napi::Value SocketKind(const Napi::CallbackInfo& info) {
 
 // A socket handed in by its number (fromFd, listenFd) becomes a handle's;
 // one that an open handle already owns cannot be taken twice, and one
-// taken as a listener must listen (else accept() fails later, EINVAL).
+// taken as a listener must listen (else accept() fails later, EINVAL), one
+// taken as a connection must not (else every write fails later, ENOTCONN).
 // Checked before SysAdopt changes its flags: a refused fd is left as it was.
 Napi::Value Adopt(const Napi::CallbackInfo& info) {
   int fd = Int(info, 0);
   if (EnvState::Get(info.Env())->Owns(fd)) return Num(info.Env(), UV_EEXIST);
-  if (Flag(info, 1)) {
-    int listening = SysIsListening(fd);
-    if (listening < 0) return Num(info.Env(), listening);
-    if (listening == 0) return Num(info.Env(), UV_EINVAL);
-  }
+  int listening = SysIsListening(fd);
+  if (listening < 0) return Num(info.Env(), listening);
+  if ((listening == 1) != Flag(info, 1)) return Num(info.Env(), UV_EINVAL);
   return Num(info.Env(), SysAdopt(fd));
 }
 

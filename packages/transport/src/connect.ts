@@ -64,7 +64,7 @@ export async function connect(address: string, given?: ConnectOptions | null): P
 }
 
 /** setTimeout's longest delay; a longer one fires at once. */
-const MAX_TIMER = 2 ** 31 - 1;
+export const MAX_TIMER = 2 ** 31 - 1;
 
 // Where connect() completes asynchronously (macOS, Windows): wait until the
 // socket is writable, then read the outcome from SO_ERROR.
@@ -150,8 +150,10 @@ export function socketPairFds(type: ConnectionType = 'stream'): [number, number]
 export function adoptFd(n: NativeBinding, fd: number, listener = false): void {
   const r = n.adopt(fd, listener);
   if (r === uv.EEXIST) throw afunixError('EEXIST', `fd ${fd} already belongs to a socket of this process`, { fd });
-  // (A connected or unbound socket would only fail later, at accept.)
+  // (A connected or unbound socket would only fail later, at accept; a
+  // listening one taken for a connection, at its first write.)
   if (r === uv.EINVAL && listener) throw afunixError('EINVAL', `fd ${fd} is not a listening socket (listen() was not called on it)`, { fd });
+  if (r === uv.EINVAL) throw afunixError('EINVAL', `fd ${fd} is a listening socket: adopt it with listenFd()`, { fd });
   check(r, 'fcntl');
 }
 

@@ -14,8 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { encodeAddress, isAbstract } from './address.js';
 import { addressInUse, whyNotStale } from './bind.js';
-import { type ConnectOptions, connectionType } from './connect.js';
-import { afunixError, type AfunixError, invalidArg, unsupported } from './errors.js';
+import { type ConnectOptions, MAX_TIMER, connectionType } from './connect.js';
+import { abortError, afunixError, type AfunixError, invalidArg, unsupported } from './errors.js';
 import type { FdLike } from './fds.js';
 import type { ServerOptions, UnixServer } from './server.js';
 import type { Credentials, Receiver, UnixSocket } from './socket.js';
@@ -118,8 +118,21 @@ function adapt(sock: net.Socket, local: string, remote: string): UnixSocket {
     },
     setReceiver(fn) {
       receiver = fn;
-      // Whatever net read before the receiver was set goes to it first.
-      for (let b = sock.read() as Buffer | null; b !== null; b = sock.read() as Buffer | null) deliver(b);
+      // Whatever net read before the receiver was set goes to it first, on
+      // the next tick (before any read of net's, and before the 'end' that
+      // reading the last of it may queue): the caller may be a constructor
+      // whose own listeners are not on yet.
+      if (sock.readableLength > 0) {
+        const buffered: Buffer[] = [];
+        process.nextTick(() => {
+          for (const b of buffered) {
+            if (sock.destroyed) return;
+            if (paused) held.push(b);
+            else deliver(b);
+          }
+        });
+        for (let b = sock.read() as Buffer | null; b !== null; b = sock.read() as Buffer | null) buffered.push(b);
+      }
       sock.resume();
     },
     pauseReading() {
@@ -191,11 +204,17 @@ function connectOnce(target: string, address: string, options: ConnectOptions, d
       reject(withAddress(err as AfunixError, target, address));
     };
     const onConnect = () => done(null);
-    const onAbort = () => done(signal!.reason as Error);
-    const timer = setTimeout(
-      () => done(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`, { syscall: 'connect', address })),
-      Math.max(0, deadline - Date.now()),
-    );
+    const onAbort = () => done(abortError(signal!.reason));
+    // setTimeout fires at once past its range: a longer deadline is waited
+    // for in steps, and none (Infinity) not at all.
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (left: number): void => {
+      timer = setTimeout(
+        () => (left > MAX_TIMER ? arm(left - MAX_TIMER) : done(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`, { syscall: 'connect', address }))),
+        Math.min(left, MAX_TIMER),
+      );
+    };
+    if (deadline !== Infinity) arm(Math.max(0, deadline - Date.now()));
     signal?.addEventListener('abort', onAbort, { once: true });
     sock.once('error', done);
     sock.once('connect', onConnect);
@@ -213,7 +232,7 @@ export async function fallbackConnect(address: string, options: ConnectOptions =
   const deadline = Date.now() + (options.timeout ?? 10_000);
   let delay = 1;
   for (;;) {
-    options.signal?.throwIfAborted();
+    if (options.signal?.aborted) throw abortError(options.signal.reason);
     try {
       const sock = await connectOnce(target, name, options, deadline);
       debug('fallback socket connected to %s', name);
@@ -227,7 +246,9 @@ export async function fallbackConnect(address: string, options: ConnectOptions =
         address: name,
       });
     }
-    await sleep(delay, undefined, { signal: options.signal });
+    await sleep(delay, undefined, { signal: options.signal }).catch((err: unknown) => {
+      throw options.signal?.aborted ? abortError(options.signal.reason) : err;
+    });
     delay = Math.min(delay * 2, 50);
   }
 }

@@ -190,8 +190,9 @@ export class UnixServer extends EventEmitter {
   }
 
   // Shared by every server (see OwnedHandle in native.ts).
-  static #handleAccept(this: OwnedHandle<UnixServer>, status: number, fds: number[]): void {
-    this.owner.#onAccept(status, fds);
+  static #handleAccept(this: OwnedHandle<UnixServer>, status: number, fds: number[] | undefined): void {
+    // (A poll error comes without a list.)
+    this.owner.#onAccept(status, fds ?? []);
   }
 
   #onAccept(status: number, fds: number[]): void {
@@ -238,6 +239,7 @@ export class UnixServer extends EventEmitter {
     this.#backoff = Math.min(this.#backoff ? this.#backoff * 2 : 10, 1000);
     debug('server fd=%d %s, retrying accept in %d ms', this.#fd, err.code, this.#backoff);
     this.emit('acceptError', err);
+    if (!this.#handle) return; // closed by a listener
     this.#retry = setTimeout(() => {
       this.#retry = null;
       this.#handle?.readStart();

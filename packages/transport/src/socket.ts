@@ -221,7 +221,27 @@ export class UnixSocket extends Duplex {
     // (Checked now: the first chunk would otherwise throw it from the event loop.)
     if (typeof receiver !== 'function') throw invalidArg('receiver', `must be a function; received ${typeof receiver}`);
     this.#receiver = receiver;
+    // What the Readable side holds (read past a greeting, say) goes to the
+    // receiver first, on the next tick: the caller may be a constructor
+    // whose listeners are not on yet. No read callback can come before it,
+    // nor the 'end' that reading the last of it may queue (queued after).
+    if (this.readableLength > 0) {
+      const chunks: Buffer[] = [];
+      process.nextTick(deliverBuffered, this, chunks);
+      for (let chunk = this.read() as Buffer | null; chunk !== null; chunk = this.read() as Buffer | null) chunks.push(chunk);
+    }
     this.#readStart();
+  }
+
+  /** @internal The chunks the Readable side held when the receiver was set (setReceiver()). */
+  deliverHeld(chunks: Buffer[]): void {
+    if (this.destroyed || !this.#receiver) return;
+    this.beginBatch();
+    try {
+      for (const chunk of chunks) this.#receiver(chunk, null, null);
+    } finally {
+      this.endBatch();
+    }
   }
 
   /**
@@ -443,4 +463,8 @@ export class UnixSocket extends Duplex {
   whenWritable(): Promise<void> {
     return this.#writes.whenWritable();
   }
+}
+
+function deliverBuffered(socket: UnixSocket, chunks: Buffer[]): void {
+  socket.deliverHeld(chunks);
 }

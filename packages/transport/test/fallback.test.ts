@@ -119,6 +119,14 @@ describe('without the native addon (AFUNIX_FORCE_FALLBACK=1, built package)', ()
     expect(result.pause).toEqual({ whilePaused: '', after: 'abcdef' });
   });
 
+  it('setReceiver after a read: what the Readable held comes first, on the next tick', () => {
+    expect(result.lateReceiver).toEqual({ greeting: 'HELLO', atOnce: 0, after: 'rest|second' });
+  });
+
+  it('connect takes timeout: Infinity, and an aborted signal fails it with ABORT_ERR', () => {
+    expect(result.connectOptions).toEqual({ untimed: 'no error', aborted: 'ABORT_ERR' });
+  });
+
   it.each([
     ['fdPassing', 'fdPassing'],
     ['peerCredentials', 'peerCredentials'],

@@ -10,7 +10,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { closeFd, connect, createServer, fromFd, socketPair, socketPairFds, type UnixServer, type UnixSocket } from '../src/index.js';
-import { addedSince, destroyAll, fixtures, nodeChild, openFds, pattern, requireDist, tempDir, waitFor } from './helpers.js';
+import { addedSince, collect, destroyAll, fixtures, nodeChild, openFds, pattern, requireDist, tempDir, waitFor } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
 let server: UnixServer | undefined;
@@ -285,6 +285,30 @@ describe('when a socket goes away', () => {
     const got = once(b, 'data') as Promise<[Buffer]>;
     a.write('still mine');
     expect((await got)[0].toString()).toBe('still mine');
+  });
+
+  it('fromFd() refuses a listening socket with EINVAL (its writes would fail later, ENOTCONN), and leaves it for listenFd()', async () => {
+    // Node cannot hand us a listening fd it does not watch: python3 makes one.
+    const [mine, theirs] = socketPairFds('stream');
+    const path = join(dir.path, 'listening.sock');
+    const script = [
+      'import socket, sys',
+      'l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)',
+      'l.bind(sys.argv[1]); l.listen()',
+      "socket.send_fds(socket.socket(fileno=3), [b'x'], [l.fileno()])",
+    ].join('\n');
+    const python = spawn('python3', ['-c', script, path], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+    closeFd(theirs);
+    const carrier = fromFd(mine);
+    sockets.push(carrier);
+    const listening = await new Promise<number>((resolve) => carrier.setReceiver((_data, fds) => fds && resolve(fds.take()[0]!)));
+    expect((await once(python, 'exit'))[0]).toBe(0);
+    expect(() => fromFd(listening)).toThrow(expect.objectContaining({ code: 'EINVAL', message: expect.stringMatching(/listenFd/) }));
+    server = createServer((s) => s.end('accepted'));
+    server.listenFd(listening);
+    const c = await connect(path);
+    sockets.push(c);
+    expect((await collect(c)).toString()).toBe('accepted');
   });
 
   it('fromFd() and listenFd() refuse what is no fd number (2 ** 32 + n would wrap onto n), and adopt nothing', () => {

@@ -179,6 +179,26 @@ describe('stream sockets', () => {
     expect(Buffer.concat(parts).equals(data)).toBe(true);
   });
 
+  it('setReceiver() after a read: what the Readable held comes first, on the next tick (stream and seqpacket)', async () => {
+    for (const type of ['stream', 'seqpacket'] as const) {
+      const [a, b] = socketPair(type);
+      a.write('HELLO');
+      a.write('rest');
+      // (readableLength counts bytes on a stream, messages on seqpacket.)
+      while (b.readableLength < (type === 'stream' ? 9 : 2)) await once(b, 'readable');
+      const greeting = String(type === 'stream' ? b.read(5) : b.read());
+      const got: string[] = [];
+      b.setReceiver((d) => got.push(d.toString()));
+      expect(got, type).toEqual([]);
+      const ended = once(b, 'end');
+      a.end('|second');
+      await ended;
+      expect({ greeting, after: got.join('') }, type).toEqual({ greeting: 'HELLO', after: 'rest|second' });
+      a.destroy();
+      b.destroy();
+    }
+  });
+
   it('small reads are views of a shared pool (as Buffer.allocUnsafe): each keeps its bytes, the pool cannot be transferred away', async () => {
     const [a, b] = socketPair();
     const got: Buffer[] = [];
