@@ -248,6 +248,47 @@ describe('file descriptors where they do not belong', () => {
     for (const code of codesOf(a)) expect(['PROTOCOL_ERROR', 'TOO_MANY_FDS', 'after hello: PROTOCOL_ERROR']).toContain(code);
   });
 
+  it('Fds in a message that is no array: PROTOCOL_ERROR, and closed before the connection is (not at some GC)', async () => {
+    const notAList = encodeToBuffer(Object.fromEntries(nulls.slice(0, 100).map((fd, i) => [`f${i}`, Fd.from(fd)])) as unknown as unknown[]);
+    for (let i = 0; i < 3; i++) {
+      const before = await stream.stats();
+      const peer = await rawPeer(stream.address);
+      await established(peer);
+      peer.send(frame(notAList, 100), nulls.slice(0, 100));
+      await within(peer.closed, 5_000, 'the server ending the connection');
+      peer.destroy();
+      // (No waiting: a GC would close them too, in time.)
+      const after = await stream.stats();
+      expect(after.fds).toBe(before.fds);
+      expect(delta(after.counts.disconnects, before.counts.disconnects)).toEqual({ PROTOCOL_ERROR: 1 });
+    }
+  });
+
+  it('Fds in messages that carry no value (GOODBYE, CREDIT, CANCEL, STREAM_END, SUBSCRIBE, UNSUBSCRIBE): closed at once, the connection goes on', async () => {
+    const before = await stream.stats();
+    const peer = await rawPeer(stream.address);
+    await established(peer);
+    const fds = () => nulls.slice(0, 3).map((fd) => Fd.from(fd));
+    const controls = [
+      [Msg.GOODBYE, ...fds()],
+      [Msg.CREDIT, 99, 1, ...fds()],
+      [Msg.CANCEL, 99, 'why', ...fds()],
+      [Msg.STREAM_END, 99, ...fds()],
+      [Msg.SUBSCRIBE, ['x'], ...fds()],
+      [Msg.UNSUBSCRIBE, ['x'], ...fds()],
+    ];
+    for (let i = 0; i < 10; i++) for (const message of controls) peer.send(frame(encodeToBuffer(message), 3), nulls.slice(0, 3));
+    // Answered: everything before it was handled, in order.
+    const got = peer.received().length;
+    peer.send(messageFrame([Msg.REQUEST, 1, 'add', [1, 2]]));
+    await eventually(() => peer.received().length > got, 5_000, 'the answer after the control messages');
+    // The connection's own fd, and none of the 180 that came with them.
+    await eventually(async () => (await stream.stats()).fds === before.fds + 1, 10_000, `the server at ${before.fds + 1} fds`);
+    peer.socket.end();
+    await within(peer.closed, 5_000, 'the close');
+    peer.destroy();
+  });
+
   it.each(['stream', 'seqpacket'] as const)('253 fds per message in a loop (%s): all closed by the server, nothing leaks', async (type) => {
     const target = type === 'stream' ? stream : seqpacket;
     const LOOPS = 150;

@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { debuglog } from 'node:util';
 import { FramedChannel } from '@afunix/framing';
 import { type ConnectionType, type Credentials, UnixSocket, connect as connectSocket } from '@afunix/transport';
-import type { TypedEmitter } from './emitter.js';
+import { type TypedEmitter, emitFromPeer } from './emitter.js';
 import { type CallOptions, type Refable, RpcConnection } from './connection.js';
 import type { ClientEventsOf, ClientHandlers, Contract, EventArgs, EventsOf, Listeners, MethodsOf, Notifier, Remote } from './contract.js';
 import { RpcCode, invalidArgValue, rpcError, shownValue } from './errors.js';
@@ -15,7 +15,7 @@ import { clientHandshake } from './handshake.js';
 import { DESCRIBE, type ServiceDescription } from './describe.js';
 import type { Interceptor } from './incoming.js';
 import { checkMaxMessageSize, receiveLimit, sendLimit } from './limits.js';
-import type { Hello } from './protocol.js';
+import { type Hello, MAX_EVENT_NAME, MAX_SUBSCRIPTIONS } from './protocol.js';
 import { type Callee, callRemote, notifyProxy, remoteProxy, sendingArgs } from './proxy.js';
 import { handlerMap, refuseInherited, streamMethods } from './server.js';
 import { checkConnectionOptions } from './server-options.js';
@@ -185,10 +185,17 @@ class SubscribingEmitter extends EventEmitter {
 
   // A closed client gets no more events: a listener added now would wait
   // for good, unnoticed, and stay referenced. It fails as $emit() and
-  // $notify do then (a call rejects with the same code).
+  // $notify do then (a call rejects with the same code). A name a server
+  // refuses to subscribe to would cost the connection (PROTOCOL_ERROR), and
+  // every reconnection after it: refused here instead.
   #refuseClosed(name: string | symbol): void {
-    if (isServerEvent(name) && this.#closed()) {
-      throw rpcError(RpcCode.CONNECTION_CLOSED, `cannot listen to ${JSON.stringify(name)}: the client is closed`);
+    if (!isServerEvent(name)) return;
+    if (this.#closed()) throw rpcError(RpcCode.CONNECTION_CLOSED, `cannot listen to ${JSON.stringify(name)}: the client is closed`);
+    if (name.length > MAX_EVENT_NAME) {
+      throw invalidArgValue('name', `is an event name of ${name.length} characters, longer than a server accepts (at most ${MAX_EVENT_NAME})`);
+    }
+    if (!this.#subscribed.has(name) && this.#subscribed.size >= MAX_SUBSCRIPTIONS) {
+      throw invalidArgValue('name', `would be event subscription ${MAX_SUBSCRIPTIONS + 1}; a server accepts at most ${MAX_SUBSCRIPTIONS} on one connection`);
     }
   }
 
@@ -302,7 +309,7 @@ class ClientCore<C extends Contract> implements Callee {
       maxInFlight: this.#options.maxInFlight,
       maxOutboundBytes: this.#options.maxOutboundBytes,
       intercept: this.#options.intercept,
-      onEvent: (name: string, args: unknown[]) => this.events.emit(name, ...args),
+      onEvent: (name: string, args: unknown[]) => emitFromPeer(this.events, name, args),
     };
     const conn = new RpcConnection(channel, options, {
       credentials: peer,

@@ -6,7 +6,7 @@ import { readingMessage } from './builtins.js';
 import { SMALL_FRAME } from '@afunix/framing';
 import { EXTRACTABLE, Packr, RESERVE_START_SPACE, RESET_BUFFER_MODE, REUSE_BUFFER_MODE, Unpackr, addExtension, decodedExtractable } from './msgpack.js';
 import { RpcCode, RpcError, errorToRecord, recordToError, rpcError, stackless } from './errors.js';
-import { Fd } from './fd.js';
+import { Fd, sendsDone } from './fd.js';
 import { MapBox, prepareNested } from './prepare.js';
 import { packSpliced, splicesPending } from './splice.js';
 
@@ -124,7 +124,10 @@ addExtension({
   pack: (fd: Fd) => {
     outgoingFds ??= [];
     outgoingFds.push(fd.fd);
-    if (fd.transfers) (outgoingTransfers ??= []).push(fd);
+    if (fd.transfers) {
+      fd.holdForSend();
+      (outgoingTransfers ??= []).push(fd);
+    }
     return fdIndexBytes(outgoingFds.length - 1);
   },
   unpack: (payload: Buffer) => {
@@ -199,7 +202,7 @@ function packing(pack: (value: unknown, reserve: number) => Encoded, value: unkn
   try {
     return pack(value, reserve);
   } catch (err) {
-    for (const fd of (outgoingTransfers as Fd[] | null) ?? []) fd.close();
+    sendsDone(outgoingTransfers);
     throw encodeFailure(err);
   } finally {
     outgoingFds = null;

@@ -340,6 +340,9 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
   }
 
   #onFrame(payload: Buffer, received: ReceivedFds | null): void {
+    // Closed here (close() waits for the peer to end its side): what the
+    // peer still sends has nobody to run it, and no way to be answered.
+    if (this.#closed) return void received?.close();
     // Kept, not taken: until someone takes an Fd made of them, the addon
     // closes them if this thread goes first (a worker terminated).
     const fds = received ? received.keep() : null;
@@ -392,7 +395,10 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       return this.#protocolError((err as Error).message);
     }
     const m = decoded.message;
-    if (!Array.isArray(m)) return this.#protocolError('a message must be an array');
+    if (!Array.isArray(m)) {
+      closeAll(decoded.fds);
+      return this.#protocolError('a message must be an array');
+    }
     try {
       this.#dispatch(m, decoded.fds);
     } catch (err) {
@@ -419,6 +425,12 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       case Msg.ERROR:
       case Msg.STREAM_ITEM:
         return this.#route(m[0] as number, id(m[1]), '', m[2], fds);
+    }
+    // The others carry no value for an Fd to travel in: one sent with them
+    // anyway is nobody's, and closed now (the peer could repeat it until
+    // this process ran out of fds).
+    closeAll(fds);
+    switch (m[0]) {
       case Msg.STREAM_END:
         return this.#outgoing.onStreamEnd(id(m[1]));
       case Msg.CANCEL:

@@ -21,6 +21,11 @@ export class Fd {
   #owned: boolean;
   /** Close once sent: the descriptor moves to the peer. */
   readonly transfers: boolean;
+  // A transfer's messages packed and not yet left, and a publish() still
+  // sending it: the descriptor is closed when the last of them is done, not
+  // when the first leaves (the others would carry a closed number, or one
+  // the process has opened again for something else).
+  #sends = 0;
 
   private constructor(fd: number, owned: boolean, transfers = false) {
     this.#fd = fd;
@@ -71,6 +76,17 @@ export class Fd {
     return fd;
   }
 
+  /** @internal A message carrying this transfer was packed, or a broadcast of it began. */
+  holdForSend(): void {
+    if (this.transfers) this.#sends++;
+  }
+
+  /** @internal One of those is done (it left, or never will): the last one closes it. */
+  sendDone(): void {
+    if (this.#sends > 0 && --this.#sends > 0) return;
+    this.close();
+  }
+
   /** Closes a received descriptor (a no-op for borrowed ones and after take()). */
   close(): void {
     if (!this.#owned || this.#fd < 0) return;
@@ -104,6 +120,28 @@ function closeGiven(fd: number): void {
 
 export function closeAll(fds: Fd[] | null): void {
   if (fds) for (const fd of fds) fd.close();
+}
+
+/** A message's transfers are done with it: it left, or never will (see Fd.sendDone()). */
+export function sendsDone(transfers: Fd[] | null): void {
+  if (transfers) for (const fd of transfers) fd.sendDone();
+}
+
+/**
+ * Holds the Fd.transfer() descriptors inside a value for a broadcast: none
+ * is closed, whichever of its messages leaves first, until sendsDone() of
+ * the list returned here (which closes those no message is carrying).
+ */
+export function holdTransfers(value: unknown): Fd[] | null {
+  let held: Fd[] | null = null;
+  if (value !== null && typeof value === 'object') {
+    walkQuietly(value, (fd) => {
+      if (!fd.transfers) return;
+      fd.holdForSend();
+      (held ??= []).push(fd);
+    });
+  }
+  return held;
 }
 
 // Levels forEachFd() descends: prepare.ts's MAX_DEPTH, plus the levels an

@@ -7,7 +7,7 @@ import type { SentCallback } from '@afunix/transport';
 import { type Encoded, encode } from './codec.js';
 import { NO_ID, encodeMessageLent } from './envelope.js';
 import { RpcCode, messageTooLarge, rpcError } from './errors.js';
-import { type Fd, closeAll } from './fd.js';
+import { type Fd, sendsDone } from './fd.js';
 import { ownSendLimit } from './limits.js';
 
 const debug = debuglog('afunix');
@@ -82,7 +82,7 @@ export class MessageSender {
     const { bytes, length, fds, transfers, lent, start } = encoded;
     const limit = this.#peerMaxMessage;
     if (limit !== undefined && length > limit) {
-      closeAll(transfers);
+      sendsDone(transfers);
       throw this.#tooLarge(length, limit);
     }
     try {
@@ -92,7 +92,7 @@ export class MessageSender {
       if (!ok) this.#checkOutbound();
       return ok;
     } catch (err) {
-      closeAll(transfers);
+      sendsDone(transfers);
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw messageTooLarge((err as Error).message, length, this.#channel.limits.maxFrameSize, 'sender');
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', (err as Error).message);
@@ -120,7 +120,7 @@ export class MessageSender {
   // through `onFdsSent` if the caller waits for it, else the owner.
   #whenSent(kind: number, id: number, transfers: Fd[] | null, onFdsSent: SentCallback | undefined): SentCallback {
     return (err) => {
-      closeAll(transfers);
+      sendsDone(transfers);
       if (onFdsSent) onFdsSent(err);
       else if (err) this.#owner.fdsRefused(kind, id, err);
     };

@@ -5,11 +5,11 @@ import { type Duplex, finished } from 'node:stream';
 import { debuglog } from 'node:util';
 import { type FrameLimits, FramedChannel, resolveLimits } from '@afunix/framing';
 import { type Credentials, type ServerOptions as ListenOptions, type UnixServer, UnixSocket, afunixError, createServer as createListener, features } from '@afunix/transport';
-import type { TypedEmitter } from './emitter.js';
+import { type TypedEmitter, emitFromPeer } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from './errors.js';
-import { closeTransfers } from './fd.js';
+import { holdTransfers, sendsDone } from './fd.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { checkServerOptions } from './server-options.js';
 import { isStreamHandler } from './stream.js';
@@ -134,7 +134,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       maxOutboundBytes: options.maxOutboundBytes,
       intercept: options.intercept,
       filterEvents: true,
-      onEvent: (name, args, conn) => (this.clientEvents as EventEmitter).emit(name, conn, ...args),
+      onEvent: (name, args, conn) => emitFromPeer(this.clientEvents as EventEmitter, name, [conn, ...args]),
       onClose: (conn, reason) => {
         this.#connections.delete(conn);
         this.emit('disconnect', conn, reason);
@@ -267,19 +267,24 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     if (typeof name !== 'string') throw invalidArgValue('name', `must be an event name (a string); received ${shownValue(name)}`);
     let sent = 0;
     let failed: Array<{ err: Error; conn: RpcConnection }> | null = null;
-    for (const conn of this.#connections) {
-      try {
-        if (conn.emitEvent(name, args)) sent++;
-      } catch (err) {
-        if (isEncodeError(err)) throw err;
-        (failed ??= []).push({ err: err as Error, conn });
+    // Each subscriber's message carries the fds given away with
+    // Fd.transfer(): they are closed once the last has left (or at once, if
+    // none was sent). (Arguments are not checked for nobody: a publisher in
+    // a loop with no subscriber pays no encoding.)
+    const transfers = holdTransfers(args);
+    try {
+      for (const conn of this.#connections) {
+        try {
+          if (conn.emitEvent(name, args)) sent++;
+        } catch (err) {
+          if (isEncodeError(err)) throw err;
+          (failed ??= []).push({ err: err as Error, conn });
+        }
       }
+    } finally {
+      sendsDone(transfers);
     }
     if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
-    // Sent to nobody: fds given away with Fd.transfer() are closed, as a
-    // sent event's would be. (Arguments are not checked for nobody: a
-    // publisher in a loop with no subscriber pays no encoding.)
-    else if (sent === 0) closeTransfers(args);
     return sent;
   }
 

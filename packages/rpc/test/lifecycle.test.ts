@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { socketPair } from '@afunix/transport';
-import { type CallContext, Msg, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
+import { type CallContext, MAX_EVENT_NAME, MAX_SUBSCRIPTIONS, Msg, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
 import { type Service, eventually, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { cleanUp, runFixture } from './procs.js';
@@ -425,5 +425,101 @@ describe('a peer that sends our own hello back', () => {
     }
     a.destroy();
     b.destroy();
+  });
+});
+
+describe('what a peer may send, and when', () => {
+  interface Audited {
+    methods: { transfer(amount: number): string; ping(): string };
+    clientEvents: { audit(what: string): void; error(what: string): void };
+    events: { error(what: string): void; tick(): void };
+  }
+
+  function audited(ran: string[]) {
+    const server = createServer<Audited>({
+      service: 'audited',
+      handlers: {
+        transfer: (_ctx, amount) => {
+          ran.push(`transfer ${amount}`);
+          return 'ok';
+        },
+        ping: () => 'pong',
+      },
+    });
+    server.clientEvents.on('audit', (_conn, what) => ran.push(`audit ${what}`));
+    cleanups.push(() => server.close({ timeout: 0 }));
+    return server;
+  }
+
+  it('a connection the server closed runs nothing its peer sends after: no handler, no event listener', async () => {
+    const ran: string[] = [];
+    const server = audited(ran);
+    const path = join(tmp.dir, 'after-close.sock');
+    await server.listen(path);
+    const peer = await rawPeer(path);
+    cleanups.push(() => peer.destroy());
+    peer.send(helloFrame());
+    await peer.nextMessage();
+    peer.send(messageFrame([Msg.REQUEST, 1, 'transfer', [1]]));
+    expect(await peer.nextMessage()).toEqual([Msg.RESULT, 1, 'ok']);
+    const [conn] = server.connections;
+    conn!.close(); // waits up to 2 s for the peer to end its side
+    await peer.closed; // the server's end
+    peer.send(messageFrame([Msg.REQUEST, 2, 'transfer', [100]]));
+    peer.send(messageFrame([Msg.NOTIFY, 'transfer', [200]]));
+    peer.send(messageFrame([Msg.EVENT, 'audit', ['after close']]));
+    // Our end lets the server's channel close: by then it has read all of the above.
+    const gone = once(conn!.channel, 'close');
+    peer.socket.end();
+    await gone;
+    expect(ran).toEqual(['transfer 1']);
+    expect(peer.received.filter((m) => m[0] === Msg.RESULT)).toEqual([]);
+  });
+
+  it('an event named "error" that nobody listens to is dropped, on either side; the connection goes on', async () => {
+    const ran: string[] = [];
+    const server = audited(ran);
+    const path = join(tmp.dir, 'error-event.sock');
+    await server.listen(path);
+    const disconnects: string[] = [];
+    server.on('disconnect', (_conn, reason) => disconnects.push(String((reason as { code?: string }).code)));
+    const client = await connect<Audited>(path, { service: 'audited' });
+    cleanups.push(() => client.$close());
+    // EventEmitter throws an 'error' event with no listener: it took the connection down.
+    client.$emit('error', 'from the client');
+    client.$emit('audit', 'after it');
+    expect(await client.ping()).toBe('pong');
+    await eventually(() => ran.includes('audit after it'));
+    // The client subscribes to 'error' while it listens; the event may be on its way when it stops.
+    const heard: string[] = [];
+    const onError = (what: string) => heard.push(what);
+    client.$events.on('error', onError);
+    client.$events.on('tick', () => {});
+    await client.ping(); // the subscriptions have reached the server
+    server.publish('error', 'first');
+    await eventually(() => heard.length === 1);
+    client.$events.off('error', onError);
+    server.publish('error', 'second'); // sent before the unsubscription arrives, or not at all
+    expect(await client.ping()).toBe('pong');
+    expect(client.$connection?.closed).toBe(false);
+    expect(disconnects).toEqual([]);
+  });
+
+  it('$events.on() refuses a name no server would take: too long, or one subscription too many', async () => {
+    const ran: string[] = [];
+    const server = audited(ran);
+    const path = join(tmp.dir, 'names.sock');
+    await server.listen(path);
+    const client = await connect<Audited>(path, { service: 'audited' });
+    cleanups.push(() => client.$close());
+    const events = client.$events as unknown as import('node:events').EventEmitter;
+    const badName = expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(() => events.on('x'.repeat(MAX_EVENT_NAME + 1), () => {})).toThrow(badName);
+    events.on('x'.repeat(MAX_EVENT_NAME), () => {});
+    for (let i = 1; i < MAX_SUBSCRIPTIONS; i++) events.on(`e${i}`, () => {});
+    expect(() => events.on('one too many', () => {})).toThrow(badName);
+    events.on('e1', () => {}); // a second listener is no new subscription
+    expect(await client.ping()).toBe('pong'); // the server took them all
+    expect(client.$connection?.closed).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 // Fd.transfer() gives a descriptor away: it is closed exactly once, whether
 // the message carrying it leaves or not.
-import { openSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
@@ -176,6 +176,48 @@ describe('Fd.transfer() in an answer that never leaves', () => {
       await eventually(() => openFdCount() === before, SETTLES);
     } finally {
       await client.$close();
+    }
+  });
+});
+
+describe('Fd.transfer() published to several subscribers', () => {
+  it('every subscriber gets the same file, and the fd is closed once the last message has left', async () => {
+    interface Files {
+      methods: { ping(): number };
+      events: { file(fd: Fd): void };
+    }
+    const server = createServer<Files>({ service: 'files', handlers: { ping: () => 1 } });
+    const clients: Array<RpcClient<Files>> = [];
+    try {
+      const got: number[][] = [];
+      for (let i = 0; i < 3; i++) {
+        const [a, b] = socketPair();
+        void server.serve(a);
+        const client = await connect<Files>(b);
+        clients.push(client);
+        const inodes: number[] = [];
+        got.push(inodes);
+        client.$events.on('file', (fd) => {
+          inodes.push(fstatSync(fd.fd).ino);
+          fd.close();
+        });
+        await client.ping(); // its subscription has reached the server
+      }
+      const before = openFdCount();
+      const file = openSync('/etc/hostname', 'r');
+      const ino = fstatSync(file).ino;
+      // The first message to leave used to close the fd under the others:
+      // they carried a closed number (EBADF, dropped unreported) or one
+      // opened again meanwhile, another file.
+      expect(server.publish('file', Fd.transfer(file))).toBe(3);
+      const reopened = openSync('/dev/null', 'r');
+      await eventually(() => got.every((inodes) => inodes.length === 1));
+      expect(got).toEqual([[ino], [ino], [ino]]);
+      closeSync(reopened);
+      await eventually(() => openFdCount() === before);
+    } finally {
+      for (const client of clients) await client.$close();
+      await server.close({ timeout: 100 });
     }
   });
 });
