@@ -54,24 +54,38 @@ const DIRECT_WRITE_MIN = 16 * 1024;
 // to 272k calls/s; 1 and 2 KiB did about as well).
 const EARLY_FLUSH_BYTES = 4 * 1024;
 
+// A queue's flags (WriteQueue.#flags).
+const FLUSH_SCHEDULED = 1 << 0;
+const FLUSHING = 1 << 1; // inside flush(): an onSent callback's write leaves in its loop
+const FLUSH_AT_BATCH_END = 1 << 2;
+const BLOCKED = 1 << 3; // the kernel took less than asked: wait for writable
+const WATCHING = 1 << 4; // the writable watch is on (it outlives BLOCKED, see flush)
+const DRAIN_OWED = 1 << 5; // a send() found the queue full
+
+// The queue of every WriteQueue that has not written yet, or has drained:
+// never written to (#push() puts a new array in its place first).
+const NO_QUEUE: Pending[] = [];
+
 export class WriteQueue {
   #host: WriteHost;
   #fd: number;
   #handle: NativeHandle | null = null;
-  #queue: Pending[] = [];
+  // NO_QUEUE until the first write: an idle connection holds no array.
+  #queue: Pending[] = NO_QUEUE;
   #queuedBytes = 0;
-  #flushScheduled = false;
-  #flushing = false;
+  // FLUSH_SCHEDULED and the other flags above, in one field: as six
+  // booleans they were 40 bytes of every idle connection.
+  #flags = 0;
   #batchDepth = 0; // see batchStarted(): a flush is due when the batch ends, not on the next tick
-  #flushAtBatchEnd = false;
   #batchEndListener: BatchEndListener | null = null;
-  #blocked = false; // the kernel took less than asked: wait for writable
-  #watching = false; // the writable watch is on (it outlives #blocked, see flush)
   #heldCallback: Callback | null = null;
   #heldSize = 0; // what the Writable counts of the write whose callback is held
-  #drainOwed = false; // a send() found the queue full
   #finalCallback: Callback | null = null;
   #connectWaiter: (() => void) | null = null;
+
+  #has(flag: number): boolean {
+    return (this.#flags & flag) !== 0;
+  }
 
   constructor(host: WriteHost, fd: number) {
     this.#host = host;
@@ -129,7 +143,7 @@ export class WriteQueue {
       this.#scheduleFlush();
     }
     if (this.#hasRoom()) return true;
-    this.#drainOwed = true;
+    this.#flags |= DRAIN_OWED;
     return false;
   }
 
@@ -145,7 +159,7 @@ export class WriteQueue {
 
   /** send() found the queue full and it has not drained since. */
   get drainOwed(): boolean {
-    return this.#drainOwed;
+    return this.#has(DRAIN_OWED);
   }
 
   /** The Writable's _final: shut our side once everything queued has left. */
@@ -158,10 +172,10 @@ export class WriteQueue {
   close(err: Error | null): void {
     this.#handle = null;
     for (const entry of this.#queue) if (entry.onSent) notifySent(entry);
-    this.#queue = [];
+    this.#queue = NO_QUEUE;
     this.#queuedBytes = 0;
     this.#finalCallback = null;
-    this.#drainOwed = false;
+    this.#flags &= ~DRAIN_OWED;
     // The Writable fails the writes it holds (ERR_STREAM_DESTROYED, which
     // also frees the fds of the send()s among them) only once the write in
     // flight has its callback. That one gets the socket's error, if any; a
@@ -201,8 +215,8 @@ export class WriteQueue {
       const left = this.#batchEndListener;
       this.#batchEndListener = null;
       if (left) process.nextTick(callBatchEnded, left);
-      if (this.#flushAtBatchEnd) {
-        this.#flushAtBatchEnd = false;
+      if (this.#has(FLUSH_AT_BATCH_END)) {
+        this.#flags &= ~FLUSH_AT_BATCH_END;
         this.flush();
       }
     }
@@ -248,6 +262,7 @@ export class WriteQueue {
       last.size += size;
       return;
     }
+    if (n === 0) this.#queue = [];
     this.#queue.push({ bufs, size, fds, sendBytes: size, onSent });
   }
 
@@ -305,30 +320,30 @@ export class WriteQueue {
     // read batch (up to 120 KiB of requests) has been answered sits idle
     // meanwhile: once this much is queued it leaves, and the peer can start
     // on it while the rest is written.
-    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#blocked) this.flush();
-    if (!this.#flushScheduled && !this.#blocked && this.#queue.length > 0) {
-      this.#flushScheduled = true;
-      if (this.#batchDepth > 0) this.#flushAtBatchEnd = true;
+    if (this.#queuedBytes >= EARLY_FLUSH_BYTES && !this.#has(BLOCKED)) this.flush();
+    if (!this.#has(FLUSH_SCHEDULED) && !this.#has(BLOCKED) && this.#queue.length > 0) {
+      this.#flags |= FLUSH_SCHEDULED;
+      if (this.#batchDepth > 0) this.#flags |= FLUSH_AT_BATCH_END;
       else process.nextTick(flushSoon, this);
     }
   }
 
   flush(): void {
     // Inside a running flush (an onSent callback wrote): that one sends it.
-    if (this.#flushing) return;
-    this.#flushScheduled = false;
+    if (this.#has(FLUSHING)) return;
+    this.#flags &= ~FLUSH_SCHEDULED;
     const handle = this.#handle;
     if (!handle) return;
     const had = this.#queue.length > 0;
     // An onSent callback may write: what it queues leaves in this loop.
-    this.#flushing = true;
+    this.#flags |= FLUSHING;
     try {
       while (this.#queue.length > 0 && this.#handle) {
         const run = this.#batchable();
         if (!(run > 1 ? this.#writeBatch(handle, run) : this.#writeHead(handle))) break;
       }
     } finally {
-      this.#flushing = false;
+      this.#flags &= ~FLUSHING;
     }
     if (!this.#handle) return; // destroyed by a failed write
     // Drained, but the writable watch stays on: a writer that just filled the
@@ -336,10 +351,10 @@ export class WriteQueue {
     // epoll_ctl DEL + ADD (uv_poll_start restarts the poll). The next writable
     // event that finds nothing queued turns it off.
     if (this.#queue.length === 0) {
-      this.#blocked = false;
+      this.#flags &= ~BLOCKED;
       // An array emptied by shift() or splice() keeps the storage it grew
       // (~150 bytes): an idle connection should not hold it.
-      if (had) this.#queue = [];
+      if (had) this.#queue = NO_QUEUE;
     }
     this.#releaseCallbacks();
   }
@@ -423,13 +438,14 @@ export class WriteQueue {
   }
 
   #waitWritable(): void {
-    this.#blocked = true;
+    this.#flags |= BLOCKED;
     this.#watchWritable(true);
   }
 
   #watchWritable(on: boolean): void {
-    if (this.#watching === on || !this.#handle) return;
-    this.#watching = on;
+    if (this.#has(WATCHING) === on || !this.#handle) return;
+    if (on) this.#flags |= WATCHING;
+    else this.#flags &= ~WATCHING;
     const r = this.#handle.watchWritable(on);
     if (r < 0) return void this.#host.destroy(systemError(r, 'poll'));
     this.#host.writesWaiting(on);
@@ -437,14 +453,14 @@ export class WriteQueue {
 
   /** Whether writes wait for the socket to be writable (the writable watch is on). */
   get waitingForRoom(): boolean {
-    return this.#watching;
+    return this.#has(WATCHING);
   }
 
   /** The socket is writable again (the handle's writable callback). */
   onWritable(): void {
     const waiter = this.#connectWaiter;
     this.#connectWaiter = null;
-    this.#blocked = false;
+    this.#flags &= ~BLOCKED;
     if (this.#queue.length > 0) this.flush();
     else this.#watchWritable(false);
     waiter?.();
@@ -463,8 +479,8 @@ export class WriteQueue {
     const room = this.#hasRoom();
     // Before the held callback: while the Writable still owes its own
     // 'drain' (a write() returned false too), the host leaves it to that one.
-    if (this.#drainOwed && room && this.#handle) {
-      this.#drainOwed = false;
+    if (this.#has(DRAIN_OWED) && room && this.#handle) {
+      this.#flags &= ~DRAIN_OWED;
       this.#host.queueDrained();
     }
     const held = this.#heldCallback;
