@@ -124,10 +124,7 @@ addExtension({
   pack: (fd: Fd) => {
     outgoingFds ??= [];
     outgoingFds.push(fd.fd);
-    if (fd.transfers) {
-      fd.holdForSend();
-      (outgoingTransfers ??= []).push(fd);
-    }
+    if (fd.holdForSend()) (outgoingTransfers ??= []).push(fd);
     return fdIndexBytes(outgoingFds.length - 1);
   },
   unpack: (payload: Buffer) => {
@@ -166,7 +163,11 @@ export interface Encoded {
   /** Its length in bytes. */
   length: number;
   fds: number[] | null;
-  /** Fds handed over with Fd.transfer(): close them once the message has left. */
+  /**
+   * The Fds this message holds open (Fd.holdForSend(): transfers, and
+   * received ones passed on): sendsDone() of them once it has left, or
+   * never will.
+   */
   transfers: Fd[] | null;
   /**
    * Set by packLent() for a small message left where the packer wrote it:
@@ -193,7 +194,7 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
 
 // What the extensions note while a message is packed (its fds, the Fds it
 // gives away, whether errors take their stacks) is set up around `pack`,
-// and cleared whatever it does; the transfers are closed if it fails.
+// and cleared whatever it does; the Fds it held are let go if it fails.
 // (`pack` is a module function, not a closure: no allocation per message.)
 function packing(pack: (value: unknown, reserve: number) => Encoded, value: unknown, reserve: number, withStacks: boolean): Encoded {
   outgoingFds = null;

@@ -21,11 +21,14 @@ export class Fd {
   #owned: boolean;
   /** Close once sent: the descriptor moves to the peer. */
   readonly transfers: boolean;
-  // A transfer's messages packed and not yet left, and a publish() still
-  // sending it: the descriptor is closed when the last of them is done, not
-  // when the first leaves (the others would carry a closed number, or one
-  // the process has opened again for something else).
+  // Messages packed with a descriptor this wrapper owns (a transfer, or a
+  // received one passed on) that have not left yet, and a publish() still
+  // sending it. Until the last is done it stays open: a message queued with
+  // a closed number would fail (EBADF), or carry whatever the process
+  // opened next under it. A transfer is closed then; a received one whose
+  // close() came meanwhile (its handler settled), too.
   #sends = 0;
+  #closeWhenSent = false;
 
   private constructor(fd: number, owned: boolean, transfers = false) {
     this.#fd = fd;
@@ -76,20 +79,32 @@ export class Fd {
     return fd;
   }
 
-  /** @internal A message carrying this transfer was packed, or a broadcast of it began. */
-  holdForSend(): void {
-    if (this.transfers) this.#sends++;
+  /**
+   * @internal A message carrying it was packed, or a broadcast of it began:
+   * true if that holds it open until sendDone() (it is ours to close).
+   */
+  holdForSend(): boolean {
+    if (!this.owned) return false;
+    this.#sends++;
+    return true;
   }
 
-  /** @internal One of those is done (it left, or never will): the last one closes it. */
+  /** @internal One of those is done (it left, or never will): the last one closes a transfer, or a closed one. */
   sendDone(): void {
     if (this.#sends > 0 && --this.#sends > 0) return;
-    this.close();
+    if (this.transfers || this.#closeWhenSent) this.close();
   }
 
-  /** Closes a received descriptor (a no-op for borrowed ones and after take()). */
+  /**
+   * Closes a received descriptor (a no-op for borrowed ones and after
+   * take()); one that messages still being sent carry, once they have left.
+   */
   close(): void {
     if (!this.#owned || this.#fd < 0) return;
+    if (this.#sends > 0) {
+      this.#closeWhenSent = true;
+      return;
+    }
     const fd = this.#fd;
     this.#fd = -1;
     this.#owned = false;
@@ -122,23 +137,22 @@ export function closeAll(fds: Fd[] | null): void {
   if (fds) for (const fd of fds) fd.close();
 }
 
-/** A message's transfers are done with it: it left, or never will (see Fd.sendDone()). */
-export function sendsDone(transfers: Fd[] | null): void {
-  if (transfers) for (const fd of transfers) fd.sendDone();
+/** A message is done with the Fds it held (Fd.holdForSend()): it left, or never will. */
+export function sendsDone(held: Fd[] | null): void {
+  if (held) for (const fd of held) fd.sendDone();
 }
 
 /**
- * Holds the Fd.transfer() descriptors inside a value for a broadcast: none
- * is closed, whichever of its messages leaves first, until sendsDone() of
- * the list returned here (which closes those no message is carrying).
+ * Holds the descriptors we own inside a value (transfers, received ones
+ * passed on) for a broadcast: none is closed, whichever of its messages
+ * leaves first, until sendsDone() of the list returned here (which closes
+ * the transfers no message is carrying).
  */
-export function holdTransfers(value: unknown): Fd[] | null {
+export function holdForSends(value: unknown): Fd[] | null {
   let held: Fd[] | null = null;
   if (value !== null && typeof value === 'object') {
     walkQuietly(value, (fd) => {
-      if (!fd.transfers) return;
-      fd.holdForSend();
-      (held ??= []).push(fd);
+      if (fd.holdForSend()) (held ??= []).push(fd);
     });
   }
   return held;

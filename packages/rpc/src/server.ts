@@ -9,7 +9,7 @@ import { type TypedEmitter, emitFromPeer } from './emitter.js';
 import { type ConnectionOptions, RpcConnection } from './connection.js';
 import type { ClientEventsOf, Contract, EventArgs, EventsOf, ListenersWith, MethodsOf, ServerHandlers } from './contract.js';
 import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue } from './errors.js';
-import { holdTransfers, sendsDone } from './fd.js';
+import { holdForSends, sendsDone } from './fd.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { checkServerOptions } from './server-options.js';
 import { isStreamHandler } from './stream.js';
@@ -267,11 +267,12 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     if (typeof name !== 'string') throw invalidArgValue('name', `must be an event name (a string); received ${shownValue(name)}`);
     let sent = 0;
     let failed: Array<{ err: Error; conn: RpcConnection }> | null = null;
-    // Each subscriber's message carries the fds given away with
-    // Fd.transfer(): they are closed once the last has left (or at once, if
-    // none was sent). (Arguments are not checked for nobody: a publisher in
-    // a loop with no subscriber pays no encoding.)
-    const transfers = holdTransfers(args);
+    // Each subscriber's message carries the same descriptors: those we own
+    // stay open until the last has left, and the ones given away with
+    // Fd.transfer() are closed then (or at once, if none was sent).
+    // (Arguments are not checked for nobody: a publisher in a loop with no
+    // subscriber pays no encoding.)
+    const transfers = holdForSends(args);
     try {
       for (const conn of this.#connections) {
         try {

@@ -3,7 +3,7 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Fd, RpcCode, type RpcClient, connect, createServer } from '../src/index.js';
+import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } from '../src/index.js';
 import { eventually, openFdCount } from './helpers.js';
 
 interface Broker {
@@ -217,6 +217,42 @@ describe('Fd.transfer() published to several subscribers', () => {
       await eventually(() => openFdCount() === before);
     } finally {
       for (const client of clients) await client.$close();
+      await server.close({ timeout: 100 });
+    }
+  });
+});
+
+describe('a received Fd passed on by its handler', () => {
+  it('published by a handler that returns at once: the subscriber gets the file, and the server closes it once it has left', async () => {
+    interface Relay {
+      methods: { relay(fd: Fd): number; ping(): number };
+      events: { file(fd: Fd): void };
+    }
+    // The handler's argument is closed when it returns, while the event
+    // carrying it still waits to leave: it used to go out with a closed number.
+    const server: RpcServer<Relay> = createServer<Relay>({ service: 'relay', handlers: { relay: (_ctx, fd): number => server.publish('file', fd), ping: () => 1 } });
+    const pairs = [socketPair(), socketPair()];
+    for (const [a] of pairs) void server.serve(a);
+    const subscriber = await connect<Relay>(pairs[0]![1]);
+    const caller = await connect<Relay>(pairs[1]![1]);
+    try {
+      const got: number[] = [];
+      subscriber.$events.on('file', (fd) => {
+        got.push(fstatSync(fd.fd).ino);
+        fd.close();
+      });
+      await subscriber.ping();
+      await caller.ping();
+      const before = openFdCount();
+      const file = openSync('/etc/hostname', 'r');
+      expect(await caller.relay(Fd.from(file))).toBe(1);
+      await eventually(() => got.length === 1);
+      expect(got).toEqual([fstatSync(file).ino]);
+      closeSync(file);
+      await eventually(() => openFdCount() === before);
+    } finally {
+      await subscriber.$close();
+      await caller.$close();
       await server.close({ timeout: 100 });
     }
   });
