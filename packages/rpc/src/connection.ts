@@ -18,7 +18,7 @@ import { NO_ID, readMessage } from './envelope.js';
 import { RpcCode, RpcError, invalidArgValue, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
 import { count, id, list, optionalStr, str } from './fields.js';
-import { IncomingCalls } from './handling.js';
+import { IncomingCalls, MAX_ARGUMENTS } from './handling.js';
 import type { Handler, Interceptor } from './incoming.js';
 import { type CallOptions, OutgoingCalls } from './outgoing.js';
 import { MAX_EVENT_NAME, MAX_SUBSCRIPTIONS, Msg } from './protocol.js';
@@ -452,6 +452,9 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
 
   #onEvent(name: string, args: unknown[], fds: Fd[] | null): void {
     try {
+      // As a notification with too many arguments: dropped (spread into
+      // emit(), 300,000 of them overflowed the stack).
+      if (args.length > MAX_ARGUMENTS) return debug('dropping event %s: %d arguments', name, args.length);
       this.#options.onEvent?.(name, args, this);
     } finally {
       closeAll(fds); // fds in events must be taken by a listener, synchronously

@@ -19,7 +19,7 @@ const DEFAULT_MAX_IN_FLIGHT = 1024;
 // Arguments are spread into the handler's call, on the stack: a REQUEST of
 // a million arguments overflowed it (a codeless RangeError back to the
 // caller). No method takes more than this many.
-const MAX_ARGUMENTS = 4096;
+export const MAX_ARGUMENTS = 4096;
 
 export interface HandlingOptions {
   handlers: ReadonlyMap<string, Handler>;

@@ -476,6 +476,23 @@ describe('what a peer may send, and when', () => {
     expect(peer.received.filter((m) => m[0] === Msg.RESULT)).toEqual([]);
   });
 
+  it('an event with more arguments than a call may take is dropped; the connection goes on', async () => {
+    const ran: string[] = [];
+    const server = audited(ran);
+    const path = join(tmp.dir, 'many-args.sock');
+    await server.listen(path);
+    const peer = await rawPeer(path);
+    cleanups.push(() => peer.destroy());
+    peer.send(helloFrame());
+    await peer.nextMessage();
+    // (Spread into the listener's call, 300,000 of them overflowed the stack, and the connection closed.)
+    peer.send(messageFrame([Msg.EVENT, 'audit', new Array(300_000).fill(0)]));
+    peer.send(messageFrame([Msg.EVENT, 'audit', ['after it']]));
+    peer.send(messageFrame([Msg.REQUEST, 1, 'ping', []]));
+    expect(await peer.nextMessage()).toEqual([Msg.RESULT, 1, 'pong']);
+    expect(ran).toEqual(['audit after it']);
+  });
+
   it('an event named "error" that nobody listens to is dropped, on either side; the connection goes on', async () => {
     const ran: string[] = [];
     const server = audited(ran);
