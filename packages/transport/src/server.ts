@@ -229,17 +229,15 @@ export class UnixServer extends EventEmitter {
     }
   }
 
+  // The native side stopped watching; accepting goes on after a growing
+  // pause, also after an error that is not a shortage (as net's server goes
+  // on listening after its 'error'), unless a listener closed the server.
   #acceptFailed(status: number): void {
     const err = systemError(status, 'accept');
-    if (!TRANSIENT.has(err.code)) {
-      this.emit('error', err);
-      return;
-    }
-    // The native side stopped watching; try again after a growing pause.
     this.#backoff = Math.min(this.#backoff ? this.#backoff * 2 : 10, 1000);
     debug('server fd=%d %s, retrying accept in %d ms', this.#fd, err.code, this.#backoff);
-    this.emit('acceptError', err);
-    if (!this.#handle) return; // closed by a listener
+    this.emit(TRANSIENT.has(err.code) ? 'acceptError' : 'error', err);
+    if (!this.#handle) return;
     this.#retry = setTimeout(() => {
       this.#retry = null;
       this.#handle?.readStart();
