@@ -101,9 +101,12 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
 
 // Also takes the fd off the in-flight list (env_state.h): a number closed
 // here may be reused at once, so nothing else may close it again.
+// close(fd): never one an open handle owns. Its handle would close the
+// number again later, by then maybe another file's.
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd = Int(info, 0);
   EnvState* state = EnvState::Get(info.Env());
+  if (state->Owns(fd)) return Num(info.Env(), UV_EBUSY);
   state->in_flight.erase(fd);
   state->kept.erase(fd);
   state->unowned.erase(fd);

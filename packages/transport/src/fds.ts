@@ -2,7 +2,7 @@
 // closed as soon as the callback that delivered them returns. A peer can
 // therefore never leak or exhaust this process's fd table.
 import { closeSync } from 'node:fs';
-import { invalidArg } from './errors.js';
+import { afunixError, invalidArg, uv } from './errors.js';
 import { native } from './native.js';
 
 // The addon reads an fd as an Int32: a larger number would wrap onto another
@@ -29,7 +29,9 @@ export function closeFd(fd: number): void {
   // (The addon would close stdout for 1.5, stderr for 2 ** 32 + 2.)
   checkFdArg(fd);
   if (native) {
-    native.close(fd);
+    if (native.close(fd) === uv.EBUSY) {
+      throw afunixError('EBUSY', `fd ${fd} belongs to a socket of this process: destroy() the socket instead (closed twice, the number could be another file's by then)`, { fd });
+    }
     return;
   }
   try {

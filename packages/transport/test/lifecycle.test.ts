@@ -277,11 +277,13 @@ describe('when a socket goes away', () => {
     expect(() => c.messageLimits()).toThrow(expect.objectContaining({ code: 'ERR_SOCKET_CLOSED' }));
   });
 
-  it('fromFd() and listenFd() refuse an fd a socket of this process owns with EEXIST, and the owner keeps it', async () => {
+  it('fromFd() and listenFd() refuse an fd a socket of this process owns with EEXIST, closeFd() with EBUSY, and the owner keeps it', async () => {
     const [a, b] = socketPair();
     sockets.push(a, b);
     expect(() => fromFd(a.fd)).toThrow(expect.objectContaining({ code: 'EEXIST' }));
     expect(() => createServer().listenFd(b.fd)).toThrow(expect.objectContaining({ code: 'EEXIST' }));
+    // (Closed under the socket, the number would be closed again when it closes, by then maybe another file's.)
+    expect(() => closeFd(a.fd)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     const got = once(b, 'data') as Promise<[Buffer]>;
     a.write('still mine');
     expect((await got)[0].toString()).toBe('still mine');
