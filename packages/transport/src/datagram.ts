@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { decodeAddress, encodeAddress } from './address.js';
 import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
-import { checkDatagramOptions, optionsObject } from './options.js';
+import { checkBindOptions, checkDatagramOptions, optionsObject } from './options.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
 import { Kind, type NativeHandle, type OwnedHandle, native } from './native.js';
 import type { Credentials } from './socket.js';
@@ -92,7 +92,9 @@ export class UnixDatagram extends EventEmitter {
 
   /** Binds a name (a path, '@name', or none for an autobound abstract name). */
   bind(address?: string, options?: { mode?: number | null } | null): this {
-    this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, options?.mode ?? undefined);
+    const given = optionsObject(options);
+    checkBindOptions(given); // (chmod would take 0o10000 for 0, and other modes out of range with codes of its own)
+    this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, given.mode ?? undefined);
     return this;
   }
 

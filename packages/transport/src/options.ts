@@ -49,6 +49,11 @@ export function checkServerOptions(options: object): void {
   checkInteger(options, 'mode', 0, 0o7777);
 }
 
+/** A datagram socket's bind() options. */
+export function checkBindOptions(options: object): void {
+  checkInteger(options, 'mode', 0, 0o7777);
+}
+
 /** connect()'s own options, beside the socket's. */
 export function checkConnectOptions(options: object): void {
   checkSocketOptions(options);

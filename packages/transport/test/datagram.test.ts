@@ -123,6 +123,19 @@ describe('datagram addressing', () => {
     expect(existsSync(path)).toBe(false);
   });
 
+  it('bind() refuses a mode that is no integer from 0 to 0o7777 with ERR_INVALID_ARG_VALUE, and binds nothing', async () => {
+    const path = join(dir.path, 'bad-mode.sock');
+    const d = dgram();
+    // (0o10000 went through chmod as mode 0.)
+    for (const mode of [-1, 0o10000, 1.5, '600']) {
+      expect(() => d.bind(path, { mode: mode as number }), String(mode)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    }
+    expect(existsSync(path)).toBe(false);
+    d.bind(path, { mode: 0o640 });
+    expect(statSync(path).mode & 0o777).toBe(0o640);
+    await d.close();
+  });
+
   // A datagram socket receives from its bind() on: a mode applied after it
   // let another user's datagrams in for a moment (1,340 in 3,305 binds).
   it.runIf(process.getuid?.() === 0 && process.platform === 'linux' && existsSync('/usr/bin/python3'))(
