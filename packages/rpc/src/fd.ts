@@ -8,7 +8,7 @@ import { invalidArgValue, shownValue } from './errors.js';
 // net only. Handlers' argument fds are closed deterministically when the
 // handler settles; see RpcPeer.
 // (A given one is held as ~fd, so that it is closed as closeGiven() does.)
-const orphans = new FinalizationRegistry<number>((held) => (held < 0 ? closeGiven(~held) : closeFd(held)));
+const orphans = new FinalizationRegistry<number>((held) => (held < 0 ? closeGiven(~held) : closeReceived(held)));
 
 function checkedFd(value: FdLike): number {
   const fd = typeof value === 'number' ? value : value?.fd;
@@ -58,18 +58,25 @@ export class Fd {
 
   /** The descriptor number (still owned by this wrapper if it was received). */
   get fd(): number {
-    if (this.#fd < 0) throw Object.assign(new Error('this Fd was taken or closed'), { code: 'EBADF' });
+    // (Closed while messages carrying it wait to leave, it is closed to its
+    // user at once; only those messages still hold the number.)
+    if (this.#fd < 0 || this.#closeWhenSent) throw Object.assign(new Error('this Fd was taken or closed'), { code: 'EBADF' });
     return this.#fd;
   }
 
   /** True for a descriptor that arrived from the peer and is still held. */
   get owned(): boolean {
-    return this.#owned && this.#fd >= 0;
+    return this.#owned && this.#fd >= 0 && !this.#closeWhenSent;
   }
 
-  /** Takes the descriptor: closing it is now the caller's job. */
+  /**
+   * Takes the descriptor: closing it is now the caller's job. EBUSY while a
+   * message carrying it waits to leave (the caller could close it under
+   * that message): take it once the send has settled.
+   */
   take(): number {
     const fd = this.fd;
+    if (this.#sends > 0) throw Object.assign(new Error('this Fd is in a message still being sent'), { code: 'EBUSY' });
     this.#fd = -1;
     if (this.#owned) {
       orphans.unregister(this);
@@ -113,7 +120,7 @@ export class Fd {
     // (A received one through the transport: fs.closeSync() would warn in a
     // worker thread, and one already closed through a raw number someone
     // peeked at is fine.)
-    else closeFd(fd);
+    else closeReceived(fd);
   }
 
   [Symbol.dispose](): void {
@@ -125,6 +132,17 @@ export class Fd {
 // opened with fs: closed behind fs's back in a worker thread, it stayed on
 // the worker's list of fds to close at its exit, and that closed the number
 // again, by then another file or connection of the process.
+// A received descriptor, closed: a cleanup path, which must not throw. Its
+// number adopted by a socket meanwhile (fromFd(fd.fd) without take()) is
+// that socket's now (closeFd() refuses it, EBUSY): it is left to it.
+function closeReceived(fd: number): void {
+  try {
+    closeFd(fd);
+  } catch {
+    // (Owned by a socket of this process: see above.)
+  }
+}
+
 function closeGiven(fd: number): void {
   try {
     closeSync(fd);

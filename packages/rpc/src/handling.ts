@@ -237,17 +237,25 @@ export class IncomingCalls {
       kind = Msg.ERROR;
       value = rpcError(RpcCode.NOT_A_STREAM, `${call.method} returned an AsyncIterable, but only an async generator function (async function*) is announced as a stream: write it as one (yield* the iterable)`);
     }
-    closeAll(fds);
     if (!answer) {
+      closeAll(fds);
       this.#notifications.delete(call);
       if (kind === Msg.ERROR) debug('notification %s failed: %s', call.method, describeThrown(value));
       return closeTransfers(value); // a notification's answer goes nowhere
     }
     if (!this.#answering(call)) {
+      closeAll(fds);
       this.#forget(call.id);
       return closeTransfers(value);
     }
-    this.#answered(call.id, this.#reply(call.id, kind, value));
+    // Its arguments' fds are closed once the answer is packed: an answer
+    // that carries one (a handler returning what it was given) holds it
+    // open until it has left.
+    try {
+      this.#answered(call.id, this.#reply(call.id, kind, value));
+    } finally {
+      closeAll(fds);
+    }
   }
 
   // The call is done: a CANCEL or the connection's end no longer aborts its

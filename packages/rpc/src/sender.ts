@@ -85,20 +85,35 @@ export class MessageSender {
       sendsDone(transfers);
       throw this.#tooLarge(length, limit);
     }
+    let ok: boolean;
     try {
-      const ok = lent
+      ok = lent
         ? this.#channel.sendCopy(bytes as Buffer, start, start + length)
         : this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers, onFdsSent) : undefined);
-      if (!ok) this.#checkOutbound();
-      return ok;
     } catch (err) {
+      // Not handed over: its Fds are let go here. (Once handed over, its
+      // onSent does that, exactly once: the cut-off below, whose listeners
+      // may throw, must not do it a second time.)
       sendsDone(transfers);
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw messageTooLarge((err as Error).message, length, this.#channel.limits.maxFrameSize, 'sender');
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', (err as Error).message);
-      if (this.#owner.closed || this.#channel.closed) throw rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed');
-      throw err;
+      throw this.#failure(err);
     }
+    if (!ok) {
+      try {
+        this.#checkOutbound();
+      } catch (err) {
+        throw this.#failure(err);
+      }
+    }
+    return ok;
+  }
+
+  // What a send that threw tells its caller: CONNECTION_CLOSED once the
+  // connection is gone (a listener of its end may be what threw).
+  #failure(err: unknown): unknown {
+    return this.#owner.closed || this.#channel.closed ? rpcError(RpcCode.CONNECTION_CLOSED, 'the connection is closed') : err;
   }
 
   // Over the limit: the peer's (its hello's maxMessageSize), or, on

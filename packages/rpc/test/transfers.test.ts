@@ -1,7 +1,7 @@
 // Fd.transfer() gives a descriptor away: it is closed exactly once, whether
 // the message carrying it leaves or not.
 import { closeSync, fstatSync, openSync } from 'node:fs';
-import { socketPair } from '@afunix/transport';
+import { type UnixSocket, fromFd, socketPair, socketPairFds } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } from '../src/index.js';
 import { eventually, openFdCount } from './helpers.js';
@@ -254,6 +254,157 @@ describe('a received Fd passed on by its handler', () => {
       await subscriber.$close();
       await caller.$close();
       await server.close({ timeout: 100 });
+    }
+  });
+});
+
+describe('an Fd while messages carrying it wait to leave', () => {
+  interface Passing {
+    methods: { echo(fd: Fd): Fd; echoLater(fd: Fd): Fd; relayTake(fd: Fd): string; adopt(fd: Fd): number; ping(): number };
+    events: { file(fd: Fd, padding?: string): void; bulk(b: Buffer): void };
+  }
+
+  async function passing(options: { maxOutboundBytes?: number } = {}) {
+    const adopted: UnixSocket[] = [];
+    const server: RpcServer<Passing> = createServer<Passing>({
+      service: 'passing',
+      ...options,
+      handlers: {
+        // Its argument is closed when it settles, while the answer carrying it waits to leave.
+        echo: (_ctx, fd) => fd,
+        echoLater: async (_ctx, fd) => {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+          return fd;
+        },
+        relayTake: (_ctx, fd): string => {
+          server.publish('file', fd);
+          try {
+            fd.take();
+            return 'taken';
+          } catch (err) {
+            return (err as { code: string }).code;
+          }
+        },
+        // A misuse: a socket adopts the number, which the Fd still owns.
+        adopt: (_ctx, fd) => {
+          adopted.push(fromFd(fd.fd));
+          return 1;
+        },
+        ping: () => 1,
+      },
+    });
+    const clients: Array<RpcClient<Passing>> = [];
+    const client = async () => {
+      const [a, b] = socketPair();
+      void server.serve(a);
+      const c = await connect<Passing>(b);
+      clients.push(c);
+      return c;
+    };
+    const close = async () => {
+      for (const c of clients) await c.$close().catch(() => {});
+      await server.close({ timeout: 0 });
+      for (const s of adopted) s.destroy();
+    };
+    return { server, client, close };
+  }
+
+  it('a handler returning the Fd it was given: the caller gets the same file back', async () => {
+    const { client, close } = await passing();
+    try {
+      const c = await client();
+      const file = openSync('/etc/hostname', 'r');
+      for (const back of [await c.echo(Fd.from(file)), await c.echoLater(Fd.from(file))]) {
+        expect(fstatSync(back.fd).ino).toBe(fstatSync(file).ino);
+        back.close();
+      }
+      closeSync(file);
+    } finally {
+      await close();
+    }
+  });
+
+  it('take() is EBUSY while an event carrying it waits to leave, and the subscriber gets the file', async () => {
+    const { client, close } = await passing();
+    try {
+      const c = await client();
+      const got = new Promise<number>((resolve) =>
+        c.$events.on('file', (fd) => {
+          resolve(fstatSync(fd.fd).ino);
+          fd.close();
+        }),
+      );
+      await c.ping();
+      const file = openSync('/etc/hostname', 'r');
+      expect(await c.relayTake(Fd.from(file))).toBe('EBUSY');
+      expect(await got).toBe(fstatSync(file).ino);
+      closeSync(file);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a received Fd whose number a socket adopted without take(): closing it when the handler settles is no error', async () => {
+    const { client, close } = await passing();
+    try {
+      const c = await client();
+      const [x, y] = socketPairFds('stream');
+      // (closeFd() refuses the socket's fd with EBUSY: the Fd leaves it to the socket.)
+      expect(await c.adopt(Fd.from(x))).toBe(1);
+      expect(await c.ping()).toBe(1);
+      closeSync(x);
+      closeSync(y);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a transfer published to a subscriber and to one cut off by that message, whose disconnect listener throws: the first still gets the file', async () => {
+    const CAP = 200 * 1024;
+    const { server, client, close } = await passing({ maxOutboundBytes: CAP });
+    let thrown = false;
+    // (Run inside the send that cuts the connection off; it used to let the message's fds go twice.)
+    server.on('disconnect', () => {
+      if (thrown) return;
+      thrown = true;
+      throw new Error('a disconnect listener that throws');
+    });
+    const publishErrors: string[] = [];
+    server.on('publishError', (err) => publishErrors.push(String((err as Error & { code?: string }).code)));
+    try {
+      const reading = await client();
+      const got = new Promise<number>((resolve) =>
+        reading.$events.on('file', (fd) => {
+          resolve(fstatSync(fd.fd).ino);
+          fd.close();
+        }),
+      );
+      await reading.ping();
+      const stalled = await client();
+      stalled.$events.on('file', () => {});
+      stalled.$events.on('bulk', () => {});
+      await stalled.ping();
+      stalled.$connection!.channel.pause();
+      const onServer = [...server.connections][1]!;
+      const queued = () => onServer.channel.transport.writableLength;
+      while (queued() < CAP - 1_500) {
+        server.publish('bulk', Buffer.alloc(Math.max(1, Math.min(32 * 1024, CAP - 1_700 - queued()))));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const file = openSync('/etc/hostname', 'r');
+      const ino = fstatSync(file).ino;
+      expect(server.publish('file', Fd.transfer(file), 'x'.repeat(2_000))).toBe(1);
+      expect(thrown).toBe(true);
+      expect(publishErrors).toEqual([RpcCode.CONNECTION_CLOSED]);
+      // The lowest free number: the transfer's, had it been closed already.
+      const other = openSync('/etc/passwd', 'r');
+      try {
+        expect(await got).toBe(ino);
+      } finally {
+        closeSync(other);
+      }
+    } finally {
+      await close();
     }
   });
 });
