@@ -451,15 +451,21 @@ describe('what a peer may send, and when', () => {
     return server;
   }
 
-  it('a connection the server closed runs nothing its peer sends after: no handler, no event listener', async () => {
+  /** An audited server, and a raw peer it has said hello to. */
+  async function helloed(name: string) {
     const ran: string[] = [];
     const server = audited(ran);
-    const path = join(tmp.dir, 'after-close.sock');
+    const path = join(tmp.dir, `${name}.sock`);
     await server.listen(path);
     const peer = await rawPeer(path);
     cleanups.push(() => peer.destroy());
     peer.send(helloFrame());
     await peer.nextMessage();
+    return { ran, server, peer };
+  }
+
+  it('a connection the server closed runs nothing its peer sends after: no handler, no event listener', async () => {
+    const { ran, server, peer } = await helloed('after-close');
     peer.send(messageFrame([Msg.REQUEST, 1, 'transfer', [1]]));
     expect(await peer.nextMessage()).toEqual([Msg.RESULT, 1, 'ok']);
     const [conn] = server.connections;
@@ -477,14 +483,7 @@ describe('what a peer may send, and when', () => {
   });
 
   it('an event with more arguments than a call may take is dropped; the connection goes on', async () => {
-    const ran: string[] = [];
-    const server = audited(ran);
-    const path = join(tmp.dir, 'many-args.sock');
-    await server.listen(path);
-    const peer = await rawPeer(path);
-    cleanups.push(() => peer.destroy());
-    peer.send(helloFrame());
-    await peer.nextMessage();
+    const { ran, peer } = await helloed('many-args');
     // (Spread into the listener's call, 300,000 of them overflowed the stack, and the connection closed.)
     peer.send(messageFrame([Msg.EVENT, 'audit', new Array(300_000).fill(0)]));
     peer.send(messageFrame([Msg.EVENT, 'audit', ['after it']]));

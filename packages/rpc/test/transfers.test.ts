@@ -264,6 +264,26 @@ describe('an Fd while messages carrying it wait to leave', () => {
     events: { file(fd: Fd, padding?: string): void; bulk(b: Buffer): void };
   }
 
+  /** The inode of the first file a 'file' event brings (its Fd then closed). */
+  function firstFile(client: RpcClient<Passing>): Promise<number> {
+    return new Promise((resolve) =>
+      client.$events.on('file', (fd) => {
+        resolve(fstatSync(fd.fd).ino);
+        fd.close();
+      }),
+    );
+  }
+
+  /** Runs `test` with a client of a fresh server, then closes them all. */
+  async function withClient(test: (c: RpcClient<Passing>) => Promise<void>): Promise<void> {
+    const { client, close } = await passing();
+    try {
+      await test(await client());
+    } finally {
+      await close();
+    }
+  }
+
   async function passing(options: { maxOutboundBytes?: number } = {}) {
     const adopted: UnixSocket[] = [];
     const server: RpcServer<Passing> = createServer<Passing>({
@@ -309,55 +329,35 @@ describe('an Fd while messages carrying it wait to leave', () => {
     return { server, client, close };
   }
 
-  it('a handler returning the Fd it was given: the caller gets the same file back', async () => {
-    const { client, close } = await passing();
-    try {
-      const c = await client();
+  it('a handler returning the Fd it was given: the caller gets the same file back', () =>
+    withClient(async (c) => {
       const file = openSync('/etc/hostname', 'r');
       for (const back of [await c.echo(Fd.from(file)), await c.echoLater(Fd.from(file))]) {
         expect(fstatSync(back.fd).ino).toBe(fstatSync(file).ino);
         back.close();
       }
       closeSync(file);
-    } finally {
-      await close();
-    }
-  });
+    }));
 
-  it('take() is EBUSY while an event carrying it waits to leave, and the subscriber gets the file', async () => {
-    const { client, close } = await passing();
-    try {
-      const c = await client();
-      const got = new Promise<number>((resolve) =>
-        c.$events.on('file', (fd) => {
-          resolve(fstatSync(fd.fd).ino);
-          fd.close();
-        }),
-      );
+  it('take() is EBUSY while an event carrying it waits to leave, and the subscriber gets the file', () =>
+    withClient(async (c) => {
+      const got = firstFile(c);
       await c.ping();
       const file = openSync('/etc/hostname', 'r');
       expect(await c.relayTake(Fd.from(file))).toBe('EBUSY');
       expect(await got).toBe(fstatSync(file).ino);
       closeSync(file);
-    } finally {
-      await close();
-    }
-  });
+    }));
 
-  it('a received Fd whose number a socket adopted without take(): closing it when the handler settles is no error', async () => {
-    const { client, close } = await passing();
-    try {
-      const c = await client();
+  it('a received Fd whose number a socket adopted without take(): closing it when the handler settles is no error', () =>
+    withClient(async (c) => {
       const [x, y] = socketPairFds('stream');
       // (closeFd() refuses the socket's fd with EBUSY: the Fd leaves it to the socket.)
       expect(await c.adopt(Fd.from(x))).toBe(1);
       expect(await c.ping()).toBe(1);
       closeSync(x);
       closeSync(y);
-    } finally {
-      await close();
-    }
-  });
+    }));
 
   it('a transfer published to a subscriber and to one cut off by that message, whose disconnect listener throws: the first still gets the file', async () => {
     const CAP = 200 * 1024;
@@ -373,12 +373,7 @@ describe('an Fd while messages carrying it wait to leave', () => {
     server.on('publishError', (err) => publishErrors.push(String((err as Error & { code?: string }).code)));
     try {
       const reading = await client();
-      const got = new Promise<number>((resolve) =>
-        reading.$events.on('file', (fd) => {
-          resolve(fstatSync(fd.fd).ino);
-          fd.close();
-        }),
-      );
+      const got = firstFile(reading);
       await reading.ping();
       const stalled = await client();
       stalled.$events.on('file', () => {});
