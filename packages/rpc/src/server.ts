@@ -272,7 +272,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
     // Fd.transfer() are closed then (or at once, if none was sent).
     // (Arguments are not checked for nobody: a publisher in a loop with no
     // subscriber pays no encoding.)
-    const transfers = holdForSends(args);
+    const held = holdForSends(args);
     try {
       for (const conn of this.#connections) {
         try {
@@ -283,7 +283,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
         }
       }
     } finally {
-      sendsDone(transfers);
+      sendsDone(held);
     }
     if (failed) for (const { err, conn } of failed) this.emit('publishError', err, conn, name);
     return sent;
