@@ -166,7 +166,7 @@ export function renderMarkdown(doc) {
     { head: 'server cpu µs/event', key: 'server_cpu_us', digits: 2 },
   ], { key: 'events_per_s' }));
   out.push('', `### ${WORKLOADS.W6}`, '');
-  out.push('Server memory per connection: RSS and V8 heap after forced GC, with all connections up and idle, minus the same before the first one (measured after a warm-up round of 1,000 connections, opened and closed); connect+handshake rate over all of them (64 connecting at a time per client process). Then the server idles until V8 has given back the young generation that the burst of connecting grew (it does so at the first GC that finds the allocation rate low over its last 5 s: here the server idles 6 s, then forces GCs, at most 30 s in all), and the same is measured again: “idle RSS” is what the connections cost to keep. Each connection then answers one call.', '');
+  out.push('Server memory per connection: RSS and V8 heap after forced GC, with all connections up and idle, minus the same before the first one (measured after a warm-up round of 1,000 connections, opened and closed, once V8 has given back the young generation that round grew); connect+handshake rate over all of them (64 connecting at a time per client process). Then the server idles until V8 has given back the young generation that the burst of connecting grew (it does so at the first GC that finds the allocation rate low over its last 5 s: here the server idles 6 s, then forces GCs, at most 30 s in all), and the same is measured again: “idle RSS” is what the connections cost to keep. Each connection then answers one call.', '');
   out.push(workloadTable(doc, 'W6', [
     { head: 'RSS B/conn', key: 'rss_per_conn', digits: 0 },
     { head: 'heap B/conn', key: 'heap_per_conn', digits: 0 },
