@@ -215,7 +215,10 @@ export class UnixSocket extends Duplex {
    * fd-less bytes before it in the same read, and later bytes after it),
    * which is the rule a framing layer needs to attach them to a message.
    * `receiver` is called with the socket as `this`. 'end' still comes when
-   * the peer ends (and 'close' once both sides are done).
+   * the peer ends (and 'close' once both sides are done). What the
+   * Readable side had read ahead comes first, on the next tick, without
+   * fds or credentials (they went to 'fds' and 'credentials' as it was
+   * read).
    */
   setReceiver(receiver: Receiver): void {
     // (Checked now: the first chunk would otherwise throw it from the event loop.)
