@@ -194,9 +194,15 @@ export function packMessage(value: unknown, reserve: number, withStacks: boolean
 
 // What the extensions note while a message is packed (its fds, the Fds it
 // gives away, whether errors take their stacks) is set up around `pack`,
-// and cleared whatever it does; the Fds it held are let go if it fails.
-// (`pack` is a module function, not a closure: no allocation per message.)
+// and put back as it was whatever it does; the Fds it held are let go if
+// it fails. (Put back, not cleared: a getter in a value may send a message
+// of its own while this one is packed, a logger say, and that message
+// must not take this one's fds.) (`pack` is a module function, not a
+// closure: no allocation per message.)
 function packing(pack: (value: unknown, reserve: number) => Encoded, value: unknown, reserve: number, withStacks: boolean): Encoded {
+  const outer = outgoingFds;
+  const outerTransfers = outgoingTransfers;
+  const outerStacks = sendStacks;
   outgoingFds = null;
   outgoingTransfers = null;
   sendStacks = withStacks;
@@ -206,9 +212,9 @@ function packing(pack: (value: unknown, reserve: number) => Encoded, value: unkn
     sendsDone(outgoingTransfers);
     throw encodeFailure(err);
   } finally {
-    outgoingFds = null;
-    outgoingTransfers = null;
-    sendStacks = false;
+    outgoingFds = outer;
+    outgoingTransfers = outerTransfers;
+    sendStacks = outerStacks;
   }
 }
 

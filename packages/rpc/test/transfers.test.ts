@@ -403,3 +403,43 @@ describe('an Fd while messages carrying it wait to leave', () => {
     }
   });
 });
+
+describe('a message packed while another is', () => {
+  it('a getter that sends a message of its own (a logger) while a call with fds is packed: both arrive whole, nothing stays open', async () => {
+    interface Looking {
+      methods: { look(...args: unknown[]): number[]; log(note: string): void };
+    }
+    const logged: string[] = [];
+    const server = createServer<Looking>({
+      service: 'look',
+      handlers: {
+        look: (_ctx, ...args) => args.filter((a): a is Fd => a instanceof Fd).map((fd) => fstatSync(fd.fd).ino),
+        log: (_ctx, note) => void logged.push(note),
+      },
+    });
+    const [a, b] = socketPair();
+    void server.serve(a);
+    const client = await connect<Looking>(b);
+    try {
+      await client.look();
+      const before = openFdCount();
+      const hosts = openSync('/etc/hosts', 'r');
+      const hostname = openSync('/etc/hostname', 'r');
+      const inodes = [fstatSync(hosts).ino, fstatSync(hostname).ino];
+      // (The packer reads the getter again while it packs: the nested
+      // message used to wipe this one's list of fds.)
+      const lazy = {
+        get note() {
+          client.$notify.log('computing');
+          return 1;
+        },
+      };
+      expect(await client.look(Fd.transfer(hosts), lazy, Fd.transfer(hostname))).toEqual(inodes);
+      await eventually(() => logged.length > 0);
+      await eventually(() => openFdCount() === before);
+    } finally {
+      await client.$close();
+      await server.close({ timeout: 100 });
+    }
+  });
+});
