@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect as connectSocket, socketPair } from '@afunix/transport';
 import { RpcCode, RpcError, type RpcClient, connect, createServer } from '../src/index.js';
-import { type Service, eventually, openFdCount, startService, tempDir } from './helpers.js';
+import { type Service, eventually, fdsAddedSince, openFds, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { runFixture } from './procs.js';
 
@@ -144,14 +144,14 @@ describe('close() with a client whose hello is still awaited', () => {
   it('resolves once that socket has closed too, not while its refusal waits out its grace period', async () => {
     const server = adder();
     const path = join(dir.dir, 'hello-awaited.sock');
-    const before = openFdCount();
+    const before = openFds();
     await server.listen(path);
     const silent = await connectSocket(path); // says nothing, and never ends its side
     silent.on('error', () => {});
     cleanups.push(() => silent.destroy());
-    await eventually(() => openFdCount() === before + 3); // the listener, its end, the server's
+    await eventually(() => fdsAddedSince(before).length === 3); // the listener, its end, the server's
     await server.close();
-    expect(openFdCount()).toBe(before + 1); // the listener and the server's end are gone
+    expect(fdsAddedSince(before)).toEqual([`${silent.fd} -> ${openFds().get(String(silent.fd))}`]); // the listener and the server's end are gone
   });
 });
 

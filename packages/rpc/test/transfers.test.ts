@@ -4,7 +4,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { type UnixSocket, fromFd, socketPair, socketPairFds } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } from '../src/index.js';
-import { eventually, openFdCount } from './helpers.js';
+import { eventually, fdsAddedSince, openFdCount, openFds } from './helpers.js';
 
 interface Broker {
   methods: {
@@ -203,7 +203,7 @@ describe('Fd.transfer() published to several subscribers', () => {
         });
         await client.ping(); // its subscription has reached the server
       }
-      const before = openFdCount();
+      const before = openFds();
       const file = openSync('/etc/hostname', 'r');
       const ino = fstatSync(file).ino;
       // The first message to leave used to close the fd under the others:
@@ -214,7 +214,7 @@ describe('Fd.transfer() published to several subscribers', () => {
       await eventually(() => got.every((inodes) => inodes.length === 1));
       expect(got).toEqual([[ino], [ino], [ino]]);
       closeSync(reopened);
-      await eventually(() => openFdCount() === before);
+      await eventually(() => fdsAddedSince(before).length === 0);
     } finally {
       for (const client of clients) await client.$close();
       await server.close({ timeout: 100 });
@@ -243,13 +243,13 @@ describe('a received Fd passed on by its handler', () => {
       });
       await subscriber.ping();
       await caller.ping();
-      const before = openFdCount();
+      const before = openFds();
       const file = openSync('/etc/hostname', 'r');
       expect(await caller.relay(Fd.from(file))).toBe(1);
       await eventually(() => got.length === 1);
       expect(got).toEqual([fstatSync(file).ino]);
       closeSync(file);
-      await eventually(() => openFdCount() === before);
+      await eventually(() => fdsAddedSince(before).length === 0);
     } finally {
       await subscriber.$close();
       await caller.$close();
@@ -422,7 +422,7 @@ describe('a message packed while another is', () => {
     const client = await connect<Looking>(b);
     try {
       await client.look();
-      const before = openFdCount();
+      const before = openFds();
       const hosts = openSync('/etc/hosts', 'r');
       const hostname = openSync('/etc/hostname', 'r');
       const inodes = [fstatSync(hosts).ino, fstatSync(hostname).ino];
@@ -436,7 +436,7 @@ describe('a message packed while another is', () => {
       };
       expect(await client.look(Fd.transfer(hosts), lazy, Fd.transfer(hostname))).toEqual(inodes);
       await eventually(() => logged.length > 0);
-      await eventually(() => openFdCount() === before);
+      await eventually(() => fdsAddedSince(before).length === 0);
     } finally {
       await client.$close();
       await server.close({ timeout: 100 });
