@@ -56,15 +56,34 @@ export async function connect(address: string, given?: ConnectOptions | null): P
         address,
       });
     }
-    await sleep(delay, undefined, { signal: options.signal }).catch((err: unknown) => {
-      throw options.signal?.aborted ? abortError(options.signal.reason) : err;
-    });
+    await backoff(delay, options.signal);
     delay = Math.min(delay * 2, 50);
   }
 }
 
 /** setTimeout's longest delay; a longer one fires at once. */
-export const MAX_TIMER = 2 ** 31 - 1;
+const MAX_TIMER = 2 ** 31 - 1;
+
+/** The pause before another try at a full backlog; an abort meanwhile rejects with ABORT_ERR. */
+export async function backoff(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  await sleep(ms, undefined, { signal }).catch((err: unknown) => {
+    throw signal?.aborted ? abortError(signal.reason) : err;
+  });
+}
+
+/**
+ * Calls `expired` at `deadline` (a Date.now() time; Infinity: never), in
+ * steps past setTimeout's range, which would fire at once. Returns what
+ * calls it off.
+ */
+export function atDeadline(deadline: number, expired: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (left: number): void => {
+    timer = setTimeout(() => (left > MAX_TIMER ? arm(left - MAX_TIMER) : expired()), Math.min(left, MAX_TIMER));
+  };
+  if (deadline !== Infinity) arm(Math.max(0, deadline - Date.now()));
+  return () => clearTimeout(timer);
+}
 
 // Where connect() completes asynchronously (macOS, Windows): wait until the
 // socket is writable, then read the outcome from SO_ERROR.
@@ -76,14 +95,9 @@ async function waitConnected(
   deadline: number,
 ): Promise<UnixSocket> {
   const socket = socketOwning(fd, type, options);
-  let timer: NodeJS.Timeout | undefined;
+  let cancel = (): void => {};
   const timeout = new Promise<never>((_, reject) => {
-    // setTimeout fires at once past its range: a longer deadline is waited
-    // for in steps, and none (Infinity) not at all.
-    const arm = (left: number): void => {
-      timer = setTimeout(() => (left > MAX_TIMER ? arm(left - MAX_TIMER) : reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`))), Math.min(left, MAX_TIMER));
-    };
-    if (deadline !== Infinity) arm(Math.max(0, deadline - Date.now()));
+    cancel = atDeadline(deadline, () => reject(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`)));
   });
   try {
     await Promise.race([socket.whenWritable(), timeout]);
@@ -93,7 +107,7 @@ async function waitConnected(
     socket.destroy();
     throw err;
   } finally {
-    clearTimeout(timer);
+    cancel();
   }
 }
 

@@ -10,11 +10,10 @@ import { createRequire } from 'node:module';
 import * as net from 'node:net';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { encodeAddress, isAbstract } from './address.js';
 import { addressInUse, whyNotStale } from './bind.js';
-import { type ConnectOptions, MAX_TIMER, connectionType } from './connect.js';
+import { type ConnectOptions, atDeadline, backoff, connectionType } from './connect.js';
 import { abortError, afunixError, type AfunixError, invalidArg, unsupported } from './errors.js';
 import type { FdLike } from './fds.js';
 import type { ServerOptions, UnixServer } from './server.js';
@@ -195,7 +194,7 @@ function connectOnce(target: string, address: string, options: ConnectOptions, d
     } as net.SocketConstructorOpts);
     const signal = options.signal;
     const done = (err: Error | null) => {
-      clearTimeout(timer);
+      cancelTimeout();
       signal?.removeEventListener('abort', onAbort);
       sock.off('error', done);
       sock.off('connect', onConnect);
@@ -205,16 +204,7 @@ function connectOnce(target: string, address: string, options: ConnectOptions, d
     };
     const onConnect = () => done(null);
     const onAbort = () => done(abortError(signal!.reason));
-    // setTimeout fires at once past its range: a longer deadline is waited
-    // for in steps, and none (Infinity) not at all.
-    let timer: NodeJS.Timeout | undefined;
-    const arm = (left: number): void => {
-      timer = setTimeout(
-        () => (left > MAX_TIMER ? arm(left - MAX_TIMER) : done(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`, { syscall: 'connect', address }))),
-        Math.min(left, MAX_TIMER),
-      );
-    };
-    if (deadline !== Infinity) arm(Math.max(0, deadline - Date.now()));
+    const cancelTimeout = atDeadline(deadline, () => done(afunixError('ETIMEDOUT', `connect ETIMEDOUT ${address}`, { syscall: 'connect', address })));
     signal?.addEventListener('abort', onAbort, { once: true });
     sock.once('error', done);
     sock.once('connect', onConnect);
@@ -246,9 +236,7 @@ export async function fallbackConnect(address: string, options: ConnectOptions =
         address: name,
       });
     }
-    await sleep(delay, undefined, { signal: options.signal }).catch((err: unknown) => {
-      throw options.signal?.aborted ? abortError(options.signal.reason) : err;
-    });
+    await backoff(delay, options.signal);
     delay = Math.min(delay * 2, 50);
   }
 }
