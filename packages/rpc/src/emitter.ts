@@ -8,11 +8,13 @@ export type EventMap = { [event: string]: (...args: any[]) => void };
 export type TypedEmitter<Events extends EventMap> = TypedEmitterModule.default<Events>;
 
 /**
- * Emits an event that came from the peer. EventEmitter throws an 'error'
- * event nobody listens to, which would take the connection down with it:
- * a peer's event named "error" with no listener is dropped instead.
+ * Emits an event that came from the peer, with `connection` first when
+ * given (a server's clientEvents). EventEmitter throws an 'error' event
+ * nobody listens to, which would take the connection down with it: a
+ * peer's event named "error" with no listener is dropped instead.
  */
-export function emitFromPeer(emitter: EventEmitter, name: string, args: unknown[]): void {
+export function emitFromPeer(emitter: EventEmitter, name: string, args: unknown[], connection?: unknown): void {
   if (name === 'error' && emitter.listenerCount('error') === 0) return;
-  emitter.emit(name, ...args);
+  if (connection === undefined) emitter.emit(name, ...args);
+  else emitter.emit(name, connection, ...args);
 }

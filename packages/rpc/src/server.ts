@@ -134,7 +134,7 @@ export class RpcServer<C extends Contract = Contract> extends (EventEmitter as n
       maxOutboundBytes: options.maxOutboundBytes,
       intercept: options.intercept,
       filterEvents: true,
-      onEvent: (name, args, conn) => emitFromPeer(this.clientEvents as EventEmitter, name, [conn, ...args]),
+      onEvent: (name, args, conn) => emitFromPeer(this.clientEvents as EventEmitter, name, args, conn),
       onClose: (conn, reason) => {
         this.#connections.delete(conn);
         this.emit('disconnect', conn, reason);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect as connectSocket, socketPair } from '@afunix/transport';
 import { RpcCode, RpcError, type RpcClient, connect, createServer } from '../src/index.js';
-import { type Service, eventually, fdsAddedSince, openFds, startService, tempDir } from './helpers.js';
+import { type Service, addedSince, eventually, openFds, startService, tempDir } from './helpers.js';
 import type { Lab } from './lab.js';
 import { runFixture } from './procs.js';
 
@@ -149,9 +149,9 @@ describe('close() with a client whose hello is still awaited', () => {
     const silent = await connectSocket(path); // says nothing, and never ends its side
     silent.on('error', () => {});
     cleanups.push(() => silent.destroy());
-    await eventually(() => fdsAddedSince(before).length === 3); // the listener, its end, the server's
+    await eventually(() => addedSince(before).length === 3); // the listener, its end, the server's
     await server.close();
-    expect(fdsAddedSince(before)).toEqual([`${silent.fd} -> ${openFds().get(String(silent.fd))}`]); // the listener and the server's end are gone
+    expect(addedSince(before)).toEqual([`${silent.fd} ${openFds().get(silent.fd)}`]); // the listener and the server's end are gone
   });
 });
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -49,27 +49,9 @@ export function openFdCount(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
-/** Open fds by number, each with what it refers to. */
-export function openFds(): Map<string, string> {
-  const fds = new Map<string, string>();
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      fds.set(fd, readlinkSync(`/proc/self/fd/${fd}`));
-    } catch {
-      // (Closed meanwhile, or the listing's own fd.)
-    }
-  }
-  return fds;
-}
-
-/**
- * The fds open now that were not in `before` (or are another object under
- * the same number): unlike a count, not thrown off by an fd of an earlier
- * test that closes meanwhile.
- */
-export function fdsAddedSince(before: Map<string, string>): string[] {
-  return [...openFds()].filter(([fd, target]) => before.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`);
-}
+// Which fds were added since a snapshot: unlike a count, not thrown off by
+// an fd of an earlier test that closes meanwhile.
+export { addedSince, openFds } from '../../transport/test/helpers.js';
 
 /** Resolves once cond() holds; fails after `ms` (a liveness bound, not a speed check). */
 export async function eventually(cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {

@@ -4,7 +4,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { type UnixSocket, fromFd, socketPair, socketPairFds } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } from '../src/index.js';
-import { eventually, fdsAddedSince, openFdCount, openFds } from './helpers.js';
+import { eventually, addedSince, openFdCount, openFds } from './helpers.js';
 
 interface Broker {
   methods: {
@@ -214,7 +214,7 @@ describe('Fd.transfer() published to several subscribers', () => {
       await eventually(() => got.every((inodes) => inodes.length === 1));
       expect(got).toEqual([[ino], [ino], [ino]]);
       closeSync(reopened);
-      await eventually(() => fdsAddedSince(before).length === 0);
+      await eventually(() => addedSince(before).length === 0);
     } finally {
       for (const client of clients) await client.$close();
       await server.close({ timeout: 100 });
@@ -249,7 +249,7 @@ describe('a received Fd passed on by its handler', () => {
       await eventually(() => got.length === 1);
       expect(got).toEqual([fstatSync(file).ino]);
       closeSync(file);
-      await eventually(() => fdsAddedSince(before).length === 0);
+      await eventually(() => addedSince(before).length === 0);
     } finally {
       await subscriber.$close();
       await caller.$close();
@@ -436,7 +436,7 @@ describe('a message packed while another is', () => {
       };
       expect(await client.look(Fd.transfer(hosts), lazy, Fd.transfer(hostname))).toEqual(inodes);
       await eventually(() => logged.length > 0);
-      await eventually(() => fdsAddedSince(before).length === 0);
+      await eventually(() => addedSince(before).length === 0);
     } finally {
       await client.$close();
       await server.close({ timeout: 100 });
