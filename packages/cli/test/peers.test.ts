@@ -73,6 +73,17 @@ describe('a peer that does not answer is not declared "not afunix"', () => {
     ]);
   });
 
+  it('ls: closing for a server that refuses with SHUTTING_DOWN, not error', async () => {
+    const dir = join(tmp.dir, 'shutting');
+    mkdirSync(dir);
+    await fixture('closing.mjs', join(dir, 'closing.sock'));
+    const r = await afunix(['ls', dir, '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([
+      { socket: join(dir, 'closing.sock'), state: 'closing', detail: expect.stringContaining('[SHUTTING_DOWN]') },
+    ]);
+  });
+
   it('info: a peer that closes at once, or whose backlog is full, is a connection problem that does not claim to know', async () => {
     const hangup = join(tmp.dir, 'hangup.sock');
     await fixture('not-afunix.mjs', hangup, 'hangup');

@@ -22,6 +22,7 @@ subdirectory are listed by naming it (afunix ls <dir>/<sub>).
   no-answer    something listens but did not answer within --timeout: a
                stopped or overloaded server (a full listen backlog), or
                something that is not afunix and waits for its client
+  closing      an afunix server answered that it is shutting down
   hung-up      it took the connection and closed it without a word: a
                server at its limit or shutting down, or not afunix
   denied       we may not connect (EACCES), or the server refused us (ACCESS_DENIED)
@@ -37,7 +38,7 @@ ${exitStatusHelp([Exit.OK, Exit.USAGE, Exit.INTERRUPTED, Exit.BROKEN_PIPE, Exit.
   [Exit.USAGE]: 'usage: a bad command line, a directory that cannot be read, output that cannot be written',
 })}`;
 
-type State = 'alive' | 'stale' | 'not-afunix' | 'no-answer' | 'hung-up' | 'denied' | 'error';
+type State = 'alive' | 'stale' | 'not-afunix' | 'no-answer' | 'closing' | 'hung-up' | 'denied' | 'error';
 
 interface Entry {
   socket: string;
@@ -132,6 +133,8 @@ function classify(err: unknown): { state: State; detail: string } {
     case RpcCode.HANDSHAKE_TIMEOUT:
     case 'ETIMEDOUT':
       return { state: 'no-answer', detail };
+    case RpcCode.SHUTTING_DOWN:
+      return { state: 'closing', detail };
     case 'HUNG_UP':
       return { state: 'hung-up', detail };
     default:
