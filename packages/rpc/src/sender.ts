@@ -85,16 +85,19 @@ export class MessageSender {
       sendsDone(transfers);
       throw this.#tooLarge(length, limit);
     }
+    // The message's Fds are let go once: by its onSent when it has left, or
+    // below if the send threw. A send that threw after queueing it (from a
+    // listener run inside send()) would otherwise let them go twice, and a
+    // transfer that another queued message still carries would be closed
+    // under it.
+    const held = transfers ? new HeldFds(transfers) : null;
     let ok: boolean;
     try {
       ok = lent
         ? this.#channel.sendCopy(bytes as Buffer, start, start + length)
-        : this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, transfers, onFdsSent) : undefined);
+        : this.#channel.send(bytes, fds, fds ? this.#whenSent(kind, id, held, onFdsSent) : undefined);
     } catch (err) {
-      // Not handed over: its Fds are let go here. (Once handed over, its
-      // onSent does that, exactly once: the cut-off below, whose listeners
-      // may throw, must not do it a second time.)
-      sendsDone(transfers);
+      held?.release();
       const code = (err as { code?: string }).code;
       if (code === 'FRAME_TOO_LARGE') throw messageTooLarge((err as Error).message, length, this.#channel.limits.maxFrameSize, 'sender');
       if (code === 'ERR_AFUNIX_UNSUPPORTED') throw rpcError('ERR_AFUNIX_UNSUPPORTED', (err as Error).message);
@@ -133,9 +136,9 @@ export class MessageSender {
   // A message with fds hears whether they left: transferred ones are closed
   // then, and a refusal of them (one is not open) fails this message alone,
   // through `onFdsSent` if the caller waits for it, else the owner.
-  #whenSent(kind: number, id: number, transfers: Fd[] | null, onFdsSent: SentCallback | undefined): SentCallback {
+  #whenSent(kind: number, id: number, held: HeldFds | null, onFdsSent: SentCallback | undefined): SentCallback {
     return (err) => {
-      sendsDone(transfers);
+      held?.release();
       if (onFdsSent) onFdsSent(err);
       else if (err) this.#owner.fdsRefused(kind, id, err);
     };
@@ -170,5 +173,20 @@ export class MessageSender {
     debug('peer is not reading: %d bytes queued, over the cap of %d', queued, cap);
     const err = rpcError(RpcCode.SLOW_CONSUMER, `${queued} bytes were waiting for the peer to read, over the cap of ${cap} (maxOutboundBytes)`);
     this.#owner.destroy(err);
+  }
+}
+
+// The Fds one message holds open (Fd.holdForSend()), let go exactly once.
+class HeldFds {
+  #fds: Fd[] | null;
+
+  constructor(fds: Fd[]) {
+    this.#fds = fds;
+  }
+
+  release(): void {
+    const fds = this.#fds;
+    this.#fds = null;
+    sendsDone(fds);
   }
 }

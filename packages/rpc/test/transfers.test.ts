@@ -3,7 +3,11 @@
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { type UnixSocket, fromFd, socketPair, socketPairFds } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { FramedChannel } from '@afunix/framing';
 import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } from '../src/index.js';
+import { holdForSends, sendsDone } from '../src/fd.js';
+import { Msg } from '../src/protocol.js';
+import { MessageSender } from '../src/sender.js';
 import { eventually, addedSince, openFdCount, openFds } from './helpers.js';
 
 interface Broker {
@@ -441,5 +445,29 @@ describe('a message packed while another is', () => {
       await client.$close();
       await server.close({ timeout: 100 });
     }
+  });
+});
+
+describe('a send that throws after the channel took the message', () => {
+  // No real channel is known to do this (it would take a listener that
+  // throws from inside send()): a stand-in that runs onSent, then throws.
+  const throwingChannel = {
+    closed: false,
+    send(_bytes: unknown, _fds: unknown, onSent?: (err?: Error) => void) {
+      onSent?.();
+      throw new Error('a listener threw inside send()');
+    },
+  } as unknown as FramedChannel;
+  const owner = { closed: false, destroy() {}, fdsRefused() {} };
+
+  it("lets the message's Fds go once: a transfer another send still holds stays open", () => {
+    const fd = openNull();
+    const transfer = Fd.transfer(fd);
+    const publishing = holdForSends([transfer]); // as publish() holds it while it sends
+    const sender = new MessageSender(throwingChannel, {}, owner, undefined);
+    expect(() => sender.sendMessage(Msg.EVENT, -1, 'tick', [transfer])).toThrow('a listener threw inside send()');
+    expect(fstatSync(fd).isCharacterDevice()).toBe(true); // still ours, still /dev/null
+    sendsDone(publishing);
+    expect(() => fstatSync(fd)).toThrow(expect.objectContaining({ code: 'EBADF' }));
   });
 });
