@@ -380,7 +380,11 @@ export class FramedChannel extends (ChannelEmitterBase as new () => TypedEmitter
   // ------------------------------------------------------------ receiving
 
   #onChunk(data: Buffer, fds: ReceivedFds | null): void {
-    const fdList = fds ? fds.take() : null;
+    // Kept, not taken: a frame's fds wait here (in the decoder while the
+    // frame spans reads, in the backlog while paused), and until the frame's
+    // receiver takes or closes them the addon closes them if this thread
+    // goes first (a worker terminated). Taken, they leaked then.
+    const fdList = fds ? fds.keep() : null;
     if (this.#is(DESTROYED)) return closeFds(fdList);
     this.#flags |= PUSHING;
     try {

@@ -1,0 +1,88 @@
+// A worker terminated while its channel holds fds the frame handler has not
+// had yet (a frame still arriving, frames held while paused): the fds are
+// closed with the thread, not left open in the process for good.
+import { once } from 'node:events';
+import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { type UnixSocket, createServer } from '@afunix/transport';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { encodeHeader } from '../src/index.js';
+import { addedSince, openFds, waitFor } from '../../transport/test/helpers.js';
+
+const reader = new URL('./fixtures/worker-reader.mjs', import.meta.url);
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'afunix-framing-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+// Node opens a few descriptors of its own the first time a worker starts.
+beforeAll(async () => {
+  const w = new Worker('', { eval: true });
+  await once(w, 'exit');
+});
+
+// A worker whose channel reads from the returned socket's peer; `file` is
+// the file whose copies travel to it.
+async function workerWithChannel(options: { hold?: Int32Array; pauseAt?: number } = {}) {
+  const path = join(dir, 'w.sock');
+  const server = createServer();
+  await server.listen(path);
+  const accepted = once(server, 'connection') as Promise<[UnixSocket]>;
+  const worker = new Worker(reader, { workerData: { path, ...options } });
+  const messages: unknown[] = [];
+  worker.on('message', (m) => messages.push(m));
+  const [socket] = await accepted;
+  socket.on('error', () => {}); // (EPIPE once the worker is gone)
+  await waitFor(() => messages.length > 0, () => 'the worker never said it was ready');
+  const file = join(dir, 'passed');
+  writeFileSync(file, 'passed to a worker');
+  return { worker, socket, server, file, messages };
+}
+
+// Copies of `file` open in this process (the worker's included), but `own`.
+function copiesOf(file: string, before: Map<number, string>, own: number): string[] {
+  return addedSince(before).filter((entry) => entry.endsWith(` ${file}`) && entry !== `${own} ${file}`);
+}
+
+describe('a worker terminated while its channel holds fds', () => {
+  it('closes the fds of a frame still arriving (it spans reads)', async () => {
+    const { worker, socket, server, file } = await workerWithChannel();
+    const before = openFds();
+    const fd = openSync(file, 'r');
+    // The header and the start of a 1 MiB frame, with its 3 fds: the rest never comes.
+    socket.send(Buffer.concat([encodeHeader(1 << 20, 3), Buffer.alloc(100)]), [fd, fd, fd]);
+    await waitFor(() => copiesOf(file, before, fd).length === 3, () => `the worker's copies: ${copiesOf(file, before, fd).join(', ')}`);
+    await worker.terminate();
+    await waitFor(() => copiesOf(file, before, fd).length === 0, () => `left open: ${copiesOf(file, before, fd).join(', ')}`);
+    closeSync(fd);
+    socket.destroy();
+    await server.close();
+  });
+
+  it('closes the fds of whole frames held while the channel is paused', async () => {
+    // The worker blocks until all four frames are in the kernel. Its first
+    // read takes one (a stream reads messages in batches once fds have
+    // come), its second the other three, and it pauses at the second frame:
+    // two wait in the channel.
+    const hold = new Int32Array(new SharedArrayBuffer(4));
+    const { worker, socket, server, file, messages } = await workerWithChannel({ hold, pauseAt: 2 });
+    const before = openFds();
+    const fd = openSync(file, 'r');
+    let inKernel = 0;
+    for (let i = 0; i < 4; i++) socket.send(Buffer.concat([encodeHeader(5, 1), Buffer.from('frame')]), [fd], () => inKernel++);
+    await waitFor(() => inKernel === 4, () => `${inKernel} of 4 frames sent`);
+    Atomics.store(hold, 0, 1);
+    Atomics.notify(hold, 0);
+    await waitFor(() => messages.length === 3, () => `the worker said ${JSON.stringify(messages)}`);
+    expect(messages).toEqual([{ ready: true }, { frame: 1 }, { frame: 1 }]);
+    expect(copiesOf(file, before, fd)).toHaveLength(2);
+    await worker.terminate();
+    await waitFor(() => copiesOf(file, before, fd).length === 0, () => `left open: ${copiesOf(file, before, fd).join(', ')}`);
+    closeSync(fd);
+    socket.destroy();
+    await server.close();
+  });
+});
