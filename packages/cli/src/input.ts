@@ -23,20 +23,43 @@ const FD_PLACEHOLDER = /^\$fd(\d+)$/;
 // MAX_DEPTH, 128, counts the argument list too). Deeper input is refused
 // here, before the recursion below runs out of stack.
 const MAX_NESTING = 127;
-// JSON strings (skipped) and number literals, in valid JSON text.
-const JSON_NUMBERS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 const BASE64 = /^(?:[A-Za-z0-9+/]*={0,2}|[A-Za-z0-9_-]*)$/;
 
 /** JSON.parse turns 12345678901234567890 into 12345678901234567000 and 1e400 into Infinity: refuse both. */
 function checkNumbers(text: string, where: string): void {
-  for (const [literal] of text.matchAll(JSON_NUMBERS)) {
-    if (literal.startsWith('"')) continue;
+  for (const literal of numberLiterals(text)) {
     const n = Number(literal);
     if (!Number.isFinite(n)) throw usageError(`${where}: ${literal} is beyond what a number can hold`);
     if (/^-?\d+$/.test(literal) && !Number.isSafeInteger(n)) {
       throw usageError(`${where}: ${literal} is beyond Number.MAX_SAFE_INTEGER, where a number no longer holds every integer exactly (it would be sent as ${n}; the CLI cannot send a BigInt; pass it as a string if the method takes one)`);
     }
   }
+}
+
+// The number literals of valid JSON text, strings skipped. A scan rather
+// than a regular expression: a regex's alternation inside a string's
+// repetition ran out of stack on a string of 10 million characters.
+function* numberLiterals(text: string): Generator<string> {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x2d || isDigit(c)) {
+      const start = i;
+      while (i + 1 < text.length && isNumberChar(text.charCodeAt(i + 1))) i++;
+      yield text.slice(start, i + 1);
+    }
+  }
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+// Digits, sign, point and exponent: after a literal's first character, in
+// valid JSON, only these belong to it.
+function isNumberChar(c: number): boolean {
+  return isDigit(c) || c === 0x2e || c === 0x65 || c === 0x45 || c === 0x2b || c === 0x2d;
 }
 
 function parseToken(token: string, position: number): unknown {
