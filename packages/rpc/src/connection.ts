@@ -15,7 +15,7 @@ import type { TypedEmitter } from './emitter.js';
 import { type Decoded, decode, prepareValue } from './codec.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
 import { NO_ID, readMessage } from './envelope.js';
-import { RpcCode, RpcError, invalidArgValue, rpcError } from './errors.js';
+import { RpcCode, RpcError, invalidArgValue, lostReason, rpcError } from './errors.js';
 import { type Fd, closeAll } from './fd.js';
 import { count, id, list, optionalStr, str } from './fields.js';
 import { IncomingCalls, MAX_ARGUMENTS } from './handling.js';
@@ -488,7 +488,7 @@ export class RpcConnection extends (EventEmitter as new () => TypedEmitter<Conne
       ? reason
       : new RpcError(`the connection closed: ${reason.message}`, { code: RpcCode.CONNECTION_CLOSED, cause: reason });
     this.#madeOutgoing?.failAll(lost);
-    this.#madeIncoming?.cancelAll(lost);
+    this.#madeIncoming?.cancelAll(lostReason(lost));
     this.#options.onClose?.(this, reason);
     this.emit('close', reason);
   }

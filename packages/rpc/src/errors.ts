@@ -131,6 +131,13 @@ export function cancelReason(code: string | undefined): RpcError {
   return err;
 }
 
+/** The connection's end as a handler's ctx.signal.reason: named AbortError, as every other reason is. */
+export function lostReason(lost: RpcError): RpcError {
+  const err = new RpcError(lost.message, { code: RpcCode.CONNECTION_CLOSED, cause: lost.cause });
+  err.name = 'AbortError';
+  return err;
+}
+
 // (A null prototype: a peer's reason named "constructor" is no reason.)
 const CANCEL_MESSAGES: Record<string, string | undefined> = Object.assign(Object.create(null) as Record<string, string>, {
   [RpcCode.TIMEOUT]: "the caller's deadline passed",

@@ -177,6 +177,24 @@ describe('a CANCEL from a peer that gives no reason, or one that is wrong (PROTO
 
   const generic = { name: 'AbortError', code: RpcCode.ABORTED, message: 'the call was aborted' };
 
+  it('a caller that goes away: CONNECTION_CLOSED, an AbortError as the others are', async () => {
+    const s = await hangingServer();
+    try {
+      const peer = await rawPeer(s.address);
+      peer.send(helloFrame());
+      await peer.nextMessage();
+      peer.send(messageFrame([Msg.REQUEST, 1, 'hang', []]));
+      peer.send(messageFrame([Msg.REQUEST, 2, 'missing', []]));
+      await peer.nextMessage(); // (call 1 is running)
+      peer.destroy();
+      await eventually(() => s.reasons.length === 1);
+      expect(s.reasons).toEqual([{ name: 'AbortError', code: RpcCode.CONNECTION_CLOSED, message: expect.any(String) }]);
+    } finally {
+      await s.close();
+    }
+  });
+
+
   it('without a reason it means what it always did: the AbortError ABORT_ERR', async () => {
     const s = await hangingServer();
     try {
