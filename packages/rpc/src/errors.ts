@@ -115,6 +115,17 @@ export function abortError(reason: unknown): RpcError {
 }
 
 /**
+ * What a call fails with when its signal aborts: ETIMEDOUT for a deadline's
+ * signal (AbortSignal.timeout(), whose reason is a TimeoutError), as for
+ * the call's own `timeout`, so that the peer's handler hears the same;
+ * ABORT_ERR for any other.
+ */
+export function signalError(reason: unknown): RpcError {
+  if ((reason as { name?: unknown } | null)?.name !== 'TimeoutError') return abortError(reason);
+  return new RpcError('the call timed out (its signal was a deadline)', { code: RpcCode.TIMEOUT, cause: reason });
+}
+
+/**
  * Why the caller gave up a call, as its CANCEL said (PROTOCOL.md 2.9), for
  * the handler's ctx.signal.reason: the code the caller's call ended with
  * (ETIMEDOUT, ABORT_ERR), or CANCELLED for a stream it stopped reading.

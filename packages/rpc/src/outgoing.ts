@@ -3,7 +3,7 @@
 import { prepareValue } from './codec.js';
 import { CallTable } from './call-table.js';
 import { MAX_DELAY, badTimeout } from './deadlines.js';
-import { RpcCode, type RpcError, abortError, invalidArgValue, rpcError, shownValue } from './errors.js';
+import { RpcCode, type RpcError, invalidArgValue, rpcError, shownValue, signalError } from './errors.js';
 import { closeTransfers, releaseFds } from './fd.js';
 import { Msg, STREAM_WINDOW } from './protocol.js';
 import type { MessageSender } from './sender.js';
@@ -168,7 +168,7 @@ export class OutgoingCalls {
     if (!watch) return;
     this.#watches!.delete(signal); // (so #settle's #unwatch leaves the ids alone)
     const ids = typeof watch.ids === 'number' ? [watch.ids] : watch.ids;
-    for (const id of ids) this.#abandon(id, abortError(signal.reason));
+    for (const id of ids) this.#abandon(id, signalError(signal.reason));
   }
 
   // Why a call cannot start at all, or null.
@@ -180,7 +180,7 @@ export class OutgoingCalls {
     if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
       return invalidArgValue('options.signal', `must be an AbortSignal; received ${shownValue(signal)}`);
     }
-    if (signal?.aborted) return abortError(signal.reason);
+    if (signal?.aborted) return signalError(signal.reason);
     return null;
   }
 

@@ -118,6 +118,16 @@ describe("why the handler's signal aborted (ctx.signal.reason, across processes)
     expect(await reasonsAfter(from, 1)).toEqual([{ method: 'delay', name: 'AbortError', code: RpcCode.TIMEOUT, message: "the caller's deadline passed" }]);
   });
 
+  it('a signal that is a deadline (AbortSignal.timeout()): ETIMEDOUT, as the call\'s own timeout', async () => {
+    const from = await seenSoFar();
+    await expect(lab.client.$with({ signal: AbortSignal.timeout(50) }).delay(60_000, 1)).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+    expect(await reasonsAfter(from, 1)).toEqual([{ method: 'delay', name: 'AbortError', code: RpcCode.TIMEOUT, message: "the caller's deadline passed" }]);
+    // One that has passed already fails the call before it leaves.
+    const passed = AbortSignal.timeout(1);
+    await sleep(20);
+    await expect(lab.client.$with({ signal: passed }).add(1, 2)).rejects.toMatchObject({ code: RpcCode.TIMEOUT, cause: passed.reason });
+  });
+
   it('a consumer that stopped reading a stream: CANCELLED', async () => {
     const from = await seenSoFar();
     for await (const n of lab.client.count(1_000_000)) if (n === 1) break;
