@@ -195,6 +195,8 @@ describe('call', () => {
     const r = await call('slow', '10000', '--timeout', '300');
     expect(r.code).toBe(3);
     expect(oneLineError(r.stderr)).toBe('afunix: slow did not finish within 300 ms [ETIMEDOUT]');
+    // The server's handler heard why: the caller's deadline.
+    await expect.poll(async () => (await call('lastAbort')).stdout, { timeout: 10_000 }).toBe('"ETIMEDOUT"\n');
   });
 
   it('SIGINT during a call cancels it on the server and exits 130', async () => {
@@ -207,6 +209,7 @@ describe('call', () => {
     expect(r.code).toBe(130);
     expect(oneLineError(r.stderr)).toBe('afunix: slow was interrupted [INTERRUPTED]');
     await expect.poll(busy, { timeout: 10_000 }).toBe(0); // the server stopped waiting too
+    expect((await call('lastAbort')).stdout).toBe('"ABORT_ERR"\n');
   });
 });
 

@@ -70,7 +70,9 @@ class Interruption {
 
   #stop(reason: 'timeout' | 'signal'): void {
     this.reason ??= reason;
-    this.controller.abort(new Error(reason));
+    // A TimeoutError, as AbortSignal.timeout() gives: the call is cancelled
+    // on the server with ETIMEDOUT, not ABORT_ERR, as --timeout means.
+    this.controller.abort(reason === 'timeout' ? new DOMException(`--timeout ${this.timeout} passed`, 'TimeoutError') : new Error(reason));
   }
 
   dispose(): void {
