@@ -105,6 +105,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
     let path: string;
     let good: FramedChannel;
     let replies: Array<{ payload: Buffer; contents: string[] }>;
+    let cleanCensus: ServerEvent;
 
     beforeAll(async () => {
       path = join(dir, `${type}.sock`);
@@ -123,6 +124,8 @@ for (const type of ['stream', 'seqpacket'] as const) {
           : [];
         replies.push({ payload: Buffer.from(payload), contents });
       };
+      await roundTrip(Buffer.from('warm up'));
+      cleanCensus = await server.fdCensus(); // before any bad peer: the listener + the good connection
     });
 
     afterAll(() => {
@@ -274,6 +277,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
       }
       expect(census.connections).toBe(1);
       const baseline = census.count!;
+      expect(baseline, 'fds the server held after the bad peers, vs before them').toBe(cleanCensus.count);
       // One more good connection that passes fds and leaves: back to baseline.
       const extra = new FramedChannel(await connect(path, { type }), LIMITS);
       const fd = openSync(file, 'r');
