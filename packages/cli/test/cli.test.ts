@@ -345,7 +345,7 @@ describe('ls', () => {
     expect(JSON.parse(r.stdout)).toContainEqual({ socket: name, state: 'alive', service: 'fixture', version: '2.3.4', pid: f.pid });
   });
 
-  it('an unreadable directory is a usage error', async () => {
+  it('a directory that cannot be listed (here: missing) is a usage error', async () => {
     const r = await afunix(['ls', join(tmp.dir, 'no-such-dir')]);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toBe(`afunix: cannot list ${join(tmp.dir, 'no-such-dir')}: ENOENT [USAGE]`);
