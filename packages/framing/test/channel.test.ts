@@ -10,7 +10,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { type ReceivedFds, type UnixSocket, socketPair } from '@afunix/transport';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FrameDecoder, FramedChannel, HEADER_SIZE, encodeHeader } from '../src/index.js';
-import { codeOf, frameBytes, openFdCount, rawHeader } from './helpers.js';
+import { addedSince, openFds } from '../../transport/test/helpers.js';
+import { codeOf, frameBytes, rawHeader } from './helpers.js';
 
 let dir: string;
 let file: string;
@@ -105,7 +106,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
 
     it('closes the fds a handler did not take', async () => {
       const [a, b] = pair(type);
-      const before = openFdCount();
+      const before = openFds();
       const fd = openSync(file, 'r');
       let seen: ReceivedFds | null = null;
       b.on('frame', (_p, fds) => {
@@ -117,7 +118,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
       closeSync(fd);
       expect(seen!.length).toBe(0);
       await delay(10);
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     });
 
     it('refuses a second channel on the same socket: it would take the first one\'s events', async () => {
@@ -188,7 +189,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
     });
 
     it('frames held by pause() outlive a clean close of the transport: resume() delivers them, fds too, then end and close', async () => {
-      const start = openFdCount();
+      const start = openFds();
       const [a, b] = pair(type);
       const got: string[] = [];
       b.on('frame', (payload: Buffer, fds: ReceivedFds | null) => {
@@ -212,7 +213,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
       await closed;
       expect(got).toEqual(['one', 'two', 'three+1fd', 'end']);
       if (!a.transport.closed) await once(a.transport, 'close');
-      expect(openFdCount()).toBe(start); // both sockets, the sent fd and the received one
+      expect(addedSince(start)).toEqual([]); // both sockets, the sent fd and the received one
     });
 
     it('keeps each channel to its own limits when channels share resolved ones', async () => {
@@ -262,7 +263,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
     });
 
     it('TOO_MANY_FDS, sending and receiving, and the fds are closed', async () => {
-      const before = openFdCount();
+      const before = openFds();
       const { raw, channel } = rawPeer(type, { maxFds: 1 });
       const fd = openSync(file, 'r');
       expect(codeOf(() => channel.send(Buffer.from('x'), [fd, fd]))).toBe('TOO_MANY_FDS');
@@ -271,7 +272,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect((await error).code).toBe('TOO_MANY_FDS');
       closeSync(fd);
       await settle(raw, channel);
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     });
 
     it('send after end() or destroy() is CONNECTION_CLOSED', async () => {
@@ -360,7 +361,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
     });
 
     it('fds of a frame cut off by close are closed', async () => {
-      const before = openFdCount();
+      const before = openFds();
       const { raw, channel } = rawPeer(type);
       const fd = openSync(file, 'r');
       const frame = frameBytes(Buffer.alloc(1000), 1);
@@ -378,11 +379,11 @@ for (const type of ['stream', 'seqpacket'] as const) {
       }
       closeSync(fd);
       await settle(raw, channel);
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     });
 
     it('a handler that throws closes the channel with its error, fds closed', async () => {
-      const before = openFdCount();
+      const before = openFds();
       const [a, b] = pair(type);
       const fd = openSync(file, 'r');
       b.onFrame = () => {
@@ -394,7 +395,7 @@ for (const type of ['stream', 'seqpacket'] as const) {
       expect((await error).message).toBe('handler bug');
       closeSync(fd);
       await settle(a, b);
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     });
 
     it("emits 'error' once, then 'close' once", async () => {
@@ -427,7 +428,7 @@ describe('fd placement on a stream', () => {
     ['a frame', 100],
     ['a large frame, whose rest is read in place', 200_000],
   ])('fds sent with bytes in the middle of %s are a PROTOCOL_ERROR, and closed', async (_what, size) => {
-    const before = openFdCount();
+    const before = openFds();
     const { raw, channel } = rawPeer('stream');
     const fd = openSync(file, 'r');
     const frame = frameBytes(Buffer.alloc(size, 3));
@@ -438,7 +439,7 @@ describe('fd placement on a stream', () => {
     expect((await error).code).toBe('PROTOCOL_ERROR');
     closeSync(fd);
     await settle(raw, channel);
-    expect(openFdCount()).toBe(before);
+    expect(addedSince(before)).toEqual([]);
   });
 
   it('reads the rest of a frame larger than a read batch straight into its buffer, and delivers it intact', async () => {

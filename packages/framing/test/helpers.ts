@@ -1,5 +1,5 @@
-// Shared by the framing tests: frames as plain data, and an fd census.
-import { readdirSync, readlinkSync } from 'node:fs';
+// Shared by the framing tests: frames as plain data. (The fd census is
+// transport's: openFds() and addedSince() in its test helpers.)
 import { FrameDecoder, type FrameLimits, encodeHeader } from '../src/index.js';
 
 export interface TestFrame {
@@ -32,21 +32,6 @@ export function rawHeader(fields: { magic?: number; version?: number; flags?: nu
   h[3] = fields.fds ?? 0;
   h.writeUInt32LE(fields.length, 4);
   return h;
-}
-
-/** The fds this process has open right now. */
-export function openFdCount(): number {
-  return readdirSync('/proc/self/fd').length;
-}
-
-export function openFdList(): string[] {
-  return readdirSync('/proc/self/fd').map((fd) => {
-    try {
-      return `${fd}->${readlinkSync(`/proc/self/fd/${fd}`)}`;
-    } catch {
-      return fd;
-    }
-  });
 }
 
 export function codeOf(fn: () => unknown): string | undefined {

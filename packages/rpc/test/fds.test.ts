@@ -6,11 +6,10 @@ import { Worker } from 'node:worker_threads';
 import { closeFd } from '@afunix/transport';
 import { describe, expect, it } from 'vitest';
 import { type Contract, Fd, type RpcClient, RpcServer, type RpcServerOptions, connect } from '../src/index.js';
-import { eventually } from './helpers.js';
+import { addedSince, eventually, openFds } from './helpers.js';
 import { useLab } from './lab.js';
 
 const lab = useLab();
-const fdCount = () => readdirSync('/proc/self/fd').length;
 
 let served = 0;
 // A server in this process, on its own socket in the lab's directory, and a
@@ -98,11 +97,11 @@ describe('fds as values', () => {
     const file = openSync(__filename, 'r');
     try {
       await c.ignore(Fd.from(file)); // warm up lazily created handles
-      const baseline = fdCount();
+      const baseline = openFds();
       for (let i = 0; i < 200; i++) await c.ignore(Fd.from(file));
-      await eventually(() => fdCount() === baseline);
+      await eventually(() => addedSince(baseline).length === 0);
       const kept = await c.keep(Fd.from(file));
-      expect(fdCount()).toBe(baseline + 1); // taken: now ours to close
+      expect(addedSince(baseline)).toEqual([`${kept} ${__filename}`]); // taken: now ours to close
       closeSync(kept);
     } finally {
       closeSync(file);

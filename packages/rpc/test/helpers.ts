@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -43,10 +43,6 @@ export async function startService(address: string, options: object = {}, spawnO
 export function tempDir(): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'afunix-rpc-'));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-export function openFdCount(): number {
-  return readdirSync('/proc/self/fd').length;
 }
 
 // Which fds were added since a snapshot: unlike a count, not thrown off by

@@ -4,7 +4,7 @@ import { openSync } from 'node:fs';
 import { socketPair } from '@afunix/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcCode, type RpcStream, connect, createServer } from '../src/index.js';
-import { eventually, openFdCount } from './helpers.js';
+import { addedSince, eventually, openFds } from './helpers.js';
 
 interface Files {
   methods: {
@@ -43,25 +43,25 @@ async function takeOneAndBreak(stream: RpcStream<Fd>): Promise<void> {
 describe('a consumer that breaks out of a stream', () => {
   it('closes the fds of items received but not taken, the stream still running', async () => {
     await client.ping(); // warm up
-    const before = openFdCount();
+    const before = openFds();
     for (let round = 0; round < 3; round++) {
       const stream = client.files(100) as RpcStream<Fd>;
       await eventually(() => stream.buffered === 32); // the whole window is here
       await takeOneAndBreak(stream);
     }
-    await eventually(() => openFdCount() === before, SETTLES);
+    await eventually(() => addedSince(before).length === 0, SETTLES);
   });
 
   it('closes the fds of items received but not taken, the stream already ended', async () => {
     await client.ping();
-    const before = openFdCount();
+    const before = openFds();
     for (let round = 0; round < 3; round++) {
       const stream = client.files(10) as RpcStream<Fd>;
       await eventually(() => stream.buffered === 10);
       await client.ping(); // STREAM_END came before this answer
       await takeOneAndBreak(stream);
     }
-    await eventually(() => openFdCount() === before, SETTLES);
+    await eventually(() => addedSince(before).length === 0, SETTLES);
   });
 });
 

@@ -8,7 +8,7 @@ import { Fd, RpcCode, type RpcClient, type RpcServer, connect, createServer } fr
 import { holdForSends, sendsDone } from '../src/fd.js';
 import { Msg } from '../src/protocol.js';
 import { MessageSender } from '../src/sender.js';
-import { eventually, addedSince, openFdCount, openFds } from './helpers.js';
+import { eventually, addedSince, openFds } from './helpers.js';
 
 interface Broker {
   methods: {
@@ -37,12 +37,12 @@ describe('Fd.transfer() in a call that never leaves', () => {
   it('with an aborted signal: the call fails and the fd is closed', async () => {
     const { client, close } = await broker();
     try {
-      const before = openFdCount();
+      const before = openFds();
       const signal = AbortSignal.abort();
       for (let i = 0; i < 5; i++) {
         await expect(client.$with({ signal }).ping(Fd.transfer(openNull()))).rejects.toMatchObject({ code: RpcCode.ABORTED });
       }
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     } finally {
       await close();
     }
@@ -53,11 +53,11 @@ describe('Fd.transfer() in a call that never leaves', () => {
     try {
       const connection = client.$connection!;
       connection.close();
-      const before = openFdCount();
+      const before = openFds();
       for (let i = 0; i < 5; i++) {
         await expect(connection.call('ping', [new Map([['fd', Fd.transfer(openNull())]])])).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
       }
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     } finally {
       await close();
     }
@@ -74,12 +74,12 @@ describe('Fd.transfer() in a call that never leaves', () => {
     const client = await connect<Streams>(b);
     await client.$close();
     try {
-      const before = openFdCount();
+      const before = openFds();
       await expect(client.ping(Fd.transfer(openNull()))).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
       await expect(client.items(Fd.transfer(openNull())).next()).rejects.toMatchObject({ code: RpcCode.CONNECTION_CLOSED });
       expect(() => client.$notify.ping(Fd.transfer(openNull()))).toThrow(expect.objectContaining({ code: RpcCode.CONNECTION_CLOSED }));
       expect(() => client.$emit('note', Fd.transfer(openNull()))).toThrow(expect.objectContaining({ code: RpcCode.CONNECTION_CLOSED }));
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     } finally {
       await server.close({ timeout: 100 });
     }
@@ -88,11 +88,11 @@ describe('Fd.transfer() in a call that never leaves', () => {
   it('with arguments that cannot travel: the call fails and the fd is closed', async () => {
     const { client, close } = await broker();
     try {
-      const before = openFdCount();
+      const before = openFds();
       for (let i = 0; i < 5; i++) {
         await expect(client.ping(() => 1, Fd.transfer(openNull()))).rejects.toMatchObject({ code: RpcCode.ENCODE_ERROR });
       }
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     } finally {
       await close();
     }
@@ -143,11 +143,11 @@ describe('Fd.transfer() in an answer that never leaves', () => {
   it('a result returned after the caller timed out: its fd is closed', async () => {
     const client = await slowClient();
     try {
-      const before = openFdCount();
+      const before = openFds();
       const calls = Array.from({ length: 5 }, () => client.$with({ timeout: 1 }).openLater(50));
       for (const call of calls) await expect(call).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
       await eventually(() => returned === 5);
-      await eventually(() => openFdCount() === before, SETTLES);
+      await eventually(() => addedSince(before).length === 0, SETTLES);
     } finally {
       returned = 0;
       await client.$close();
@@ -155,21 +155,21 @@ describe('Fd.transfer() in an answer that never leaves', () => {
   });
 
   it('a result returned after the caller disconnected: its fd is closed', async () => {
-    const before = openFdCount();
+    const before = openFds();
     for (let i = 0; i < 5; i++) {
       const client = await slowClient();
       client.openLater(50).catch(() => {});
       await client.$close();
     }
     await eventually(() => returned === 5);
-    await eventually(() => openFdCount() === before, SETTLES);
+    await eventually(() => addedSince(before).length === 0, SETTLES);
     returned = 0;
   });
 
   it('a stream item produced while its consumer broke out: its fd is closed', async () => {
     const client = await slowClient();
     try {
-      const before = openFdCount();
+      const before = openFds();
       for (let round = 1; round <= 3; round++) {
         for await (const fd of client.openEach(20)) {
           fd.close();
@@ -177,7 +177,7 @@ describe('Fd.transfer() in an answer that never leaves', () => {
         }
         await eventually(() => produced === 2 * round);
       }
-      await eventually(() => openFdCount() === before, SETTLES);
+      await eventually(() => addedSince(before).length === 0, SETTLES);
     } finally {
       await client.$close();
     }

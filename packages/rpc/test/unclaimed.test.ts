@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Fd, RpcError, createServer } from '../src/index.js';
 import { encode, prepareValue } from '../src/codec.js';
 import { Msg } from '../src/protocol.js';
-import { openFdCount } from './helpers.js';
+import { addedSince, openFds } from './helpers.js';
 import { framedPeer } from './wire.js';
 
 const server = createServer<{ methods: { ping(): number } }>({ service: 'unclaimed', handlers: { ping: () => 1 } });
@@ -37,7 +37,7 @@ describe('answers for unknown ids', () => {
     const file = openSync('/dev/null', 'r');
     try {
       await peer.call([Msg.REQUEST, 1, 'ping', []]); // warm up
-      const before = openFdCount();
+      const before = openFds();
       for (let i = 0; i < 5; i++) {
         const { bytes, fds } = encode(prepareValue(answer(Fd.from(file)), 'answer') as unknown[]);
         peer.channel.send(bytes, fds);
@@ -45,7 +45,7 @@ describe('answers for unknown ids', () => {
       // Answered in order: by the time ping's answer is here, the server has
       // handled (and dropped) the five before it.
       await peer.call([Msg.REQUEST, 2, 'ping', []]);
-      expect(openFdCount()).toBe(before);
+      expect(addedSince(before)).toEqual([]);
     } finally {
       closeSync(file);
     }

@@ -39,10 +39,6 @@ export function openFds(): Map<number, string> {
   return out;
 }
 
-export function fdCount(): number {
-  return openFds().size;
-}
-
 export function isOpen(fd: number): boolean {
   try {
     fstatSync(fd);
