@@ -6,10 +6,10 @@ import { mkdtempSync, openSync, closeSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { type UnixSocket, createServer } from '@afunix/transport';
+import { type UnixSocket, closeFd, createServer, socketPairFds } from '@afunix/transport';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { encodeHeader } from '../src/index.js';
-import { addedSince, openFds, waitFor } from '../../transport/test/helpers.js';
+import { addedSince, fdTarget, openFds, waitFor } from '../../transport/test/helpers.js';
 
 const reader = new URL('./fixtures/worker-reader.mjs', import.meta.url);
 let dir: string;
@@ -26,7 +26,7 @@ beforeAll(async () => {
 
 // A worker whose channel reads from the returned socket's peer; `file` is
 // the file whose copies travel to it.
-async function workerWithChannel(options: { hold?: Int32Array; pauseAt?: number } = {}) {
+async function workerWithChannel(options: { hold?: Int32Array; pauseAt?: number; adopt?: boolean } = {}) {
   const path = join(dir, 'w.sock');
   const server = createServer();
   await server.listen(path);
@@ -82,6 +82,29 @@ describe('a worker terminated while its channel holds fds', () => {
     await worker.terminate();
     await waitFor(() => copiesOf(file, before, fd).length === 0, () => `left open: ${copiesOf(file, before, fd).join(', ')}`);
     closeSync(fd);
+    socket.destroy();
+    await server.close();
+  });
+
+  it('leaves alone a number a socket adopted and closed: by then it may be another thread\'s file', async () => {
+    // The worker makes a socket of a received fd without taking it; the
+    // socket owns it from then on, and its close frees the number, which
+    // this thread then opens a file under. The worker's end must not close
+    // that number again.
+    const { worker, socket, server, file, messages } = await workerWithChannel({ adopt: true });
+    const [a, b] = socketPairFds();
+    socket.send(Buffer.concat([encodeHeader(1, 1), Buffer.from('x')]), [a]);
+    await waitFor(() => messages.length === 2, () => `the worker said ${JSON.stringify(messages)}`);
+    const freed = (messages[1] as { closed: number }).closed;
+    const opened: number[] = [];
+    while (opened.length < 64 && !opened.includes(freed)) opened.push(openSync(file, 'r'));
+    for (const fd of opened) if (fd !== freed) closeSync(fd);
+    expect(opened).toContain(freed); // this thread's file holds the number now
+    await worker.terminate();
+    expect(fdTarget(freed)).toBe(file);
+    closeSync(freed);
+    closeFd(a);
+    closeFd(b);
     socket.destroy();
     await server.close();
   });

@@ -147,12 +147,14 @@ Napi::Value Claim(const Napi::CallbackInfo& info) {
 }
 
 // keep(fds): taken by a library for its user (ReceivedFds.keep); closed at
-// the environment's teardown unless closed or claimed before.
+// the environment's teardown unless closed or claimed before. Never one a
+// socket of ours owns (adopted by number before it was kept): its handle
+// closes it, and teardown would close the number a second time.
 Napi::Value Keep(const Napi::CallbackInfo& info) {
   EnvState* state = EnvState::Get(info.Env());
   ForEachFdArg(info, 0, [state](int fd) {
     state->in_flight.erase(fd);
-    if (fd >= 0) state->kept.insert(fd);
+    if (fd >= 0 && !state->Owns(fd)) state->kept.insert(fd);
   });
   return info.Env().Undefined();
 }

@@ -154,9 +154,11 @@ SocketHandle::SocketHandle(const Napi::CallbackInfo& info)
   LinkConn(c);
   state->Own(c->fd);
   // An accepted or received fd is this handle's now: closing it is for
-  // close() alone, whatever becomes of the delivery that brought it.
+  // close() alone, whatever becomes of the delivery that brought it, or of
+  // the library that kept it (ReceivedFds.keep()) and never released it.
   state->in_flight.erase(c->fd);
   state->unowned.erase(c->fd);
+  state->kept.erase(c->fd);
   callbacks_ = state->CallbacksFor(info[3].As<Napi::Function>(), info[4].As<Napi::Function>());
   // An open socket must never be collected: it is released in OnClosed.
   Napi::ObjectWrap<SocketHandle>::Ref();
