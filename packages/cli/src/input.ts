@@ -30,7 +30,9 @@ function checkNumbers(text: string, where: string): void {
   for (const literal of numberLiterals(text)) {
     const n = Number(literal);
     if (!Number.isFinite(n)) throw usageError(`${where}: ${literal} is beyond what a number can hold`);
-    if (/^-?\d+$/.test(literal) && !Number.isSafeInteger(n)) {
+    // (An integer written with a zero fraction, 9007199254740993.0, is one
+    // too; an exponent says a float is meant, as 1e300 is.)
+    if (/^-?\d+(?:\.0+)?$/.test(literal) && !Number.isSafeInteger(n)) {
       throw usageError(`${where}: ${literal} is beyond Number.MAX_SAFE_INTEGER, where a number no longer holds every integer exactly (it would be sent as ${n}; the CLI cannot send a BigInt; pass it as a string if the method takes one)`);
     }
   }

@@ -98,6 +98,7 @@ describe('keys and numbers arrive as written, or not at all', () => {
   it.each([
     ['12345678901234567890', /12345678901234567890 is beyond Number\.MAX_SAFE_INTEGER.*BigInt/],
     ['[1, -9007199254740993]', /-9007199254740993 is beyond Number\.MAX_SAFE_INTEGER/],
+    ['9007199254740993.0', /9007199254740993\.0 is beyond Number\.MAX_SAFE_INTEGER/],
     ['1e400', /1e400 is beyond what a number can hold/],
     ['{"n": -1e999}', /-1e999 is beyond what a number can hold/],
     ['{"$base64": "!!!"}', /\{"\$base64": "!!!"\} is not valid base64/],
