@@ -107,21 +107,29 @@ export function shownValue(value: unknown): string {
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
-/** A call given up by its caller's signal: named AbortError, as Node's own are. */
-export function abortError(reason: unknown): RpcError {
-  const err = new RpcError('the call was aborted', { code: RpcCode.ABORTED, cause: reason });
+// An abort's error: named AbortError, as Node's own are, with a code that says why.
+function abortNamed(message: string, code: string, cause?: unknown): RpcError {
+  const err = new RpcError(message, cause === undefined ? { code } : { code, cause });
   err.name = 'AbortError';
   return err;
 }
 
+/** A call given up by its caller's signal. */
+export function abortError(reason: unknown): RpcError {
+  return abortNamed('the call was aborted', RpcCode.ABORTED, reason);
+}
+
 /**
- * What a call fails with when its signal aborts: ETIMEDOUT for a deadline's
- * signal (AbortSignal.timeout(), whose reason is a TimeoutError), as for
- * the call's own `timeout`, so that the peer's handler hears the same;
- * ABORT_ERR for any other.
+ * What a call fails with when its signal aborts: for a deadline, what the
+ * call's own `timeout` fails with (ETIMEDOUT), so that the peer's handler
+ * hears the same; ABORT_ERR for anything else. A deadline's signal is
+ * AbortSignal.timeout()'s (its reason a TimeoutError), or one whose reason
+ * has the code ETIMEDOUT: a handler's ctx.signal after its caller's
+ * deadline, passed on to the calls it makes in turn.
  */
 export function signalError(reason: unknown): RpcError {
-  if ((reason as { name?: unknown } | null)?.name !== 'TimeoutError') return abortError(reason);
+  const r = reason as { name?: unknown; code?: unknown } | null;
+  if (r?.name !== 'TimeoutError' && r?.code !== RpcCode.TIMEOUT) return abortError(reason);
   return new RpcError('the call timed out (its signal was a deadline)', { code: RpcCode.TIMEOUT, cause: reason });
 }
 
@@ -137,16 +145,12 @@ export function signalError(reason: unknown): RpcError {
 export function cancelReason(code: string | undefined): RpcError {
   const message = code === undefined ? undefined : CANCEL_MESSAGES[code];
   if (message === undefined) return abortError('the caller cancelled');
-  const err = new RpcError(message, { code: code! });
-  err.name = 'AbortError';
-  return err;
+  return abortNamed(message, code!);
 }
 
-/** The connection's end as a handler's ctx.signal.reason: named AbortError, as every other reason is. */
+/** The connection's end (`lost`, its cause) as a handler's ctx.signal.reason. */
 export function lostReason(lost: RpcError): RpcError {
-  const err = new RpcError(lost.message, { code: RpcCode.CONNECTION_CLOSED, cause: lost.cause });
-  err.name = 'AbortError';
-  return err;
+  return abortNamed(lost.message, RpcCode.CONNECTION_CLOSED, lost);
 }
 
 // (A null prototype: a peer's reason named "constructor" is no reason.)

@@ -5,7 +5,7 @@ import { getEventListeners, once } from 'node:events';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { Msg, RpcCode, createServer } from '../src/index.js';
+import { Msg, RpcCode, connect, createServer } from '../src/index.js';
 import { eventually, fixtures } from './helpers.js';
 import { useLab } from './lab.js';
 import { helloFrame, messageFrame, rawPeer } from './wire.js';
@@ -185,6 +185,28 @@ describe('a CANCEL from a peer that gives no reason, or one that is wrong (PROTO
     return peer;
   }
 
+  it("a handler's signal passed on to its own calls carries its caller's deadline: ETIMEDOUT downstream too", async () => {
+    const downstream = await hangingServer();
+    const far = await connect<{ methods: { hang(): void } }>(downstream.address);
+    const relay = createServer<{ methods: { relay(): void } }>({
+      service: 'relay',
+      handlers: { relay: (ctx) => far.$with({ signal: ctx.signal }).hang() },
+    });
+    const address = `@afunix-relay-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await relay.listen(address);
+    const near = await connect<{ methods: { relay(): void } }>(address);
+    try {
+      await expect(near.$with({ timeout: 100 }).relay()).rejects.toMatchObject({ code: RpcCode.TIMEOUT });
+      await eventually(() => downstream.reasons.length === 1);
+      expect(downstream.reasons).toEqual([{ name: 'AbortError', code: RpcCode.TIMEOUT, message: "the caller's deadline passed" }]);
+    } finally {
+      await near.$close();
+      await relay.close({ timeout: 0 });
+      await far.$close();
+      await downstream.close();
+    }
+  });
+
   const generic = { name: 'AbortError', code: RpcCode.ABORTED, message: 'the call was aborted' };
 
   it('a caller that goes away: CONNECTION_CLOSED, an AbortError as the others are', async () => {
@@ -203,7 +225,6 @@ describe('a CANCEL from a peer that gives no reason, or one that is wrong (PROTO
       await s.close();
     }
   });
-
 
   it('without a reason it means what it always did: the AbortError ABORT_ERR', async () => {
     const s = await hangingServer();
