@@ -30,11 +30,16 @@ export class Fd {
   #sends = 0;
   #closeWhenSent = false;
 
-  private constructor(fd: number, owned: boolean, transfers = false) {
+  // A received descriptor this wrapper owns, as a transfer too (see
+  // transfer()): closed through the addon, and at the thread's end.
+  readonly #received: boolean;
+
+  private constructor(fd: number, owned: boolean, transfers = false, received = owned && !transfers) {
     this.#fd = fd;
     this.#owned = owned;
     this.transfers = transfers;
-    if (owned) orphans.register(this, transfers ? ~fd : fd, this);
+    this.#received = received;
+    if (owned) orphans.register(this, received ? fd : ~fd, this);
   }
 
   /** Wraps a descriptor to send. It is borrowed: sending does not close it. */
@@ -45,9 +50,14 @@ export class Fd {
   /**
    * Wraps a descriptor to hand over: it is closed here as soon as the kernel
    * has it in flight to the peer (or the message could not be sent). This is
-   * how a broker gives away a file it opened without keeping it open.
+   * how a broker gives away a file it opened without keeping it open. A
+   * received Fd given here is handed over itself (it is taken, EBUSY while a
+   * message carrying it waits to leave): like any received one, it is also
+   * closed if this thread ends before its message leaves (a worker
+   * terminated), which a number that fs did not open cannot be.
    */
   static transfer(value: FdLike): Fd {
+    if (value instanceof Fd && value.owned && value.#received) return new Fd(value.#release(), true, true, true);
     return new Fd(checkedFd(value), true, true);
   }
 
@@ -75,13 +85,19 @@ export class Fd {
    * that message): take it once the send has settled.
    */
   take(): number {
+    const received = this.#owned && this.#received;
+    const fd = this.#release();
+    if (received) releaseKept([fd]); // (off the addon's list: see connection.ts)
+    return fd;
+  }
+
+  // The descriptor, out of this wrapper (now taken): EBUSY while a message
+  // carrying it waits to leave (its taker could close it under that message).
+  #release(): number {
     const fd = this.fd;
     if (this.#sends > 0) throw Object.assign(new Error('this Fd is in a message still being sent'), { code: 'EBUSY' });
     this.#fd = -1;
-    if (this.#owned) {
-      orphans.unregister(this);
-      if (!this.transfers) releaseKept([fd]); // (received: see connection.ts)
-    }
+    if (this.#owned) orphans.unregister(this);
     this.#owned = false;
     return fd;
   }
@@ -116,11 +132,11 @@ export class Fd {
     this.#fd = -1;
     this.#owned = false;
     orphans.unregister(this);
-    if (this.transfers) closeGiven(fd);
     // (A received one through the transport: fs.closeSync() would warn in a
     // worker thread, and one already closed through a raw number someone
     // peeked at is fine.)
-    else closeReceived(fd);
+    if (this.#received) closeReceived(fd);
+    else closeGiven(fd);
   }
 
   [Symbol.dispose](): void {

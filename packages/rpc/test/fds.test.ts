@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { closeFd } from '@afunix/transport';
 import { describe, expect, it } from 'vitest';
-import { type Contract, Fd, type RpcClient, RpcServer, type RpcServerOptions, connect } from '../src/index.js';
+import { type Contract, Fd, type RpcClient, RpcServer, type RpcServerOptions, connect, createServer } from '../src/index.js';
 import { addedSince, eventually, openFds } from './helpers.js';
 import { useLab } from './lab.js';
 
@@ -168,6 +168,31 @@ describe('received fds in a worker thread that is terminated', () => {
       expect(openOnFile()).toBe(1);
       await worker.terminate();
       expect(openOnFile()).toBe(0);
+    }
+  });
+});
+
+describe('a received Fd handed over (Fd.transfer(fd)) by a worker terminated before its message left', () => {
+  it('is closed with the worker, as a received one is', async () => {
+    const file = join(lab.dir, 'handed-over-by-a-worker.txt');
+    writeFileSync(file, 'handed over');
+    const stalledAddress = join(lab.dir, 'stalled.sock');
+    const stalled = createServer<{ methods: { stop(): void; put(value: unknown): void } }>({
+      service: 'stalled',
+      handlers: { stop: (ctx) => ctx.connection.channel.pause(), put: () => {} },
+    });
+    await stalled.listen(stalledAddress);
+    try {
+      const before = openFds();
+      const worker = new Worker(new URL('./fixtures/worker-hands-over.mjs', import.meta.url), {
+        workerData: { labAddress: lab.service.address, stalledAddress, file },
+      });
+      await once(worker, 'message');
+      expect(addedSince(before).filter((entry) => entry.endsWith(` ${file}`))).toHaveLength(1); // in the worker's queue
+      await worker.terminate();
+      await eventually(() => addedSince(before).every((entry) => !entry.endsWith(` ${file}`)));
+    } finally {
+      await stalled.close({ timeout: 0 });
     }
   });
 });

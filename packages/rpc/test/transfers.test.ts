@@ -262,6 +262,40 @@ describe('a received Fd passed on by its handler', () => {
   });
 });
 
+describe('Fd.transfer() of a received Fd', () => {
+  it('hands that Fd itself over: it is taken, and its descriptor is closed once, after the message has left', async () => {
+    interface Desk {
+      methods: { give(): Fd; check(fd: Fd): boolean };
+    }
+    const server = createServer<Desk>({
+      service: 'desk',
+      handlers: { give: () => Fd.transfer(openNull()), check: (_ctx, fd) => fstatSync(fd.fd).isCharacterDevice() },
+    });
+    const [a, b] = socketPair();
+    void server.serve(a);
+    const client = await connect<Desk>(b);
+    try {
+      const received = await client.give();
+      const number = received.fd;
+      const handed = Fd.transfer(received);
+      expect(() => received.fd).toThrow(expect.objectContaining({ code: 'EBADF' }));
+      expect(await client.check(handed)).toBe(true);
+      await eventually(() => !openFds().has(number)); // closed once it left
+      const next = openSync('/etc/hostname', 'r'); // the lowest free number: that one
+      try {
+        expect(next).toBe(number);
+        received.close(); // taken: it closes nothing, this file least of all
+        expect(fstatSync(next).isFile()).toBe(true);
+      } finally {
+        closeSync(next);
+      }
+    } finally {
+      await client.$close();
+      await server.close({ timeout: 100 });
+    }
+  });
+});
+
 describe('an Fd while messages carrying it wait to leave', () => {
   interface Passing {
     methods: { echo(fd: Fd): Fd; echoLater(fd: Fd): Fd; relayTake(fd: Fd): string; adopt(fd: Fd): number; ping(): number };
