@@ -8,6 +8,8 @@
 #include "sys.h"
 
 #include <memory>
+#include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -79,6 +81,16 @@ struct EnvState {
   // two calls, and a worker terminated in that gap would leave them open.
   // Closed at teardown, as `kept`.
   std::unordered_set<int> unowned;
+  // Socket files that open listeners and datagram sockets bound, by the fd
+  // their handle owns: removed if the handle closes without JavaScript's
+  // close() (at teardown), and still the file bind() made, as libuv's pipe
+  // close removes its file.
+  struct BoundFile {
+    std::string path;
+    uint64_t dev;
+    uint64_t ino;
+  };
+  std::unordered_map<int, BoundFile> bound_files;
   // fds an open handle of this environment owns, by number: adopting one of
   // them again (fromFd, listenFd) would let two handles close the same fd.
   std::vector<bool> owned;

@@ -108,6 +108,7 @@ Napi::Function SocketHandle::Define(Napi::Env env) {
                          InstanceMethod<&SocketHandle::Ref>("ref"),
                          InstanceMethod<&SocketHandle::Unref>("unref"),
                          InstanceMethod<&SocketHandle::SetMaxMessage>("setMaxMessage"),
+                         InstanceMethod<&SocketHandle::UnlinkAtTeardown>("unlinkAtTeardown"),
                          InstanceMethod<&SocketHandle::SetReadTarget>("setReadTarget"),
                          InstanceMethod<&SocketHandle::WriteMessages>("writeMessages"),
                          StaticValue("ERR_CTRUNC", Napi::Number::New(env, kErrCtrunc)),
@@ -225,6 +226,18 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// unlinkAtTeardown(path, dev, ino): the socket file this handle's fd is
+// bound to, removed if the environment ends with the handle still open.
+Napi::Value SocketHandle::UnlinkAtTeardown(const Napi::CallbackInfo& info) {
+  if (conn_ != nullptr && info[0].IsString() && info[1].IsNumber() && info[2].IsNumber()) {
+    conn_->state->bound_files[conn_->fd] = EnvState::BoundFile{
+        info[0].As<Napi::String>().Utf8Value(),
+        static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()),
+        static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue())};
+  }
+  return info.Env().Undefined();
+}
+
 void SocketHandle::ClearTarget() {
   if (target_ == nullptr) return;
   napi_delete_reference(Env(), target_);
@@ -337,8 +350,20 @@ Napi::Value SocketHandle::Unref(const Napi::CallbackInfo& info) {
 Napi::Value SocketHandle::Close(const Napi::CallbackInfo& info) {
   if (conn_ == nullptr || conn_->closing) return info.Env().Undefined();
   if (info.Length() > 0 && info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
+  // JavaScript's close() has dealt with the socket file.
+  conn_->state->bound_files.erase(conn_->fd);
   BeginClose(conn_);
   return info.Env().Undefined();
+}
+
+// A socket closed without JavaScript's close() (the environment ending, or
+// JavaScript no longer able to run when it was to be told something):
+// its socket file goes with it, if still the one bind() made.
+static void ForgetBoundFile(Conn* c) {
+  auto file = c->state->bound_files.find(c->fd);
+  if (file == c->state->bound_files.end()) return;
+  SysUnlinkIfSame(file->second.path.c_str(), file->second.dev, file->second.ino);
+  c->state->bound_files.erase(file);
 }
 
 void SocketHandle::BeginClose(Conn* c) {
@@ -353,6 +378,7 @@ void SocketHandle::BeginClose(Conn* c) {
 void SocketHandle::OnClosed(uv_handle_t* handle) {
   Conn* c = static_cast<Conn*>(handle->data);
   c->state->Disown(c->fd);
+  ForgetBoundFile(c);
   SysClose(c->fd);
   UnlinkConn(c);
   EnvState* state = c->state;

@@ -54,6 +54,9 @@ int SysClose(int fd);
 // An exclusive flock() on a file, without waiting: UV_EAGAIN if another
 // open file holds it. Released when the file is closed (or its process ends).
 int SysTryLock(int fd);
+// Removes the socket file at `path` if it is still the one with this
+// identity (device and inode), as bind() made it; nothing otherwise.
+void SysUnlinkIfSame(const char* path, uint64_t dev, uint64_t ino);
 int SysSockName(int fd, bool peer, Address* out);
 int SysPeerCred(int fd, PeerCred* out);
 int SysPeerPidfd(int fd);

@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -242,6 +243,12 @@ int SysTryLock(int fd) {
   while (r == -1 && errno == EINTR);
   // EWOULDBLOCK is EAGAIN on Linux, not on every system.
   return r == -1 ? (errno == EWOULDBLOCK ? UV_EAGAIN : Err()) : 0;
+}
+
+void SysUnlinkIfSame(const char* path, uint64_t dev, uint64_t ino) {
+  struct stat st;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  if (static_cast<uint64_t>(st.st_dev) == dev && static_cast<uint64_t>(st.st_ino) == ino) unlink(path);
 }
 
 int SysSockName(int fd, bool peer, Address* out) {

@@ -301,6 +301,10 @@ int SysClose(int fd) {
 // fs fds are CRT descriptors here, and a bound socket's file is no lock.
 int SysTryLock(int) { return UV_ENOTSUP; }
 
+// Node cannot stat a socket file there (see bind.ts): JavaScript gives no
+// identity to compare, and the file is left, as by a process that dies.
+void SysUnlinkIfSame(const char*, uint64_t, uint64_t) {}
+
 int SysSockName(int fd, bool peer, Address* out) {
   SOCKET s = ToSocket(fd);
   sockaddr_un sa;

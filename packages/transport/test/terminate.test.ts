@@ -3,11 +3,11 @@
 // its JavaScript never got to adopt. The worker stops itself inside the
 // delivery and waits for terminate(), so the cut lands there every time.
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { connect, type UnixSocket } from '../src/index.js';
+import { connect, createServer, type UnixSocket } from '../src/index.js';
 import { addedSince, destroyAll, fixtures, openFds, requireDist, tempDir } from './helpers.js';
 
 let dir: ReturnType<typeof tempDir>;
@@ -112,5 +112,40 @@ describe('worker terminated in the middle of a delivery', () => {
     const before = openFds();
     await terminateAtRandom('make', 20);
     expect(addedSince(before)).toEqual([]);
+  });
+});
+
+describe('a worker terminated with a listening socket', () => {
+  it('removes the socket files it bound, as close() would, even with a connection waiting to be accepted', async () => {
+    const serverPath = join(dir.path, 'worker-server.sock');
+    const datagramPath = join(dir.path, 'worker-datagram.sock');
+    const flag = new Int32Array(new SharedArrayBuffer(4));
+    const w = new Worker(join(fixtures, 'worker_listens.mjs'), { workerData: { serverPath, datagramPath, flag } });
+    const [message] = (await once(w, 'message')) as [{ listening: string[] }];
+    expect(message.listening).toEqual([serverPath, datagramPath]);
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+    sockets.push(await connect(serverPath)); // in the backlog: the worker's loop is blocked
+    expect(existsSync(serverPath) && existsSync(datagramPath)).toBe(true);
+    await w.terminate();
+    expect([existsSync(serverPath), existsSync(datagramPath)]).toEqual([false, false]);
+  });
+
+  it('leaves a socket file at its path alone once it is not the one the worker bound', async () => {
+    const serverPath = join(dir.path, 'taken-over.sock');
+    const datagramPath = join(dir.path, 'taken-over-datagram.sock');
+    const flag = new Int32Array(new SharedArrayBuffer(4));
+    const w = new Worker(join(fixtures, 'worker_listens.mjs'), { workerData: { serverPath, datagramPath, flag } });
+    await once(w, 'message');
+    // Another server takes the path over (as one that found the file stale would).
+    unlinkSync(serverPath);
+    const successor = await createServer().listen(serverPath);
+    try {
+      await w.terminate();
+      expect(existsSync(serverPath)).toBe(true);
+      sockets.push(await connect(serverPath)); // the successor's, still reachable
+    } finally {
+      await successor.close();
+    }
   });
 });
