@@ -77,11 +77,17 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// bind(fd, address): the socket file it makes is noted at once, from C++,
+// where no terminate() can cut in (see EnvState::bound_files).
 Napi::Value Bind(const Napi::CallbackInfo& info) {
   const uint8_t* p;
   size_t len;
   if (!AddrArg(info, 1, &p, &len)) return Num(info.Env(), UV_EINVAL);
-  return Num(info.Env(), SysBind(Int(info, 0), p, len));
+  int fd = Int(info, 0);
+  int r = SysBind(fd, p, len);
+  EnvState::BoundFile file;
+  if (r == 0 && SysBoundFile(p, len, &file.path, &file.dev, &file.ino)) EnvState::Get(info.Env())->bound_files[fd] = file;
+  return Num(info.Env(), r);
 }
 
 Napi::Value Connect(const Napi::CallbackInfo& info) {
@@ -110,6 +116,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   state->in_flight.erase(fd);
   state->kept.erase(fd);
   state->unowned.erase(fd);
+  state->bound_files.erase(fd);  // (JavaScript deals with the file)
   return Num(info.Env(), SysClose(fd));
 }
 
@@ -220,6 +227,7 @@ Napi::Value GetBufferSize(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* state = new EnvState();
+  state->probe = Napi::Persistent(Napi::Object::New(env));
   env.SetInstanceData<EnvState>(state);
   // Sockets still open when a worker (or the process) ends are closed here,
   // before libuv's loop goes away: never left to a garbage collector. The

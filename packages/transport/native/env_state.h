@@ -63,6 +63,10 @@ struct EnvState {
   // Small read batches are copied into this pool and reach JavaScript as
   // views of it (see SocketHandle::Deliver); pool_used is the next free byte.
   Napi::Reference<Napi::ArrayBuffer> pool;
+  // An object of the addon's own that SocketHandle::JsAlive() probes: the
+  // global object's prototype chain could hold a proxy, whose trap (user
+  // code) could fail the probe, and the addon would take JavaScript for gone.
+  Napi::ObjectReference probe;
   size_t pool_used = 0;
   Conn* conns = nullptr;  // intrusive list of sockets not yet closed
   HandleTable handles;
@@ -81,16 +85,23 @@ struct EnvState {
   // two calls, and a worker terminated in that gap would leave them open.
   // Closed at teardown, as `kept`.
   std::unordered_set<int> unowned;
-  // Socket files that open listeners and datagram sockets bound, by the fd
-  // their handle owns: removed if the handle closes without JavaScript's
-  // close() (at teardown), and still the file bind() made, as libuv's pipe
-  // close removes its file.
+  // Socket files that bind() made, by their fd (noted by bind() itself):
+  // removed if the fd is closed without JavaScript's close() (at teardown,
+  // its handle's, or inside listen() before there is a handle) and the
+  // path is still that file, as libuv's pipe close removes its file.
   struct BoundFile {
     std::string path;
     uint64_t dev;
     uint64_t ino;
   };
   std::unordered_map<int, BoundFile> bound_files;
+  // Its socket file goes, if still the one bind() made.
+  void UnlinkBoundFile(int fd) {
+    auto file = bound_files.find(fd);
+    if (file == bound_files.end()) return;
+    SysUnlinkIfSame(file->second.path.c_str(), file->second.dev, file->second.ino);
+    bound_files.erase(file);
+  }
   // fds an open handle of this environment owns, by number: adopting one of
   // them again (fromFd, listenFd) would let two handles close the same fd.
   std::vector<bool> owned;

@@ -108,7 +108,6 @@ Napi::Function SocketHandle::Define(Napi::Env env) {
                          InstanceMethod<&SocketHandle::Ref>("ref"),
                          InstanceMethod<&SocketHandle::Unref>("unref"),
                          InstanceMethod<&SocketHandle::SetMaxMessage>("setMaxMessage"),
-                         InstanceMethod<&SocketHandle::UnlinkAtTeardown>("unlinkAtTeardown"),
                          InstanceMethod<&SocketHandle::SetReadTarget>("setReadTarget"),
                          InstanceMethod<&SocketHandle::WriteMessages>("writeMessages"),
                          StaticValue("ERR_CTRUNC", Napi::Number::New(env, kErrCtrunc)),
@@ -222,18 +221,6 @@ Napi::Value SocketHandle::SetMaxMessage(const Napi::CallbackInfo& info) {
   if (conn_ != nullptr && info[0].IsNumber()) {
     double v = info[0].As<Napi::Number>().DoubleValue();
     if (v >= 1 && v <= 1024.0 * 1024 * 1024) conn_->max_message = static_cast<size_t>(v);
-  }
-  return info.Env().Undefined();
-}
-
-// unlinkAtTeardown(path, dev, ino): the socket file this handle's fd is
-// bound to, removed if the environment ends with the handle still open.
-Napi::Value SocketHandle::UnlinkAtTeardown(const Napi::CallbackInfo& info) {
-  if (conn_ != nullptr && info[0].IsString() && info[1].IsNumber() && info[2].IsNumber()) {
-    conn_->state->bound_files[conn_->fd] = EnvState::BoundFile{
-        info[0].As<Napi::String>().Utf8Value(),
-        static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue()),
-        static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue())};
   }
   return info.Env().Undefined();
 }
@@ -356,16 +343,6 @@ Napi::Value SocketHandle::Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// A socket closed without JavaScript's close() (the environment ending, or
-// JavaScript no longer able to run when it was to be told something):
-// its socket file goes with it, if still the one bind() made.
-static void ForgetBoundFile(Conn* c) {
-  auto file = c->state->bound_files.find(c->fd);
-  if (file == c->state->bound_files.end()) return;
-  SysUnlinkIfSame(file->second.path.c_str(), file->second.dev, file->second.ino);
-  c->state->bound_files.erase(file);
-}
-
 void SocketHandle::BeginClose(Conn* c) {
   if (c->closing) return;
   c->closing = true;
@@ -378,7 +355,9 @@ void SocketHandle::BeginClose(Conn* c) {
 void SocketHandle::OnClosed(uv_handle_t* handle) {
   Conn* c = static_cast<Conn*>(handle->data);
   c->state->Disown(c->fd);
-  ForgetBoundFile(c);
+  // Closed without JavaScript's close() (the environment ending, or
+  // JavaScript no longer able to run when it was to be told something).
+  c->state->UnlinkBoundFile(c->fd);
   SysClose(c->fd);
   UnlinkConn(c);
   EnvState* state = c->state;
@@ -404,7 +383,10 @@ void SocketHandle::Teardown(EnvState* state, napi_async_cleanup_hook_handle hook
   state->cleanup_hook = hook;
   for (int fd : state->kept) SysClose(fd);
   state->kept.clear();
-  for (int fd : state->unowned) SysClose(fd);
+  for (int fd : state->unowned) {
+    state->UnlinkBoundFile(fd);  // (a server terminated inside listen())
+    SysClose(fd);
+  }
   state->unowned.clear();
   for (Conn* c = state->conns; c != nullptr; c = c->next) BeginClose(c);
   FinishTeardown(state);
@@ -427,9 +409,11 @@ void SocketHandle::FinishTeardown(EnvState* state) {
 // into JavaScript, fails when Node has stopped JS or V8 is terminating.
 bool SocketHandle::JsAlive() {
   napi_env env = Env();
-  napi_value global;
+  napi_value probe;
   bool has = false;
-  if (napi_get_global(env, &global) == napi_ok && napi_has_element(env, global, 0, &has) == napi_ok) return true;
+  if (napi_get_reference_value(env, EnvState::Get(Env())->probe, &probe) == napi_ok && probe != nullptr &&
+      napi_has_element(env, probe, 0, &has) == napi_ok)
+    return true;
   bool pending = false;
   napi_value e;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &e);

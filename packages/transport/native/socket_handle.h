@@ -75,7 +75,6 @@ class SocketHandle : public Napi::ObjectWrap<SocketHandle> {
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value SetMaxMessage(const Napi::CallbackInfo& info);
-  Napi::Value UnlinkAtTeardown(const Napi::CallbackInfo& info);
   Napi::Value SetReadTarget(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* poll, int status, int events);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include <string>
 #include <vector>
 
 namespace afunix {
@@ -54,6 +55,10 @@ int SysClose(int fd);
 // An exclusive flock() on a file, without waiting: UV_EAGAIN if another
 // open file holds it. Released when the file is closed (or its process ends).
 int SysTryLock(int fd);
+// The socket file bind() just made for `path` (an address as SysBind()
+// takes it): its absolute path and identity. False for an abstract name, or
+// where a socket file cannot be examined.
+bool SysBoundFile(const uint8_t* path, size_t len, std::string* abs, uint64_t* dev, uint64_t* ino);
 // Removes the socket file at `path` if it is still the one with this
 // identity (device and inode), as bind() made it; nothing otherwise.
 void SysUnlinkIfSame(const char* path, uint64_t dev, uint64_t ino);

@@ -245,6 +245,23 @@ int SysTryLock(int fd) {
   return r == -1 ? (errno == EWOULDBLOCK ? UV_EAGAIN : Err()) : 0;
 }
 
+bool SysBoundFile(const uint8_t* path, size_t len, std::string* abs, uint64_t* dev, uint64_t* ino) {
+  if (len == 0 || path[0] == 0) return false;  // autobound, or abstract: no file
+  std::string name(reinterpret_cast<const char*>(path), len);
+  if (name[0] != '/') {
+    // (Absolute, so that a chdir() later does not lead elsewhere.)
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr) return false;
+    name = std::string(cwd) + "/" + name;
+  }
+  struct stat st;
+  if (lstat(name.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  *abs = std::move(name);
+  *dev = static_cast<uint64_t>(st.st_dev);
+  *ino = static_cast<uint64_t>(st.st_ino);
+  return true;
+}
+
 void SysUnlinkIfSame(const char* path, uint64_t dev, uint64_t ino) {
   struct stat st;
   if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return;

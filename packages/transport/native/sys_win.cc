@@ -301,8 +301,9 @@ int SysClose(int fd) {
 // fs fds are CRT descriptors here, and a bound socket's file is no lock.
 int SysTryLock(int) { return UV_ENOTSUP; }
 
-// Node cannot stat a socket file there (see bind.ts): JavaScript gives no
-// identity to compare, and the file is left, as by a process that dies.
+// A socket file has no identity to compare there (Node cannot stat it
+// either, see bind.ts): it is left, as by a process that dies.
+bool SysBoundFile(const uint8_t*, size_t, std::string*, uint64_t*, uint64_t*) { return false; }
 void SysUnlinkIfSame(const char*, uint64_t, uint64_t) {}
 
 int SysSockName(int fd, bool peer, Address* out) {

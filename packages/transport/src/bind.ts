@@ -223,16 +223,6 @@ export function stillBound(name: BoundName): boolean {
   return !name.identity || name.identity === 'name' || sameFile(lstatOrNull(name.address), name.identity);
 }
 
-/**
- * Has the addon remove the socket file if this thread ends (a worker
- * terminated) with the socket still open, when no close() can run; only if
- * it is still the one we created, as unlinkBound() checks.
- */
-export function unlinkAtTeardown(handle: { unlinkAtTeardown(path: string, dev: number, ino: number): void }, name: BoundName | null): void {
-  const identity = name?.identity;
-  if (identity && identity !== 'name') handle.unlinkAtTeardown(name!.address, identity.dev, identity.ino);
-}
-
 /** Removes the socket file, but only if it is still the one we created. */
 export function unlinkBound(name: BoundName): void {
   if (!name.identity) return;

@@ -3,7 +3,7 @@
 // address or the connected peer, optionally with fds.
 import { EventEmitter } from 'node:events';
 import { decodeAddress, encodeAddress } from './address.js';
-import { type BoundName, bindSafely, unlinkAtTeardown, unlinkBound } from './bind.js';
+import { type BoundName, bindSafely, unlinkBound } from './bind.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { checkBindOptions, checkDatagramOptions, optionsObject } from './options.js';
 import { type FdLike, ReceivedFds, toFds } from './fds.js';
@@ -95,7 +95,6 @@ export class UnixDatagram extends EventEmitter {
     const given = optionsObject(options);
     checkBindOptions(given); // (chmod would take 0o10000 for 0, and other modes out of range with codes of its own)
     this.#bound = bindSafely(this.#openFd(), Kind.dgram, address, given.mode ?? undefined);
-    unlinkAtTeardown(this.#handle!, this.#bound);
     return this;
   }
 

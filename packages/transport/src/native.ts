@@ -28,8 +28,6 @@ export interface NativeHandle {
   ref(): void;
   unref(): void;
   setMaxMessage(bytes: number): void;
-  /** The socket file the fd is bound to: removed if the environment ends (a worker terminated) with the handle open, and still that file. */
-  unlinkAtTeardown(path: string, dev: number, ino: number): void;
   /** Stream only: the next read goes to buffer[offset, offset + length) (null: anywhere). */
   setReadTarget(buffer: Uint8Array | null, offset?: number, length?: number): void;
   /** [data0, fds0, data1, fds1, ...] as whole messages: how many were sent, or a negative error. */

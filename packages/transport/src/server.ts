@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import { decodeAddress } from './address.js';
-import { type BoundName, SETUP_GRACE_MS, bindSafely, isStartingThere, stillBound, unlinkAtTeardown, unlinkBound } from './bind.js';
+import { type BoundName, SETUP_GRACE_MS, bindSafely, isStartingThere, stillBound, unlinkBound } from './bind.js';
 import { adoptFd, connectionType, type ConnectionType } from './connect.js';
 import { afunixError, check, invalidArg, systemError, unsupported, uv } from './errors.js';
 import { checkServerOptions, optionsObject } from './options.js';
@@ -122,7 +122,6 @@ export class UnixServer extends EventEmitter {
     const handle = new native!.SocketHandle(fd, Kind[this.type], true, UnixServer.#handleAccept, noop) as OwnedHandle<UnixServer>;
     handle.owner = this;
     this.#handle = handle;
-    unlinkAtTeardown(handle, this.#bound);
     check(this.#handle.readStart(), 'poll');
     debug('server fd=%d listening on %s', fd, this.address());
     this.emit('listening');
