@@ -57,7 +57,8 @@ export class Fd {
    * terminated), which a number that fs did not open cannot be.
    */
   static transfer(value: FdLike): Fd {
-    if (value instanceof Fd && value.owned && value.#received) return new Fd(value.#release(), true, true, true);
+    // (Any Fd that owns its descriptor moves, or two would close one number.)
+    if (value instanceof Fd && value.owned) return new Fd(value.#release(), true, true, value.#received);
     return new Fd(checkedFd(value), true, true);
   }
 

@@ -296,6 +296,19 @@ describe('Fd.transfer() of a received Fd', () => {
   });
 });
 
+describe('Fd.transfer() of an Fd that owns its descriptor', () => {
+  it('moves it: a transfer of a transfer leaves one owner, and the first closes nothing', () => {
+    const fd = openNull();
+    const first = Fd.transfer(fd);
+    const second = Fd.transfer(first);
+    expect(() => first.fd).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    first.close();
+    expect(fstatSync(fd).isCharacterDevice()).toBe(true);
+    second.close();
+    expect(() => fstatSync(fd)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  });
+});
+
 describe('an Fd while messages carrying it wait to leave', () => {
   interface Passing {
     methods: { echo(fd: Fd): Fd; echoLater(fd: Fd): Fd; relayTake(fd: Fd): string; adopt(fd: Fd): number; ping(): number };
