@@ -145,10 +145,19 @@ export class Fd {
   }
 }
 
-// A descriptor handed over with Fd.transfer() is the caller's, most often
-// opened with fs: closed behind fs's back in a worker thread, it stayed on
-// the worker's list of fds to close at its exit, and that closed the number
-// again, by then another file or connection of the process.
+// A descriptor handed over with Fd.transfer() (one it did not receive) is
+// the caller's, most often opened with fs: closed behind fs's back in a
+// worker thread, it stayed on the worker's list of fds to close at its
+// exit, and that closed the number again, by then another file or
+// connection of the process.
+function closeGiven(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // (Closed already by its owner: nothing left to do.)
+  }
+}
+
 // A received descriptor, closed: a cleanup path, which must not throw. Its
 // number adopted by a socket meanwhile (fromFd(fd.fd) without take()) is
 // that socket's now (closeFd() refuses it, EBUSY): it is left to it.
@@ -157,14 +166,6 @@ function closeReceived(fd: number): void {
     closeFd(fd);
   } catch {
     // (Owned by a socket of this process: see above.)
-  }
-}
-
-function closeGiven(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // (Closed already by its owner: nothing left to do.)
   }
 }
 
